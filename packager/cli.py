@@ -1,0 +1,177 @@
+"""Command line: thin functions over resolve / merge / verify; errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from packager import __version__
+from packager.errors import PackagerError, UserInputError
+
+log = logging.getLogger("packager")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        raise UserInputError(f"{message}; see `packager {self.prog.split()[-1]} --help`")
+
+
+def _add_input_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapter", required=True, metavar="PATH",
+                   help="PEFT adapter folder, or a training output folder with checkpoint-N/ subfolders")
+    p.add_argument("--base", metavar="PATH|HUB_ID",
+                   help="base model; default: base_model_name_or_path from the adapter config")
+    p.add_argument("--revision", help="hub revision of the base (default: the adapter config's, else main)")
+    p.add_argument("--checkpoint", type=int, metavar="N", help="use checkpoint-N instead of the newest")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="dtype of the merged weights (auto: keep the base's)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="accept .bin/.pt weights (loaded with torch weights_only=True); refused by default")
+    p.add_argument("--engine", default="auto", choices=["auto", "stream", "peft"],
+                   help="merge engine: stream (low memory, LoRA), peft (merge_and_unload); auto picks")
+    p.add_argument("--json", action="store_true", help="print a JSON report on stdout instead of a summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="packager", description=(
+        "Turn a fine-tuned LLM adapter into a servable model: resolve and pin its base, check that they fit, "
+        "merge with low memory and verify parity with PEFT."))
+    parser.add_argument("--version", action="version", version=f"packager {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("resolve", help="find the base, pin every file by sha256, check the adapter fits")
+    _add_input_flags(p)
+    p.add_argument("--lock", default="packager.lock.json", metavar="FILE", help="where to write the lock file")
+    p.set_defaults(func=_cmd_resolve)
+
+    p = sub.add_parser("merge", help="merge the adapter into its base, streaming tensor by tensor")
+    _add_input_flags(p)
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the merged model (must not exist)")
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
+    p.add_argument("--no-verify", action="store_true", help="skip the logits parity check against PEFT")
+    p.add_argument("--verify-max-gb", type=float, default=8.0,
+                   help="skip parity for bases larger than this (it loads the model twice); default 8")
+    p.add_argument("--max-shard-size", type=_size, default="5GB", metavar="SIZE", help="output shard size (e.g. 2GB)")
+    p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser("verify", help="compare logits of base+adapter (PEFT) with a merged model")
+    _add_input_flags(p)
+    p.add_argument("--merged", required=True, metavar="DIR", help="the merged model folder")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("demo", help="generate a tiny demo base model and LoRA adapter (no hub needed)")
+    p.add_argument("--output", default="demo", metavar="DIR", help="where to write base/ and adapter/ (default: demo)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _size(text: str) -> int:
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+    upper = text.strip().upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit) and upper[: -len(unit)].replace(".", "", 1).isdigit():
+            return int(float(upper[: -len(unit)]) * factor)
+    if upper.isdigit():
+        return int(upper)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size like 500MB or 5GB")
+
+
+def _request(args: argparse.Namespace, hash_base: bool = True):  # noqa: ANN202 - ResolveRequest
+    from packager.resolve import ResolveRequest
+
+    return ResolveRequest(args.adapter, args.base, args.revision, args.checkpoint, args.dtype,
+                          args.allow_pickle, hash_base, args.engine)
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    from packager.report import print_plan
+    from packager.resolve import resolve, write_lock
+
+    resolved = resolve(_request(args))
+    write_lock(resolved.plan, args.lock)
+    if args.json:
+        print(json.dumps(resolved.plan.to_dict(), indent=2, default=str))
+    else:
+        print_plan(resolved.plan, args.lock)
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from packager.report import merge_report, print_merge
+    from packager.run_merge import run_merge
+
+    outcome = run_merge(_request(args, hash_base=False), args.output, force=args.force,
+                        verify=not args.no_verify, verify_max_bytes=int(args.verify_max_gb * 1e9),
+                        max_shard_bytes=args.max_shard_size, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(merge_report(outcome), indent=2, default=str))
+    else:
+        print_merge(outcome)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from packager.resolve import resolve
+    from packager.verify import measure_parity
+
+    if not os.path.isfile(os.path.join(args.merged, "config.json")):
+        raise UserInputError(f"{args.merged} is not a model folder (no config.json); pass the merge --output folder")
+    report = measure_parity(resolve(_request(args, hash_base=False)), args.merged)
+    print(json.dumps(report.__dict__, indent=2) if args.json else report.summary())
+    return 0 if report.passed else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from packager.demo import build_demo
+
+    base, adapter = build_demo(args.output)
+    print(f"demo base: {base}\ndemo adapter: {adapter}")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None, run: Callable[[argparse.Namespace], int] | None = None) -> int:
+    """Entry point: parse, run, and turn every failure into `error: …` on stderr plus an exit code."""
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        return (run or args.func)(args)
+    except PackagerError as exc:
+        _print_error(exc, args, exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
+        _print_error(exc, args, f"unexpected {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                     f"; rerun with --debug and report it")
+        return 1
+
+
+def _print_error(exc: BaseException, args: argparse.Namespace | None, message: str) -> None:
+    if args is not None and getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exception(exc)
+    print(f"error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Error hierarchy: every message names the problem and the fix, on one line."""
+
+from __future__ import annotations
+
+
+class PackagerError(Exception):
+    """Base class. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UserInputError(PackagerError):
+    """The user's input is wrong; the message says how to fix it (exit 2)."""
+
+    exit_code = 2
+
+
+class AdapterError(UserInputError):
+    """The adapter folder, its config or its weights are unusable."""
+
+
+class BaseNotFoundError(UserInputError):
+    """The base model could not be located."""
+
+
+class IncompatibleAdapterError(UserInputError):
+    """The adapter does not fit the base model."""
+
+
+class UnsafeFormatError(UserInputError):
+    """Pickle weights were found and not explicitly allowed."""
+
+
+class CorruptFileError(UserInputError):
+    """A weights file is truncated or malformed."""
+
+
+class OutputError(UserInputError):
+    """The output location is unusable (exists, no space, ...)."""
+
+
+class ParityError(PackagerError):
+    """The merged model does not answer like base + adapter."""

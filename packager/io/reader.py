@@ -1,0 +1,85 @@
+"""Read a safetensors shard tensor by tensor, in file order, hashing every byte on the way."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+from packager.io.safetensors_format import TensorInfo, read_header
+
+CHUNK = 64 << 20
+
+
+class SafetensorsShard:
+    """One safetensors file: its tensors, read one at a time into private memory."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.size = os.path.getsize(path)
+        self.tensors, self.metadata, self.header_len = read_header(path, self.size)
+        self.sha256: str | None = None
+
+    def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield every tensor in offset order; afterwards `sha256` holds the file's digest."""
+        digest = hashlib.sha256()
+        with open(self.path, "rb", buffering=0) as f:
+            digest.update(_read_exact(f, self.header_len))
+            position = self.header_len
+            for info in sorted(self.tensors.values(), key=lambda t: t.start):
+                if info.start > position:  # padding between tensors still belongs to the file
+                    digest.update(_read_exact(f, info.start - position))
+                tensor = _read_tensor(f, info)
+                digest.update(memoryview(tensor.view(-1).view(torch.uint8).numpy()))
+                position = info.end
+                yield info.name, tensor
+            for block in iter(lambda: f.read(CHUNK), b""):
+                digest.update(block)
+        self.sha256 = digest.hexdigest()
+
+    def read(self, name: str) -> torch.Tensor:
+        """Read a single tensor by name (random access, no hashing)."""
+        with open(self.path, "rb", buffering=0) as f:
+            f.seek(self.tensors[name].start)
+            return _read_tensor(f, self.tensors[name])
+
+
+def _read_tensor(f, info: TensorInfo) -> torch.Tensor:  # noqa: ANN001 - raw file object
+    buffer = torch.empty(info.nbytes, dtype=torch.uint8)
+    view = memoryview(buffer.numpy())
+    done = 0
+    while done < info.nbytes:
+        n = f.readinto(view[done:])
+        if not n:
+            raise EOFError(f"{f.name}: unexpected end of file")
+        done += n
+    return buffer.view(info.torch_dtype).reshape(info.shape)
+
+
+def _read_exact(f, n: int) -> bytes:  # noqa: ANN001
+    data = f.read(n)
+    if len(data) != n:
+        raise EOFError(f"{f.name}: unexpected end of file")
+    return data
+
+
+class PickleShard:
+    """A pickle weights file, loaded with weights_only=True (only used when the user allowed pickle)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.size = os.path.getsize(path)
+        self.sha256: str | None = None
+
+    def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        from packager.adapter import load_pickle_state
+        from packager.hashing import sha256_file
+
+        yield from load_pickle_state(self.path).items()
+        self.sha256 = sha256_file(self.path)
+
+
+def open_shard(path: str, weights_format: str) -> SafetensorsShard | PickleShard:
+    return PickleShard(path) if weights_format == "pickle" else SafetensorsShard(path)

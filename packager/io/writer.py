@@ -1,0 +1,112 @@
+"""Write tensors into Hugging Face style safetensors shards as they arrive.
+
+The layout (which tensor goes into which shard, with what shape and dtype) is known before the
+first byte is written, so every shard's header is written up front and each tensor goes
+straight to disk: memory does not grow with the shard size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+
+from packager.io.safetensors_format import DTYPE_NAMES, element_size, encode_header
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count * element_size(self.dtype)
+
+
+def assign_shards(tensors: list[OutputTensor], max_shard_bytes: int) -> list[list[OutputTensor]]:
+    """Split tensors, in order, into shards of at most `max_shard_bytes` (a bigger tensor stands alone)."""
+    shards: list[list[OutputTensor]] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.nbytes
+    return shards
+
+
+def shard_file_names(count: int) -> list[str]:
+    if count == 1:
+        return [SINGLE_FILE]
+    return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+
+
+class ShardedWriter:
+    """Receives tensors in layout order and streams them into their shard files."""
+
+    def __init__(self, directory: str, shards: list[list[OutputTensor]]) -> None:
+        self.directory = directory
+        self.shards = shards
+        self.names = shard_file_names(len(shards))
+        self.sha256: dict[str, str] = {}
+        self._queue = [(s, t) for s, shard in enumerate(shards) for t in shard]
+        self._next = 0
+        self._file = None
+        self._shard = -1
+        self._digest = hashlib.sha256()
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        shard_index, expected = self._queue[self._next]
+        actual = (DTYPE_NAMES[tensor.dtype], tuple(tensor.shape))
+        if name != expected.name or actual != (expected.dtype, expected.shape):
+            raise RuntimeError(f"writer expected {expected}, got {name} {actual}")
+        if shard_index != self._shard:
+            self._open(shard_index)
+        data = memoryview(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+        self._file.write(data)
+        self._digest.update(data)
+        self._next += 1
+
+    def close(self) -> None:
+        """Finish the last shard and write the index when there are several."""
+        if self._next != len(self._queue):
+            raise RuntimeError(f"writer got {self._next} of {len(self._queue)} tensors")
+        self._finish_shard()
+        if len(self.shards) > 1:
+            self._write_index()
+
+    def _open(self, shard_index: int) -> None:
+        self._finish_shard()
+        self._shard = shard_index
+        path = os.path.join(self.directory, self.names[shard_index])
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in _finish_shard
+        entries = [(t.name, t.dtype, t.shape) for t in self.shards[shard_index]]
+        header = encode_header(entries, {"format": "pt"})
+        self._file.write(header)
+        self._digest = hashlib.sha256(header)
+
+    def _finish_shard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self.sha256[self.names[self._shard]] = self._digest.hexdigest()
+            self._file = None
+
+    def _write_index(self) -> None:
+        weight_map = {t.name: self.names[s] for s, shard in enumerate(self.shards) for t in shard}
+        total = sum(t.nbytes for shard in self.shards for t in shard)
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        with open(os.path.join(self.directory, INDEX_FILE), "w") as f:
+            json.dump(index, f, indent=2, sort_keys=True)
+            f.write("\n")

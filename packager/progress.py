@@ -1,0 +1,45 @@
+"""Progress for long steps: a bar on a terminal, one plain line per unit of work otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """Tracks bytes done for one file at a time; quiet=True prints nothing."""
+
+    def __init__(self, step: str, quiet: bool = False) -> None:
+        self.step = step
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self._bar = None
+        self._started = 0.0
+
+    def start(self, label: str, total_bytes: int) -> None:
+        self._started = time.monotonic()
+        self._label = label
+        if self.quiet:
+            return
+        if self.tty:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"{self.step} {label}", leave=False)
+        else:
+            print(f"{self.step}: {label} ({total_bytes / 1e9:.2f} GB) ...", file=sys.stderr, flush=True)
+
+    def advance(self, nbytes: int) -> None:
+        if self._bar is not None:
+            self._bar.update(nbytes)
+
+    def finish(self) -> None:
+        elapsed = time.monotonic() - self._started
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        if not self.quiet:
+            print(f"{self.step}: {self._label} done in {elapsed:.1f}s", file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            print(f"{self.step}: {message}", file=sys.stderr, flush=True)

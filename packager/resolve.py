@@ -1,0 +1,99 @@
+"""Resolve an adapter and its base into a checked, frozen PackagePlan (headers and configs only)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from packager.adapter import Adapter, load_adapter
+from packager.architecture import Architecture, inspect_architecture
+from packager.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights, locate_base
+from packager.compat import plan_merge
+from packager.errors import OutputError
+from packager.hashing import sha256_file
+from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
+
+LOCK_FILE = "packager.lock.json"
+ADAPTER_SETTINGS = (
+    "r", "lora_alpha", "use_rslora", "use_dora", "fan_in_fan_out", "target_modules", "modules_to_save",
+    "layers_to_transform", "rank_pattern", "alpha_pattern", "bias", "lora_bias", "task_type",
+    "base_model_name_or_path", "revision",
+)
+
+
+@dataclass(frozen=True)
+class ResolveRequest:
+    """What the user asked for; every field maps to a CLI flag."""
+
+    adapter: str
+    base: str | None = None
+    revision: str | None = None
+    checkpoint: int | None = None
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    hash_base: bool = True
+    engine: str = "auto"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The plan plus what later steps need to read the inputs."""
+
+    plan: PackagePlan
+    adapter: Adapter
+    architecture: Architecture
+    weights: BaseWeights
+
+
+def resolve(request: ResolveRequest) -> Resolved:
+    """Find adapter and base, check they fit, and pin the files (base hashes may be deferred to the merge)."""
+    adapter = load_adapter(request.adapter, request.checkpoint, request.allow_pickle)
+    location = locate_base(request.base or adapter.base_hint, request.revision or adapter.revision, bool(request.base))
+    weights = index_base_weights(location.path, request.allow_pickle)
+    arch = inspect_architecture(location.path)
+    merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
+    plan = PackagePlan(
+        adapter=_adapter_spec(adapter),
+        base=_base_spec(location, arch, weights, request.hash_base),
+        merge=merge,
+    )
+    return Resolved(plan, adapter, arch, weights)
+
+
+def _adapter_spec(adapter: Adapter) -> AdapterSpec:
+    names = ["adapter_config.json", os.path.basename(adapter.weights_file), *adapter.tokenizer_files]
+    files = tuple(_entry(adapter.path, n, True) for n in dict.fromkeys(names) if n)
+    settings = {k: adapter.config[k] for k in ADAPTER_SETTINGS if k in adapter.config}
+    return AdapterSpec(adapter.path, adapter.checkpoint, adapter.peft_type, settings, files)
+
+
+def _base_spec(location: BaseLocation, arch: Architecture, weights: BaseWeights, hash_weights: bool) -> BaseSpec:
+    side = [n for n in (*SIDE_FILES, *_index_files(location.path)) if os.path.isfile(os.path.join(location.path, n))]
+    entries = [_entry(location.path, n, True) for n in side]
+    entries += [_entry(location.path, n, hash_weights) for n in weights.files]
+    return BaseSpec(
+        location.path, location.source, location.repo_id, location.revision, location.commit,
+        arch.fingerprint, weights.format, tuple(entries),
+    )
+
+
+def _index_files(path: str) -> list[str]:
+    return [n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if os.path.isfile(os.path.join(path, n))]
+
+
+def _entry(folder: str, name: str, hashed: bool) -> FileEntry:
+    path = os.path.join(folder, name)
+    return FileEntry(name, os.path.getsize(path), sha256_file(path) if hashed else None)
+
+
+def write_lock(plan: PackagePlan, path: str) -> None:
+    """Write the lock atomically (temp file + rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OutputError(f"cannot write the lock to {path}: folder {directory} does not exist; create it or pass --lock")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(plan.lock(), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)

@@ -1,0 +1,34 @@
+"""Session fixtures: tiny real base models, built once per test run."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests import models  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _private_hash_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path_factory.getbasetemp() / "packager-cache"))
+
+
+@pytest.fixture(scope="session")
+def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """name -> folder of a saved tiny base model."""
+    root = tmp_path_factory.mktemp("bases")
+    return {
+        "llama": models.save_base(models.llama_config(), str(root / "llama")),
+        "llama-bf16": models.save_base(models.llama_config(), str(root / "llama-bf16"), dtype=torch.bfloat16),
+        "llama-sharded": models.save_base(models.llama_config(), str(root / "llama-sharded"), max_shard_size="60KB"),
+        "llama-tied": models.save_base(models.llama_config(tie_word_embeddings=True), str(root / "llama-tied")),
+        "llama-wide": models.save_base(models.llama_config(hidden_size=32, intermediate_size=64), str(root / "llama-wide")),
+        "gpt2": models.save_base(models.gpt2_config(), str(root / "gpt2")),
+        "gpt2-bf16": models.save_base(models.gpt2_config(), str(root / "gpt2-bf16"), dtype=torch.bfloat16),
+        "qwen2": models.save_base(models.qwen2_config(), str(root / "qwen2")),
+    }
