@@ -18,7 +18,7 @@ log = logging.getLogger("packager")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
-        raise UserInputError(f"{message}; see `packager {self.prog.split()[-1]} --help`")
+        raise UserInputError(f"{message}; see `{self.prog} --help`")
 
 
 def _add_input_flags(p: argparse.ArgumentParser) -> None:
@@ -45,13 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = argparse.ArgumentParser(add_help=False)  # the global flags also work after the command
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
 
-    p = sub.add_parser("resolve", help="find the base, pin every file by sha256, check the adapter fits")
+    p = sub.add_parser("resolve", parents=[common], help="find the base, pin every file by sha256, check the adapter fits")
     _add_input_flags(p)
     p.add_argument("--lock", default="packager.lock.json", metavar="FILE", help="where to write the lock file")
     p.set_defaults(func=_cmd_resolve)
 
-    p = sub.add_parser("merge", help="merge the adapter into its base, streaming tensor by tensor")
+    p = sub.add_parser("merge", parents=[common], help="merge the adapter into its base, streaming tensor by tensor")
     _add_input_flags(p)
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the merged model (must not exist)")
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
@@ -59,14 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify-max-gb", type=float, default=8.0,
                    help="skip parity for bases larger than this (it loads the model twice); default 8")
     p.add_argument("--max-shard-size", type=_size, default="5GB", metavar="SIZE", help="output shard size (e.g. 2GB)")
+    p.add_argument("--dry-run", action="store_true", help="resolve and check, print the plan, write nothing")
     p.set_defaults(func=_cmd_merge)
 
-    p = sub.add_parser("verify", help="compare logits of base+adapter (PEFT) with a merged model")
+    p = sub.add_parser("verify", parents=[common], help="compare logits of base+adapter (PEFT) with a merged model")
     _add_input_flags(p)
     p.add_argument("--merged", required=True, metavar="DIR", help="the merged model folder")
     p.set_defaults(func=_cmd_verify)
 
-    p = sub.add_parser("demo", help="generate a tiny demo base model and LoRA adapter (no hub needed)")
+    p = sub.add_parser("demo", parents=[common], help="generate a tiny demo base model and LoRA adapter (no hub needed)")
     p.add_argument("--output", default="demo", metavar="DIR", help="where to write base/ and adapter/ (default: demo)")
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -104,9 +108,14 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from packager.report import merge_report, print_merge
+    from packager.report import merge_report, print_merge, print_plan
+    from packager.resolve import resolve
     from packager.run_merge import run_merge
 
+    if args.dry_run:
+        plan = resolve(_request(args, hash_base=False)).plan
+        print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
+        return 0
     outcome = run_merge(_request(args, hash_base=False), args.output, force=args.force,
                         verify=not args.no_verify, verify_max_bytes=int(args.verify_max_gb * 1e9),
                         max_shard_bytes=args.max_shard_size, quiet=args.quiet)

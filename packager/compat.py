@@ -21,8 +21,13 @@ FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 PEFT_MERGEABLE = {"LORA", "ADALORA", "IA3", "LOHA", "LOKR", "VERA", "OFT", "BOFT", "FOURIERFT", "HRA", "BONE", "RANDLORA"}
 LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|lora_embedding_B)$")
 DORA_KEY = re.compile(r"\.lora_magnitude_vector(\.weight)?$")
-PARAM_KEY = re.compile(r"^(?P<module>.+?)(\.base_layer)?\.(?P<param>weight|bias)$")
-SAVED_WRAPPER = re.compile(r"\.modules_to_save\.[^.]+\.")
+PARAM_KEY = re.compile(r"\.(weight|bias)$")
+WRAPPED_PARAM = re.compile(r"\.(modules_to_save|original_module|base_layer)(\.[^.]+)?\.(weight|bias)$")
+
+
+def _param_name(key: str) -> str:
+    """`lm_head.modules_to_save.default.weight` and `embed.base_layer.weight` name `lm_head.weight`, `embed.weight`."""
+    return WRAPPED_PARAM.sub(r".\3", key)
 
 
 @dataclass
@@ -69,7 +74,7 @@ def _needs_peft_engine(adapter: Adapter, arch: Architecture) -> str:
         return "ensure_weight_tying adapters are merged by PEFT's merge_and_unload"
     if adapter.config.get("use_dora"):
         return "DoRA adapters are merged by PEFT's merge_and_unload"
-    unknown = [k for k in adapter.tensors if not (LORA_KEY.match(k) or PARAM_KEY.match(k))]
+    unknown = [k for k in adapter.tensors if not (LORA_KEY.match(k) or PARAM_KEY.search(k))]
     if any(DORA_KEY.search(k) for k in unknown):
         return "DoRA magnitude vectors found; merged by PEFT's merge_and_unload"
     if unknown:
@@ -82,15 +87,19 @@ def _needs_peft_engine(adapter: Adapter, arch: Architecture) -> str:
 
 
 def _classify_keys(adapter: Adapter) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Split adapter keys into LoRA factors per module and whole tensors that replace base tensors.
+
+    PEFT loads a module-to-save from its plain key (`lm_head.weight`); the `.modules_to_save.` and
+    `.original_module.` copies it may also save are used only when no plain key exists (older PEFT).
+    """
     lora: dict[str, dict[str, str]] = defaultdict(dict)
     replacements: dict[str, str] = {}
-    for key in adapter.tensors:
+    for key in sorted(adapter.tensors, key=lambda k: (".modules_to_save." in k, k)):
         match = LORA_KEY.match(key)
         if match:
             lora[match["module"]][match["part"]] = key
-            continue
-        param = PARAM_KEY.match(SAVED_WRAPPER.sub(".", key))
-        replacements[f"{param['module']}.{param['param']}"] = key
+        elif ".original_module." not in key:
+            replacements.setdefault(_param_name(key), key)
     return dict(lora), replacements
 
 
@@ -261,7 +270,22 @@ class _PlanBuilder:
             return self.new_tensors[stored][2]
         return self.sources[stored][1] if stored in self.sources else self.weights.tensors[stored].shape
 
+    def _check_vocab_consistent(self) -> None:
+        """An extended vocabulary needs rows in every embedding the model stores, or it cannot load."""
+        vocab = self.config_updates.get("vocab_size")
+        if not vocab:
+            return
+        embeddings = {self.arch.input_embedding, None if self.arch.tied else self.arch.output_embedding} - {None}
+        for module in sorted(embeddings):
+            stored = self._stored_or_none(f"{module}.weight")
+            if stored is None or self._shape_of(stored)[0] != vocab:
+                raise IncompatibleAdapterError(
+                    f"the adapter extends the vocabulary to {vocab} rows but carries no {module}.weight with "
+                    f"{vocab} rows; save the adapter with modules_to_save covering both embeddings and the lm_head"
+                )
+
     def build(self, dtype: str) -> MergePlan:
+        self._check_vocab_consistent()
         tensors = [self._tensor_plan(info) for info in self._base_order()]
         for name, (source, key, shape, out_dtype) in self.new_tensors.items():
             tensors.append(TensorPlan(name, source, key, out_dtype, shape, tuple(self.deltas.pop(name, ()))))
@@ -287,7 +311,7 @@ class _PlanBuilder:
 def _peft_config_updates(adapter: Adapter, arch: Architecture) -> dict:
     """The PEFT engine must resize embeddings first when the adapter's saved embedding rows outnumber the base's."""
     embeddings = {f"{arch.input_embedding}.weight", f"{arch.output_embedding}.weight"}
-    rows = [t.shape[0] for k, t in adapter.tensors.items() if SAVED_WRAPPER.sub(".", k).replace(".base_layer.", ".") in embeddings]
+    rows = [t.shape[0] for k, t in adapter.tensors.items() if _param_name(k) in embeddings]
     vocab = arch.fingerprint.vocab_size or 0
     return {"vocab_size": max(rows)} if rows and max(rows) > vocab else {}
 

@@ -29,12 +29,13 @@ def _describe_inputs(plan: PackagePlan) -> list[str]:
     ]
 
 
-def print_plan(plan: PackagePlan, lock_path: str) -> None:
+def print_plan(plan: PackagePlan, lock_path: str | None) -> None:
     for line in _describe_inputs(plan):
         print(line)
     if plan.merge.engine == "stream":
         print(f"tensors: {plan.merge.changed_tensors} of {len(plan.merge.tensors)} change")
-    print(f"lock:    {lock_path} ({len(plan.base.files) + len(plan.adapter.files)} files pinned by sha256)")
+    if lock_path:
+        print(f"lock:    {lock_path} ({len(plan.base.files) + len(plan.adapter.files)} files pinned by sha256)")
 
 
 def print_merge(outcome: MergeOutcome) -> None:

@@ -1,0 +1,126 @@
+"""Resolve: adapter and checkpoint discovery, base lookup (local, HF cache), lock file, dry run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from packager.cli import main
+from packager.resolve import ResolveRequest, resolve
+from tests import models
+
+QV = {"target_modules": ["q_proj", "v_proj"]}
+
+
+@pytest.fixture(scope="module")
+def training_run(bases, tmp_path_factory) -> str:
+    """A trainer output folder: checkpoint-100 and checkpoint-400 hold different adapters."""
+    root = tmp_path_factory.mktemp("run")
+    models.save_adapter(bases["llama"], str(root / "checkpoint-100"), seed=5, **QV)
+    models.save_adapter(bases["llama"], str(root / "checkpoint-400"), seed=6, r=8, **QV)
+    (root / "checkpoint-400" / "optimizer.pt").write_bytes(b"not needed")
+    (root / "runs").mkdir()
+    return str(root)
+
+
+def test_newest_checkpoint_is_taken(training_run, bases) -> None:
+    plan = resolve(ResolveRequest(training_run, base=bases["llama"])).plan
+    assert plan.adapter.checkpoint == 400 and plan.adapter.settings["r"] == 8
+
+
+def test_chosen_checkpoint(training_run, bases) -> None:
+    plan = resolve(ResolveRequest(training_run, base=bases["llama"], checkpoint=100)).plan
+    assert plan.adapter.checkpoint == 100 and plan.adapter.settings["r"] == 4
+
+
+def test_missing_checkpoint_lists_the_ones_found(training_run, tmp_path, capsys) -> None:
+    code = main(["resolve", "--adapter", training_run, "--checkpoint", "7", "--lock", str(tmp_path / "l.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "checkpoint-7" in err and "100, 400" in err
+    assert not (tmp_path / "l.json").exists()
+
+
+def test_lock_pins_every_file_by_sha256(bases, tmp_path, capsys) -> None:
+    adapter = models.save_adapter(bases["llama-sharded"], str(tmp_path / "adapter"), **QV)
+    lock_path = tmp_path / "packager.lock.json"
+    assert main(["resolve", "--adapter", adapter, "--base", bases["llama-sharded"], "--lock", str(lock_path)]) == 0
+    lock = json.loads(lock_path.read_text())
+    files = {f["path"]: f for f in lock["base"]["files"]}
+    assert "model.safetensors.index.json" in files and len([n for n in files if n.endswith(".safetensors")]) > 1
+    for section, root in (("base", bases["llama-sharded"]), ("adapter", adapter)):
+        for entry in lock[section]["files"]:
+            data = open(os.path.join(root, entry["path"]), "rb").read()
+            assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["size"] == len(data)
+    fingerprint = lock["base"]["fingerprint"]
+    assert fingerprint["model_type"] == "llama" and fingerprint["hidden_size"] == 64
+    assert fingerprint["num_hidden_layers"] == 2 and fingerprint["vocab_size"] == 96
+    assert lock["adapter"]["settings"]["target_modules"] and lock["packager_version"]
+    assert "llama" in capsys.readouterr().out
+
+
+def test_merge_lock_records_base_hashes_read_while_streaming(bases, tmp_path) -> None:
+    adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), **QV)
+    out = tmp_path / "out"
+    assert main(["merge", "--adapter", adapter, "--base", bases["llama"], "--output", str(out), "--quiet"]) == 0
+    lock = json.loads((out / "packager.lock.json").read_text())
+    base_file = next(f for f in lock["base"]["files"] if f["path"] == "model.safetensors")
+    expected = hashlib.sha256(open(os.path.join(bases["llama"], "model.safetensors"), "rb").read()).hexdigest()
+    assert base_file["sha256"] == expected
+    for entry in lock["output"]["files"]:
+        assert entry["sha256"] == hashlib.sha256((out / entry["path"]).read_bytes()).hexdigest()
+
+
+def _fake_hf_cache(hf_home, repo_id: str, source: str) -> str:
+    """Lay `source` out as huggingface_hub caches a snapshot: blobs named by sha256, symlinked snapshots."""
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for name in os.listdir(source):
+        data = open(os.path.join(source, name), "rb").read()
+        digest = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / digest).write_bytes(data)
+        os.symlink(os.path.join("..", "..", "blobs", digest), snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return commit
+
+
+def test_base_found_in_hf_cache_offline(bases, tmp_path) -> None:
+    commit = _fake_hf_cache(tmp_path / "hf", "acme/tiny-llama", bases["llama"])
+    adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), **QV)
+    config_path = os.path.join(adapter, "adapter_config.json")
+    config = json.load(open(config_path))
+    config["base_model_name_or_path"] = "acme/tiny-llama"
+    json.dump(config, open(config_path, "w"))
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "packager.cli", "resolve", "--adapter", adapter, "--json",
+                           "--lock", str(tmp_path / "lock.json")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert plan["base"]["source"] == "hf-cache" and plan["base"]["repo_id"] == "acme/tiny-llama"
+    assert plan["base"]["commit"] == commit
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(bases, tmp_path, capsys) -> None:
+    adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), **QV)
+    code = main(["merge", "--adapter", adapter, "--base", bases["llama"], "--output", str(tmp_path / "out"),
+                 "--dry-run", "--json"])
+    plan = json.loads(capsys.readouterr().out)
+    assert code == 0 and plan["merge"]["engine"] == "stream"
+    assert not (tmp_path / "out").exists() and not any(n.startswith(".out") for n in os.listdir(tmp_path))
+
+
+def test_local_base_wins_over_config_hint(bases, tmp_path) -> None:
+    adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), **QV)
+    copy = str(tmp_path / "my-base")
+    shutil.copytree(bases["llama"], copy)
+    plan = resolve(ResolveRequest(adapter, base=copy)).plan
+    assert plan.base.path == copy and plan.base.source == "local"
