@@ -164,12 +164,14 @@ def load_pickle_state(path: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # torch raises many types for a bad pickle
-        raise AdapterError(f"{path} could not be loaded as a weights-only state dict ({exc.__class__.__name__})") from None
+        raise AdapterError(
+            f"{path} could not be loaded as a weights-only state dict ({exc.__class__.__name__})"
+        ) from None
     return state
 
 
 def strip_prefix(name: str) -> str:
-    return name[len(KEY_PREFIX):] if name.startswith(KEY_PREFIX) else name
+    return name[len(KEY_PREFIX) :] if name.startswith(KEY_PREFIX) else name
 
 
 class AdapterWeights:

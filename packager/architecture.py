@@ -30,7 +30,9 @@ class Architecture:
 def read_config(path: str) -> dict:
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
-        raise BaseNotFoundError(f"{path} has no config.json, so it is not a Hugging Face model folder; pass the right --base")
+        raise BaseNotFoundError(
+            f"{path} has no config.json, so it is not a Hugging Face model folder; pass the right --base"
+        )
     with open(config_path) as f:
         return json.load(f)
 
@@ -72,7 +74,7 @@ def _kind(module: torch.nn.Module, conv1d: type) -> str:
     return "other"
 
 
-def _fingerprint(config) -> Fingerprint:  # noqa: ANN001 - a transformers PretrainedConfig
+def _fingerprint(config) -> Fingerprint:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     dtype = getattr(config, "torch_dtype", None) or getattr(config, "dtype", None)
     return Fingerprint(

@@ -113,7 +113,9 @@ def index_base_weights(path: str, allow_pickle: bool) -> BaseWeights:
         return BaseWeights(tuple(files), "safetensors", tensors, tensor_file)
     pickles = _pickle_files(path)
     if not pickles:
-        raise BaseNotFoundError(f"{path} holds no model weights (*.safetensors or pytorch_model*.bin); pass the right --base")
+        raise BaseNotFoundError(
+            f"{path} holds no model weights (*.safetensors or pytorch_model*.bin); pass the right --base"
+        )
     if not allow_pickle:
         raise UnsafeFormatError(
             f"base {path} has only pickle weights ({pickles[0]}), which can run code when loaded; convert them "

@@ -22,25 +22,45 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_input_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--adapter", required=True, metavar="PATH",
-                   help="PEFT adapter folder, or a training output folder with checkpoint-N/ subfolders")
-    p.add_argument("--base", metavar="PATH|HUB_ID",
-                   help="base model; default: base_model_name_or_path from the adapter config")
+    p.add_argument(
+        "--adapter",
+        required=True,
+        metavar="PATH",
+        help="PEFT adapter folder, or a training output folder with checkpoint-N/ subfolders",
+    )
+    p.add_argument(
+        "--base", metavar="PATH|HUB_ID", help="base model; default: base_model_name_or_path from the adapter config"
+    )
     p.add_argument("--revision", help="hub revision of the base (default: the adapter config's, else main)")
     p.add_argument("--checkpoint", type=int, metavar="N", help="use checkpoint-N instead of the newest")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
-                   help="dtype of the merged weights (auto: keep the base's)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="accept .bin/.pt weights (loaded with torch weights_only=True); refused by default")
-    p.add_argument("--engine", default="auto", choices=["auto", "stream", "peft"],
-                   help="merge engine: stream (low memory, LoRA), peft (merge_and_unload); auto picks")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="dtype of the merged weights (auto: keep the base's)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="accept .bin/.pt weights (loaded with torch weights_only=True); refused by default",
+    )
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "stream", "peft"],
+        help="merge engine: stream (low memory, LoRA), peft (merge_and_unload); auto picks",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout instead of a summary")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="packager", description=(
-        "Turn a fine-tuned LLM adapter into a servable model: resolve and pin its base, check that they fit, "
-        "merge with low memory and verify parity with PEFT."))
+    parser = _Parser(
+        prog="packager",
+        description=(
+            "Turn a fine-tuned LLM adapter into a servable model: resolve and pin its base, check that they fit, "
+            "merge with low memory and verify parity with PEFT."
+        ),
+    )
     parser.add_argument("--version", action="version", version=f"packager {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -49,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
     common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
 
-    p = sub.add_parser("resolve", parents=[common], help="find the base, pin every file by sha256, check the adapter fits")
+    p = sub.add_parser(
+        "resolve", parents=[common], help="find the base, pin every file by sha256, check the adapter fits"
+    )
     _add_input_flags(p)
     p.add_argument("--lock", default="packager.lock.json", metavar="FILE", help="where to write the lock file")
     p.set_defaults(func=_cmd_resolve)
@@ -59,8 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the merged model (must not exist)")
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check against PEFT")
-    p.add_argument("--verify-max-gb", type=float, default=8.0,
-                   help="skip parity for bases larger than this (it loads the model twice); default 8")
+    p.add_argument(
+        "--verify-max-gb",
+        type=float,
+        default=8.0,
+        help="skip parity for bases larger than this (it loads the model twice); default 8",
+    )
     p.add_argument("--max-shard-size", type=_size, default="5GB", metavar="SIZE", help="output shard size (e.g. 2GB)")
     p.add_argument("--dry-run", action="store_true", help="resolve and check, print the plan, write nothing")
     p.set_defaults(func=_cmd_merge)
@@ -70,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merged", required=True, metavar="DIR", help="the merged model folder")
     p.set_defaults(func=_cmd_verify)
 
-    p = sub.add_parser("demo", parents=[common], help="generate a tiny demo base model and LoRA adapter (no hub needed)")
+    p = sub.add_parser(
+        "demo", parents=[common], help="generate a tiny demo base model and LoRA adapter (no hub needed)"
+    )
     p.add_argument("--output", default="demo", metavar="DIR", help="where to write base/ and adapter/ (default: demo)")
     p.set_defaults(func=_cmd_demo)
     return parser
@@ -87,11 +115,12 @@ def _size(text: str) -> int:
     raise argparse.ArgumentTypeError(f"{text!r} is not a size like 500MB or 5GB")
 
 
-def _request(args: argparse.Namespace, hash_base: bool = True):  # noqa: ANN202 - ResolveRequest
+def _request(args: argparse.Namespace, hash_base: bool = True):
     from packager.resolve import ResolveRequest
 
-    return ResolveRequest(args.adapter, args.base, args.revision, args.checkpoint, args.dtype,
-                          args.allow_pickle, hash_base, args.engine)
+    return ResolveRequest(
+        args.adapter, args.base, args.revision, args.checkpoint, args.dtype, args.allow_pickle, hash_base, args.engine
+    )
 
 
 def _cmd_resolve(args: argparse.Namespace) -> int:
@@ -116,9 +145,15 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         plan = resolve(_request(args, hash_base=False)).plan
         print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
         return 0
-    outcome = run_merge(_request(args, hash_base=False), args.output, force=args.force,
-                        verify=not args.no_verify, verify_max_bytes=int(args.verify_max_gb * 1e9),
-                        max_shard_bytes=args.max_shard_size, quiet=args.quiet)
+    outcome = run_merge(
+        _request(args, hash_base=False),
+        args.output,
+        force=args.force,
+        verify=not args.no_verify,
+        verify_max_bytes=int(args.verify_max_gb * 1e9),
+        max_shard_bytes=args.max_shard_size,
+        quiet=args.quiet,
+    )
     if args.json:
         print(json.dumps(merge_report(outcome), indent=2, default=str))
     else:
@@ -163,9 +198,13 @@ def main(argv: list[str] | None = None, run: Callable[[argparse.Namespace], int]
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback only with --debug
-        _print_error(exc, args, f"unexpected {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                     f"; rerun with --debug and report it")
+    except Exception as exc:
+        _print_error(
+            exc,
+            args,
+            f"unexpected {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"; rerun with --debug and report it",
+        )
         return 1
 
 

@@ -18,8 +18,23 @@ from packager.plan import Delta, MergePlan, TensorPlan
 
 DTYPE_CHOICES = {"auto": None, "bf16": "BF16", "fp16": "F16", "fp32": "F32"}
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
-PEFT_MERGEABLE = {"LORA", "ADALORA", "IA3", "LOHA", "LOKR", "VERA", "OFT", "BOFT", "FOURIERFT", "HRA", "BONE", "RANDLORA"}
-LORA_KEY = re.compile(r"^(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|lora_embedding_B)$")
+PEFT_MERGEABLE = {
+    "LORA",
+    "ADALORA",
+    "IA3",
+    "LOHA",
+    "LOKR",
+    "VERA",
+    "OFT",
+    "BOFT",
+    "FOURIERFT",
+    "HRA",
+    "BONE",
+    "RANDLORA",
+}
+LORA_KEY = re.compile(
+    r"^(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|lora_embedding_B)$"
+)
 DORA_KEY = re.compile(r"\.lora_magnitude_vector(\.weight)?$")
 PARAM_KEY = re.compile(r"\.(weight|bias)$")
 WRAPPED_PARAM = re.compile(r"\.(modules_to_save|original_module|base_layer)(\.[^.]+)?\.(weight|bias)$")
@@ -38,8 +53,9 @@ class _ModuleWeights:
 ENGINES = ("auto", "stream", "peft")
 
 
-def plan_merge(adapter: Adapter, arch: Architecture, weights: BaseWeights, dtype: str = "auto",
-               engine: str = "auto") -> MergePlan:
+def plan_merge(
+    adapter: Adapter, arch: Architecture, weights: BaseWeights, dtype: str = "auto", engine: str = "auto"
+) -> MergePlan:
     """Check the adapter against the base and return how every output tensor is made."""
     if dtype not in DTYPE_CHOICES:
         raise UserInputError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPE_CHOICES)}")
@@ -163,7 +179,9 @@ class _PlanBuilder:
             self._untie(param, key, shape)
             return
         if stored is None:
-            raise IncompatibleAdapterError(f"adapter replaces {param} but the base has no such tensor; pass the right --base")
+            raise IncompatibleAdapterError(
+                f"adapter replaces {param} but the base has no such tensor; pass the right --base"
+            )
         base_shape = self._shape_of(stored)
         if shape != base_shape:
             self._check_vocab_extension(param, kind, shape, base_shape)
@@ -208,21 +226,24 @@ class _PlanBuilder:
                 f"adapter {param} has {shape[0]} rows, fewer than the base's {base_shape[0]}; pass the right --base"
             )
         self.config_updates["vocab_size"] = shape[0]
-        tokenizer = "the adapter's tokenizer is used" if self.adapter.has_tokenizer else "the adapter ships no tokenizer (base tokenizer kept)"
+        tokenizer = (
+            "the adapter's tokenizer is used"
+            if self.adapter.has_tokenizer
+            else "the adapter ships no tokenizer (base tokenizer kept)"
+        )
         note = f"vocabulary extended {base_shape[0]} -> {shape[0]} rows by the adapter; {tokenizer}"
         if note not in self.notes:
             self.notes.append(note)
 
     def _check_lora_shapes(self, module: str, kind: str, weight: tuple, a: tuple, b: tuple, rank: int) -> None:
-        if kind == "embedding":
-            expected_a, expected_b = (rank, weight[0]), (weight[1], rank)
-        elif kind == "conv1d":
+        if kind == "embedding" or kind == "conv1d":
             expected_a, expected_b = (rank, weight[0]), (weight[1], rank)
         else:
             expected_a, expected_b = (rank, weight[1]), (weight[0], rank)
         if a[0] != rank:
             raise IncompatibleAdapterError(
-                f"adapter config gives {module} rank {rank} but its lora_A has rank {a[0]}; fix r/rank_pattern in adapter_config.json"
+                f"adapter config gives {module} rank {rank} but its lora_A has rank {a[0]}; "
+                "fix r/rank_pattern in adapter_config.json"
             )
         if tuple(a) != expected_a or tuple(b) != expected_b:
             raise IncompatibleAdapterError(
@@ -290,16 +311,27 @@ class _PlanBuilder:
         for name, (source, key, shape, out_dtype) in self.new_tensors.items():
             tensors.append(TensorPlan(name, source, key, out_dtype, shape, tuple(self.deltas.pop(name, ()))))
         if self.target_dtype:
-            self.config_updates["torch_dtype"] = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[self.target_dtype]
+            self.config_updates["torch_dtype"] = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[
+                self.target_dtype
+            ]
         tokenizer_from = _tokenizer_from(self.adapter)
-        return MergePlan("stream", "LoRA merged tensor by tensor", dtype, tuple(tensors),
-                         dict(self.config_updates), tokenizer_from, tuple(self.notes))
+        return MergePlan(
+            "stream",
+            "LoRA merged tensor by tensor",
+            dtype,
+            tuple(tensors),
+            dict(self.config_updates),
+            tokenizer_from,
+            tuple(self.notes),
+        )
 
     def _base_order(self) -> list:
         files = {name: i for i, name in enumerate(self.weights.files)}
-        return sorted(self.weights.tensors.values(), key=lambda t: (files[self.weights.tensor_file[t.name]], t.start, t.name))
+        return sorted(
+            self.weights.tensors.values(), key=lambda t: (files[self.weights.tensor_file[t.name]], t.start, t.name)
+        )
 
-    def _tensor_plan(self, info) -> TensorPlan:  # noqa: ANN001 - TensorInfo
+    def _tensor_plan(self, info) -> TensorPlan:
         out_dtype = self.target_dtype if self.target_dtype and info.dtype in FLOAT_DTYPES else info.dtype
         deltas = tuple(self.deltas.get(info.name, ()))
         if info.name in self.sources:

@@ -35,8 +35,9 @@ class MergeResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def merge_adapter(resolved: Resolved, staging: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-                  progress: Progress | None = None) -> MergeResult:
+def merge_adapter(
+    resolved: Resolved, staging: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: Progress | None = None
+) -> MergeResult:
     """Write the merged model into `staging` (an empty folder); the caller renames it into place."""
     progress = progress or Progress("merge", quiet=True)
     started = time.monotonic()
@@ -122,7 +123,7 @@ def copy_side_files(resolved: Resolved, staging: str) -> None:
         f.write("\n")
 
 
-def _copy_if_present(source: str, target: str, names) -> None:  # noqa: ANN001 - iterable of names
+def _copy_if_present(source: str, target: str, names) -> None:
     for name in names:
         path = os.path.join(source, name)
         if os.path.isfile(path) and not os.path.exists(os.path.join(target, name)):
@@ -131,7 +132,9 @@ def _copy_if_present(source: str, target: str, names) -> None:  # noqa: ANN001 -
 
 def _hash_outputs(staging: str) -> list[FileEntry]:
     names = sorted(n for n in os.listdir(staging) if n != LOCK_FILE)
-    return [FileEntry(n, os.path.getsize(os.path.join(staging, n)), sha256_file(os.path.join(staging, n))) for n in names]
+    return [
+        FileEntry(n, os.path.getsize(os.path.join(staging, n)), sha256_file(os.path.join(staging, n))) for n in names
+    ]
 
 
 def write_merged_lock(plan: PackagePlan, files: tuple[FileEntry, ...], staging: str) -> None:
@@ -144,7 +147,9 @@ def write_merged_lock(plan: PackagePlan, files: tuple[FileEntry, ...], staging: 
 
 def _with_base_hashes(plan: PackagePlan, hashes: dict[str, str]) -> PackagePlan:
     files = tuple(
-        dataclasses.replace(f, sha256=f.sha256 or hashes.get(f.path) or sha256_file(os.path.join(plan.base.path, f.path)))
+        dataclasses.replace(
+            f, sha256=f.sha256 or hashes.get(f.path) or sha256_file(os.path.join(plan.base.path, f.path))
+        )
         for f in plan.base.files
     )
     return dataclasses.replace(plan, base=dataclasses.replace(plan.base, files=files))

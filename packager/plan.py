@@ -114,5 +114,9 @@ class PackagePlan:
             "packager_version": self.packager_version,
             "adapter": dataclasses.asdict(self.adapter),
             "base": dataclasses.asdict(self.base),
-            "merge": {"engine": self.merge.engine, "dtype": self.merge.dtype, "tokenizer_from": self.merge.tokenizer_from},
+            "merge": {
+                "engine": self.merge.engine,
+                "dtype": self.merge.dtype,
+                "tokenizer_from": self.merge.tokenizer_from,
+            },
         }

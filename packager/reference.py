@@ -23,7 +23,7 @@ def compute_dtype(resolved: Resolved) -> torch.dtype:
     return DTYPES[counts.most_common(1)[0][0]] if counts else torch.float32
 
 
-def load_peft_model(resolved: Resolved, dtype: torch.dtype):  # noqa: ANN201 - a peft.PeftModel
+def load_peft_model(resolved: Resolved, dtype: torch.dtype):
     """Load base then adapter the way PEFT users do, resizing embeddings for an extended vocabulary."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -39,4 +39,6 @@ def load_peft_model(resolved: Resolved, dtype: torch.dtype):  # noqa: ANN201 - a
             return PeftModel.from_pretrained(model, resolved.adapter.path, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-            raise IncompatibleAdapterError(f"PEFT could not load the adapter onto the base: {first}; pass the right --base") from None
+            raise IncompatibleAdapterError(
+                f"PEFT could not load the adapter onto the base: {first}; pass the right --base"
+            ) from None

@@ -16,9 +16,21 @@ from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
 
 LOCK_FILE = "packager.lock.json"
 ADAPTER_SETTINGS = (
-    "r", "lora_alpha", "use_rslora", "use_dora", "fan_in_fan_out", "target_modules", "modules_to_save",
-    "layers_to_transform", "rank_pattern", "alpha_pattern", "bias", "lora_bias", "task_type",
-    "base_model_name_or_path", "revision",
+    "r",
+    "lora_alpha",
+    "use_rslora",
+    "use_dora",
+    "fan_in_fan_out",
+    "target_modules",
+    "modules_to_save",
+    "layers_to_transform",
+    "rank_pattern",
+    "alpha_pattern",
+    "bias",
+    "lora_bias",
+    "task_type",
+    "base_model_name_or_path",
+    "revision",
 )
 
 
@@ -73,13 +85,23 @@ def _base_spec(location: BaseLocation, arch: Architecture, weights: BaseWeights,
     entries = [_entry(location.path, n, True) for n in side]
     entries += [_entry(location.path, n, hash_weights) for n in weights.files]
     return BaseSpec(
-        location.path, location.source, location.repo_id, location.revision, location.commit,
-        arch.fingerprint, weights.format, tuple(entries),
+        location.path,
+        location.source,
+        location.repo_id,
+        location.revision,
+        location.commit,
+        arch.fingerprint,
+        weights.format,
+        tuple(entries),
     )
 
 
 def _index_files(path: str) -> list[str]:
-    return [n for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json") if os.path.isfile(os.path.join(path, n))]
+    return [
+        n
+        for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+        if os.path.isfile(os.path.join(path, n))
+    ]
 
 
 def _entry(folder: str, name: str, hashed: bool) -> FileEntry:
@@ -91,7 +113,9 @@ def write_lock(plan: PackagePlan, path: str) -> None:
     """Write the lock atomically (temp file + rename)."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise OutputError(f"cannot write the lock to {path}: folder {directory} does not exist; create it or pass --lock")
+        raise OutputError(
+            f"cannot write the lock to {path}: folder {directory} does not exist; create it or pass --lock"
+        )
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(plan.lock(), f, indent=2, sort_keys=True)

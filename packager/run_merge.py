@@ -23,9 +23,15 @@ class MergeOutcome:
     timings: dict[str, float]
 
 
-def run_merge(request: ResolveRequest, output: str, force: bool = False, verify: bool = True,
-              verify_max_bytes: int = DEFAULT_MAX_VERIFY_BYTES, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
-              quiet: bool = False) -> MergeOutcome:
+def run_merge(
+    request: ResolveRequest,
+    output: str,
+    force: bool = False,
+    verify: bool = True,
+    verify_max_bytes: int = DEFAULT_MAX_VERIFY_BYTES,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    quiet: bool = False,
+) -> MergeOutcome:
     """Merge `request`'s adapter into `output`; on any failure nothing is left at `output`."""
     check_target(output, force)
     timings: dict[str, float] = {}
@@ -51,6 +57,8 @@ def _skip_reason(resolved: Resolved, verify: bool, max_bytes: int) -> str | None
         return "--no-verify"
     size = sum(t.nbytes for t in resolved.weights.tensors.values())
     if size > max_bytes:
-        return (f"base weights are {size / 1e9:.1f} GB (> --verify-max-gb {max_bytes / 1e9:g}); "
-                "run `packager verify` on a larger machine")
+        return (
+            f"base weights are {size / 1e9:.1f} GB (> --verify-max-gb {max_bytes / 1e9:g}); "
+            "run `packager verify` on a larger machine"
+        )
     return None

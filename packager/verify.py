@@ -29,8 +29,10 @@ class ParityReport:
 
     def summary(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
-        return (f"parity {verdict}: max |logits diff| {self.max_abs_diff:.3g} (limit {self.tolerance:.3g}, "
-                f"{self.dtype}), top-1 agreement {self.top1_agreement:.1%}")
+        return (
+            f"parity {verdict}: max |logits diff| {self.max_abs_diff:.3g} (limit {self.tolerance:.3g}, "
+            f"{self.dtype}), top-1 agreement {self.top1_agreement:.1%}"
+        )
 
 
 def fixed_inputs(vocab_size: int, batch: int = 2, length: int = 24) -> torch.Tensor:
@@ -45,7 +47,9 @@ def check_parity(resolved: Resolved, merged_dir: str) -> ParityReport:
     """Compare logits of PeftModel(base, adapter) with the merged model; raise ParityError past tolerance."""
     report = measure_parity(resolved, merged_dir)
     if not report.passed:
-        raise ParityError(f"merged model does not match base + adapter: {report.summary()}; report this with the adapter config")
+        raise ParityError(
+            f"merged model does not match base + adapter: {report.summary()}; report this with the adapter config"
+        )
     return report
 
 
@@ -65,7 +69,7 @@ def measure_parity(resolved: Resolved, merged_dir: str) -> ParityReport:
     return ParityReport(str(dtype).removeprefix("torch."), diff, scale, tolerance, agreement, diff <= tolerance)
 
 
-def _load_merged(path: str, dtype: torch.dtype):  # noqa: ANN202 - a transformers model
+def _load_merged(path: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     with warnings.catch_warnings():
@@ -74,6 +78,6 @@ def _load_merged(path: str, dtype: torch.dtype):  # noqa: ANN202 - a transformer
 
 
 @torch.inference_mode()
-def _logits(model, ids: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - any causal LM
+def _logits(model, ids: torch.Tensor) -> torch.Tensor:
     model.eval()
     return model(input_ids=ids).logits.float()

@@ -7,10 +7,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-from tests import models  # noqa: E402
+from tests import models
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +27,9 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "llama-bf16": models.save_base(models.llama_config(), str(root / "llama-bf16"), dtype=torch.bfloat16),
         "llama-sharded": models.save_base(models.llama_config(), str(root / "llama-sharded"), max_shard_size="60KB"),
         "llama-tied": models.save_base(models.llama_config(tie_word_embeddings=True), str(root / "llama-tied")),
-        "llama-wide": models.save_base(models.llama_config(hidden_size=32, intermediate_size=64), str(root / "llama-wide")),
+        "llama-wide": models.save_base(
+            models.llama_config(hidden_size=32, intermediate_size=64), str(root / "llama-wide")
+        ),
         "gpt2": models.save_base(models.gpt2_config(), str(root / "gpt2")),
         "gpt2-bf16": models.save_base(models.gpt2_config(), str(root / "gpt2-bf16"), dtype=torch.bfloat16),
         "qwen2": models.save_base(models.qwen2_config(), str(root / "qwen2")),

@@ -10,8 +10,15 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, Qwen2Config
 
-TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "vocab_size": 96, "max_position_embeddings": 64}
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 96,
+    "max_position_embeddings": 64,
+}
 
 
 def llama_config(**overrides) -> LlamaConfig:
@@ -34,8 +41,14 @@ def save_base(config, path: str, dtype: torch.dtype = torch.float32, seed: int =
     return path
 
 
-def save_adapter(base_path: str, path: str, seed: int = 1, resize_to: int | None = None,
-                 safe_serialization: bool = True, **lora_kwargs) -> str:
+def save_adapter(
+    base_path: str,
+    path: str,
+    seed: int = 1,
+    resize_to: int | None = None,
+    safe_serialization: bool = True,
+    **lora_kwargs,
+) -> str:
     """A LoRA adapter with random (non-zero) A and B, trained-looking, saved like PEFT users save it."""
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch.float32)
@@ -82,4 +95,6 @@ def assert_states_equal(expected: dict, actual: dict) -> None:
     assert expected.keys() == actual.keys(), set(expected) ^ set(actual)
     for name, tensor in expected.items():
         assert actual[name].dtype == tensor.dtype, (name, actual[name].dtype, tensor.dtype)
-        assert torch.equal(actual[name], tensor), f"{name}: max diff {(actual[name].float() - tensor.float()).abs().max()}"
+        assert torch.equal(actual[name], tensor), (
+            f"{name}: max diff {(actual[name].float() - tensor.float()).abs().max()}"
+        )

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -47,9 +48,9 @@ def copy_adapter(adapter: str, tmp_path, name: str = "bad") -> str:
 
 def edit_config(adapter: str, **changes) -> None:
     path = os.path.join(adapter, "adapter_config.json")
-    config = json.load(open(path))
+    config = json.loads(Path(path).read_text())
     config.update(changes)
-    json.dump(config, open(path, "w"))
+    Path(path).write_text(json.dumps(config))
 
 
 def test_missing_adapter_config(tmp_path, capsys) -> None:
@@ -126,7 +127,11 @@ def test_truncated_safetensors(which, adapter, bases, tmp_path, capsys) -> None:
     bad_adapter = copy_adapter(adapter, tmp_path)
     base = str(tmp_path / "base")
     shutil.copytree(bases["llama"], base)
-    target = os.path.join(bad_adapter, "adapter_model.safetensors") if which == "adapter" else os.path.join(base, "model.safetensors")
+    target = (
+        os.path.join(bad_adapter, "adapter_model.safetensors")
+        if which == "adapter"
+        else os.path.join(base, "model.safetensors")
+    )
     size = os.path.getsize(target)
     with open(target, "r+b") as f:
         f.truncate(size - 1000)
@@ -200,8 +205,12 @@ def test_broken_adapter_weights_fail_during_merge_and_leave_nothing(adapter, tmp
 def test_real_process_exit_code_and_stderr(adapter, tmp_path) -> None:
     bad = copy_adapter(adapter, tmp_path)
     edit_config(bad, base_model_name_or_path="/root/autodl-tmp/x")
-    proc = subprocess.run([sys.executable, "-m", "packager.cli", "merge", "--adapter", bad, "--output", str(tmp_path / "out")],
-                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "packager.cli", "merge", "--adapter", bad, "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert not os.path.exists(tmp_path / "out")

@@ -16,8 +16,14 @@ LLAMA_QV = {"target_modules": ["q_proj", "v_proj"]}
 CASES = {
     "llama-default": ("llama", LLAMA_QV),
     "llama-rslora": ("llama", {**LLAMA_QV, "use_rslora": True, "r": 8, "lora_alpha": 16}),
-    "llama-rank-alpha-pattern": ("llama", {"target_modules": ["q_proj", "v_proj", "down_proj"],
-                                           "rank_pattern": {"layers.0.self_attn.q_proj": 8}, "alpha_pattern": {"down_proj": 3}}),
+    "llama-rank-alpha-pattern": (
+        "llama",
+        {
+            "target_modules": ["q_proj", "v_proj", "down_proj"],
+            "rank_pattern": {"layers.0.self_attn.q_proj": 8},
+            "alpha_pattern": {"down_proj": 3},
+        },
+    ),
     "llama-regex-targets": ("llama", {"target_modules": r".*\.(k_proj|up_proj)"}),
     "llama-all-linear": ("llama", {"target_modules": "all-linear"}),
     "llama-layers-to-transform": ("llama", {**LLAMA_QV, "layers_to_transform": [1]}),
@@ -65,15 +71,18 @@ def test_stream_merge_equals_peft_merge(case: str, bases: dict[str, str], tmp_pa
     assert changed, "the adapter must change the model, or this test proves nothing"
 
 
-@pytest.mark.parametrize(("base_name", "dtype_flag", "dtype"), [("llama-bf16", "fp32", torch.float32),
-                                                                ("llama", "bf16", torch.bfloat16)])
+@pytest.mark.parametrize(
+    ("base_name", "dtype_flag", "dtype"), [("llama-bf16", "fp32", torch.float32), ("llama", "bf16", torch.bfloat16)]
+)
 def test_dtype_conversion_matches_peft_loaded_in_that_dtype(base_name, dtype_flag, dtype, bases, tmp_path) -> None:
     base = bases[base_name]
     adapter = models.save_adapter(base, str(tmp_path / "adapter"), **LLAMA_QV)
     merge(adapter, str(tmp_path / "out"), base=base, dtype=dtype_flag)
     stored = models.saved_tensors(str(tmp_path / "out"))
     assert {t.dtype for t in stored.values()} == {dtype}
-    models.assert_states_equal(models.peft_merged_state(base, adapter, dtype), models.loaded_state(str(tmp_path / "out"), dtype))
+    models.assert_states_equal(
+        models.peft_merged_state(base, adapter, dtype), models.loaded_state(str(tmp_path / "out"), dtype)
+    )
 
 
 def test_sharded_base_gives_hf_sharded_output_with_index(bases, tmp_path) -> None:
@@ -91,7 +100,9 @@ def test_sharded_base_gives_hf_sharded_output_with_index(bases, tmp_path) -> Non
 
 
 def test_untied_lm_head_is_written_and_config_unties(bases, tmp_path) -> None:
-    adapter = models.save_adapter(bases["llama-tied"], str(tmp_path / "adapter"), **LLAMA_QV, modules_to_save=["lm_head"])
+    adapter = models.save_adapter(
+        bases["llama-tied"], str(tmp_path / "adapter"), **LLAMA_QV, modules_to_save=["lm_head"]
+    )
     outcome = merge(adapter, str(tmp_path / "out"), base=bases["llama-tied"])
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["tie_word_embeddings"] is False

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_lock_pins_every_file_by_sha256(bases, tmp_path, capsys) -> None:
     assert "model.safetensors.index.json" in files and len([n for n in files if n.endswith(".safetensors")]) > 1
     for section, root in (("base", bases["llama-sharded"]), ("adapter", adapter)):
         for entry in lock[section]["files"]:
-            data = open(os.path.join(root, entry["path"]), "rb").read()
+            data = Path(root, entry["path"]).read_bytes()
             assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["size"] == len(data)
     fingerprint = lock["base"]["fingerprint"]
     assert fingerprint["model_type"] == "llama" and fingerprint["hidden_size"] == 64
@@ -70,7 +71,7 @@ def test_merge_lock_records_base_hashes_read_while_streaming(bases, tmp_path) ->
     assert main(["merge", "--adapter", adapter, "--base", bases["llama"], "--output", str(out), "--quiet"]) == 0
     lock = json.loads((out / "packager.lock.json").read_text())
     base_file = next(f for f in lock["base"]["files"] if f["path"] == "model.safetensors")
-    expected = hashlib.sha256(open(os.path.join(bases["llama"], "model.safetensors"), "rb").read()).hexdigest()
+    expected = hashlib.sha256(Path(bases["llama"], "model.safetensors").read_bytes()).hexdigest()
     assert base_file["sha256"] == expected
     for entry in lock["output"]["files"]:
         assert entry["sha256"] == hashlib.sha256((out / entry["path"]).read_bytes()).hexdigest()
@@ -84,7 +85,7 @@ def _fake_hf_cache(hf_home, repo_id: str, source: str) -> str:
     (repo / "blobs").mkdir(parents=True)
     snapshot.mkdir(parents=True)
     for name in os.listdir(source):
-        data = open(os.path.join(source, name), "rb").read()
+        data = Path(source, name).read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         (repo / "blobs" / digest).write_bytes(data)
         os.symlink(os.path.join("..", "..", "blobs", digest), snapshot / name)
@@ -97,12 +98,26 @@ def test_base_found_in_hf_cache_offline(bases, tmp_path) -> None:
     commit = _fake_hf_cache(tmp_path / "hf", "acme/tiny-llama", bases["llama"])
     adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), **QV)
     config_path = os.path.join(adapter, "adapter_config.json")
-    config = json.load(open(config_path))
+    config = json.loads(Path(config_path).read_text())
     config["base_model_name_or_path"] = "acme/tiny-llama"
-    json.dump(config, open(config_path, "w"))
+    Path(config_path).write_text(json.dumps(config))
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "packager.cli", "resolve", "--adapter", adapter, "--json",
-                           "--lock", str(tmp_path / "lock.json")], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "packager.cli",
+            "resolve",
+            "--adapter",
+            adapter,
+            "--json",
+            "--lock",
+            str(tmp_path / "lock.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["base"]["source"] == "hf-cache" and plan["base"]["repo_id"] == "acme/tiny-llama"
@@ -111,8 +126,19 @@ def test_base_found_in_hf_cache_offline(bases, tmp_path) -> None:
 
 def test_dry_run_prints_the_plan_and_writes_nothing(bases, tmp_path, capsys) -> None:
     adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), **QV)
-    code = main(["merge", "--adapter", adapter, "--base", bases["llama"], "--output", str(tmp_path / "out"),
-                 "--dry-run", "--json"])
+    code = main(
+        [
+            "merge",
+            "--adapter",
+            adapter,
+            "--base",
+            bases["llama"],
+            "--output",
+            str(tmp_path / "out"),
+            "--dry-run",
+            "--json",
+        ]
+    )
     plan = json.loads(capsys.readouterr().out)
     assert code == 0 and plan["merge"]["engine"] == "stream"
     assert not (tmp_path / "out").exists() and not any(n.startswith(".out") for n in os.listdir(tmp_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,13 +23,14 @@ QV = {"target_modules": ["q_proj", "v_proj"]}
 def test_extended_vocabulary_takes_adapter_rows_and_tokenizer(bases, tmp_path) -> None:
     """Chinese-LLaMA-Alpaca-2 style: the adapter resizes the vocabulary and ships its own tokenizer."""
     base = bases["llama"]
-    adapter = models.save_adapter(base, str(tmp_path / "adapter"), resize_to=100,
-                                  modules_to_save=["embed_tokens", "lm_head"], **QV)
+    adapter = models.save_adapter(
+        base, str(tmp_path / "adapter"), resize_to=100, modules_to_save=["embed_tokens", "lm_head"], **QV
+    )
     build_tokenizer(adapter)
     outcome = run_merge(ResolveRequest(adapter, base=base), str(tmp_path / "out"), quiet=True)
     out = tmp_path / "out"
     assert json.loads((out / "config.json").read_text())["vocab_size"] == 100
-    assert (out / "tokenizer.json").read_bytes() == open(os.path.join(adapter, "tokenizer.json"), "rb").read()
+    assert (out / "tokenizer.json").read_bytes() == Path(adapter, "tokenizer.json").read_bytes()
     assert any("96 -> 100" in note and "adapter's tokenizer" in note for note in outcome.result.plan.merge.notes)
     assert outcome.parity.passed
     expected = models.peft_merged_state(base, adapter, torch.float32, resize_to=100)
@@ -39,8 +41,9 @@ def test_extended_input_embeddings_without_output_rows_is_refused(bases, tmp_pat
     """PEFT saves lm_head too when the vocabulary grew; an adapter stripped of it cannot be merged faithfully."""
     from safetensors.torch import load_file, save_file
 
-    adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), resize_to=100,
-                                  modules_to_save=["embed_tokens"], **QV)
+    adapter = models.save_adapter(
+        bases["llama"], str(tmp_path / "adapter"), resize_to=100, modules_to_save=["embed_tokens"], **QV
+    )
     path = os.path.join(adapter, "adapter_model.safetensors")
     save_file({k: v for k, v in load_file(path).items() if "lm_head" not in k}, path)
     code = main(["merge", "--adapter", adapter, "--base", bases["llama"], "--output", str(tmp_path / "out")])
@@ -70,26 +73,43 @@ def test_dora_falls_back_to_peft_engine_and_says_so(bases, tmp_path, capsys) -> 
 def test_ia3_uses_peft_engine(bases, tmp_path) -> None:
     torch.manual_seed(3)
     model = AutoModelForCausalLM.from_pretrained(bases["llama"])
-    peft_model = get_peft_model(model, IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"],
-                                                 init_ia3_weights=False))
+    peft_model = get_peft_model(
+        model,
+        IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"], init_ia3_weights=False),
+    )
     peft_model.save_pretrained(str(tmp_path / "ia3"))
     outcome = run_merge(ResolveRequest(str(tmp_path / "ia3"), base=bases["llama"]), str(tmp_path / "out"), quiet=True)
     assert outcome.result.plan.merge.engine == "peft" and outcome.parity.passed
     base_state = models.loaded_state(bases["llama"], torch.float32)
     merged = models.loaded_state(str(tmp_path / "out"), torch.float32)
-    assert not torch.equal(base_state["model.layers.0.self_attn.k_proj.weight"], merged["model.layers.0.self_attn.k_proj.weight"])
+    assert not torch.equal(
+        base_state["model.layers.0.self_attn.k_proj.weight"], merged["model.layers.0.self_attn.k_proj.weight"]
+    )
 
 
 def test_engine_stream_refused_for_dora(bases, tmp_path, capsys) -> None:
     adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), use_dora=True, **QV)
-    code = main(["merge", "--adapter", adapter, "--base", bases["llama"], "--output", str(tmp_path / "out"),
-                 "--engine", "stream"])
+    code = main(
+        [
+            "merge",
+            "--adapter",
+            adapter,
+            "--base",
+            bases["llama"],
+            "--output",
+            str(tmp_path / "out"),
+            "--engine",
+            "stream",
+        ]
+    )
     assert code == 2 and "--engine auto" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("engine", ["stream", "peft"])
 def test_both_engines_agree_on_plain_lora(engine, bases, tmp_path) -> None:
-    adapter = models.save_adapter(bases["gpt2"], str(tmp_path / "adapter"), target_modules=["c_attn"], fan_in_fan_out=True)
+    adapter = models.save_adapter(
+        bases["gpt2"], str(tmp_path / "adapter"), target_modules=["c_attn"], fan_in_fan_out=True
+    )
     run_merge(ResolveRequest(adapter, base=bases["gpt2"], engine=engine), str(tmp_path / "out"), quiet=True)
     expected = models.peft_merged_state(bases["gpt2"], adapter, torch.float32)
     models.assert_states_equal(expected, models.loaded_state(str(tmp_path / "out"), torch.float32))

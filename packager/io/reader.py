@@ -46,7 +46,7 @@ class SafetensorsShard:
             return _read_tensor(f, self.tensors[name])
 
 
-def _read_tensor(f, info: TensorInfo) -> torch.Tensor:  # noqa: ANN001 - raw file object
+def _read_tensor(f, info: TensorInfo) -> torch.Tensor:
     buffer = torch.empty(info.nbytes, dtype=torch.uint8)
     view = memoryview(buffer.numpy())
     done = 0
@@ -58,7 +58,7 @@ def _read_tensor(f, info: TensorInfo) -> torch.Tensor:  # noqa: ANN001 - raw fil
     return buffer.view(info.torch_dtype).reshape(info.shape)
 
 
-def _read_exact(f, n: int) -> bytes:  # noqa: ANN001
+def _read_exact(f, n: int) -> bytes:
     data = f.read(n)
     if len(data) != n:
         raise EOFError(f"{f.name}: unexpected end of file")

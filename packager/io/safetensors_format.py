@@ -108,6 +108,4 @@ def encode_header(entries: list[tuple[str, str, tuple[int, ...]]], metadata: dic
 
 
 def _corrupt(path: str, why: str) -> CorruptFileError:
-    return CorruptFileError(
-        f"{path} is not a valid safetensors file: {why}; re-download or re-save the file"
-    )
+    return CorruptFileError(f"{path} is not a valid safetensors file: {why}; re-download or re-save the file")
