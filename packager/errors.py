@@ -48,3 +48,15 @@ class OutputError(UserInputError):
 
 class ParityError(PackagerError):
     """The merged model does not answer like base + adapter."""
+
+
+class EngineError(PackagerError):
+    """The container engine is unreachable or a build failed."""
+
+
+class RegistryError(PackagerError):
+    """A push failed for a reason other than the user's input (after retries)."""
+
+
+class RegistryAuthError(UserInputError):
+    """The registry refused the credentials."""

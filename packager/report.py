@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packager.plan import PackagePlan
+
+if TYPE_CHECKING:  # importing package.py at run time would pull in the container modules
+    from packager.package import PackageReport
 from packager.resolve import LOCK_FILE
 from packager.run_merge import MergeOutcome
 
@@ -70,3 +73,18 @@ def merge_report(outcome: MergeOutcome) -> dict[str, Any]:
         "timings": outcome.timings,
         "plan": plan.to_dict(),
     }
+
+
+def print_package(report: PackageReport) -> None:
+    """The people's summary of `packager package`."""
+    print(f"built {report.image} ({report.layout} layout, {report.size / 1e9:.2f} GB, {len(report.layers)} layers)")
+    print(f"  image id: {report.image_id}")
+    if report.digest:
+        print(f"  pushed:   {report.image}@{report.digest} ({(report.pushed_bytes or 0) / 1e6:.1f} MB uploaded)")
+    print(f"  serves:   {', '.join(report.adapters)} on port {report.port}")
+    if report.base_mount:
+        print(f"  base:     mount the base read-only at {report.base_mount} (see {report.context}/compose.yaml)")
+    for note in report.notes:
+        print(f"  note:     {note}")
+    print(f"  context:  {report.context}")
+    print("  timings:  " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))

@@ -1,0 +1,93 @@
+"""Build an image from a rendered context, behind one small Builder protocol.
+
+Each builder turns a BuildRequest into its own call arguments with a pure function, and runs it in one
+place, so what will run can be tested and printed without an engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    context: str
+    tag: str
+    dockerfile: str = "Dockerfile"
+    network_mode: str = "none"  # builds never reach the network: weights and runtime come from the context
+    nocache: bool = False
+
+
+@dataclass(frozen=True)
+class Layer:
+    digest: str  # the layer's content digest (diff id) in the local image
+    size: int
+    created_by: str
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    builder: str
+    tag: str
+    image_id: str
+    size: int
+    seconds: float
+    layers: tuple[Layer, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class PushRequest:
+    image: str  # local image (tag or id)
+    target: str  # registry[:port]/repo:tag
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class PushResult:
+    builder: str
+    target: str
+    digest: str
+    seconds: float
+    attempts: int
+    pushed_bytes: int = 0  # compressed bytes uploaded (layers the registry lacked)
+    skipped_layers: int = 0  # layers the registry already had
+
+
+class Builder(Protocol):
+    """What every builder offers: build a context into a local image, push it to a registry."""
+
+    name: str
+
+    def build(self, request: BuildRequest, log: Log) -> BuildResult: ...
+
+    def push(self, request: PushRequest, log: Log) -> PushResult: ...
+
+
+def split_target(target: str) -> tuple[str, str]:
+    """`host:5000/team/model:1` -> (`host:5000/team/model`, `1`); no tag means `latest`."""
+    repository, _, tag = target.rpartition(":") if ":" in target.rsplit("/", 1)[-1] else (target, "", "latest")
+    return repository, tag
+
+
+def registry_host(target: str) -> str:
+    first = target.split("/", 1)[0]
+    return first if "/" in target and ("." in first or ":" in first or first == "localhost") else "docker.io"
+
+
+BUILDERS = ("docker",)
+
+
+def get_builder(name: str, engine_url: str | None = None) -> Builder:
+    """The builder called `name` (docker: the Docker Engine API through the Python SDK)."""
+    from packager.errors import UserInputError
+
+    if name == "docker":
+        from packager.docker_builder import DockerBuilder
+
+        return DockerBuilder(engine_url)
+    raise UserInputError(f"unknown builder {name!r}; use one of {', '.join(BUILDERS)}")

@@ -1,0 +1,81 @@
+"""Validation and quoting filters for every user value that reaches a template.
+
+A value either passes a strict pattern or is quoted for its target syntax; nothing a user types can add
+a Dockerfile instruction or a YAML key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from packager.errors import UserInputError
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REF = re.compile(
+    rf"^(?:(?:[a-zA-Z0-9-]+\.)*[a-zA-Z0-9-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
+)
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+LABEL_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
+SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/ +@-]*$")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def image_ref(value: str) -> str:
+    """A container image reference such as `registry:5000/team/model:1.0`; anything else is refused."""
+    if not IMAGE_REF.match(value or ""):
+        raise UserInputError(
+            f"{value!r} is not a valid image reference; "
+            "use [registry[:port]/]name[:tag] in lowercase, e.g. acme/model:1"
+        )
+    return value
+
+
+def safe_name(value: str) -> str:
+    """A file, adapter or service name: letters, digits, dot, dash, underscore; no path separators."""
+    if not SAFE_NAME.match(value or "") or value in (".", ".."):
+        raise UserInputError(f"{value!r} is not a valid name; use letters, digits, '.', '-' and '_' only")
+    return value
+
+
+def label_key(value: str) -> str:
+    if not LABEL_KEY.match(value or ""):
+        raise UserInputError(f"{value!r} is not a valid label key; use lowercase letters, digits, '.', '-', '_'")
+    return value
+
+
+def dockerfile_string(value: object) -> str:
+    """A double-quoted Dockerfile string: no control characters; backslash, quote and $ escaped."""
+    text = str(value)
+    if CONTROL.search(text):
+        raise UserInputError(f"{text!r} contains a newline or control character; remove it")
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
+def yaml_string(value: object) -> str:
+    """A YAML (JSON-compatible) double-quoted string; `$` doubled so compose does not interpolate it."""
+    text = str(value)
+    if CONTROL.search(text):
+        raise UserInputError(f"{text!r} contains a newline or control character; remove it")
+    return json.dumps(text.replace("$", "$$"))
+
+
+def compose_path(value: str) -> str:
+    """An absolute host path used inside a quoted compose string."""
+    if not SAFE_PATH.match(value or ""):
+        raise UserInputError(
+            f"{value!r} cannot be used as the base path in compose.yaml; "
+            "use an absolute path without quotes, $ or braces"
+        )
+    return value
+
+
+FILTERS = {
+    "image_ref": image_ref,
+    "safe_name": safe_name,
+    "label_key": label_key,
+    "dockerfile_string": dockerfile_string,
+    "yaml_string": yaml_string,
+    "compose_path": compose_path,
+}

@@ -1,0 +1,1 @@
+"""Dockerfile and compose templates, installed as package data (see pyproject.toml)."""
