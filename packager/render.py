@@ -24,6 +24,9 @@ MODEL_DIR = "/models/merged"
 BASE_MOUNT = "/base"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".onnx_data", ".pt")
 RUNTIME_PACKAGE = "packager_runtime"
+# Files packager writes into the context get a fixed mtime, so their layers are byte-identical from one
+# build to the next (and from one machine to another): unchanged runtime code is never pushed again.
+FIXED_MTIME = 315532800  # 1980-01-01
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,18 @@ def write_context(request: RenderRequest, output: str, force: bool = False) -> s
             _link_model(request.model_dir, weights, staging)
         for adapter in request.adapters:
             _link_tree(adapter.path, os.path.join(staging, "adapters", adapter.name))
+        _fix_mtimes(staging)
     return os.path.abspath(output)
+
+
+def _fix_mtimes(root: str) -> None:
+    """Stamp what packager wrote (not the hard-linked model files, which are the user's) with FIXED_MTIME."""
+    for folder, _, names in os.walk(root, topdown=False):
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.stat(path).st_nlink == 1:
+                os.utime(path, (FIXED_MTIME, FIXED_MTIME))
+        os.utime(folder, (FIXED_MTIME, FIXED_MTIME))
 
 
 def _link_model(model_dir: str, weights: list[str], staging: str) -> None:

@@ -20,11 +20,23 @@ LOCK = {
     "base": {"repo_id": "acme/tiny-llama", "commit": "0123456789abcdef", "path": "/models/tiny", "files": []},
     "adapter": {"files": [{"path": "adapter_model.safetensors", "sha256": "ab" * 32, "size": 10}]},
 }
-BAKED = RenderRequest(layout="baked", base_image="packager-runtime:0123abcd", image="127.0.0.1:5000/acme/demo:1.0",
-                      lock=LOCK, model_dir="/unused", served_name="demo")
-SHARED = RenderRequest(layout="shared", base_image="packager-runtime:0123abcd", image="acme/shared:2",
-                       lock=LOCK, adapters=(AdapterInput("sql", "/a/sql", "cd" * 32), AdapterInput("chat", "/a/chat", "ef" * 32)),
-                       base_source="/srv/models/tiny-llama", served_name="shared")
+BAKED = RenderRequest(
+    layout="baked",
+    base_image="packager-runtime:0123abcd",
+    image="127.0.0.1:5000/acme/demo:1.0",
+    lock=LOCK,
+    model_dir="/unused",
+    served_name="demo",
+)
+SHARED = RenderRequest(
+    layout="shared",
+    base_image="packager-runtime:0123abcd",
+    image="acme/shared:2",
+    lock=LOCK,
+    adapters=(AdapterInput("sql", "/a/sql", "cd" * 32), AdapterInput("chat", "/a/chat", "ef" * 32)),
+    base_source="/srv/models/tiny-llama",
+    served_name="shared",
+)
 WEIGHTS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
 
 
@@ -114,8 +126,9 @@ def test_hadolint_passes_without_warnings(request_, tmp_path) -> None:
     hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
     dockerfile = tmp_path / "Dockerfile"
     dockerfile.write_text(render_files(request_, WEIGHTS if request_.layout == "baked" else [])["Dockerfile"])
-    proc = subprocess.run([hadolint, "-f", "json", "--failure-threshold", "warning", str(dockerfile)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [hadolint, "-f", "json", "--failure-threshold", "warning", str(dockerfile)], capture_output=True, text=True
+    )
     findings = json.loads(proc.stdout or "[]")
     assert proc.returncode == 0 and not [f for f in findings if f["level"] in ("error", "warning")], findings
 
@@ -141,8 +154,11 @@ def test_write_context_links_model_files_and_is_atomic(tmp_path) -> None:
 
 def test_wheel_ships_every_template(tmp_path) -> None:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), root],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), root],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(p for p in os.listdir(tmp_path) if p.endswith(".whl"))
     names = zipfile.ZipFile(tmp_path / wheel).namelist()
     for layout in ("baked", "shared"):

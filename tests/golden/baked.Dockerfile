@@ -2,13 +2,15 @@
 # Weights come first, one layer per file, so rebuilding after a runtime change reuses them.
 FROM packager-runtime:0123abcd
 
-COPY ["model/weights/model-00001-of-00002.safetensors", "/models/merged/"]
-COPY ["model/weights/model-00002-of-00002.safetensors", "/models/merged/"]
-COPY ["model/meta/", "/models/merged/"]
-COPY ["runtime/", "/opt/packager/"]
-COPY ["runtime.json", "packager.lock.json", "/opt/packager/"]
+COPY --chown=10001:10001 ["model/weights/model-00001-of-00002.safetensors", "/models/merged/"]
+COPY --chown=10001:10001 ["model/weights/model-00002-of-00002.safetensors", "/models/merged/"]
+COPY --chown=10001:10001 ["model/meta/", "/models/merged/"]
+COPY --chown=10001:10001 ["runtime/", "/opt/packager/"]
+COPY --chown=10001:10001 ["runtime.json", "packager.lock.json", "/opt/packager/"]
 
 ENV PYTHONPATH=/opt/packager:/opt/runtime \
+    HOME=/tmp \
+    HF_HOME=/tmp/hf \
     HF_HUB_OFFLINE=1 \
     PORT=8000
 LABEL io.packager.adapter.sha256="abababababababababababababababababababababababababababababababab" \

@@ -3,12 +3,14 @@
 # At start the runtime checks the mounted base against packager.lock.json and refuses the wrong one.
 FROM packager-runtime:0123abcd
 
-COPY ["adapters/sql/", "/adapters/sql/"]
-COPY ["adapters/chat/", "/adapters/chat/"]
-COPY ["runtime/", "/opt/packager/"]
-COPY ["runtime.json", "packager.lock.json", "/opt/packager/"]
+COPY --chown=10001:10001 ["adapters/sql/", "/adapters/sql/"]
+COPY --chown=10001:10001 ["adapters/chat/", "/adapters/chat/"]
+COPY --chown=10001:10001 ["runtime/", "/opt/packager/"]
+COPY --chown=10001:10001 ["runtime.json", "packager.lock.json", "/opt/packager/"]
 
 ENV PYTHONPATH=/opt/packager:/opt/runtime \
+    HOME=/tmp \
+    HF_HOME=/tmp/hf \
     HF_HUB_OFFLINE=1 \
     PORT=8000
 LABEL io.packager.adapter.sha256="sql=cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd,chat=efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef" \

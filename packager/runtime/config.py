@@ -1,0 +1,136 @@
+"""runtime.json: what the image serves and how; written by packager at package time, read at start-up.
+
+Schema (a JSON object; unknown keys are rejected; relative paths are taken from the file's folder):
+
+    layout       "baked" | "shared"                         required
+    port         int, 1-65535, default 8000                 env PORT overrides (in server.main)
+    baked:
+      model_dir    str, the merged model folder             required
+      served_name  str, the name /v1/models lists           required
+    shared:
+      base_dir     str, where the base is mounted (read-only), default "/base"
+      adapters     {name: PEFT adapter folder}, non-empty   required
+      lock         str, the packager lock with the base files   required unless verify_base is "off"
+      verify_base  "quick" | "full" | "off", default "quick"    env PACKAGER_VERIFY_BASE overrides
+
+Example: {"layout": "shared", "port": 8000, "base_dir": "/base", "adapters": {"support": "/adapters/support"},
+          "lock": "/opt/packager/packager.lock.json", "verify_base": "quick"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+VERIFY_MODES = ("quick", "full", "off")
+VERIFY_ENV = "PACKAGER_VERIFY_BASE"
+COMMON_KEYS = {"layout", "port"}
+LAYOUT_KEYS = {
+    "baked": {"model_dir", "served_name"},
+    "shared": {"base_dir", "adapters", "lock", "verify_base"},
+}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
+
+
+class ConfigError(Exception):
+    """runtime.json is missing, unreadable or invalid (one line)."""
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """A validated runtime.json; `adapters` is ((name, folder), ...) in file order."""
+
+    layout: str
+    port: int = 8000
+    model_dir: str | None = None
+    served_name: str | None = None
+    base_dir: str = "/base"
+    adapters: tuple[tuple[str, str], ...] = ()
+    lock: str | None = None
+    verify_base: str = "quick"
+
+    @property
+    def model_names(self) -> list[str]:
+        """The names clients pass as `model`."""
+        return [self.served_name or ""] if self.layout == "baked" else [name for name, _ in self.adapters]
+
+    def to_json(self) -> dict[str, Any]:
+        """The runtime.json object for this config (only the keys of its layout)."""
+        data: dict[str, Any] = {"layout": self.layout, "port": self.port}
+        if self.layout == "baked":
+            return {**data, "model_dir": self.model_dir, "served_name": self.served_name}
+        data.update(base_dir=self.base_dir, adapters=dict(self.adapters), verify_base=self.verify_base)
+        return {**data, "lock": self.lock} if self.lock else data
+
+
+def load_config(path: str, env: Mapping[str, str] | None = None) -> RuntimeConfig:
+    """Read and validate runtime.json; PACKAGER_VERIFY_BASE in `env` (default os.environ) overrides verify_base."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"runtime config {path} not found; pass --config with the image's runtime.json") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read runtime config {path}: {exc}") from None
+    return parse_config(data, os.path.dirname(os.path.abspath(path)), os.environ if env is None else env)
+
+
+def parse_config(data: Any, root: str = ".", env: Mapping[str, str] | None = None) -> RuntimeConfig:
+    """Validate a runtime.json object; relative paths are joined to `root`."""
+    if not isinstance(data, dict):
+        raise ConfigError("runtime config must be a JSON object")
+    layout = data.get("layout")
+    if layout not in LAYOUT_KEYS:
+        raise ConfigError(f"runtime config: layout must be 'baked' or 'shared', got {layout!r}")
+    unknown = sorted(set(data) - COMMON_KEYS - LAYOUT_KEYS[layout])
+    if unknown:
+        raise ConfigError(f"runtime config: unknown key(s) for layout {layout}: {', '.join(unknown)}")
+    port = _port(data.get("port", 8000))
+    if layout == "baked":
+        return RuntimeConfig(
+            "baked", port, model_dir=_path(data, "model_dir", root), served_name=_name(data.get("served_name"))
+        )
+    return _shared(data, port, root, env or {})
+
+
+def _shared(data: dict, port: int, root: str, env: Mapping[str, str]) -> RuntimeConfig:
+    adapters = data.get("adapters")
+    if not isinstance(adapters, dict) or not adapters:
+        raise ConfigError("runtime config: adapters must be a non-empty object {name: folder}")
+    pairs = tuple((_name(name), _join(root, folder, f"adapters.{name}")) for name, folder in adapters.items())
+    verify = env.get(VERIFY_ENV) or data.get("verify_base", "quick")
+    if verify not in VERIFY_MODES:
+        raise ConfigError(f"verify_base must be one of {', '.join(VERIFY_MODES)}, got {verify!r}")
+    lock = _path(data, "lock", root) if data.get("lock") is not None else None
+    if lock is None and verify != "off":
+        raise ConfigError("runtime config: shared layout needs `lock` (the base files to verify) or verify_base off")
+    base_dir = _join(root, data.get("base_dir", "/base"), "base_dir")
+    return RuntimeConfig("shared", port, base_dir=base_dir, adapters=pairs, lock=lock, verify_base=verify)
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ConfigError(f"runtime config: port must be an integer 1-65535, got {value!r}")
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise ConfigError(f"runtime config: model name {value!r} must be a non-empty string without spaces")
+    return value
+
+
+def _path(data: dict, key: str, root: str) -> str:
+    if key not in data:
+        raise ConfigError(f"runtime config: `{key}` is required for layout {data['layout']}")
+    return _join(root, data[key], key)
+
+
+def _join(root: str, value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"runtime config: `{key}` must be a non-empty path string, got {value!r}")
+    return os.path.normpath(os.path.join(root, value))

@@ -1,0 +1,139 @@
+"""Load the served model(s) and generate text: one merged model (baked) or a base with PEFT adapters (shared)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+class NoChatTemplate(Exception):
+    """The model's tokenizer has no chat template."""
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """OpenAI-style sampling settings; temperature 0 means greedy."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What one request produced."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or stop string) or "length"
+
+
+class _StopOnText:
+    """Stopping criterion: stop once the decoded new text contains any stop string."""
+
+    def __init__(self, tokenizer: Any, start: int, stops: Sequence[str]) -> None:
+        self.tokenizer, self.start, self.stops = tokenizer, start, stops
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        text = self.tokenizer.decode(input_ids[0, self.start :], skip_special_tokens=True)
+        done = any(stop in text for stop in self.stops)
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class Engine:
+    """A loaded model serving one or more names; generation is serialised by a lock."""
+
+    def __init__(self, model: Any, tokenizers: dict[str, Any], adapters: dict[str, str] | None = None) -> None:
+        self.model = model.eval()
+        self.tokenizers = tokenizers
+        self.adapters = adapters  # served name -> PEFT adapter name; None for a merged model
+        self.lock = threading.Lock()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tokenizers)
+
+    def encode_prompt(self, name: str, prompt: str) -> list[int]:
+        """Token ids of a plain completion prompt."""
+        return list(self.tokenizers[name](prompt)["input_ids"])
+
+    def encode_chat(self, name: str, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of chat messages through the tokenizer's chat template, ready for the assistant turn."""
+        tokenizer = self.tokenizers[name]
+        if not getattr(tokenizer, "chat_template", None):
+            raise NoChatTemplate(f"model '{name}' has no chat template; use /v1/completions with a plain prompt")
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+    def generate(self, name: str, prompt_ids: list[int], params: GenerationParams) -> Generation:
+        """Generate for one prompt with the model (and adapter) served as `name`."""
+        with self.lock:
+            if self.adapters is not None:
+                self.model.set_adapter(self.adapters[name])
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            new_ids = self._run(self.tokenizers[name], prompt_ids, params)
+        return self._finish(self.tokenizers[name], prompt_ids, new_ids, params)
+
+    def _run(self, tokenizer: Any, prompt_ids: list[int], params: GenerationParams) -> list[int]:
+        ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": params.temperature > 0}
+        if params.temperature > 0:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            kwargs["stopping_criteria"] = [_StopOnText(tokenizer, len(prompt_ids), params.stop)]
+        if self.model.generation_config.pad_token_id is None:
+            pad = tokenizer.pad_token_id
+            kwargs["pad_token_id"] = pad if pad is not None else tokenizer.eos_token_id
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+        return out[0, len(prompt_ids) :].tolist()
+
+    def _finish(self, tokenizer: Any, prompt: list[int], new_ids: list[int], params: GenerationParams) -> Generation:
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+        hits = [i for i in (text.find(s) for s in params.stop) if i >= 0]
+        stopped = bool(hits) or (bool(new_ids) and new_ids[-1] in self._eos_ids(tokenizer))
+        text = text[: min(hits)] if hits else text
+        return Generation(text, len(prompt), len(new_ids), "stop" if stopped else "length")
+
+    def _eos_ids(self, tokenizer: Any) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+
+
+def load_baked(model_dir: str, served_name: str) -> Engine:
+    """A merged model folder served under one name."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+    return Engine(model, {served_name: AutoTokenizer.from_pretrained(model_dir)})
+
+
+def load_shared(base_dir: str, adapters: Sequence[tuple[str, str]]) -> Engine:
+    """The base from `base_dir` with every adapter loaded by name; an adapter's own tokenizer wins over the base's."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
+    (first, first_path), *rest = adapters
+    model = PeftModel.from_pretrained(base, first_path, adapter_name=first)
+    for name, path in rest:
+        model.load_adapter(path, adapter_name=name)
+    base_tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizers = {
+        name: AutoTokenizer.from_pretrained(path) if _has_tokenizer(path) else base_tokenizer for name, path in adapters
+    }
+    return Engine(model, tokenizers, {name: name for name, _ in adapters})
+
+
+def _has_tokenizer(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "tokenizer_config.json"))

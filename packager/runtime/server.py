@@ -1,0 +1,210 @@
+"""OpenAI-compatible HTTP server for the packaged model: /health, /v1/models, /v1/completions, /v1/chat/completions.
+
+CLI: python3 -m packager_runtime.server [--config /opt/packager/runtime.json] [--host 0.0.0.0] [--port N]
+(env PORT overrides runtime.json's port; --port overrides both). Exit 2: bad config; exit 3: wrong or missing base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from .config import ConfigError, RuntimeConfig, load_config
+from .models import Engine, Generation, GenerationParams, NoChatTemplate
+from .verify_base import BaseMismatch, load_lock, verify_base
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's format."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Sampling(BaseModel):
+    """Fields both completion endpoints accept."""
+
+    model: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    n: int = 1
+
+
+class CompletionRequest(Sampling):
+    prompt: str
+
+
+class ChatMessage(BaseModel):
+    role: str
+    content: str | list[dict[str, Any]]
+
+
+class ChatRequest(Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+def error_body(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "invalid_request_error"}}
+
+
+def create_app(engine: Engine) -> FastAPI:
+    """The FastAPI app serving `engine` (already loaded)."""
+    app = FastAPI(title="packager runtime")
+
+    @app.exception_handler(ApiError)
+    def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(str(exc)), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse(error_body(f"{where}: {first.get('msg')}" if where else str(first.get("msg"))), 400)
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    def list_models() -> dict[str, Any]:
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": "packager"} for n in engine.names]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/completions")
+    def completions(req: CompletionRequest) -> dict[str, Any]:
+        name = _model_name(engine, req)
+        result = engine.generate(name, engine.encode_prompt(name, req.prompt), _params(req))
+        choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}
+        return _response("cmpl", "text_completion", name, choice, result)
+
+    @app.post("/v1/chat/completions")
+    def chat(req: ChatRequest) -> dict[str, Any]:
+        name = _model_name(engine, req)
+        messages = [{"role": m.role, "content": _text(m.content)} for m in req.messages]
+        try:
+            ids = engine.encode_chat(name, messages)
+        except NoChatTemplate as exc:
+            raise ApiError(400, str(exc)) from None
+        result = engine.generate(name, ids, _params(req))
+        message = {"role": "assistant", "content": result.text}
+        choice = {"index": 0, "message": message, "finish_reason": result.finish_reason}
+        return _response("chatcmpl", "chat.completion", name, choice, result)
+
+    return app
+
+
+def _model_name(engine: Engine, req: Sampling) -> str:
+    """The served name the request asks for; omitted is fine when only one model is served."""
+    if req.stream or req.n != 1:
+        raise ApiError(400, "stream and n > 1 are not supported by this server")
+    available = ", ".join(engine.names)
+    if req.model is None:
+        if len(engine.names) == 1:
+            return engine.names[0]
+        raise ApiError(400, f"`model` is required; available: {available}")
+    if req.model not in engine.names:
+        raise ApiError(404, f"model '{req.model}' not found; available: {available}")
+    return req.model
+
+
+def _params(req: Sampling) -> GenerationParams:
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(s for s in req.stop or () if s)
+    return GenerationParams(
+        max_tokens=16 if req.max_tokens is None else req.max_tokens,
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        stop=stop,
+        seed=req.seed,
+    )
+
+
+def _text(content: str | list[dict[str, Any]]) -> str:
+    """Message content as text (OpenAI content parts: the text parts joined)."""
+    if isinstance(content, str):
+        return content
+    return "".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+
+
+def _response(prefix: str, kind: str, name: str, choice: dict, result: Generation) -> dict[str, Any]:
+    usage = {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": name,
+        "choices": [choice],
+        "usage": usage,
+    }
+
+
+def load_engine(config: RuntimeConfig) -> Engine:
+    """Verify the base (shared layout) and load the model(s); raises BaseMismatch before loading anything."""
+    from .models import load_baked, load_shared
+
+    if config.layout == "baked":
+        return load_baked(config.model_dir or "", config.served_name or "")
+    lock = load_lock(config.lock) if config.verify_base != "off" and config.lock else {}
+    verify_base(config.base_dir, lock, config.verify_base)
+    return load_shared(config.base_dir, config.adapters)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="packager_runtime.server", description="Serve the packaged model.")
+    parser.add_argument("--config", default="/opt/packager/runtime.json", help="runtime.json written by packager")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: env PORT, then runtime.json)")
+    return parser.parse_args(argv)
+
+
+def _env_port() -> int | None:
+    value = os.environ.get("PORT")
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"env PORT must be a port number 1-65535, got {value!r}")
+    return int(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start-up: config, base check, model load, then serve; one `error:` line and exit 2/3 on bad input."""
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the image never downloads
+    try:
+        config = load_config(args.config)
+        port = args.port or _env_port() or config.port
+        engine = load_engine(config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BaseMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    import uvicorn
+
+    print(
+        f"packager runtime: serving {', '.join(engine.names)} ({config.layout} layout) on port {port}", file=sys.stderr
+    )
+    uvicorn.run(create_app(engine), host=args.host, port=port, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
