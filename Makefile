@@ -11,7 +11,7 @@ BASE ?=
 OUT ?= out/merged
 DTYPE ?= auto
 
-.PHONY: install test lint package demo bench clean
+.PHONY: install test lint package merge demo bench clean engine-up engine-down base-image
 
 install: $(VENV)/.installed
 
@@ -30,15 +30,51 @@ lint: install
 demo: install
 	$(PACKAGER) demo --output demo
 
-# make package [ADAPTER=path] [BASE=path|hub-id] [OUT=dir] [DTYPE=auto|bf16|fp16|fp32]
-# Without ADAPTER, a tiny demo base + adapter is generated in demo/ and merged.
+# make package [ADAPTER=path | ADAPTERS=name=path,...] [LAYOUT=baked|shared] [BASE=path|hub-id]
+#              [BASE_IMAGE=image] [REGISTRY=host:port TAG=repo:tag] [PUSH=1] [REPORT=file] [BUILDER=docker|buildah]
+# Without ADAPTER(S), a tiny demo base + adapter is generated in demo/. Without DOCKER_HOST, a private engine is
+# started (make engine-up); without BASE_IMAGE, the runtime base image is built locally (make base-image).
+LAYOUT ?= baked
+BUILDER ?= docker
 package: install
+	@set -e; \
+	if [ -z "$$DOCKER_HOST" ]; then eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
+	base_image="$(BASE_IMAGE)"; \
+	if [ -z "$$base_image" ]; then base_image=$$($(PY) scripts/base_image.py | tail -n 1); fi; \
+	adapters=""; \
+	if [ -n "$(ADAPTERS)" ]; then for a in $$(echo "$(ADAPTERS)" | tr ',' ' '); do adapters="$$adapters --adapter $$a"; done; \
+	elif [ -n "$(ADAPTER)" ]; then adapters="--adapter $(ADAPTER)"; \
+	else $(PACKAGER) demo --output demo >/dev/null && adapters="--adapter demo=demo/adapter"; fi; \
+	$(PACKAGER) package $$adapters --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) \
+		$(if $(BASE),--base "$(BASE)") $(if $(TAG),--tag "$(if $(REGISTRY),$(REGISTRY)/)$(TAG)") \
+		$(if $(PUSH),--push) $(if $(REPORT),--report "$(REPORT)")
+
+# make merge [ADAPTER=path] [BASE=path|hub-id] [OUT=dir] [DTYPE=auto|bf16|fp16|fp32]: the merge step alone.
+merge: install
 	@adapter="$(ADAPTER)"; \
-	if [ -z "$$adapter" ]; then $(PACKAGER) demo --output demo && adapter=demo/adapter; fi; \
+	if [ -z "$$adapter" ]; then $(PACKAGER) demo --output demo >/dev/null && adapter=demo/adapter; fi; \
 	$(PACKAGER) merge --adapter "$$adapter" $(if $(BASE),--base "$(BASE)") --dtype $(DTYPE) --output "$(OUT)" --force
 
 bench: install
 	$(PY) bench/merge.py
 
 clean:
-	rm -rf out demo .pytest_cache
+	rm -rf out demo packager-build .pytest_cache
+
+# A private Docker engine + two local registries (one with htpasswd auth) on 127.0.0.1; state under ENGINE_ROOT.
+# `eval "$$(make -s engine-up)"` exports DOCKER_HOST and PACKAGER_*REGISTRY* for this shell.
+ENGINE_ROOT ?= /var/tmp/packager-engine
+
+engine-up: install
+	@$(PY) scripts/local_engine.py up --root $(ENGINE_ROOT)
+
+engine-down: install
+	@$(PY) scripts/local_engine.py down --root $(ENGINE_ROOT)
+
+# Builds (or reuses) packager-runtime:<hash>; the last output line is the tag. Starts the local engine when
+# DOCKER_HOST is unset.
+base-image: install
+	@if [ -z "$$DOCKER_HOST" ]; then \
+		exports="$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))" || exit 1; eval "$$exports"; \
+	fi; \
+	$(PY) scripts/base_image.py

@@ -79,15 +79,19 @@ def registry_host(target: str) -> str:
     return first if "/" in target and ("." in first or ":" in first or first == "localhost") else "docker.io"
 
 
-BUILDERS = ("docker",)
+BUILDERS = ("docker", "buildah")
 
 
 def get_builder(name: str, engine_url: str | None = None) -> Builder:
-    """The builder called `name` (docker: the Docker Engine API through the Python SDK)."""
+    """The builder called `name`: docker (Engine API through the SDK) or buildah (daemonless, uncompressed push)."""
     from packager.errors import UserInputError
 
     if name == "docker":
         from packager.docker_builder import DockerBuilder
 
         return DockerBuilder(engine_url)
+    if name == "buildah":
+        from packager.buildah_builder import BuildahBuilder
+
+        return BuildahBuilder(engine_url)
     raise UserInputError(f"unknown builder {name!r}; use one of {', '.join(BUILDERS)}")

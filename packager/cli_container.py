@@ -40,7 +40,8 @@ def add_container_commands(sub: argparse._SubParsersAction, common: argparse.Arg
     p.add_argument("--push", action="store_true", help="push the image to the registry named in --tag")
     p.add_argument("--username", help="registry user (default: your docker login)")
     p.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
-    p.add_argument("--builder", default="docker", choices=["docker"], help="image builder")
+    p.add_argument("--builder", default="docker", choices=["docker", "buildah"],
+                   help="docker (the Engine API; gzip push) or buildah (daemonless; uncompressed, faster push)")
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (merged model, context)")
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
     p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
@@ -53,7 +54,7 @@ def add_container_commands(sub: argparse._SubParsersAction, common: argparse.Arg
     p.add_argument("--tag", default="latest", help="target tag (default: latest)")
     p.add_argument("--username", help="registry user (default: your docker login)")
     p.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
-    p.add_argument("--builder", default="docker", choices=["docker"], help="engine to push with")
+    p.add_argument("--builder", default="docker", choices=["docker", "buildah"], help="engine to push with")
     p.set_defaults(func=cmd_push)
 
 

@@ -189,6 +189,17 @@ def _quiet_log(request: PackageRequest, log):
     return (lambda _line: None) if request.quiet else log
 
 
+def describe_layers(context: str, built: BuildResult) -> list[dict[str, Any]]:
+    """Layers with what they hold: our Dockerfiles make one layer per COPY, after the base image's layers."""
+    with open(os.path.join(context, "Dockerfile")) as f:
+        copies = [json.loads(line.split(" ", 2)[2])[:-1] for line in f if line.startswith("COPY ")]
+    layers = [dataclasses.asdict(layer) for layer in built.layers]
+    base_count = len(layers) - len(copies)
+    for i, layer in enumerate(layers):
+        layer["content"] = "base image" if i < base_count else " ".join(copies[i - base_count])
+    return layers
+
+
 def _report(
     request: PackageRequest,
     render: RenderRequest,
@@ -207,7 +218,7 @@ def _report(
         layout=request.layout,
         context=context,
         lock=os.path.join(context, "packager.lock.json"),
-        layers=[dataclasses.asdict(layer) for layer in built.layers],
+        layers=describe_layers(context, built),
         size=built.size,
         port=render.port,
         base_mount=BASE_MOUNT if request.layout == "shared" else None,

@@ -145,17 +145,13 @@ def render_files(request: RenderRequest, weights: list[str]) -> dict[str, str]:
 
 def runtime_config(request: RenderRequest) -> dict[str, Any]:
     """runtime.json: what the server in the image loads and how it checks the base."""
-    config: dict[str, Any] = {
-        "layout": request.layout,
-        "port": request.port,
-        "lock": "/opt/packager/packager.lock.json",
-    }
+    config: dict[str, Any] = {"layout": request.layout, "port": request.port}
     if request.layout == "baked":
         config.update(model_dir=MODEL_DIR, served_name=request.served_name)
     else:
-        config.update(
-            base_dir=BASE_MOUNT, adapters={a.name: f"/adapters/{a.name}" for a in request.adapters}, verify_base="quick"
-        )
+        adapters = {a.name: f"/adapters/{a.name}" for a in request.adapters}
+        config.update(base_dir=BASE_MOUNT, adapters=adapters, lock="/opt/packager/packager.lock.json",
+                      verify_base="quick")
     return config
 
 

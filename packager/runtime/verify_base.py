@@ -51,7 +51,13 @@ def verify_base(base_dir: str, lock: dict[str, Any], mode: str = "quick", out: T
     if not files:
         raise BaseMismatch("the lock lists no base files, so the mounted base cannot be verified")
     for entry in files:
-        problem = _check_file(base_dir, entry, mode)
+        try:
+            problem = _check_file(base_dir, entry, mode)
+        except PermissionError:
+            raise BaseMismatch(
+                f"cannot read {entry.get('path')} in the base mounted at {base_dir} as uid {os.getuid()}; "
+                "make the base readable by everyone (chmod -R a+rX) and mount it again"
+            ) from None
         if problem:
             raise BaseMismatch(
                 f"the base mounted at {base_dir} is not the one in the lock: {problem}; expected {describe_base(base)}"

@@ -97,3 +97,23 @@ def test_main_exit_codes_without_serving(
     assert capsys.readouterr().err.startswith("error: no base model mounted at")
     assert main(["--config", str(tmp_path / "absent.json")]) == 2
     assert capsys.readouterr().err.startswith("error: runtime config")
+
+
+
+def test_unreadable_base_file_is_one_clear_line(tmp_path, monkeypatch) -> None:
+    """A base the container user cannot read must say so, not crash with a traceback.
+
+    The tests run as root, who reads every file, so the read is made to fail the way it does for uid 10001.
+    """
+    import pytest
+
+    from packager.runtime import verify_base as module
+
+    def denied(path: str) -> str:
+        raise PermissionError(13, "Permission denied", path)
+
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setattr(module, "full_sha256", denied)
+    lock = {"base": {"files": [{"path": "config.json", "size": 2, "sha256": "0" * 64}]}}
+    with pytest.raises(module.BaseMismatch, match=r"cannot read config.json .*chmod -R a\+rX"):
+        module.verify_base(str(tmp_path), lock, "quick")

@@ -1,0 +1,185 @@
+"""Benchmark: baked package of the TinyLlama-1.1B-dims merged model, build + push per builder, against a floor.
+
+The floor is what any builder must at least do with the same bytes: tar the context, sha256 it, and upload it
+raw as one blob to the same registry on 127.0.0.1. Each builder run starts from a fresh registry and builds
+without cache, so every layer is really built and pushed.
+
+    python bench/package.py [--repeats 2] [--builders docker,buildah]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+sys.path[:0] = [str(BENCH_DIR), str(ROOT)]
+
+from merge import SPECS, ensure_models, model_paths  # noqa: E402
+
+from packager.build import BuildRequest, PushRequest, get_builder  # noqa: E402
+from packager.render import RenderRequest, write_context  # noqa: E402
+from scripts import base_image, local_engine  # noqa: E402
+
+ENGINE_ROOT = "/var/tmp/packager-bench-engine"
+
+
+def merged_model(work: Path) -> Path:
+    """The 1.1B-dims merge (2 GB shards, as `packager package` writes them), made once."""
+    out = work / "merged-1b-package"
+    if not (out / "packager.lock.json").exists():
+        base, adapter = model_paths(SPECS["1b"], work)
+        ensure_models(SPECS["1b"], work)
+        subprocess.run(
+            [
+                str(ROOT / ".venv" / "bin" / "packager"),
+                "merge",
+                "--adapter",
+                str(adapter),
+                "--base",
+                str(base),
+                "--output",
+                str(out),
+                "--no-verify",
+                "--quiet",
+                "--max-shard-size",
+                "2GB",
+                "--force",
+            ],
+            check=True,
+        )
+    return out
+
+
+def render(merged: Path, runtime: str, work: Path) -> str:
+    import json
+
+    lock = json.loads((merged / "packager.lock.json").read_text())
+    request = RenderRequest("baked", runtime, "bench/baked:1", lock, model_dir=str(merged), served_name="bench")
+    return write_context(request, str(work / "context-1b"), force=True)
+
+
+def floor(context: str, registry: str) -> float:
+    """tar + sha256 + one raw blob upload of the same bytes."""
+    started = time.monotonic()
+    with tempfile.NamedTemporaryFile(dir=os.path.dirname(context), suffix=".tar") as tmp:
+        with tarfile.open(tmp.name, "w") as tar:
+            tar.add(context, arcname=".")
+        digest = hashlib.sha256()
+        with open(tmp.name, "rb") as f:
+            for block in iter(lambda: f.read(16 << 20), b""):
+                digest.update(block)
+        _upload_blob(registry, tmp.name, "sha256:" + digest.hexdigest())
+    return time.monotonic() - started
+
+
+def _upload_blob(registry: str, path: str, digest: str) -> None:
+    host, port = registry.split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=600)
+    conn.request("POST", "/v2/bench/floor/blobs/uploads/")
+    response = conn.getresponse()
+    response.read()
+    location = response.getheader("Location")
+    location = location.split(registry, 1)[-1] if "://" in location else location
+    separator = "&" if "?" in location else "?"
+    with open(path, "rb") as f:
+        conn.request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            body=f,
+            headers={"Content-Length": str(os.path.getsize(path)), "Content-Type": "application/octet-stream"},
+        )
+        response = conn.getresponse()
+        response.read()
+    if response.status != 201:
+        raise RuntimeError(f"blob upload failed: {response.status}")
+
+
+def run_builder(name: str, context: str, registry: str) -> tuple[float, float]:
+    builder = get_builder(name)
+    tag = f"{registry}/bench/{name}:1"
+    built = builder.build(BuildRequest(context, tag, nocache=True), log=lambda _line: None)
+    pushed = builder.push(PushRequest(tag, tag), log=lambda _line: None)
+    _remove_image(name, tag)
+    return built.seconds, pushed.seconds
+
+
+def _remove_image(builder: str, tag: str) -> None:
+    if builder == "buildah":
+        subprocess.run(["buildah", "rmi", "-f", tag], capture_output=True)
+    else:
+        import docker
+
+        client = docker.DockerClient(base_url=os.environ["DOCKER_HOST"])
+        client.images.remove(tag, force=True)
+        client.images.prune(filters={"dangling": True})
+
+
+def fresh_registry(tmp: Path) -> local_engine.Registry:
+    shutil.rmtree(tmp, ignore_errors=True)
+    return local_engine.start_registry(str(tmp))
+
+
+def measure(builders: list[str], repeats: int, context: str, work: Path) -> dict[str, list[tuple[float, float]]]:
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in [*builders, "floor"]}
+    for _ in range(repeats):
+        for name in [*builders, "floor"]:
+            registry = fresh_registry(work / "bench-registry")
+            try:
+                results[name].append(
+                    (0.0, floor(context, registry.url)) if name == "floor" else run_builder(name, context, registry.url)
+                )
+            finally:
+                local_engine.stop_registry(registry)
+            print(f"{name}: build {results[name][-1][0]:.1f}s push {results[name][-1][1]:.1f}s", file=sys.stderr)
+    return results
+
+
+def table(results: dict[str, list[tuple[float, float]]], weights_gb: float) -> str:
+    floor_total = statistics.median(sum(r) for r in results["floor"])
+    lines = [
+        f"baked package, {weights_gb:.2f} GB of weights, median of {len(results['floor'])} runs",
+        "",
+        "| path | build s | push s | build+push s | × floor |",
+        "|---|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        build, push = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+        total = statistics.median(sum(r) for r in runs)
+        lines.append(f"| {name} | {build:.1f} | {push:.1f} | {total:.1f} | {total / floor_total:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per path (default 2)")
+    parser.add_argument("--builders", default="docker,buildah", help="comma-separated builders (default both)")
+    parser.add_argument("--work", default=str(BENCH_DIR / "work"), help="work folder (default bench/work)")
+    args = parser.parse_args()
+    work = Path(args.work)
+    local_engine.ensure_packages()
+    engine = local_engine.start_engine(ENGINE_ROOT)
+    os.environ["DOCKER_HOST"] = engine.docker_host
+    try:
+        merged = merged_model(work)
+        context = render(merged, base_image.ensure_base_image(engine.docker_host), work)
+        weights = sum(p.stat().st_size for p in merged.glob("*.safetensors")) / 1e9
+        print(table(measure(args.builders.split(","), args.repeats, context, work), weights))
+    finally:
+        local_engine.stop_engine(engine)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

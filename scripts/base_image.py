@@ -1,0 +1,246 @@
+"""Build the runnable runtime base image `packager-runtime:<hash>` without pulling anything.
+
+Recipe: debootstrap a minimal Debian, pip-install the pinned runtime packages into /opt/runtime with the
+host venv's pip, then `docker import` the rootfs. Progress goes to stderr; the image tag is the last stdout line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+
+try:
+    from scripts.local_engine import ensure_packages, umount_under
+except ImportError:  # run as `python scripts/base_image.py`: scripts/ itself is on sys.path
+    from local_engine import ensure_packages, umount_under
+
+# Bump when anything in the recipe changes that the hashed inputs below do not capture.
+RECIPE_VERSION = "2"
+SUITE = "bookworm"
+DEBOOTSTRAP_INCLUDES = ("python3", "ca-certificates")
+PYTHON_PACKAGES = (
+    "torch", "transformers", "peft", "safetensors", "tokenizers", "huggingface_hub",
+    "jinja2", "fastapi", "uvicorn",
+)
+# Used only for packages the host venv lacks (the serving stack is not a dependency of packager itself).
+FALLBACK_PINS = {"fastapi": "0.142.2", "uvicorn": "0.54.0"}
+TORCH_VERSION = "2.13.0"
+REPOSITORY = "packager-runtime"
+RUNTIME_DIR = "opt/runtime"
+IMAGE_CHANGES = (
+    "ENV PYTHONPATH=/opt/runtime",
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV HF_HUB_OFFLINE=1",
+)
+CHECK_SCRIPT = "import torch, transformers, peft, fastapi, uvicorn; print('ok')"
+DEBIAN_MIRROR = os.environ.get("PACKAGER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "packager" / "base-images"
+
+timings: dict[str, float] = {}
+
+
+def log(msg: str) -> None:
+    """Progress output to stderr."""
+    print(f"[base_image] {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def timed(step: str) -> Iterator[None]:
+    """Log and record how long a step took."""
+    t0 = time.monotonic()
+    log(f"{step} ...")
+    yield
+    timings[step] = time.monotonic() - t0
+    log(f"{step}: {timings[step]:.1f} s")
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def pinned_requirements() -> list[str]:
+    """`name==version` for each runtime package, pinned to what this interpreter's environment has."""
+    pins = []
+    for name in PYTHON_PACKAGES:
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = FALLBACK_PINS[name]
+        pins.append(f"{name}=={version}")
+    torch_pin = pins[PYTHON_PACKAGES.index("torch")]
+    if torch_pin.split("==")[1].split("+")[0] != TORCH_VERSION:
+        raise RuntimeError(f"runtime needs torch {TORCH_VERSION} (the local CPU wheel); host has {torch_pin}")
+    return pins
+
+
+def recipe_hash(pins: list[str]) -> str:
+    """First 12 hex digits of sha256 over the recipe's inputs."""
+    inputs = {"recipe": RECIPE_VERSION, "suite": SUITE, "includes": list(DEBOOTSTRAP_INCLUDES), "pins": pins}
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- rootfs
+
+
+def run(cmd: list[str]) -> None:
+    """Run a command with its output on stderr; raise if it fails."""
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
+
+
+def debootstrap(rootfs: Path) -> None:
+    """A minimal Debian with python3 and CA certificates."""
+    includes = ",".join(DEBOOTSTRAP_INCLUDES)
+    run(["debootstrap", "--variant=minbase", f"--include={includes}", SUITE, str(rootfs), DEBIAN_MIRROR])
+
+
+def pip_install(rootfs: Path, pins: list[str]) -> None:
+    """Install the pinned packages into ROOTFS/opt/runtime with the host interpreter's pip."""
+    target = rootfs / RUNTIME_DIR
+    run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--no-warn-script-location",
+         "--progress-bar", "off", "--target", str(target), *pins])
+    manifest = {"recipe_hash": recipe_hash(pins), "pins": pins}
+    (target / "packager-runtime.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def fix_shebangs(bin_dir: Path) -> None:
+    """Point console scripts pip wrote for the host interpreter at the image's python3."""
+    for script in bin_dir.glob("*") if bin_dir.is_dir() else []:
+        data = script.read_bytes()
+        if data.startswith(b"#!") and b"python" in data.split(b"\n", 1)[0]:
+            script.write_bytes(b"#!/usr/bin/python3" + data[data.index(b"\n"):])
+
+
+def slim(rootfs: Path) -> None:
+    """Drop apt and pip caches and torch's test folders; precompile bytecode (a container starts ~9 s faster)."""
+    runtime = rootfs / RUNTIME_DIR
+    doomed = [rootfs / "root" / ".cache", runtime / "torch" / "test", runtime / "caffe2" / "test"]
+    doomed += list((rootfs / "var" / "lib" / "apt" / "lists").glob("*_*"))
+    doomed += list((rootfs / "var" / "cache" / "apt").glob("*.bin"))
+    doomed += list((rootfs / "var" / "cache" / "apt" / "archives").glob("*.deb"))
+    for path in doomed:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
+    fix_shebangs(runtime / "bin")
+    # unchecked-hash: the .pyc files stay valid whatever mtimes the image layer gives their sources. A few
+    # files are written for newer Pythons (torch's py312 helpers) and fail to compile: that is expected.
+    compile_cmd = [sys.executable, "-m", "compileall", "-qq", "-j", "0", "--invalidation-mode", "unchecked-hash"]
+    subprocess.run([*compile_cmd, str(runtime)], check=False, stdout=subprocess.DEVNULL)
+
+
+def build_rootfs_tarball(pins: list[str], tarball: Path) -> None:
+    """Debootstrap, pip install and slim a rootfs in a scratch folder, then tar it to tarball."""
+    work = tarball.with_suffix(".work")
+    rootfs = work / "rootfs"
+    _remove_tree(work)
+    rootfs.mkdir(parents=True)
+    try:
+        with timed("debootstrap"):
+            debootstrap(rootfs)
+        with timed("pip install"):
+            pip_install(rootfs, pins)
+        with timed("slim"):
+            slim(rootfs)
+        partial = work / "rootfs.tar"
+        with timed("tar"):
+            run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(partial), "."])
+        partial.replace(tarball)
+    finally:
+        with timed("cleanup"):
+            _remove_tree(work)
+
+
+def _remove_tree(path: Path) -> None:
+    """rmtree, but only after unmounting anything debootstrap left mounted inside (e.g. /proc)."""
+    if not path.exists():
+        return
+    umount_under(path)
+    shutil.rmtree(path)
+
+
+# ---------------------------------------------------------------- image
+
+
+def image_exists(client: docker.DockerClient, tag: str) -> bool:
+    """True if the engine has an image with this tag."""
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def import_tarball(client: docker.DockerClient, tarball: Path, tag: str) -> None:
+    """`docker import` the rootfs tarball (streamed from disk) with the runtime's ENV settings."""
+    repository, version = tag.split(":")
+    client.api.import_image_from_file(str(tarball), repository=repository, tag=version, changes=list(IMAGE_CHANGES))
+    if not image_exists(client, tag):
+        raise RuntimeError(f"docker import did not produce {tag}")
+
+
+def verify_image(client: docker.DockerClient, tag: str) -> None:
+    """Run the runtime import check in a container with no network."""
+    out = client.containers.run(tag, ["python3", "-c", CHECK_SCRIPT], network_mode="none", remove=True)
+    if out.strip().splitlines()[-1:] != [b"ok"]:
+        raise RuntimeError(f"image check printed {out!r}")
+
+
+def ensure_base_image(docker_host: str) -> str:
+    """Return the runtime image's tag, building, importing and checking it first if the engine lacks it."""
+    pins = pinned_requirements()
+    digest = recipe_hash(pins)
+    tag = f"{REPOSITORY}:{digest}"
+    client = docker.DockerClient(base_url=docker_host, timeout=900)
+    if image_exists(client, tag):
+        log(f"{tag} already present")
+        return tag
+    tarball = CACHE_DIR / f"{digest}.tar"
+    if tarball.exists():
+        log(f"re-importing cached rootfs {tarball}")
+    else:
+        ensure_packages()
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        build_rootfs_tarball(pins, tarball)
+    with timed("docker import"):
+        import_tarball(client, tarball, tag)
+    try:
+        with timed("image check"):
+            verify_image(client, tag)
+    except (docker.errors.ContainerError, docker.errors.APIError, RuntimeError):
+        client.images.remove(tag, force=True)
+        tarball.unlink(missing_ok=True)
+        raise
+    size = client.images.get(tag).attrs["Size"]
+    log(f"{tag}: {size / 1e9:.2f} GB")
+    return tag
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: build or reuse the runtime base image, print its tag as the last line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"), help="default: $DOCKER_HOST")
+    args = parser.parse_args(argv)
+    if not args.docker_host:
+        parser.error("no engine: pass --docker-host or set DOCKER_HOST (see scripts/local_engine.py up)")
+    t0 = time.monotonic()
+    tag = ensure_base_image(args.docker_host)
+    log(f"done in {time.monotonic() - t0:.1f} s " + " ".join(f"{k}={v:.1f}s" for k, v in timings.items()))
+    print(tag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
