@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -76,6 +77,7 @@ METHODS = ("peft", "packager", "cp")
 @dataclass(frozen=True)
 class Sample:
     wall_s: float
+    cpu_s: float  # user + system
     rss_kib: int
 
 
@@ -89,9 +91,16 @@ def llama_config(spec: ModelSpec) -> LlamaConfig:
     import torch
     from transformers import LlamaConfig
 
-    return LlamaConfig(hidden_size=spec.hidden, intermediate_size=spec.intermediate, num_hidden_layers=spec.layers,
-                       num_attention_heads=spec.heads, num_key_value_heads=spec.kv_heads, vocab_size=spec.vocab,
-                       torch_dtype=torch.bfloat16, architectures=["LlamaForCausalLM"])
+    return LlamaConfig(
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        vocab_size=spec.vocab,
+        torch_dtype=torch.bfloat16,
+        architectures=["LlamaForCausalLM"],
+    )
 
 
 def meta_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
@@ -171,9 +180,18 @@ def build_adapter(spec: ModelSpec, base: Path, path: Path) -> None:
         tensors[f"{prefix}.lora_B.weight"] = torch.randn(out_features, LORA_R) * 0.01
     path.mkdir(parents=True)
     save_file(tensors, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
-    config = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=TARGET_MODULES, task_type="CAUSAL_LM",
-                        base_model_name_or_path=str(base.resolve()), bias="none", fan_in_fan_out=False,
-                        use_rslora=False, use_dora=False, modules_to_save=None)
+    config = LoraConfig(
+        r=LORA_R,
+        lora_alpha=LORA_ALPHA,
+        target_modules=TARGET_MODULES,
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=str(base.resolve()),
+        bias="none",
+        fan_in_fan_out=False,
+        use_rslora=False,
+        use_dora=False,
+        modules_to_save=None,
+    )
     config.save_pretrained(str(path))
 
 
@@ -181,9 +199,21 @@ def _target_weights(shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, 
     return {n: s for n, s in shapes.items() if n.endswith(".weight") and n.split(".")[-2] in TARGET_MODULES}
 
 
-def ensure_models(spec: ModelSpec, work: Path) -> tuple[Path, Path]:
+def model_paths(spec: ModelSpec, work: Path) -> tuple[Path, Path]:
+    return work / f"base-{spec.key}", work / f"adapter-{spec.key}"
+
+
+def ensure_models(spec: ModelSpec, work: Path) -> None:
     """Build the base and adapter for `spec` under `work` unless a previous run finished them."""
-    base, adapter = work / f"base-{spec.key}", work / f"adapter-{spec.key}"
+    if all(path.with_name(path.name + ".complete").exists() for path in model_paths(spec, work)):
+        return
+    # In a child process: a child's ru_maxrss starts at its parent's peak RSS (the kernel carries the
+    # pre-exec high-water mark over), so the launcher must never load torch or hold tensors itself.
+    subprocess.run([sys.executable, __file__, "--build", spec.key, "--work", str(work)], check=True)
+
+
+def build_models(spec: ModelSpec, work: Path) -> None:
+    base, adapter = model_paths(spec, work)
     for path, build in ((base, lambda p: build_base(spec, p)), (adapter, lambda p: build_adapter(spec, base, p))):
         done = path.with_name(path.name + ".complete")  # beside, not inside: the folder stays a plain HF folder
         if done.exists():
@@ -194,7 +224,6 @@ def ensure_models(spec: ModelSpec, work: Path) -> tuple[Path, Path]:
         build(path)
         done.touch()
         print(f"  done in {time.monotonic() - started:.0f} s", flush=True)
-    return base, adapter
 
 
 # ---------------------------------------------------------------------------------------------- running
@@ -204,8 +233,8 @@ def method_command(method: str, base: Path, adapter: Path, out: Path) -> list[st
     if method == "peft":
         return [sys.executable, "-c", PEFT_SNIPPET, str(base), str(adapter), str(out)]
     if method == "packager":
-        return [packager_executable(), "--quiet", "merge", "--adapter", str(adapter), "--base", str(base),
-                "--output", str(out), "--no-verify"]
+        flags = ["--adapter", str(adapter), "--base", str(base), "--output", str(out), "--no-verify"]
+        return [packager_executable(), "--quiet", "merge", *flags]
     if method == "cp":
         return ["cp", "-r", str(base), str(out)]
     raise ValueError(method)
@@ -227,15 +256,16 @@ def run_child(command: list[str], log: Path, env: dict[str, str]) -> Sample:
     if proc.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise RuntimeError(f"{command[:3]} exited with {proc.returncode}; log {log}:\n{tail}")
-    return Sample(wall, usage.ru_maxrss)
+    return Sample(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss)
 
 
 def warm_up(*folders: Path) -> None:
     """Read every file once so the first timed run does not pay for a cold cache the others do not."""
+    buffer = bytearray(1 << 20)  # small: the launcher's own peak RSS leaks into each child's ru_maxrss
     for folder in folders:
         for file in sorted(folder.iterdir()):
             with open(file, "rb", buffering=0) as f:
-                while f.read(64 << 20):
+                while f.readinto(buffer):
                     pass
 
 
@@ -246,7 +276,8 @@ def child_env(work: Path) -> dict[str, str]:
 
 
 def bench_size(spec: ModelSpec, methods: list[str], repeats: int, work: Path) -> dict[str, list[Sample]]:
-    base, adapter = ensure_models(spec, work)
+    ensure_models(spec, work)
+    base, adapter = model_paths(spec, work)
     env, logs = child_env(work), work / "logs"
     logs.mkdir(exist_ok=True)
     warm_up(base, adapter)
@@ -257,8 +288,11 @@ def bench_size(spec: ModelSpec, methods: list[str], repeats: int, work: Path) ->
             _clean(out, work / "packager-cache")
             sample = run_child(method_command(method, base, adapter, out), logs / f"{spec.key}-{method}-{run}.log", env)
             samples[method].append(sample)
-            print(f"{spec.label:>5} {method:<9} run {run}: {sample.wall_s:7.1f} s  {sample.rss_kib / 1024:8.0f} MiB",
-                  flush=True)
+            print(
+                f"{spec.label:>5} {method:<9} run {run}: {sample.wall_s:7.1f} s wall {sample.cpu_s:7.1f} s cpu "
+                f"{sample.rss_kib / 1024:8.0f} MiB  (load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
             _clean(out, work / "packager-cache")
     return samples
 
@@ -283,13 +317,18 @@ def median_rss_mib(samples: list[Sample]) -> float:
 
 
 def table(results: Results) -> str:
-    rows = ["| model | method | runs | median wall s | min / max wall s | median peak RSS MiB |",
-            "|---|---|---:|---:|---:|---:|"]
+    rows = [
+        "| model | method | runs | median wall s | min / max wall s | median CPU s | median peak RSS MiB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for key, by_method in results.items():
         for method, samples in by_method.items():
             walls = [s.wall_s for s in samples]
-            rows.append(f"| {SPECS[key].label} | {method} | {len(samples)} | {median_wall(samples):.1f} | "
-                        f"{min(walls):.1f} / {max(walls):.1f} | {median_rss_mib(samples):.0f} |")
+            rows.append(
+                f"| {SPECS[key].label} | {method} | {len(samples)} | {median_wall(samples):.1f} | "
+                f"{min(walls):.1f} / {max(walls):.1f} | {statistics.median(s.cpu_s for s in samples):.1f} | "
+                f"{median_rss_mib(samples):.0f} |"
+            )
     return "\n".join(rows)
 
 
@@ -308,16 +347,31 @@ def ratio_lines(results: Results) -> list[str]:
 
 def target_lines(results: Results) -> list[str]:
     checks: list[tuple[str, Callable[[dict[str, list[Sample]]], float], float, str, tuple[str, ...]]] = [
-        ("packager wall <= 2x cp floor", lambda m: median_wall(m["packager"]) / median_wall(m["cp"]), 2.0, "x",
-         ("packager", "cp")),
-        ("packager wall <= 0.5x PEFT path", lambda m: median_wall(m["packager"]) / median_wall(m["peft"]), 0.5, "x",
-         ("packager", "peft")),
+        (
+            "packager wall <= 2x cp floor",
+            lambda m: median_wall(m["packager"]) / median_wall(m["cp"]),
+            2.0,
+            "x",
+            ("packager", "cp"),
+        ),
+        (
+            "packager wall <= 0.5x PEFT path",
+            lambda m: median_wall(m["packager"]) / median_wall(m["peft"]),
+            0.5,
+            "x",
+            ("packager", "peft"),
+        ),
     ]
     lines = []
     for key, m in results.items():
         spec = SPECS[key]
-        rss_check = (f"packager peak RSS <= {spec.max_rss_gib:g} GiB",
-                     lambda m: median_rss_mib(m["packager"]) * MIB / GIB, spec.max_rss_gib, " GiB", ("packager",))
+        rss_check = (
+            f"packager peak RSS <= {spec.max_rss_gib:g} GiB",
+            lambda m: median_rss_mib(m["packager"]) * MIB / GIB,
+            spec.max_rss_gib,
+            " GiB",
+            ("packager",),
+        )
         for name, measure, limit, unit, needs in [*checks, rss_check]:
             if not all(n in m for n in needs):
                 continue
@@ -328,10 +382,35 @@ def target_lines(results: Results) -> list[str]:
 
 
 def report(results: Results, command: str) -> str:
-    header = [f"command: {command}", f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
-              f"machine: {os.cpu_count()} cores, {_ram_gib():.1f} GiB RAM", ""]
-    return "\n".join([*header, table(results), "", "ratios (medians):", *ratio_lines(results), "",
-                      "targets (medians):", *target_lines(results)])
+    launcher_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    header = [
+        f"command: {command}",
+        f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"machine: {os.cpu_count()} cores ({_cpu_model()}), {_ram_gib():.1f} GiB RAM",
+        "load average at the end (1/5/15 min): " + " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+        f"peak RSS floor: {launcher_mib:.0f} MiB (the launcher's own peak, which every child's ru_maxrss starts from)",
+        "",
+    ]
+    return "\n".join(
+        [
+            *header,
+            table(results),
+            "",
+            "ratios (medians):",
+            *ratio_lines(results),
+            "",
+            "targets (medians):",
+            *target_lines(results),
+        ]
+    )
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
 
 
 def _ram_gib() -> float:
@@ -343,15 +422,24 @@ def _ram_gib() -> float:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=BENCH_DIR / "work",
-                        help="folder for the generated models, outputs and logs (default: bench/work, git-ignored)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=BENCH_DIR / "work",
+        help="folder for the generated models, outputs and logs (default: bench/work, git-ignored)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method and size (default 3)")
-    parser.add_argument("--sizes", default="1b,3b",
-                        help="comma-separated model sizes from: " + ", ".join(SPECS) + " (default: 1b,3b)")
-    parser.add_argument("--peft-sizes", default="1b",
-                        help="sizes at which to run the PEFT path too (default 1b; at 3b it holds the whole model, "
-                             "~7+ GB, and takes minutes)")
+    parser.add_argument(
+        "--sizes", default="1b,3b", help="comma-separated model sizes from: " + ", ".join(SPECS) + " (default: 1b,3b)"
+    )
+    parser.add_argument(
+        "--peft-sizes",
+        default="1b",
+        help="sizes at which to run the PEFT path too (default 1b; at 3b it holds the whole model, "
+        "~7+ GB, and takes minutes)",
+    )
     parser.add_argument("--skip-peft", action="store_true", help="do not run the PEFT path at any size")
+    parser.add_argument("--build", choices=list(SPECS), help=argparse.SUPPRESS)  # internal: build in a child
     args = parser.parse_args(argv)
     args.sizes = _size_list(parser, args.sizes)
     args.peft_sizes = [] if args.skip_peft else _size_list(parser, args.peft_sizes)
@@ -373,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
+    if args.build:
+        build_models(SPECS[args.build], work)
+        return 0
     results: Results = {}
     for key in args.sizes:
         methods = [m for m in METHODS if m != "peft" or key in args.peft_sizes]

@@ -76,15 +76,27 @@ class BuildahBuilder:
         return PushResult(self.name, request.target, digest, time.monotonic() - started, attempt)
 
     def _ensure_base_image(self, request: BuildRequest, log: Log) -> None:
-        """Copy the FROM image out of the Docker engine when buildah's store lacks it (no registry pull)."""
+        """Copy the FROM image out of the Docker engine when buildah's store lacks it (no registry pull).
+
+        buildah's docker-daemon transport ignores DOCKER_HOST, so the image travels as a `docker save` archive.
+        """
         base = _from_image(os.path.join(request.context, request.dockerfile))
         probe = subprocess.run(["buildah", *storage_args(), "inspect", "--type", "image", base],
                                capture_output=True, text=True)
         if probe.returncode == 0:
             return
-        env = {**os.environ, **({"DOCKER_HOST": self.engine_url} if self.engine_url else {})}
-        _run(["buildah", *storage_args(), "pull", f"docker-daemon:{base}"], log, "could not copy the base image "
-             "from the Docker engine", env=env)
+        import docker
+
+        log(f"copying {base} from the Docker engine into buildah's store")
+        client = docker.DockerClient(base_url=self.engine_url) if self.engine_url else docker.from_env()
+        with tempfile.TemporaryDirectory(dir=os.environ.get("PACKAGER_TMP")) as tmp:
+            archive = os.path.join(tmp, "base.tar")
+            with open(archive, "wb") as f:
+                for chunk in client.images.get(base).save(chunk_size=8 << 20):
+                    f.write(chunk)
+            pulled = _run(["buildah", *storage_args(), "pull", "--quiet", f"docker-archive:{archive}"], log,
+                          "could not load the base image")
+        _run(["buildah", *storage_args(), "tag", pulled[-1], base], log, "could not tag the base image")
 
     def _inspect(self, tag: str) -> dict:
         proc = subprocess.run(["buildah", *storage_args(), "inspect", "--type", "image", tag], capture_output=True,
@@ -122,8 +134,8 @@ def _write_authfile(folder: str, request: PushRequest) -> str | None:
     return path
 
 
-def _run(argv: Sequence[str], log: Log, what: str, classify: bool = False, env: dict | None = None) -> None:
-    """The one place buildah runs: stream its output to `log`, turn a failure into one line."""
+def _run(argv: Sequence[str], log: Log, what: str, classify: bool = False, env: dict | None = None) -> list[str]:
+    """The one place buildah runs: stream its output to `log`, turn a failure into one line; return the last lines."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     tail: list[str] = []
     for line in proc.stdout:
@@ -139,3 +151,4 @@ def _run(argv: Sequence[str], log: Log, what: str, classify: bool = False, env: 
             raise RegistryError(f"the registry is unreachable ({message[:160]}); check that it runs")
         error = RegistryError if classify else EngineError
         raise error(f"{what}: {message[:200]}")
+    return tail

@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merged", required=True, metavar="DIR", help="the merged model folder")
     p.set_defaults(func=_cmd_verify)
 
+    from packager.cli_container import add_container_commands
+
+    add_container_commands(sub, common)
+
     p = sub.add_parser(
         "demo", parents=[common], help="generate a tiny demo base model and LoRA adapter (no hub needed)"
     )

@@ -89,7 +89,7 @@ class DockerBuilder:
     def push(self, request: PushRequest, log: Log) -> PushResult:
         started = time.monotonic()
         repository, tag = split_target(request.target)
-        self.api.tag(request.image, repository, tag)
+        self._tag(request.image, repository, tag)
         for attempt in range(1, RETRIES + 1):
             try:
                 digest, pushed, skipped = self._push_once(repository, tag, request, log)
@@ -103,11 +103,27 @@ class DockerBuilder:
                 time.sleep(2 * attempt)
         raise AssertionError("unreachable")
 
+    def _tag(self, image: str, repository: str, tag: str) -> None:
+        import docker.errors
+
+        try:
+            self.api.tag(image, repository, tag)
+        except docker.errors.ImageNotFound:
+            raise UserInputError(f"no local image {image!r} in the engine at {self.url}; build it first") from None
+
     def _push_once(self, repository: str, tag: str, request: PushRequest, log: Log) -> tuple[str, int, int]:
         """One push; returns (digest, bytes uploaded, layers the registry already had)."""
+        import docker.errors
+
+        try:
+            return self._read_push_stream(repository, tag, request, log)
+        except docker.errors.APIError as exc:  # raised when the engine refuses the push before streaming
+            raise _push_error(str(exc.explanation or exc), repository) from None
+
+    def _read_push_stream(self, repository: str, tag: str, request: PushRequest, log: Log) -> tuple[str, int, int]:
         digest, totals, skipped = None, {}, 0
         stream = self.api.push(repository, tag, stream=True, decode=True, auth_config=docker_auth_config(request))
-        for chunk in stream:  # the SDK reports push errors inside the stream instead of raising
+        for chunk in stream:  # the SDK reports most push errors inside the stream instead of raising
             if "error" in chunk:
                 raise _push_error(chunk["error"], repository)
             status = chunk.get("status", "")

@@ -96,7 +96,8 @@ def _prepare(request: PackageRequest, timings: dict[str, float]) -> tuple[Render
     timings["resolve"] = time.monotonic() - started
     if request.layout == "baked":
         return _prepare_baked(request, *resolved[0], timings)
-    return _prepare_shared(request, resolved), []
+    render = _prepare_shared(request, resolved)
+    return render, _unreadable_base_note(resolved[0][1].plan.base.path)
 
 
 def _resolve_request(request: PackageRequest, path: str) -> ResolveRequest:
@@ -152,6 +153,15 @@ def _prepare_shared(request: PackageRequest, resolved: list[tuple[str, Resolved]
         base_source=first.base.path,
         served_name=_service_name(request.tag),
     )
+
+
+def _unreadable_base_note(base_path: str) -> list[str]:
+    """The image runs as uid 10001: a base with owner-only files (safetensors writes 0600) cannot be read."""
+    private = [n for n in sorted(os.listdir(base_path)) if not os.stat(os.path.join(base_path, n)).st_mode & 0o004]
+    if not private:
+        return []
+    return [f"base files {', '.join(private[:3])} are not readable by others; the container (uid 10001) "
+            f"needs them readable: chmod -R a+rX {base_path}"]
 
 
 def _with_hashes(base_path: str, entry: dict[str, Any], sample) -> dict[str, Any]:

@@ -17,7 +17,7 @@ def test_help_explains_every_command(capsys) -> None:
         main(["--help"])
     out = capsys.readouterr().out
     assert exit_info.value.code == 0
-    for command in ("resolve", "merge", "verify", "demo"):
+    for command in ("resolve", "merge", "verify", "package", "push", "demo"):
         assert command in out
 
 
