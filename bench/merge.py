@@ -42,8 +42,10 @@ LORA_R, LORA_ALPHA = 16, 32
 MIB = 1 << 20
 GIB = 1 << 30
 
+# Every method ends with its output on disk (fsync), as packager's merge does before it renames the output into
+# place: without that, a 2.2 GB copy lands in the page cache and the "floor" measures memcpy, not I/O.
 PEFT_SNIPPET = """
-import sys, torch
+import os, sys, torch
 from transformers import AutoModelForCausalLM
 from peft import PeftModel
 base, adapter, out = sys.argv[1:4]
@@ -51,6 +53,10 @@ model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
 model = PeftModel.from_pretrained(model, adapter)
 model = model.merge_and_unload()
 model.save_pretrained(out, safe_serialization=True)
+for name in os.listdir(out):
+    fd = os.open(os.path.join(out, name), os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
 """
 
 
@@ -236,7 +242,7 @@ def method_command(method: str, base: Path, adapter: Path, out: Path) -> list[st
         flags = ["--adapter", str(adapter), "--base", str(base), "--output", str(out), "--no-verify"]
         return [packager_executable(), "--quiet", "merge", *flags]
     if method == "cp":
-        return ["cp", "-r", str(base), str(out)]
+        return ["sh", "-c", 'cp -r "$0" "$1" && sync "$1"/*', str(base), str(out)]
     raise ValueError(method)
 
 
@@ -286,6 +292,7 @@ def bench_size(spec: ModelSpec, methods: list[str], repeats: int, work: Path) ->
         for method in methods:
             out = work / f"out-{spec.key}-{method}"
             _clean(out, work / "packager-cache")
+            os.sync()  # no run pays for the previous run's writeback
             sample = run_child(method_command(method, base, adapter, out), logs / f"{spec.key}-{method}-{run}.log", env)
             samples[method].append(sample)
             print(

@@ -188,5 +188,5 @@ class AdapterWeights:
     def get(self, key: str) -> torch.Tensor:
         name = self._names[key]
         if self._state is not None:
-            return self._state[name]
+            return self._state[name].clone()  # the merge works in place; keep the loaded state intact
         return self._shard.read(name)

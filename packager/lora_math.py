@@ -30,6 +30,42 @@ def add_delta(weight: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
     return (weight.float() + update).to(weight.dtype)
 
 
+class Workspace:
+    """One fp32 scratch buffer, grown to the largest delta and reused, so merging allocates nothing per tensor."""
+
+    def __init__(self) -> None:
+        self._buffer = torch.empty(0, dtype=torch.float32)
+
+    def take(self, rows: int, cols: int) -> torch.Tensor:
+        if self._buffer.numel() < rows * cols:
+            self._buffer = torch.empty(rows * cols, dtype=torch.float32)
+        return self._buffer[: rows * cols].view(rows, cols)
+
+
+def merge_into(weight: torch.Tensor, delta: Delta, a: torch.Tensor | None, b: torch.Tensor,
+               workspace: Workspace) -> torch.Tensor:
+    """`weight` plus the delta, computed as PEFT does (fp32, one rounding), written into `weight` in place."""
+    if delta.kind == "bias":
+        return add_delta(weight, delta_weight(delta, a, b))
+    product = workspace.take(b.shape[0], a.shape[1])
+    torch.matmul(b.float(), a.float(), out=product)
+    product.mul_(delta.scaling)
+    update = product.T if delta.transpose else product
+    if weight.dtype == torch.float32:
+        return weight.add_(update)
+    update.add_(weight)  # fp32 + fp32(weight): the same sum as weight.float() + update
+    return weight.copy_(update)  # rounded once to the weight's dtype, as .to() does
+
+
+def check_adapter_finite(module: str, *factors: torch.Tensor | None) -> None:
+    """NaN or inf in a merge comes from the adapter's factors (PEFT's safe_merge blames the adapter too)."""
+    for factor in factors:
+        if factor is not None and not torch.isfinite(factor).all():
+            raise AdapterError(
+                f"adapter weights for {module} contain NaN/inf: the adapter is broken (check training for divergence)"
+            )
+
+
 def check_finite(name: str, tensor: torch.Tensor) -> None:
     """PEFT's safe_merge check: a NaN or inf after merging means the adapter is broken."""
     if tensor.is_floating_point() and not torch.isfinite(tensor).all():

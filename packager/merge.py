@@ -13,10 +13,11 @@ import torch
 
 from packager.adapter import TOKENIZER_FILES, AdapterWeights
 from packager.hashing import remember, sha256_file
+from packager.io.pipeline import HashPipeline
 from packager.io.reader import SafetensorsShard, open_shard
 from packager.io.safetensors_format import DTYPES
 from packager.io.writer import OutputTensor, ShardedWriter, assign_shards
-from packager.lora_math import add_delta, check_finite, delta_weight
+from packager.lora_math import Workspace, check_adapter_finite, check_finite, merge_into
 from packager.plan import FileEntry, PackagePlan, TensorPlan
 from packager.progress import Progress
 from packager.resolve import LOCK_FILE, Resolved
@@ -61,23 +62,25 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
     """Read each base file once, in order, write each output tensor as soon as it is made; return base sha256s."""
     plan, weights = resolved.plan, resolved.weights
     layout = [OutputTensor(t.name, t.dtype, t.shape) for t in plan.merge.tensors]
-    writer = ShardedWriter(staging, assign_shards(layout, max_shard_bytes))
-    adapter = AdapterWeights(resolved.adapter)
+    adapter, workspace = AdapterWeights(resolved.adapter), Workspace()
     specs = {t.name: t for t in plan.merge.tensors}
     hashes = {}
-    for file_name in weights.files:
-        shard = open_shard(os.path.join(plan.base.path, file_name), weights.format)
-        progress.start(file_name, shard.size)
-        for name, tensor in shard.iter_tensors():
-            writer.write(name, build_tensor(specs[name], tensor, adapter))
-            progress.advance(tensor.numel() * tensor.element_size())
-        hashes[file_name] = shard.sha256
-        remember(shard.path, shard.sha256)
-        progress.finish()
-    for spec in plan.merge.tensors:
-        if spec.name not in weights.tensors:  # a tensor the base does not store (an untied lm_head)
-            writer.write(spec.name, build_tensor(spec, _read_base_tensor(resolved, spec.source_key), adapter))
-    writer.close()
+    with HashPipeline() as pipeline:
+        writer = ShardedWriter(staging, assign_shards(layout, max_shard_bytes), pipeline)
+        for file_name in weights.files:
+            shard = open_shard(os.path.join(plan.base.path, file_name), weights.format)
+            progress.start(file_name, shard.size)
+            for name, tensor in shard.iter_tensors(pipeline):
+                progress.advance(tensor.numel() * tensor.element_size())
+                writer.write(name, build_tensor(specs[name], tensor, adapter, workspace))
+            hashes[file_name] = shard.sha256
+            remember(shard.path, shard.sha256)
+            progress.finish()
+        for spec in plan.merge.tensors:
+            if spec.name not in weights.tensors:  # a tensor the base does not store (an untied lm_head)
+                base = _read_base_tensor(resolved, spec.source_key)
+                writer.write(spec.name, build_tensor(spec, base, adapter, workspace))
+        writer.close()
     for name, digest in writer.sha256.items():
         remember(os.path.join(staging, name), digest)
     return hashes
@@ -92,15 +95,20 @@ def _read_base_tensor(resolved: Resolved, name: str) -> torch.Tensor | None:
     return SafetensorsShard(path).read(name)
 
 
-def build_tensor(spec: TensorPlan, base: torch.Tensor | None, adapter: AdapterWeights) -> torch.Tensor:
-    """One output tensor: its source, cast to the output dtype, plus each delta in order."""
+def build_tensor(spec: TensorPlan, base: torch.Tensor | None, adapter: AdapterWeights,
+                 workspace: Workspace) -> torch.Tensor:
+    """One output tensor: its source, cast to the output dtype, plus each delta in order (in place)."""
     tensor = adapter.get(spec.source_key) if spec.source == "adapter" else base
     tensor = tensor.to(DTYPES[spec.dtype])
+    if spec.source == "adapter":
+        check_finite(spec.name, tensor)
     for delta in spec.deltas:
         a = adapter.get(delta.a_key) if delta.a_key else None
-        tensor = add_delta(tensor, delta_weight(delta, a, adapter.get(delta.b_key)))
-    if spec.deltas or spec.source == "adapter":
-        check_finite(spec.name, tensor)
+        b = adapter.get(delta.b_key)
+        check_adapter_finite(delta.module, a, b)
+        tensor = merge_into(tensor, delta, a, b, workspace)
+    if spec.deltas and tensor.dtype == torch.float16:
+        check_finite(spec.name, tensor)  # fp16 can overflow to inf where fp32 and bf16 cannot
     return tensor
 
 

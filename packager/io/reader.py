@@ -1,4 +1,8 @@
-"""Read a safetensors shard tensor by tensor, in file order, hashing every byte on the way."""
+"""Read a safetensors shard tensor by tensor, in file order, hashing every byte on the way.
+
+Tensors are read into two reusable buffers (no fresh allocation, so no page faults per tensor): a yielded
+tensor is valid until the consumer asks for the one after next, by which time it has been written and hashed.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
+from packager.io.pipeline import HashPipeline, InlinePipeline
 from packager.io.safetensors_format import TensorInfo, read_header
 
 CHUNK = 64 << 20
@@ -22,21 +27,31 @@ class SafetensorsShard:
         self.tensors, self.metadata, self.header_len = read_header(path, self.size)
         self.sha256: str | None = None
 
-    def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+    def iter_tensors(self, pipeline: HashPipeline | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield every tensor in offset order; afterwards `sha256` holds the file's digest."""
+        pipeline = pipeline or InlinePipeline()
         digest = hashlib.sha256()
+        ordered = sorted(self.tensors.values(), key=lambda t: t.start)
+        largest = max((t.nbytes for t in ordered), default=0)
+        buffers = [torch.empty(largest, dtype=torch.uint8) for _ in range(2 if len(ordered) > 1 else 1)]
+        fences: list = [None] * len(buffers)
         with open(self.path, "rb", buffering=0) as f:
-            digest.update(_read_exact(f, self.header_len))
+            pipeline.submit(digest.update, _read_exact(f, self.header_len))
             position = self.header_len
-            for info in sorted(self.tensors.values(), key=lambda t: t.start):
+            for index, info in enumerate(ordered):
                 if info.start > position:  # padding between tensors still belongs to the file
-                    digest.update(_read_exact(f, info.start - position))
-                tensor = _read_tensor(f, info)
-                digest.update(memoryview(tensor.view(-1).view(torch.uint8).numpy()))
+                    pipeline.submit(digest.update, _read_exact(f, info.start - position))
+                slot = index % len(buffers)
+                if fences[slot] is not None:
+                    fences[slot].result()  # the tensor read two steps ago is written and hashed
+                tensor = _read_tensor(f, info, buffers[slot])
+                pipeline.submit(digest.update, memoryview(tensor.view(-1).view(torch.uint8).numpy()))
                 position = info.end
                 yield info.name, tensor
+                fences[slot] = pipeline.fence()
             for block in iter(lambda: f.read(CHUNK), b""):
-                digest.update(block)
+                pipeline.submit(digest.update, block)
+        pipeline.fence().result()
         self.sha256 = digest.hexdigest()
 
     def read(self, name: str) -> torch.Tensor:
@@ -46,8 +61,8 @@ class SafetensorsShard:
             return _read_tensor(f, self.tensors[name])
 
 
-def _read_tensor(f, info: TensorInfo) -> torch.Tensor:
-    buffer = torch.empty(info.nbytes, dtype=torch.uint8)
+def _read_tensor(f, info: TensorInfo, buffer: torch.Tensor | None = None) -> torch.Tensor:
+    buffer = torch.empty(info.nbytes, dtype=torch.uint8) if buffer is None else buffer[: info.nbytes]
     view = memoryview(buffer.numpy())
     done = 0
     while done < info.nbytes:
@@ -73,7 +88,7 @@ class PickleShard:
         self.size = os.path.getsize(path)
         self.sha256: str | None = None
 
-    def iter_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+    def iter_tensors(self, pipeline: HashPipeline | None = None) -> Iterator[tuple[str, torch.Tensor]]:
         from packager.adapter import load_pickle_state
         from packager.hashing import sha256_file
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from packager.io.pipeline import HashPipeline, InlinePipeline
 from packager.io.safetensors_format import DTYPE_NAMES, element_size, encode_header
 
 SINGLE_FILE = "model.safetensors"
@@ -56,8 +57,9 @@ def shard_file_names(count: int) -> list[str]:
 class ShardedWriter:
     """Receives tensors in layout order and streams them into their shard files."""
 
-    def __init__(self, directory: str, shards: list[list[OutputTensor]]) -> None:
+    def __init__(self, directory: str, shards: list[list[OutputTensor]], pipeline: HashPipeline | None = None) -> None:
         self.directory = directory
+        self._pipeline = pipeline or InlinePipeline()
         self.shards = shards
         self.names = shard_file_names(len(shards))
         self.sha256: dict[str, str] = {}
@@ -76,8 +78,16 @@ class ShardedWriter:
             self._open(shard_index)
         data = memoryview(tensor.contiguous().view(-1).view(torch.uint8).numpy())
         self._file.write(data)
-        self._digest.update(data)
+        self._pipeline.submit(self._digest.update, data)
+        self._start_writeback()
         self._next += 1
+
+    def _start_writeback(self) -> None:
+        """Ask the kernel to start writing what we wrote so far (DONTNEED starts writeback without waiting),
+        so the disk works while the next tensors are merged and the final fsync has little left to do."""
+        if hasattr(os, "posix_fadvise"):
+            self._file.flush()
+            os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         """Finish the last shard and write the index when there are several."""
@@ -99,7 +109,10 @@ class ShardedWriter:
 
     def _finish_shard(self) -> None:
         if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())  # durable before the staging folder is renamed into place
             self._file.close()
+            self._pipeline.fence().result()
             self.sha256[self.names[self._shard]] = self._digest.hexdigest()
             self._file = None
 

@@ -25,11 +25,16 @@ TENSORS = {
 }
 
 
-def test_reader_yields_library_tensors_and_file_sha256(tmp_path) -> None:
+@pytest.mark.parametrize("threaded", [False, True])
+def test_reader_yields_library_tensors_and_file_sha256(threaded, tmp_path) -> None:
+    """Yielded tensors live in two reused buffers: valid until the one after next is requested (so: clone)."""
+    from packager.io.pipeline import HashPipeline
+
     path = str(tmp_path / "x.safetensors")
     save_file(TENSORS, path, metadata={"format": "pt"})
     shard = SafetensorsShard(path)
-    read = dict(shard.iter_tensors())
+    with HashPipeline() as pipeline:
+        read = {name: tensor.clone() for name, tensor in shard.iter_tensors(pipeline if threaded else None)}
     assert read.keys() == TENSORS.keys()
     for name, tensor in TENSORS.items():
         assert read[name].dtype == tensor.dtype and torch.equal(read[name], tensor)
