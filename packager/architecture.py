@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -38,7 +39,14 @@ def read_config(path: str) -> dict:
 
 
 def inspect_architecture(path: str) -> Architecture:
-    """Instantiate the base on the meta device to learn its module names and kinds."""
+    """Instantiate the base on the meta device to learn its module names and kinds (memoized per config)."""
+    config_path = os.path.join(path, "config.json")
+    stamp = os.stat(config_path).st_mtime_ns if os.path.isfile(config_path) else 0
+    return _inspect_architecture(os.path.abspath(path), stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _inspect_architecture(path: str, config_stamp: int) -> Architecture:
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.pytorch_utils import Conv1D
 

@@ -51,7 +51,7 @@ class BuildahBuilder:
 
     def build(self, request: BuildRequest, log: Log) -> BuildResult:
         started = time.monotonic()
-        self._ensure_base_image(request, log)
+        self.ensure_base_image(_from_image(os.path.join(request.context, request.dockerfile)), log)
         _run(buildah_build_argv(request), log, "image build failed")
         info = self._inspect(request.tag)
         layers = _layers(info)
@@ -75,12 +75,11 @@ class BuildahBuilder:
                 digest = f.read().strip()
         return PushResult(self.name, request.target, digest, time.monotonic() - started, attempt)
 
-    def _ensure_base_image(self, request: BuildRequest, log: Log) -> None:
+    def ensure_base_image(self, base: str, log: Log) -> None:
         """Copy the FROM image out of the Docker engine when buildah's store lacks it (no registry pull).
 
         buildah's docker-daemon transport ignores DOCKER_HOST, so the image travels as a `docker save` archive.
         """
-        base = _from_image(os.path.join(request.context, request.dockerfile))
         probe = subprocess.run(["buildah", *storage_args(), "inspect", "--type", "image", base],
                                capture_output=True, text=True)
         if probe.returncode == 0:
