@@ -31,11 +31,11 @@ demo: install
 	$(PACKAGER) demo --output demo
 
 # make package [ADAPTER=path | ADAPTERS=name=path,...] [LAYOUT=baked|shared] [BASE=path|hub-id]
-#              [BASE_IMAGE=image] [REGISTRY=host:port TAG=repo:tag] [PUSH=1] [REPORT=file] [BUILDER=docker|buildah]
+#              [BASE_IMAGE=image] [REGISTRY=host:port TAG=repo:tag] [PUSH=1] [REPORT=file] [BUILDER=auto|docker|oci|buildah]
 # Without ADAPTER(S), a tiny demo base + adapter is generated in demo/. Without DOCKER_HOST, a private engine is
 # started (make engine-up); without BASE_IMAGE, the runtime base image is built locally (make base-image).
 LAYOUT ?= baked
-BUILDER ?= docker
+BUILDER ?= auto
 package: install
 	@set -e; \
 	if [ -z "$$DOCKER_HOST" ]; then eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \

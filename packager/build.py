@@ -79,7 +79,7 @@ def registry_host(target: str) -> str:
     return first if "/" in target and ("." in first or ":" in first or first == "localhost") else "docker.io"
 
 
-BUILDERS = ("docker", "buildah")
+BUILDERS = ("docker", "buildah", "oci")
 
 
 def get_builder(name: str, engine_url: str | None = None) -> Builder:
@@ -94,4 +94,8 @@ def get_builder(name: str, engine_url: str | None = None) -> Builder:
         from packager.buildah_builder import BuildahBuilder
 
         return BuildahBuilder(engine_url)
+    if name == "oci":
+        from packager.oci_builder import OciBuilder
+
+        return OciBuilder(engine_url)
     raise UserInputError(f"unknown builder {name!r}; use one of {', '.join(BUILDERS)}")

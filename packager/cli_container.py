@@ -40,8 +40,10 @@ def add_container_commands(sub: argparse._SubParsersAction, common: argparse.Arg
     p.add_argument("--push", action="store_true", help="push the image to the registry named in --tag")
     p.add_argument("--username", help="registry user (default: your docker login)")
     p.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
-    p.add_argument("--builder", default="docker", choices=["docker", "buildah"],
-                   help="docker (the Engine API; gzip push) or buildah (daemonless; uncompressed, faster push)")
+    p.add_argument("--builder", default="auto", choices=["auto", "docker", "buildah", "oci"],
+                   help="auto (default): oci with --push, else docker. docker: the Engine API (local image, gzip "
+                        "push); oci: layers streamed uncompressed from the context to the registry (fastest push, "
+                        "no local image); buildah: daemonless")
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (merged model, context)")
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
     p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")

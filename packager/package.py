@@ -30,7 +30,7 @@ class PackageRequest:
     dtype: str = "auto"
     allow_pickle: bool = False
     work: str = "packager-build"
-    builder: str = "docker"
+    builder: str = "auto"
     push: bool = False
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
@@ -59,6 +59,14 @@ class PackageReport:
         return dataclasses.asdict(self)
 
 
+def choose_builder(requested: str, push: bool) -> str:
+    """auto: `oci` when pushing (uncompressed layers straight from the context: the fast path), else `docker`
+    (a local image you can run)."""
+    if requested != "auto":
+        return requested
+    return "oci" if push else "docker"
+
+
 def parse_adapter_arg(value: str) -> tuple[str, str]:
     """`NAME=PATH` or `PATH` (the name is then the folder's name, made safe)."""
     if "=" in value and not os.path.exists(value):
@@ -75,7 +83,7 @@ def package(request: PackageRequest, log=print) -> PackageReport:
         raise UserInputError(f"unknown layout {request.layout!r}; use one of {', '.join(LAYOUTS)}")
     if request.layout == "baked" and len(request.adapters) != 1:
         raise UserInputError("the baked layout serves exactly one adapter; use --layout shared for several")
-    builder = get_builder(request.builder)  # fail fast when the engine is unreachable
+    builder = get_builder(choose_builder(request.builder, request.push))  # fails fast without an engine
     timings: dict[str, float] = {}
     os.makedirs(request.work, exist_ok=True)
     render_request, notes = _prepare(request, timings)

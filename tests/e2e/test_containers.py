@@ -39,6 +39,7 @@ def demo(tmp_path_factory) -> dict[str, str]:
 
 
 def _package(tmp_path, runtime_image: str, adapters, layout: str, tag: str, **kw):
+    kw.setdefault("builder", "docker")  # the docker path; the oci fast path has its own tests
     request = PackageRequest(tuple(adapters), layout, runtime_image, tag, work=str(tmp_path / "work"), quiet=True, **kw)
     return package(request, log=lambda _line: None)
 
@@ -307,3 +308,36 @@ def test_buildah_builds_and_pushes_an_image_docker_can_pull(baked, fresh_registr
     assert len(manifest["layers"]) == len(report.layers)
     pulled = docker_client.images.pull(f"{registry.url}/demo/buildah@{pushed.digest}")
     assert pulled.labels["io.packager.layout"] == "baked"
+
+
+def test_oci_builder_pushes_uncompressed_layers_that_run(baked, fresh_registry, docker_client) -> None:
+    """The fast path: layers streamed from the context as plain tars; docker pulls and runs the result."""
+    import urllib.request
+
+    from packager.build import BuildRequest, PushRequest
+    from packager.oci_builder import OciBuilder
+
+    report, _ = baked
+    builder = OciBuilder()
+    tag = f"{fresh_registry.url}/demo/oci:1"
+    built = builder.build(BuildRequest(report.context, tag), log=lambda _l: None)
+    pushed = builder.push(PushRequest(tag, tag), log=lambda _l: None)
+    request = urllib.request.Request(f"http://{fresh_registry.url}/v2/demo/oci/manifests/{pushed.digest}",
+                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    manifest = json.loads(urllib.request.urlopen(request, timeout=30).read())
+    assert [layer["digest"] for layer in manifest["layers"]] == [layer.digest for layer in built.layers]
+    assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar"}
+    again = builder.push(PushRequest(tag, tag), log=lambda _l: None)
+    assert again.pushed_bytes == 0 and again.digest == pushed.digest  # nothing re-sent, same image
+    pulled = docker_client.images.pull(f"{fresh_registry.url}/demo/oci@{pushed.digest}")
+    container = containers.start(docker_client, pulled.id)
+    try:
+        containers.wait_healthy(container)
+        assert containers.call(container, "/v1/models")["data"][0]["id"] == "sql"
+        code, output = container.exec_run(["sha256sum", "/models/merged/model.safetensors"])
+        lock = json.loads(Path(report.lock).read_text())
+        expected = next(f["sha256"] for f in lock["output"]["files"] if f["path"] == "model.safetensors")
+        assert code == 0 and output.decode().split()[0] == expected
+        assert container.attrs["Config"]["User"] == "10001:10001"
+    finally:
+        container.remove(force=True)

@@ -1,0 +1,24 @@
+"""The package step's pure decisions: builder choice and adapter arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+from packager.package import choose_builder, parse_adapter_arg
+
+
+@pytest.mark.parametrize(("requested", "push", "expected"), [
+    ("auto", True, "oci"), ("auto", False, "docker"), ("docker", True, "docker"), ("buildah", False, "buildah"),
+])
+def test_auto_builder_pushes_with_oci_and_builds_locally_with_docker(requested, push, expected) -> None:
+    assert choose_builder(requested, push) == expected
+
+
+def test_adapter_arguments(tmp_path) -> None:
+    assert parse_adapter_arg("sql=/models/sql-lora") == ("sql", "/models/sql-lora")
+    folder = tmp_path / "My Adapter v2"
+    folder.mkdir()
+    assert parse_adapter_arg(str(folder)) == ("My-Adapter-v2", str(folder))
+    odd = tmp_path / "a=b"
+    odd.mkdir()
+    assert parse_adapter_arg(str(odd))[1] == str(odd)  # an existing folder with '=' in its name is a path
