@@ -200,6 +200,8 @@ def test_second_adapter_repackage_pushes_about_the_adapter_bytes(
     )
     grown = containers.folder_bytes(storage) - size_before
     adapter_bytes = containers.folder_bytes(demo["chat"])
+    print(f"shared re-package: registry grew {grown} bytes for a {adapter_bytes}-byte adapter "
+          f"({grown / adapter_bytes:.3f}x; push report: {report.pushed_bytes} bytes)")
     assert report.digest and grown <= 1.1 * adapter_bytes, (grown, adapter_bytes)
 
 
