@@ -79,6 +79,30 @@ def registry_host(target: str) -> str:
     return first if "/" in target and ("." in first or ":" in first or first == "localhost") else "docker.io"
 
 
+AUTH_PATTERNS = ("unauthorized", "authentication required", "no basic auth credentials", "denied", "401")
+UNREACHABLE_PATTERNS = ("connection refused", "no such host", "dial tcp", "i/o timeout", "connection reset")
+
+
+def push_error(message: str, repository: str) -> Exception:
+    """Turn a registry's or engine's push failure text into one of packager's errors, with the fix."""
+    from packager.errors import RegistryAuthError, RegistryError, UserInputError
+
+    lower = message.lower()
+    host = repository.split("/", 1)[0]
+    if any(p in lower for p in AUTH_PATTERNS):
+        return RegistryAuthError(
+            f"registry {host} refused the credentials ({message.strip()[:120]}); pass --username and "
+            f"--password-stdin, or run `docker login {host}`"
+        )
+    if any(p in lower for p in UNREACHABLE_PATTERNS):
+        return RegistryError(
+            f"registry {host} is unreachable ({message.strip()[:120]}); check that it runs and the address is right"
+        )
+    if "invalid reference" in lower or "repository name must" in lower:
+        return UserInputError(f"cannot push to {repository}: {message.strip()[:120]}; fix --tag")
+    return RegistryError(f"push to {host} failed: {message.strip()[:160]}")
+
+
 BUILDERS = ("docker", "buildah", "oci")
 
 

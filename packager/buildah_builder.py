@@ -14,9 +14,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from packager.build import BuildRequest, BuildResult, Layer, Log, PushRequest, PushResult, registry_host
-from packager.docker_builder import AUTH_PATTERNS, UNREACHABLE_PATTERNS
-from packager.errors import EngineError, RegistryAuthError, RegistryError
+from packager.build import BuildRequest, BuildResult, Layer, Log, PushRequest, PushResult, push_error, registry_host
+from packager.errors import EngineError, RegistryError
 
 LOCAL_HOSTS = ("127.", "localhost")
 
@@ -28,8 +27,21 @@ def storage_args() -> list[str]:
 
 def buildah_build_argv(request: BuildRequest) -> list[str]:
     dockerfile = os.path.join(request.context, request.dockerfile)
-    argv = ["buildah", *storage_args(), "bud", "--layers", "--pull=never", "--network", request.network_mode,
-            "--format", "oci", "-f", dockerfile, "-t", request.tag]
+    argv = [
+        "buildah",
+        *storage_args(),
+        "bud",
+        "--layers",
+        "--pull=never",
+        "--network",
+        request.network_mode,
+        "--format",
+        "oci",
+        "-f",
+        dockerfile,
+        "-t",
+        request.tag,
+    ]
     return [*argv, *(["--no-cache"] if request.nocache else []), request.context]
 
 
@@ -55,8 +67,14 @@ class BuildahBuilder:
         _run(buildah_build_argv(request), log, "image build failed")
         info = self._inspect(request.tag)
         layers = _layers(info)
-        return BuildResult(self.name, request.tag, info["FromImageID"], sum(layer.size for layer in layers),
-                           time.monotonic() - started, layers)
+        return BuildResult(
+            self.name,
+            request.tag,
+            info["FromImageID"],
+            sum(layer.size for layer in layers),
+            time.monotonic() - started,
+            layers,
+        )
 
     def push(self, request: PushRequest, log: Log) -> PushResult:
         started = time.monotonic()
@@ -80,8 +98,9 @@ class BuildahBuilder:
 
         buildah's docker-daemon transport ignores DOCKER_HOST, so the image travels as a `docker save` archive.
         """
-        probe = subprocess.run(["buildah", *storage_args(), "inspect", "--type", "image", base],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            ["buildah", *storage_args(), "inspect", "--type", "image", base], capture_output=True, text=True
+        )
         if probe.returncode == 0:
             return
         import docker
@@ -93,13 +112,17 @@ class BuildahBuilder:
             with open(archive, "wb") as f:
                 for chunk in client.images.get(base).save(chunk_size=8 << 20):
                     f.write(chunk)
-            pulled = _run(["buildah", *storage_args(), "pull", "--quiet", f"docker-archive:{archive}"], log,
-                          "could not load the base image")
+            pulled = _run(
+                ["buildah", *storage_args(), "pull", "--quiet", f"docker-archive:{archive}"],
+                log,
+                "could not load the base image",
+            )
         _run(["buildah", *storage_args(), "tag", pulled[-1], base], log, "could not tag the base image")
 
     def _inspect(self, tag: str) -> dict:
-        proc = subprocess.run(["buildah", *storage_args(), "inspect", "--type", "image", tag], capture_output=True,
-                              text=True, check=True)
+        proc = subprocess.run(
+            ["buildah", *storage_args(), "inspect", "--type", "image", tag], capture_output=True, text=True, check=True
+        )
         return json.loads(proc.stdout)
 
 
@@ -115,8 +138,9 @@ def _layers(info: dict) -> tuple[Layer, ...]:
     history = [h for h in info.get("OCIv1", {}).get("history", []) if not h.get("empty_layer")]
     history = history if len(history) == len(diff_ids) else [{}] * len(diff_ids)
     sizes = sizes if len(sizes) == len(diff_ids) else [0] * len(diff_ids)
-    return tuple(Layer(d, s, str(h.get("created_by", ""))[:200]) for d, s, h in zip(diff_ids, sizes, history,
-                                                                                       strict=True))
+    return tuple(
+        Layer(d, s, str(h.get("created_by", ""))[:200]) for d, s, h in zip(diff_ids, sizes, history, strict=True)
+    )
 
 
 def _write_authfile(folder: str, request: PushRequest) -> str | None:
@@ -142,12 +166,7 @@ def _run(argv: Sequence[str], log: Log, what: str, classify: bool = False, env: 
         tail = [*tail[-19:], line.strip()]
     if proc.wait() != 0:
         message = " | ".join(t for t in tail[-3:] if t)
-        lower = message.lower()
-        if classify and any(p in lower for p in AUTH_PATTERNS):
-            raise RegistryAuthError(f"the registry refused the credentials ({message[:160]}); pass --username and "
-                                    "--password-stdin")
-        if classify and any(p in lower for p in UNREACHABLE_PATTERNS):
-            raise RegistryError(f"the registry is unreachable ({message[:160]}); check that it runs")
-        error = RegistryError if classify else EngineError
-        raise error(f"{what}: {message[:200]}")
+        if classify:
+            raise push_error(message, argv[-1].removeprefix("docker://"))
+        raise EngineError(f"{what}: {message[:200]}")
     return tail

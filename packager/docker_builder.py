@@ -7,12 +7,10 @@ import re
 import time
 from typing import Any
 
-from packager.build import BuildRequest, BuildResult, Layer, Log, PushRequest, PushResult, split_target
-from packager.errors import EngineError, RegistryAuthError, RegistryError, UserInputError
+from packager.build import BuildRequest, BuildResult, Layer, Log, PushRequest, PushResult, push_error, split_target
+from packager.errors import EngineError, RegistryError, UserInputError
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
-AUTH_PATTERNS = ("unauthorized", "authentication required", "no basic auth credentials", "denied", "401")
-UNREACHABLE_PATTERNS = ("connection refused", "no such host", "dial tcp", "i/o timeout", "connection reset")
 RETRIES = 3
 
 
@@ -118,14 +116,14 @@ class DockerBuilder:
         try:
             return self._read_push_stream(repository, tag, request, log)
         except docker.errors.APIError as exc:  # raised when the engine refuses the push before streaming
-            raise _push_error(str(exc.explanation or exc), repository) from None
+            raise push_error(str(exc.explanation or exc), repository) from None
 
     def _read_push_stream(self, repository: str, tag: str, request: PushRequest, log: Log) -> tuple[str, int, int]:
         digest, totals, skipped = None, {}, 0
         stream = self.api.push(repository, tag, stream=True, decode=True, auth_config=docker_auth_config(request))
         for chunk in stream:  # the SDK reports most push errors inside the stream instead of raising
             if "error" in chunk:
-                raise _push_error(chunk["error"], repository)
+                raise push_error(chunk["error"], repository)
             status = chunk.get("status", "")
             if status == "Layer already exists":
                 skipped += 1
@@ -147,20 +145,3 @@ def _makes_layer(entry: dict[str, Any]) -> bool:
 def _digest_in(status: str) -> str | None:
     match = re.search(r"digest: (sha256:[0-9a-f]{64})", status)
     return match.group(1) if match else None
-
-
-def _push_error(message: str, repository: str) -> Exception:
-    lower = message.lower()
-    host = repository.split("/", 1)[0]
-    if any(p in lower for p in AUTH_PATTERNS):
-        return RegistryAuthError(
-            f"registry {host} refused the credentials ({message.strip()[:120]}); pass --username and "
-            f"--password-stdin, or run `docker login {host}`"
-        )
-    if any(p in lower for p in UNREACHABLE_PATTERNS):
-        return RegistryError(
-            f"registry {host} is unreachable ({message.strip()[:120]}); check that it runs and the address is right"
-        )
-    if "invalid reference" in lower or "repository name must" in lower:
-        return UserInputError(f"cannot push to {repository}: {message.strip()[:120]}; fix --tag")
-    return RegistryError(f"push to {host} failed: {message.strip()[:160]}")
