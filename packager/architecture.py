@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 import torch
 
 from packager.errors import BaseNotFoundError, IncompatibleAdapterError
+from packager.known_architectures import (
+    INPUT_EMBEDDING,
+    OUTPUT_EMBEDDING,
+    fingerprint_from_config,
+    known_module_kinds,
+)
 from packager.plan import Fingerprint
 
 
@@ -38,7 +44,18 @@ def read_config(path: str) -> dict:
         return json.load(f)
 
 
-def inspect_architecture(path: str) -> Architecture:
+def inspect_architecture(path: str, tensors: dict | None = None) -> Architecture:
+    """The base's module kinds and embedding layout: from the table of known families when the stored tensors
+    match it (no transformers import), else by building the base on the meta device."""
+    if tensors is not None:
+        config = read_config(path)
+        kinds = known_module_kinds(config, tensors)
+        if kinds is not None:
+            return Architecture(fingerprint_from_config(config), kinds, INPUT_EMBEDDING, OUTPUT_EMBEDDING)
+    return inspect_meta_architecture(path)
+
+
+def inspect_meta_architecture(path: str) -> Architecture:
     """Instantiate the base on the meta device to learn its module names and kinds (memoized per config)."""
     config_path = os.path.join(path, "config.json")
     stamp = os.stat(config_path).st_mtime_ns if os.path.isfile(config_path) else 0

@@ -63,7 +63,7 @@ def resolve(request: ResolveRequest) -> Resolved:
     adapter = load_adapter(request.adapter, request.checkpoint, request.allow_pickle)
     location = locate_base(request.base or adapter.base_hint, request.revision or adapter.revision, bool(request.base))
     weights = index_base_weights(location.path, request.allow_pickle)
-    arch = inspect_architecture(location.path)
+    arch = inspect_architecture(location.path, weights.tensors if weights.format == "safetensors" else None)
     merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
     plan = PackagePlan(
         adapter=_adapter_spec(adapter),
