@@ -1,0 +1,49 @@
+"""The accuracy report's figures are computed: identical models agree fully, a damaged one moves every figure."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from packager.accuracy import causal_lm_logits, eval_text, measure_accuracy, perplexity
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from packager.demo import build_demo
+
+    base, _ = build_demo(str(tmp_path_factory.mktemp("acc")))
+    return AutoModelForCausalLM.from_pretrained(base), AutoTokenizer.from_pretrained(base)
+
+
+def test_identical_models_agree_fully(demo) -> None:
+    model, tokenizer = demo
+    logits = causal_lm_logits(model)
+    report = measure_accuracy(logits, logits, tokenizer.encode)
+    assert report.max_abs_logit_diff == 0 and report.top1_agreement == 1.0
+    assert report.greedy_token_agreement == 1.0 and report.greedy_exact_prompts == 1.0
+    assert report.perplexity_change == 0.0 and report.perplexity_reference > 1.0
+
+
+def test_a_damaged_model_moves_the_figures(demo) -> None:
+    model, tokenizer = demo
+    damaged = AutoModelForCausalLM.from_config(model.config)
+    damaged.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for name, param in damaged.named_parameters():
+            if "proj" in name:
+                param.add_(torch.randn_like(param) * param.abs().mean() * 2)
+    report = measure_accuracy(causal_lm_logits(model), causal_lm_logits(damaged), tokenizer.encode)
+    assert report.max_abs_logit_diff > 0.1 and report.mean_abs_logit_diff > 0
+    assert report.top1_agreement < 1.0 and report.perplexity_change != 0.0
+    assert "perplexity" in report.summary()
+
+
+def test_perplexity_of_a_perfect_predictor_is_one() -> None:
+    ids = torch.tensor([[1, 2, 3, 4]])
+    logits = torch.full((1, 4, 8), -1e4)
+    for position, target in enumerate([2, 3, 4, 0]):
+        logits[0, position, target] = 1e4
+    assert perplexity(logits, ids) == pytest.approx(1.0)
+    assert len(eval_text()) > 200
