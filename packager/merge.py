@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -33,7 +33,6 @@ class MergeResult:
     plan: PackagePlan
     files: tuple[FileEntry, ...]
     seconds: float
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 def merge_adapter(
@@ -55,7 +54,7 @@ def merge_adapter(
     plan = _with_base_hashes(plan, base_hashes)
     files = tuple(_hash_outputs(staging))
     write_merged_lock(plan, files, staging)
-    return MergeResult(plan, files, time.monotonic() - started, plan.merge.notes)
+    return MergeResult(plan, files, time.monotonic() - started)
 
 
 def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progress: Progress) -> dict[str, str]:
@@ -95,8 +94,9 @@ def _read_base_tensor(resolved: Resolved, name: str) -> torch.Tensor | None:
     return SafetensorsShard(path).read(name)
 
 
-def build_tensor(spec: TensorPlan, base: torch.Tensor | None, adapter: AdapterWeights,
-                 workspace: Workspace) -> torch.Tensor:
+def build_tensor(
+    spec: TensorPlan, base: torch.Tensor | None, adapter: AdapterWeights, workspace: Workspace
+) -> torch.Tensor:
     """One output tensor: its source, cast to the output dtype, plus each delta in order (in place)."""
     tensor = adapter.get(spec.source_key) if spec.source == "adapter" else base
     tensor = tensor.to(DTYPES[spec.dtype])

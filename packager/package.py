@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from packager.build import BuildRequest, BuildResult, PushRequest, PushResult, get_builder, registry_host
+from packager.build import BuildRequest, BuildResult, PushRequest, PushResult, get_builder, registry_host, split_target
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.render import BASE_MOUNT, LAYOUTS, AdapterInput, RenderRequest, write_context
 from packager.resolve import Resolved, ResolveRequest, resolve
@@ -168,8 +168,10 @@ def _unreadable_base_note(base_path: str) -> list[str]:
     private = [n for n in sorted(os.listdir(base_path)) if not os.stat(os.path.join(base_path, n)).st_mode & 0o004]
     if not private:
         return []
-    return [f"base files {', '.join(private[:3])} are not readable by others; the container (uid 10001) "
-            f"needs them readable: chmod -R a+rX {base_path}"]
+    return [
+        f"base files {', '.join(private[:3])} are not readable by others; the container (uid 10001) "
+        f"needs them readable: chmod -R a+rX {base_path}"
+    ]
 
 
 def _with_hashes(base_path: str, entry: dict[str, Any], sample) -> dict[str, Any]:
@@ -192,7 +194,7 @@ def _check_servable_unmerged(name: str, item: Resolved) -> None:
 
 
 def _service_name(tag: str) -> str:
-    repository = tag.rsplit(":", 1)[0] if ":" in tag.rsplit("/", 1)[-1] else tag
+    repository, _ = split_target(tag)
     return re.sub(r"[^A-Za-z0-9._-]+", "-", repository.rsplit("/", 1)[-1]) or "packager"
 
 

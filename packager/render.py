@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 
 from packager import __version__
+from packager.build import split_target
 from packager.errors import UserInputError
 from packager.staging import staged_directory
 from packager.template_filters import FILTERS, image_ref, safe_name
@@ -91,14 +92,14 @@ def weight_files(model_dir: str) -> list[str]:
 def labels(request: RenderRequest) -> list[tuple[str, str]]:
     """OCI labels plus packager's own: what base, which adapter bytes, which layout; sorted for stable output."""
     base = request.lock.get("base", {})
-    name, _, tag = request.image.rpartition(":") if ":" in request.image.rsplit("/", 1)[-1] else (request.image, "", "")
+    name, tag = split_target(request.image)
     adapter_sums = request.lock.get("adapter", {}).get("files", [])
     adapter_sha = ",".join(f"{a.name}={a.sha256}" for a in request.adapters) or next(
         (f["sha256"] for f in adapter_sums if f["path"].endswith((".safetensors", ".bin"))), ""
     )
     values = {
         "org.opencontainers.image.title": name,
-        "org.opencontainers.image.version": tag or "latest",
+        "org.opencontainers.image.version": tag,
         "org.opencontainers.image.description": f"LLM adapter served by packager ({request.layout} layout)",
         "org.opencontainers.image.base.name": request.base_image,
         "io.packager.version": __version__,
@@ -150,8 +151,9 @@ def runtime_config(request: RenderRequest) -> dict[str, Any]:
         config.update(model_dir=MODEL_DIR, served_name=request.served_name)
     else:
         adapters = {a.name: f"/adapters/{a.name}" for a in request.adapters}
-        config.update(base_dir=BASE_MOUNT, adapters=adapters, lock="/opt/packager/packager.lock.json",
-                      verify_base="quick")
+        config.update(
+            base_dir=BASE_MOUNT, adapters=adapters, lock="/opt/packager/packager.lock.json", verify_base="quick"
+        )
     return config
 
 
