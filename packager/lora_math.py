@@ -42,8 +42,9 @@ class Workspace:
         return self._buffers[slot][: rows * cols].view(rows, cols)
 
 
-def merge_into(weight: torch.Tensor, delta: Delta, a: torch.Tensor | None, b: torch.Tensor,
-               workspace: Workspace) -> torch.Tensor:
+def merge_into(
+    weight: torch.Tensor, delta: Delta, a: torch.Tensor | None, b: torch.Tensor, workspace: Workspace
+) -> torch.Tensor:
     """`weight` plus the delta, computed as PEFT does (fp32, one rounding), written into `weight` in place."""
     if delta.kind == "bias":
         return add_delta(weight, delta_weight(delta, a, b))

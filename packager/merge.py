@@ -18,8 +18,9 @@ from packager.io.reader import SafetensorsShard, open_shard
 from packager.io.safetensors_format import DTYPES
 from packager.io.writer import OutputTensor, ShardedWriter, assign_shards
 from packager.lora_math import Workspace, check_adapter_finite, check_finite, merge_into
-from packager.plan import FileEntry, PackagePlan, TensorPlan
+from packager.plan import FileEntry, PackagePlan, QLoRASpec, TensorPlan
 from packager.progress import Progress
+from packager.qlora import round_trip
 from packager.resolve import LOCK_FILE, Resolved
 from packager.staging import check_free_space
 
@@ -71,14 +72,14 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
             progress.start(file_name, shard.size)
             for name, tensor in shard.iter_tensors(pipeline):
                 progress.advance(tensor.numel() * tensor.element_size())
-                writer.write(name, build_tensor(specs[name], tensor, adapter, workspace))
+                writer.write(name, build_tensor(specs[name], tensor, adapter, workspace, plan.merge.qlora))
             hashes[file_name] = shard.sha256
             remember(shard.path, shard.sha256)
             progress.finish()
         for spec in plan.merge.tensors:
             if spec.name not in weights.tensors:  # a tensor the base does not store (an untied lm_head)
                 base = _read_base_tensor(resolved, spec.source_key)
-                writer.write(spec.name, build_tensor(spec, base, adapter, workspace))
+                writer.write(spec.name, build_tensor(spec, base, adapter, workspace, plan.merge.qlora))
         writer.close()
     for name, digest in writer.sha256.items():
         remember(os.path.join(staging, name), digest)
@@ -95,10 +96,17 @@ def _read_base_tensor(resolved: Resolved, name: str) -> torch.Tensor | None:
 
 
 def build_tensor(
-    spec: TensorPlan, base: torch.Tensor | None, adapter: AdapterWeights, workspace: Workspace
+    spec: TensorPlan,
+    base: torch.Tensor | None,
+    adapter: AdapterWeights,
+    workspace: Workspace,
+    qlora: QLoRASpec | None = None,
 ) -> torch.Tensor:
-    """One output tensor: its source, cast to the output dtype, plus each delta in order (in place)."""
+    """One output tensor: its source (rounded through 4-bit in its stored dtype for simulate-nf4), cast to the
+    output dtype, plus each delta in order (in place)."""
     tensor = adapter.get(spec.source_key) if spec.source == "adapter" else base
+    if spec.round_trip:
+        tensor = round_trip(tensor, spec.round_trip, qlora)
     tensor = tensor.to(DTYPES[spec.dtype])
     if spec.source == "adapter":
         check_finite(spec.name, tensor)

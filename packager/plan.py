@@ -53,6 +53,20 @@ class TensorPlan:
     dtype: str
     shape: tuple[int, ...]
     deltas: tuple[Delta, ...] = ()
+    round_trip: str | None = None  # "nf4" / "nf4-transposed" (Conv1D): rounded as bitsandbytes loads it in 4-bit
+
+
+@dataclass(frozen=True)
+class QLoRASpec:
+    """How a QLoRA-trained adapter is merged: onto the 16-bit weights (w16) or onto them rounded through 4-bit."""
+
+    mode: str  # "w16" or "simulate-nf4"
+    reason: str  # why the adapter counts as QLoRA-trained
+    quant_type: str = "nf4"
+    blocksize: int = 64
+    double_quant: bool = True
+    skip_modules: tuple[str, ...] | None = None  # llm_int8_skip_modules; None: transformers' default (lm_head)
+    settings_from: str = "QLoRA defaults"  # or the pre-quantized checkpoint whose quantization_config was read
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,7 @@ class MergePlan:
     config_updates: dict[str, Any] = field(default_factory=dict)
     tokenizer_from: str = "base"
     notes: tuple[str, ...] = ()
+    qlora: QLoRASpec | None = None
 
     @property
     def changed_tensors(self) -> int:
@@ -110,13 +125,16 @@ class PackagePlan:
 
     def lock(self) -> dict[str, Any]:
         """The lock file's content: inputs pinned by sha256, no timestamps, so it diffs cleanly."""
+        merge: dict[str, Any] = {
+            "engine": self.merge.engine,
+            "dtype": self.merge.dtype,
+            "tokenizer_from": self.merge.tokenizer_from,
+        }
+        if self.merge.qlora:  # only when set, so other locks stay byte-identical
+            merge["qlora"] = dataclasses.asdict(self.merge.qlora)
         return {
             "packager_version": self.packager_version,
             "adapter": dataclasses.asdict(self.adapter),
             "base": dataclasses.asdict(self.base),
-            "merge": {
-                "engine": self.merge.engine,
-                "dtype": self.merge.dtype,
-                "tokenizer_from": self.merge.tokenizer_from,
-            },
+            "merge": merge,
         }

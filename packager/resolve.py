@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 from packager.adapter import Adapter, load_adapter
 from packager.architecture import Architecture, inspect_architecture
-from packager.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights, locate_base
+from packager.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights
 from packager.compat import plan_merge
 from packager.errors import OutputError
 from packager.hashing import sha256_file
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
+from packager.qlora import apply_qlora, choose_base, qlora_spec
 
 LOCK_FILE = "packager.lock.json"
 ADAPTER_SETTINGS = (
@@ -46,6 +47,8 @@ class ResolveRequest:
     allow_pickle: bool = False
     hash_base: bool = True
     engine: str = "auto"
+    qlora_merge: str | None = None  # "w16" or "simulate-nf4"; None: w16 for QLoRA adapters
+    qlora: bool = False  # the user says the adapter was trained with QLoRA
 
 
 @dataclass(frozen=True)
@@ -61,10 +64,13 @@ class Resolved:
 def resolve(request: ResolveRequest) -> Resolved:
     """Find adapter and base, check they fit, and pin the files (base hashes may be deferred to the merge)."""
     adapter = load_adapter(request.adapter, request.checkpoint, request.allow_pickle)
-    location = locate_base(request.base or adapter.base_hint, request.revision or adapter.revision, bool(request.base))
+    choice = choose_base(adapter, request.base, request.revision)
+    spec, qlora_notes = qlora_spec(adapter, choice.named_config, request.qlora_merge, request.qlora)
+    location = choice.location
     weights = index_base_weights(location.path, request.allow_pickle)
     arch = inspect_architecture(location.path, weights.tensors if weights.format == "safetensors" else None)
     merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
+    merge = apply_qlora(merge, spec, arch, choice.notes + qlora_notes)
     plan = PackagePlan(
         adapter=_adapter_spec(adapter),
         base=_base_spec(location, arch, weights, request.hash_base),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from packager.errors import ParityError
-from packager.reference import compute_dtype, load_peft_model
+from packager.reference import compute_dtype, load_peft_model, reference_name, simulates_4bit, stored_dtype
 from packager.resolve import Resolved
 
 # Unmerged (x@W + x@A^T@B^T*s) and merged (x@(W+dW)) forwards differ by rounding only; relative to the
@@ -26,12 +26,13 @@ class ParityReport:
     tolerance: float
     top1_agreement: float
     passed: bool
+    reference: str = "PEFT on the base as stored"
 
     def summary(self) -> str:
         verdict = "ok" if self.passed else "FAILED"
         return (
             f"parity {verdict}: max |logits diff| {self.max_abs_diff:.3g} (limit {self.tolerance:.3g}, "
-            f"{self.dtype}), top-1 agreement {self.top1_agreement:.1%}"
+            f"{self.dtype}), top-1 agreement {self.top1_agreement:.1%}; reference: {self.reference}"
         )
 
 
@@ -64,9 +65,17 @@ def measure_parity(resolved: Resolved, merged_dir: str) -> ParityReport:
     merged = _logits(_load_merged(merged_dir, dtype), ids)
     diff = (reference - merged).abs().max().item()
     scale = max(1.0, reference.abs().max().item())
-    tolerance = RELATIVE_TOLERANCE.get(dtype, 6e-2) * scale
+    tolerance = _relative_tolerance(resolved, dtype) * scale
     agreement = (reference.argmax(-1) == merged.argmax(-1)).float().mean().item()
-    return ParityReport(str(dtype).removeprefix("torch."), diff, scale, tolerance, agreement, diff <= tolerance)
+    name = str(dtype).removeprefix("torch.")
+    return ParityReport(name, diff, scale, tolerance, agreement, diff <= tolerance, reference_name(resolved))
+
+
+def _relative_tolerance(resolved: Resolved, dtype: torch.dtype) -> float:
+    """The merged dtype's bound; a 4-bit reference keeps its unquantized layers in the stored dtype, so the
+    looser of the two applies."""
+    dtypes = (dtype, stored_dtype(resolved)) if simulates_4bit(resolved) else (dtype,)
+    return max(RELATIVE_TOLERANCE.get(d, 6e-2) for d in dtypes)
 
 
 def _load_merged(path: str, dtype: torch.dtype):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
+from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -98,3 +100,20 @@ def assert_states_equal(expected: dict, actual: dict) -> None:
         assert torch.equal(actual[name], tensor), (
             f"{name}: max diff {(actual[name].float() - tensor.float()).abs().max()}"
         )
+
+
+def fake_hf_cache(hf_home: Path, repo_id: str, source: str) -> str:
+    """Lay `source` out as huggingface_hub caches a snapshot: blobs named by sha256, symlinked snapshots."""
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for name in os.listdir(source):
+        data = Path(source, name).read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / digest).write_bytes(data)
+        os.symlink(os.path.join("..", "..", "blobs", digest), snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return commit

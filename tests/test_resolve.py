@@ -77,25 +77,8 @@ def test_merge_lock_records_base_hashes_read_while_streaming(bases, tmp_path) ->
         assert entry["sha256"] == hashlib.sha256((out / entry["path"]).read_bytes()).hexdigest()
 
 
-def _fake_hf_cache(hf_home, repo_id: str, source: str) -> str:
-    """Lay `source` out as huggingface_hub caches a snapshot: blobs named by sha256, symlinked snapshots."""
-    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = repo / "snapshots" / commit
-    (repo / "blobs").mkdir(parents=True)
-    snapshot.mkdir(parents=True)
-    for name in os.listdir(source):
-        data = Path(source, name).read_bytes()
-        digest = hashlib.sha256(data).hexdigest()
-        (repo / "blobs" / digest).write_bytes(data)
-        os.symlink(os.path.join("..", "..", "blobs", digest), snapshot / name)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(commit)
-    return commit
-
-
 def test_base_found_in_hf_cache_offline(bases, tmp_path) -> None:
-    commit = _fake_hf_cache(tmp_path / "hf", "acme/tiny-llama", bases["llama"])
+    commit = models.fake_hf_cache(tmp_path / "hf", "acme/tiny-llama", bases["llama"])
     adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), **QV)
     config_path = os.path.join(adapter, "adapter_config.json")
     config = json.loads(Path(config_path).read_text())
