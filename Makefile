@@ -32,10 +32,14 @@ demo: install
 
 # make package [ADAPTER=path | ADAPTERS=name=path,...] [LAYOUT=baked|shared] [BASE=path|hub-id]
 #              [BASE_IMAGE=image] [REGISTRY=host:port TAG=repo:tag] [PUSH=1] [REPORT=file] [BUILDER=auto|docker|oci|buildah]
+#              [QUANT=none|int8|int4|bnb-nf4|bnb-int8|fp8] [EXPORT=none|onnx] [QLORA_MERGE=w16|simulate-nf4] [WORK=dir]
 # Without ADAPTER(S), a tiny demo base + adapter is generated in demo/. Without DOCKER_HOST, a private engine is
 # started (make engine-up); without BASE_IMAGE, the runtime base image is built locally (make base-image).
 LAYOUT ?= baked
 BUILDER ?= auto
+QUANT ?= none
+EXPORT ?= none
+WORK ?= packager-build
 package: install
 	@set -e; \
 	if [ -z "$$DOCKER_HOST" ]; then eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
@@ -47,6 +51,7 @@ package: install
 	else $(PACKAGER) demo --output demo >/dev/null && adapters="--adapter demo=demo/adapter"; fi; \
 	$(PACKAGER) package $$adapters --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) \
 		$(if $(BASE),--base "$(BASE)") $(if $(TAG),--tag "$(if $(REGISTRY),$(REGISTRY)/)$(TAG)") \
+		--quantize $(QUANT) --export $(EXPORT) --work "$(WORK)" $(if $(QLORA_MERGE),--qlora-merge $(QLORA_MERGE)) \
 		$(if $(PUSH),--push) $(if $(REPORT),--report "$(REPORT)")
 
 # make merge [ADAPTER=path] [BASE=path|hub-id] [OUT=dir] [DTYPE=auto|bf16|fp16|fp32]: the merge step alone.

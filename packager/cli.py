@@ -50,6 +50,17 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
         choices=["auto", "stream", "peft"],
         help="merge engine: stream (low memory, LoRA), peft (merge_and_unload); auto picks",
     )
+    p.add_argument(
+        "--qlora",
+        action="store_true",
+        help="the adapter was trained with QLoRA on a 4-bit base (detected from the base's name or config otherwise)",
+    )
+    p.add_argument(
+        "--qlora-merge",
+        choices=["w16", "simulate-nf4"],
+        help="QLoRA adapters: merge onto the 16-bit weights (w16, the default) or onto the weights rounded through "
+        "bitsandbytes nf4 as training saw them (simulate-nf4)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout instead of a summary")
 
 
@@ -96,9 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merged", required=True, metavar="DIR", help="the merged model folder")
     p.set_defaults(func=_cmd_verify)
 
+    from packager.cli_artefact import add_artefact_commands
     from packager.cli_container import add_container_commands
 
     add_container_commands(sub, common)
+    add_artefact_commands(sub, common)
 
     p = sub.add_parser(
         "demo", parents=[common], help="generate a tiny demo base model and LoRA adapter (no hub needed)"
@@ -123,7 +136,16 @@ def _request(args: argparse.Namespace, hash_base: bool = True):
     from packager.resolve import ResolveRequest
 
     return ResolveRequest(
-        args.adapter, args.base, args.revision, args.checkpoint, args.dtype, args.allow_pickle, hash_base, args.engine
+        args.adapter,
+        args.base,
+        args.revision,
+        args.checkpoint,
+        args.dtype,
+        args.allow_pickle,
+        hash_base,
+        args.engine,
+        qlora_merge=args.qlora_merge,
+        qlora=args.qlora,
     )
 
 

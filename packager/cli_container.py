@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from packager.cli_artefact import add_artefact_flags, spec_from_args
 from packager.errors import UserInputError
 
 
@@ -40,12 +41,24 @@ def add_container_commands(sub: argparse._SubParsersAction, common: argparse.Arg
     p.add_argument("--push", action="store_true", help="push the image to the registry named in --tag")
     p.add_argument("--username", help="registry user (default: your docker login)")
     p.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
-    p.add_argument("--builder", default="auto", choices=["auto", "docker", "buildah", "oci"],
-                   help="auto (default): oci with --push, else docker. docker: the Engine API (local image, gzip "
-                        "push); oci: layers streamed uncompressed from the context to the registry (fastest push, "
-                        "no local image); buildah: daemonless")
+    p.add_argument(
+        "--builder",
+        default="auto",
+        choices=["auto", "docker", "buildah", "oci"],
+        help="auto (default): oci with --push, else docker. docker: the Engine API (local image, gzip "
+        "push); oci: layers streamed uncompressed from the context to the registry (fastest push, "
+        "no local image); buildah: daemonless",
+    )
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (merged model, context)")
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
+    add_artefact_flags(p)
+    p.add_argument("--qlora", action="store_true", help="the adapter was trained on a 4-bit (QLoRA) base")
+    p.add_argument(
+        "--qlora-merge",
+        choices=["w16", "simulate-nf4"],
+        help="QLoRA adapters: merge onto the 16-bit weights (w16, default) or onto nf4-rounded weights as "
+        "training saw them (simulate-nf4)",
+    )
     p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a summary")
     p.set_defaults(func=cmd_package)
@@ -96,6 +109,9 @@ def cmd_package(args: argparse.Namespace) -> int:
         _password(args),
         not args.no_verify,
         quiet,
+        spec_from_args(args, args.layout),
+        args.qlora,
+        args.qlora_merge,
     )
     report = package(request, log=lambda line: print(line, file=sys.stderr))
     data = report.to_dict()

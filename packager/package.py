@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from packager.artefact import ArtefactReport, ArtefactSpec, artefact_spec
 from packager.build import BuildRequest, BuildResult, PushRequest, PushResult, get_builder, registry_host, split_target
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.render import BASE_MOUNT, LAYOUTS, AdapterInput, RenderRequest, write_context
@@ -36,6 +37,9 @@ class PackageRequest:
     password: str | None = field(default=None, repr=False)
     verify: bool = True
     quiet: bool = False
+    artefact: ArtefactSpec = field(default_factory=ArtefactSpec)
+    qlora: bool = False
+    qlora_merge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class PackageReport:
     timings: dict[str, float]
     pushed_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
+    artefact: dict[str, Any] | None = None  # the quantized/exported model's report (size, accuracy)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,10 +88,12 @@ def package(request: PackageRequest, log=print) -> PackageReport:
         raise UserInputError(f"unknown layout {request.layout!r}; use one of {', '.join(LAYOUTS)}")
     if request.layout == "baked" and len(request.adapters) != 1:
         raise UserInputError("the baked layout serves exactly one adapter; use --layout shared for several")
+    spec = request.artefact
+    artefact_spec(spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol)  # refuse bad combos
     builder = get_builder(choose_builder(request.builder, request.push))  # fails fast without an engine
     timings: dict[str, float] = {}
     os.makedirs(request.work, exist_ok=True)
-    render_request, notes = _prepare(request, timings)
+    render_request, notes, artefact = _prepare(request, timings, log)
     started = time.monotonic()
     context = write_context(render_request, os.path.join(request.work, "context"), force=True)
     timings["render"] = time.monotonic() - started
@@ -95,22 +102,62 @@ def package(request: PackageRequest, log=print) -> PackageReport:
     pushed = _push(builder, request, log) if request.push else None
     if pushed:
         timings["push"] = pushed.seconds
-    return _report(request, render_request, context, built, pushed, timings, notes)
+    report = _report(request, render_request, context, built, pushed, timings, notes)
+    return dataclasses.replace(report, artefact=artefact.to_dict() if artefact else None)
 
 
-def _prepare(request: PackageRequest, timings: dict[str, float]) -> tuple[RenderRequest, list[str]]:
+Prepared = tuple[RenderRequest, list[str], ArtefactReport | None]
+
+
+def _prepare(request: PackageRequest, timings: dict[str, float], log) -> Prepared:
     started = time.monotonic()
     resolved = [(name, resolve(_resolve_request(request, path))) for name, path in request.adapters]
     timings["resolve"] = time.monotonic() - started
     if request.layout == "baked":
-        return _prepare_baked(request, *resolved[0], timings)
+        render, notes = _prepare_baked(request, *resolved[0], timings)
+        return _with_artefact(request, render, notes, timings, _quiet_log(request, log))
     render = _prepare_shared(request, resolved)
-    return render, _unreadable_base_note(resolved[0][1].plan.base.path)
+    render = dataclasses.replace(
+        render, quantization=request.artefact.label, load_quantization=request.artefact.load_quantization
+    )
+    return render, _unreadable_base_note(resolved[0][1].plan.base.path), None
+
+
+def _with_artefact(request: PackageRequest, render: RenderRequest, notes: list[str], timings, log) -> Prepared:
+    """Quantize or export the merged model when asked; the image then serves that artefact."""
+    spec = request.artefact
+    render = dataclasses.replace(
+        render, quantization=spec.label, backend=spec.backend, load_quantization=spec.load_quantization
+    )
+    if not spec.transforms:
+        return render, notes, None
+    output = os.path.join(request.work, "artefact")
+    started = time.monotonic()
+    if spec.backend == "onnx":
+        from packager.onnx_export import export_onnx
+
+        report = export_onnx(render.model_dir or "", spec, output, force=True, log=log)
+    else:
+        from packager.quantize import quantize_merged
+
+        report = quantize_merged(render.model_dir or "", spec.quantize, output, force=True, log=log)
+    timings["export" if spec.backend == "onnx" else "quantize"] = time.monotonic() - started
+    lock = {**render.lock, "artefact": report.to_dict()}
+    render = dataclasses.replace(render, model_dir=output, lock=lock, accuracy=report.label())
+    return render, notes, report
 
 
 def _resolve_request(request: PackageRequest, path: str) -> ResolveRequest:
     return ResolveRequest(
-        path, request.base, request.revision, None, request.dtype, request.allow_pickle, hash_base=False
+        path,
+        request.base,
+        request.revision,
+        None,
+        request.dtype,
+        request.allow_pickle,
+        hash_base=False,
+        qlora=request.qlora,
+        qlora_merge=request.qlora_merge,
     )
 
 

@@ -15,15 +15,16 @@ from typing import Any
 import jinja2
 
 from packager import __version__
+from packager.artefact import WEIGHT_SUFFIXES
 from packager.build import split_target
 from packager.errors import UserInputError
+from packager.runtime.config import BACKENDS, LOAD_QUANTIZATIONS
 from packager.staging import staged_directory
 from packager.template_filters import FILTERS, image_ref, safe_name
 
 LAYOUTS = ("baked", "shared")
 MODEL_DIR = "/models/merged"
 BASE_MOUNT = "/base"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".onnx_data", ".pt")
 RUNTIME_PACKAGE = "packager_runtime"
 # Files packager writes into the context get a fixed mtime, so their layers are byte-identical from one
 # build to the next (and from one machine to another): unchanged runtime code is never pushed again.
@@ -50,7 +51,10 @@ class RenderRequest:
     base_source: str = "/models/base"  # shared: default host folder in compose.yaml
     served_name: str = "model"
     port: int = 8000
-    quantization: str = "none"
+    quantization: str = "none"  # the ArtefactSpec label: none, int8, int4, onnx-fp32, onnx-int8, bnb-nf4, ...
+    backend: str = "transformers"  # how the runtime loads model_dir: transformers, quanto, onnx
+    load_quantization: str = "none"  # GPU quantization the runtime applies at load time
+    accuracy: str | None = None  # compact JSON of the artefact's accuracy report, for a label
 
 
 def _environment() -> jinja2.Environment:
@@ -76,6 +80,10 @@ def validate(request: RenderRequest) -> None:
     safe_name(request.served_name)
     if not 1 <= request.port <= 65535:
         raise UserInputError(f"port {request.port} is out of range; use 1-65535")
+    if request.backend not in BACKENDS or request.load_quantization not in LOAD_QUANTIZATIONS:
+        raise UserInputError(
+            f"unknown runtime backend {request.backend!r} or load quantization {request.load_quantization!r}"
+        )
     if request.layout == "baked" and not request.model_dir:
         raise UserInputError("the baked layout needs a merged model folder")
     if request.layout == "shared" and not request.adapters:
@@ -108,8 +116,11 @@ def labels(request: RenderRequest) -> list[tuple[str, str]]:
         "io.packager.base.revision": base.get("commit") or base.get("revision") or "",
         "io.packager.adapter.sha256": adapter_sha,
         "io.packager.quantization": request.quantization,
+        "io.packager.backend": request.backend,
         "io.packager.port": str(request.port),
     }
+    if request.accuracy:
+        values["io.packager.accuracy"] = request.accuracy
     if request.layout == "shared":
         values["io.packager.base-mount"] = BASE_MOUNT
     return sorted(values.items())
@@ -146,9 +157,13 @@ def render_files(request: RenderRequest, weights: list[str]) -> dict[str, str]:
 
 def runtime_config(request: RenderRequest) -> dict[str, Any]:
     """runtime.json: what the server in the image loads and how it checks the base."""
-    config: dict[str, Any] = {"layout": request.layout, "port": request.port}
+    config: dict[str, Any] = {
+        "layout": request.layout,
+        "port": request.port,
+        "load_quantization": request.load_quantization,
+    }
     if request.layout == "baked":
-        config.update(model_dir=MODEL_DIR, served_name=request.served_name)
+        config.update(model_dir=MODEL_DIR, served_name=request.served_name, backend=request.backend)
     else:
         adapters = {a.name: f"/adapters/{a.name}" for a in request.adapters}
         config.update(

@@ -84,7 +84,22 @@ def print_package(report: PackageReport) -> None:
     print(f"  serves:   {', '.join(report.adapters)} on port {report.port}")
     if report.base_mount:
         print(f"  base:     mount the base read-only at {report.base_mount} (see {report.context}/compose.yaml)")
+    if report.artefact:
+        _print_artefact(report.artefact)
     for note in report.notes:
         print(f"  note:     {note}")
     print(f"  context:  {report.context}")
     print("  timings:  " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
+
+
+def _print_artefact(artefact: dict) -> None:
+    acc = artefact["accuracy"]
+    print(
+        f"  model:    {artefact['kind']}, {artefact['size_bytes'] / 1e6:.1f} MB "
+        f"({artefact['size_ratio']:.2f}x the unquantized merge)"
+    )
+    print(
+        f"  accuracy: logits max |diff| {acc['max_abs_logit_diff']:.3g} (mean {acc['mean_abs_logit_diff']:.3g}), "
+        f"top-1 {acc['top1_agreement']:.1%}, greedy tokens {acc['greedy_token_agreement']:.1%}, perplexity "
+        f"{acc['perplexity_reference']:.3f} -> {acc['perplexity_candidate']:.3f} ({acc['perplexity_change']:+.2%})"
+    )

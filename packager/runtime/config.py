@@ -4,9 +4,12 @@ Schema (a JSON object; unknown keys are rejected; relative paths are taken from 
 
     layout       "baked" | "shared"                         required
     port         int, 1-65535, default 8000                 env PORT overrides (in server.main)
+    load_quantization  "none" | "bnb-nf4" | "bnb-int8" | "fp8", default "none": quantized by the runtime
+                 at load time; needs a CUDA GPU (the server refuses to start without one)
     baked:
       model_dir    str, the merged model folder             required
       served_name  str, the name /v1/models lists           required
+      backend      "transformers" | "quanto" | "onnx", default "transformers": how model_dir is loaded
     shared:
       base_dir     str, where the base is mounted (read-only), default "/base"
       adapters     {name: PEFT adapter folder}, non-empty   required
@@ -19,6 +22,7 @@ Example: {"layout": "shared", "port": 8000, "base_dir": "/base", "adapters": {"s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -27,10 +31,12 @@ from dataclasses import dataclass
 from typing import Any
 
 VERIFY_MODES = ("quick", "full", "off")
+BACKENDS = ("transformers", "quanto", "onnx")
+LOAD_QUANTIZATIONS = ("none", "bnb-nf4", "bnb-int8", "fp8")
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
-COMMON_KEYS = {"layout", "port"}
+COMMON_KEYS = {"layout", "port", "load_quantization"}
 LAYOUT_KEYS = {
-    "baked": {"model_dir", "served_name"},
+    "baked": {"model_dir", "served_name", "backend"},
     "shared": {"base_dir", "adapters", "lock", "verify_base"},
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -52,6 +58,8 @@ class RuntimeConfig:
     adapters: tuple[tuple[str, str], ...] = ()
     lock: str | None = None
     verify_base: str = "quick"
+    backend: str = "transformers"
+    load_quantization: str = "none"
 
     @property
     def model_names(self) -> list[str]:
@@ -60,9 +68,9 @@ class RuntimeConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The runtime.json object for this config (only the keys of its layout)."""
-        data: dict[str, Any] = {"layout": self.layout, "port": self.port}
+        data: dict[str, Any] = {"layout": self.layout, "port": self.port, "load_quantization": self.load_quantization}
         if self.layout == "baked":
-            return {**data, "model_dir": self.model_dir, "served_name": self.served_name}
+            return {**data, "model_dir": self.model_dir, "served_name": self.served_name, "backend": self.backend}
         data.update(base_dir=self.base_dir, adapters=dict(self.adapters), verify_base=self.verify_base)
         return {**data, "lock": self.lock} if self.lock else data
 
@@ -90,11 +98,27 @@ def parse_config(data: Any, root: str = ".", env: Mapping[str, str] | None = Non
     if unknown:
         raise ConfigError(f"runtime config: unknown key(s) for layout {layout}: {', '.join(unknown)}")
     port = _port(data.get("port", 8000))
+    load_quantization = _one_of(data, "load_quantization", LOAD_QUANTIZATIONS, "none")
     if layout == "baked":
+        backend = _one_of(data, "backend", BACKENDS, "transformers")
+        if backend == "onnx" and load_quantization != "none":
+            raise ConfigError("runtime config: load_quantization applies to the PyTorch backends, not onnx")
         return RuntimeConfig(
-            "baked", port, model_dir=_path(data, "model_dir", root), served_name=_name(data.get("served_name"))
+            "baked",
+            port,
+            model_dir=_path(data, "model_dir", root),
+            served_name=_name(data.get("served_name")),
+            backend=backend,
+            load_quantization=load_quantization,
         )
-    return _shared(data, port, root, env or {})
+    return dataclasses.replace(_shared(data, port, root, env or {}), load_quantization=load_quantization)
+
+
+def _one_of(data: dict, key: str, choices: tuple[str, ...], default: str) -> str:
+    value = data.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"runtime config: {key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _shared(data: dict, port: int, root: str, env: Mapping[str, str]) -> RuntimeConfig:

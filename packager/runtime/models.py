@@ -15,6 +15,10 @@ class NoChatTemplate(Exception):
     """The model's tokenizer has no chat template."""
 
 
+class HardwareMissing(Exception):
+    """The configuration needs hardware this container does not see (a CUDA GPU for load-time quantization)."""
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """OpenAI-style sampling settings; temperature 0 means greedy."""
@@ -52,7 +56,7 @@ class Engine:
     """A loaded model serving one or more names; generation is serialised by a lock."""
 
     def __init__(self, model: Any, tokenizers: dict[str, Any], adapters: dict[str, str] | None = None) -> None:
-        self.model = model.eval()
+        self.model = model.eval() if hasattr(model, "eval") else model  # an ONNX Runtime model has no eval()
         self.tokenizers = tokenizers
         self.adapters = adapters  # served name -> PEFT adapter name; None for a merged model
         self.lock = threading.Lock()
@@ -93,7 +97,7 @@ class Engine:
         if self.model.generation_config.pad_token_id is None:
             pad = tokenizer.pad_token_id
             kwargs["pad_token_id"] = pad if pad is not None else tokenizer.eos_token_id
-        with torch.inference_mode():
+        with torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
         return out[0, len(prompt_ids) :].tolist()
 
@@ -110,20 +114,63 @@ class Engine:
         return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
 
 
-def load_baked(model_dir: str, served_name: str) -> Engine:
-    """A merged model folder served under one name."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_baked(model_dir: str, served_name: str, backend: str = "transformers", quantization: str = "none") -> Engine:
+    """A merged (maybe quantized or exported) model folder served under one name."""
+    from transformers import AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+    if backend == "onnx":
+        model = _load_onnx(model_dir)
+    elif backend == "quanto":
+        from optimum.quanto import QuantizedModelForCausalLM
+
+        model = QuantizedModelForCausalLM.from_pretrained(model_dir)._wrapped
+    else:
+        model = _load_transformers(model_dir, quantization)
     return Engine(model, {served_name: AutoTokenizer.from_pretrained(model_dir)})
 
 
-def load_shared(base_dir: str, adapters: Sequence[tuple[str, str]]) -> Engine:
+def _load_onnx(model_dir: str) -> Any:
+    """onnxruntime on CUDA when the image has onnxruntime-gpu and a GPU is visible, else on the CPU."""
+    import onnxruntime
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available()
+    provider = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"
+    return ORTModelForCausalLM.from_pretrained(model_dir, provider=provider)
+
+
+def _load_transformers(model_dir: str, quantization: str) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    if quantization == "none":
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+    return AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype="auto", device_map="auto", quantization_config=load_time_config(quantization)
+    )
+
+
+def load_time_config(quantization: str) -> Any:
+    """The transformers quantization config for a GPU load-time scheme; refuses without a CUDA GPU."""
+    if not torch.cuda.is_available():
+        raise HardwareMissing(
+            f"load_quantization {quantization} quantizes on a CUDA GPU at load time and this container sees none; "
+            "run it with --gpus all on a GPU host, or package without --quantize " + quantization
+        )
+    from transformers import BitsAndBytesConfig, FineGrainedFP8Config
+
+    if quantization == "bnb-nf4":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    if quantization == "bnb-int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return FineGrainedFP8Config()
+
+
+def load_shared(base_dir: str, adapters: Sequence[tuple[str, str]], quantization: str = "none") -> Engine:
     """The base from `base_dir` with every adapter loaded by name; an adapter's own tokenizer wins over the base's."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
+    base = _load_transformers(base_dir, quantization)
     (first, first_path), *rest = adapters
     model = PeftModel.from_pretrained(base, first_path, adapter_name=first)
     for name, path in rest:

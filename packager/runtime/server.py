@@ -1,7 +1,8 @@
 """OpenAI-compatible HTTP server for the packaged model: /health, /v1/models, /v1/completions, /v1/chat/completions.
 
 CLI: python3 -m packager_runtime.server [--config /opt/packager/runtime.json] [--host 0.0.0.0] [--port N]
-(env PORT overrides runtime.json's port; --port overrides both). Exit 2: bad config; exit 3: wrong or missing base.
+(env PORT overrides runtime.json's port; --port overrides both). Exit 2: bad config; exit 3: wrong or missing base;
+exit 4: the config needs hardware the container lacks (a CUDA GPU for load-time quantization).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .config import ConfigError, RuntimeConfig, load_config
-from .models import Engine, Generation, GenerationParams, NoChatTemplate
+from .models import Engine, Generation, GenerationParams, HardwareMissing, NoChatTemplate
 from .verify_base import BaseMismatch, load_lock, verify_base
 
 
@@ -160,10 +161,10 @@ def load_engine(config: RuntimeConfig) -> Engine:
     from .models import load_baked, load_shared
 
     if config.layout == "baked":
-        return load_baked(config.model_dir or "", config.served_name or "")
+        return load_baked(config.model_dir or "", config.served_name or "", config.backend, config.load_quantization)
     lock = load_lock(config.lock) if config.verify_base != "off" and config.lock else {}
     verify_base(config.base_dir, lock, config.verify_base)
-    return load_shared(config.base_dir, config.adapters)
+    return load_shared(config.base_dir, config.adapters, config.load_quantization)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -197,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     except BaseMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except HardwareMissing as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
     import uvicorn
 
     print(

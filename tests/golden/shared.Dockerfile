@@ -14,6 +14,7 @@ ENV PYTHONPATH=/opt/packager:/opt/runtime \
     HF_HUB_OFFLINE=1 \
     PORT=8000
 LABEL io.packager.adapter.sha256="sql=cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd,chat=efefefefefefefefefefefefefefefefefefefefefefefefefefefefefefefef" \
+      io.packager.backend="transformers" \
       io.packager.base-mount="/base" \
       io.packager.base.id="acme/tiny-llama" \
       io.packager.base.revision="0123456789abcdef" \

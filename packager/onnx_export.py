@@ -1,0 +1,159 @@
+"""Export a merged model to ONNX (optimum-onnx, `text-generation-with-past`), validate it against PyTorch with an
+explicit tolerance, and optionally quantize it to int8 with onnxruntime's dynamic quantization.
+
+optimum's own validation only logs a warning when outputs differ and the export still succeeds; here a
+failed validation stops the package. The model is loaded once: export, reference run and validation share it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+
+from packager.accuracy import AccuracyReport, ReferenceRun, causal_lm_logits, compare, record_reference
+from packager.artefact import WEIGHT_SUFFIXES, ArtefactReport, ArtefactSpec, folder_size, write_artefact_report
+from packager.errors import PackagerError
+from packager.quantize import load_merged
+from packager.staging import staged_directory
+
+TASK = "text-generation-with-past"
+ONNX_FILES = ("model.onnx", "model.onnx_data")
+TWO_GB = 2 * 10**9  # protobuf's limit: larger models keep their weights in model.onnx_data
+
+
+class ValidationError(PackagerError):
+    """The exported model does not answer like the PyTorch model."""
+
+
+def export_onnx(
+    merged_dir: str, spec: ArtefactSpec, output: str, force: bool = False, log: Callable[[str], None] = print
+) -> ArtefactReport:
+    """Write the ONNX model (fp32, or int8 when spec.quantize is int8) into `output`, atomically."""
+    _import_optimum()
+    model, tokenizer = load_merged(merged_dir, dtype="fp32")
+    log("export: recording the PyTorch reference on the shipped text and prompts ...")
+    reference = record_reference(causal_lm_logits(model), tokenizer.encode)
+    merged_bytes = folder_size(merged_dir, WEIGHT_SUFFIXES)
+    with staged_directory(output, force) as staging:
+        started = time.monotonic()
+        fp32_dir = os.path.join(staging, "fp32") if spec.quantize == "int8" else staging
+        log(f"export: ONNX ({TASK}) with optimum-onnx ...")
+        _export(model, fp32_dir)
+        del model
+        fp32 = _validate(reference, fp32_dir, spec.onnx_atol)
+        log(f"export: validated against PyTorch: {fp32.summary()}")
+        fp32_seconds = time.monotonic() - started
+        fp32_bytes = folder_size(fp32_dir, WEIGHT_SUFFIXES)
+        details = {"task": TASK, "atol": spec.onnx_atol, "fp32_onnx_bytes": fp32_bytes, "export_seconds": fp32_seconds}
+        if spec.quantize == "int8":
+            accuracy, int8_details = _quantize_int8(reference, fp32_dir, staging, spec.granularity, log)
+            details.update(int8_details, fp32_validation=fp32.to_dict())
+            shutil.rmtree(fp32_dir)
+            kind = "onnx-int8"
+        else:
+            accuracy, kind = fp32, "onnx-fp32"
+        report = ArtefactReport(
+            kind,
+            os.path.abspath(output),
+            folder_size(staging, WEIGHT_SUFFIXES),
+            merged_bytes,
+            time.monotonic() - started,
+            accuracy,
+            details,
+        )
+        write_artefact_report(report, staging)
+    log(f"export: {report.summary()}")
+    return report
+
+
+def _import_optimum() -> None:
+    try:
+        import onnxruntime  # noqa: F401
+        import optimum.exporters.onnx  # noqa: F401
+    except ImportError:
+        raise PackagerError("ONNX export needs optimum-onnx and onnxruntime: pip install 'packager[onnx]'") from None
+
+
+def _export(model, folder: str) -> None:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx_export_from_model(model, folder, task=TASK, do_validation=False)
+
+
+def ort_logits(folder: str):
+    """An ONNX Runtime session over `folder` as a Logits callable (no cache: full sequence each call)."""
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    session = ORTModelForCausalLM.from_pretrained(folder)
+    return lambda ids: session(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+
+
+def _validate(reference: ReferenceRun, folder: str, atol: float) -> AccuracyReport:
+    """fp32 ONNX must match PyTorch: logits within `atol` and every greedy continuation identical."""
+    report = compare(reference, ort_logits(folder))
+    if report.max_abs_logit_diff > atol or report.greedy_exact_prompts < 1.0:
+        raise ValidationError(
+            f"the ONNX export does not match PyTorch: max |logits diff| {report.max_abs_logit_diff:.3g} "
+            f"(tolerance {atol:g}), greedy continuations identical for {report.greedy_exact_prompts:.0%} of prompts; "
+            "this is an exporter problem for this architecture: ship the PyTorch runtime (drop --export), "
+            "or raise --onnx-atol if the difference is acceptable"
+        )
+    return report
+
+
+def _quantize_int8(
+    reference: ReferenceRun, fp32_dir: str, staging: str, granularity: str, log: Callable[[str], None]
+) -> tuple[AccuracyReport, dict]:
+    """Dynamic int8 quantization; `auto` measures per-channel and per-tensor scales and keeps the more accurate."""
+    candidates = ["per-channel", "per-tensor"] if granularity == "auto" else [granularity]
+    measured: dict[str, AccuracyReport] = {}
+    for choice in candidates:
+        folder = os.path.join(staging, f"int8-{choice}")
+        log(f"export: int8 dynamic quantization, {choice} scales ...")
+        _quantize_dynamic(fp32_dir, folder, per_channel=choice == "per-channel")
+        measured[choice] = compare(reference, ort_logits(folder))
+        log(f"export: int8 {choice}: {measured[choice].summary()}")
+    best = min(measured, key=lambda c: _error_rank(measured[c]))
+    for choice in candidates:
+        folder = os.path.join(staging, f"int8-{choice}")
+        if choice == best:
+            for name in os.listdir(folder):
+                os.replace(os.path.join(folder, name), os.path.join(staging, name))
+        shutil.rmtree(folder)
+    details = {
+        "granularity": best,
+        "granularity_requested": granularity,
+        "candidates": {c: r.to_dict() for c, r in measured.items()},
+    }
+    return measured[best], details
+
+
+def _error_rank(report: AccuracyReport) -> tuple[float, float, float]:
+    """Lower is better: top-1 disagreement first, then greedy disagreement, then the mean logits error."""
+    return (1 - report.top1_agreement, 1 - report.greedy_token_agreement, report.mean_abs_logit_diff)
+
+
+def _quantize_dynamic(fp32_dir: str, folder: str, per_channel: bool) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    os.makedirs(folder)
+    source = os.path.join(fp32_dir, "model.onnx")
+    large = os.path.exists(os.path.join(fp32_dir, "model.onnx_data"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            source,
+            os.path.join(folder, "model.onnx"),
+            per_channel=per_channel,
+            weight_type=QuantType.QInt8,
+            use_external_data_format=large,
+        )
+    for name in os.listdir(fp32_dir):
+        if name not in ONNX_FILES and os.path.isfile(os.path.join(fp32_dir, name)):
+            shutil.copy2(os.path.join(fp32_dir, name), os.path.join(folder, name))

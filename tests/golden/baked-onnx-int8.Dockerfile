@@ -1,0 +1,33 @@
+# Rendered by packager 0.1.0 - layout: baked (merged weights inside the image).
+# Weights come first, one layer per file, so rebuilding after a runtime change reuses them.
+FROM packager-runtime:0123abcd
+
+COPY --chown=10001:10001 ["model/weights/model-00001-of-00002.safetensors", "/models/merged/"]
+COPY --chown=10001:10001 ["model/weights/model-00002-of-00002.safetensors", "/models/merged/"]
+COPY --chown=10001:10001 ["model/meta/", "/models/merged/"]
+COPY --chown=10001:10001 ["runtime/", "/opt/packager/"]
+COPY --chown=10001:10001 ["runtime.json", "packager.lock.json", "/opt/packager/"]
+
+ENV PYTHONPATH=/opt/packager:/opt/runtime \
+    HOME=/tmp \
+    HF_HOME=/tmp/hf \
+    HF_HUB_OFFLINE=1 \
+    PORT=8000
+LABEL io.packager.accuracy="{\"greedy\":0.95,\"kind\":\"onnx-int8\",\"size_ratio\":0.26,\"top1\":0.97}" \
+      io.packager.adapter.sha256="abababababababababababababababababababababababababababababababab" \
+      io.packager.backend="onnx" \
+      io.packager.base.id="acme/tiny-llama" \
+      io.packager.base.revision="0123456789abcdef" \
+      io.packager.layout="baked" \
+      io.packager.port="8000" \
+      io.packager.quantization="onnx-int8" \
+      io.packager.version="0.1.0" \
+      org.opencontainers.image.base.name="packager-runtime:0123abcd" \
+      org.opencontainers.image.description="LLM adapter served by packager (baked layout)" \
+      org.opencontainers.image.title="127.0.0.1:5000/acme/demo" \
+      org.opencontainers.image.version="1.0"
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+  CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"]
+ENTRYPOINT ["python3", "-m", "packager_runtime.server", "--config", "/opt/packager/runtime.json"]

@@ -1,0 +1,86 @@
+"""int8/int4 weight-only artefacts (optimum-quanto) on a real tiny model: written atomically, reloadable, and
+measured: the figures come from the artefact on disk, and int4 costs more accuracy than int8."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from packager.accuracy import causal_lm_logits, measure_accuracy
+from packager.artefact import ARTEFACT_REPORT
+from packager.errors import OutputError
+from packager.quantize import load_merged, load_quantized, quantize_merged
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory) -> str:
+    from packager.demo import build_demo
+    from packager.resolve import ResolveRequest
+    from packager.run_merge import run_merge
+
+    root = tmp_path_factory.mktemp("quant")
+    _, adapter = build_demo(str(root / "demo"))
+    run_merge(ResolveRequest(adapter), str(root / "merged"), verify=False, quiet=True)
+    return str(root / "merged")
+
+
+@pytest.fixture(scope="module")
+def artefacts(merged, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("artefacts")
+    return {s: quantize_merged(merged, s, str(root / s), log=lambda _: None) for s in ("int8", "int4")}
+
+
+def test_artefact_is_smaller_and_reloads_with_quantized_layers(artefacts) -> None:
+    for scheme, report in artefacts.items():
+        assert report.size_bytes < report.reference_size_bytes
+        model = load_quantized(report.path)
+        assert "QLinear" in type(model.model.layers[0].self_attn.q_proj).__name__
+        assert type(model.lm_head).__name__ == "Linear"  # the output projection stays full precision
+        assert json.loads(Path(report.path, ARTEFACT_REPORT).read_text())["kind"] == f"quanto-{scheme}"
+
+
+def test_figures_are_measured_on_the_artefact_and_int4_costs_more(merged, artefacts) -> None:
+    int8, int4 = artefacts["int8"].accuracy, artefacts["int4"].accuracy
+    assert 0 < int8.max_abs_logit_diff < int4.max_abs_logit_diff
+    assert int8.mean_abs_logit_diff < int4.mean_abs_logit_diff
+    assert int8.top1_agreement > int4.top1_agreement
+    model, tokenizer = load_merged(merged)
+    again = measure_accuracy(
+        causal_lm_logits(model), causal_lm_logits(load_quantized(artefacts["int8"].path)), tokenizer.encode
+    )
+    assert again.max_abs_logit_diff == pytest.approx(int8.max_abs_logit_diff, rel=1e-5)
+
+
+def test_quantized_model_generates(artefacts, merged) -> None:
+    _, tokenizer = load_merged(merged)
+    model = load_quantized(artefacts["int8"].path)
+    ids = torch.tensor([tokenizer.encode("hello")])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 4
+
+
+def test_existing_output_is_refused_and_kept(merged, tmp_path) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep").write_text("x")
+    with pytest.raises(OutputError, match="already exists"):
+        quantize_merged(merged, "int8", str(target), log=lambda _: None)
+    assert os.listdir(target) == ["keep"]
+
+
+def test_failure_leaves_nothing(merged, tmp_path, monkeypatch) -> None:
+    import packager.quantize as quantize
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(quantize, "copy_side_files", broken)
+    with pytest.raises(RuntimeError):
+        quantize_merged(merged, "int8", str(tmp_path / "out"), log=lambda _: None)
+    assert os.listdir(tmp_path) == []
