@@ -1,8 +1,9 @@
 """Accuracy of a transformed model (quantized, exported) against the model it came from, in numbers people read:
 logits distance, top-1 agreement, greedy-continuation agreement and perplexity on a text the project ships.
 
-Both models are plain callables from token ids to logits, so a PyTorch model and an ONNX Runtime session are
-measured the same way.
+Both models are called the Hugging Face way (`model(input_ids=, attention_mask=, past_key_values=, use_cache=)`
+returning `.logits` and `.past_key_values`), so a transformers model, an optimum-quanto one and an ONNX Runtime
+`ORTModelForCausalLM` are measured by the same code. Greedy continuations use the KV cache, as serving does.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 
 import torch
 
-Logits = Callable[[torch.Tensor], torch.Tensor]  # (1, n) token ids -> (1, n, vocab) logits
+CausalLM = Any  # transformers-style: model(input_ids=..., attention_mask=..., ...) -> output with .logits
+# The shipped text is ~200 tokens with a 32k-vocabulary tokenizer; a tiny test tokenizer makes it twice as long,
+# which only costs time (every figure is computed on both models, in fp32, at full length).
+MAX_TEXT_TOKENS = 256
 DEFAULT_PROMPTS = (
     "The adapter names the base",
     "A good report says",
@@ -59,38 +64,44 @@ class ReferenceRun:
 
     text_ids: torch.Tensor = field(repr=False)
     logits: torch.Tensor = field(repr=False)  # (1, n, vocab) fp32 on the shipped text
-    prompts: tuple[torch.Tensor, ...] = field(repr=False)
+    prompts: torch.Tensor = field(repr=False)  # (prompts, n): every prompt cut to the shortest one's length
     continuations: tuple[tuple[int, ...], ...]
     new_tokens: int
 
 
 def record_reference(
-    reference: Logits,
+    reference: CausalLM,
     encode: Callable[[str], list[int]],
     prompts: Sequence[str] = DEFAULT_PROMPTS,
     new_tokens: int = 12,
     text: str | None = None,
 ) -> ReferenceRun:
     """Run the reference on the shipped text and the prompts."""
-    ids = torch.tensor([encode(text or eval_text())])
-    prompt_ids = tuple(torch.tensor([encode(prompt)]) for prompt in prompts)
+    ids = torch.tensor([encode(text or eval_text())[:MAX_TEXT_TOKENS]])
+    prompt_ids = prompt_batch([encode(prompt) for prompt in prompts])
     with torch.no_grad():
-        logits = reference(ids).float()
-    continuations = tuple(tuple(greedy(reference, p, new_tokens)) for p in prompt_ids)
+        logits = full_logits(reference, ids)
+    continuations = tuple(tuple(row) for row in greedy(reference, prompt_ids, new_tokens))
     return ReferenceRun(ids, logits, prompt_ids, continuations, new_tokens)
 
 
-def compare(run: ReferenceRun, candidate: Logits) -> AccuracyReport:
+def prompt_batch(encoded: list[list[int]]) -> torch.Tensor:
+    """All prompts in one batch without padding (each cut to the shortest), so every row is generated exactly as
+    alone, and a step reads the weights once for all prompts (decoding is memory-bound)."""
+    length = min(len(ids) for ids in encoded)
+    return torch.tensor([ids[:length] for ids in encoded])
+
+
+def compare(run: ReferenceRun, candidate: CausalLM) -> AccuracyReport:
     """The candidate's figures against a recorded reference run."""
     with torch.no_grad():
-        cand_logits = candidate(run.text_ids).float()
+        cand_logits = full_logits(candidate, run.text_ids)
     diff = (run.logits - cand_logits).abs()
     top1 = (run.logits.argmax(-1) == cand_logits.argmax(-1)).float().mean().item()
     matches, exact = [], 0
-    for prompt, expected in zip(run.prompts, run.continuations, strict=True):
-        produced = tuple(greedy(candidate, prompt, run.new_tokens))
+    for expected, produced in zip(run.continuations, greedy(candidate, run.prompts, run.new_tokens), strict=True):
         matches += [a == b for a, b in zip(expected, produced, strict=True)]
-        exact += expected == produced
+        exact += expected == tuple(produced)
     return AccuracyReport(
         max_abs_logit_diff=diff.max().item(),
         mean_abs_logit_diff=diff.mean().item(),
@@ -103,8 +114,8 @@ def compare(run: ReferenceRun, candidate: Logits) -> AccuracyReport:
 
 
 def measure_accuracy(
-    reference: Logits,
-    candidate: Logits,
+    reference: CausalLM,
+    candidate: CausalLM,
     encode: Callable[[str], list[int]],
     prompts: Sequence[str] = DEFAULT_PROMPTS,
     new_tokens: int = 12,
@@ -114,23 +125,27 @@ def measure_accuracy(
     return compare(record_reference(reference, encode, prompts, new_tokens, text), candidate)
 
 
-def greedy(model: Logits, ids: torch.Tensor, new_tokens: int) -> list[int]:
-    """Greedy continuation without a cache (prompts here are short): the plainest reference behaviour."""
-    tokens = ids
+def full_logits(model: CausalLM, ids: torch.Tensor) -> torch.Tensor:
+    """(1, n, vocab) fp32 logits of the whole sequence."""
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()
+
+
+def greedy(model: CausalLM, ids: torch.Tensor, new_tokens: int) -> list[list[int]]:
+    """Exactly `new_tokens` greedy tokens per row of `ids` (EOS does not stop it), through the KV cache."""
+    steps: list[torch.Tensor] = []
+    mask = torch.ones_like(ids)
     with torch.no_grad():
-        for _ in range(new_tokens):
-            next_token = model(tokens)[:, -1].argmax(-1, keepdim=True)
-            tokens = torch.cat([tokens, next_token], dim=1)
-    return tokens[0, ids.shape[1] :].tolist()
+        out = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        while True:
+            next_token = out.logits[:, -1].argmax(-1, keepdim=True)
+            steps.append(next_token)
+            if len(steps) == new_tokens:
+                return torch.cat(steps, dim=1).tolist()
+            mask = torch.cat([mask, torch.ones_like(next_token)], dim=1)
+            out = model(input_ids=next_token, attention_mask=mask, past_key_values=out.past_key_values, use_cache=True)
 
 
 def perplexity(logits: torch.Tensor, ids: torch.Tensor) -> float:
     """exp of the mean next-token cross-entropy over the text."""
     loss = torch.nn.functional.cross_entropy(logits[0, :-1], ids[0, 1:])
     return math.exp(loss.item())
-
-
-def causal_lm_logits(model) -> Logits:
-    """Wrap a transformers causal LM as a Logits callable."""
-    model.eval()
-    return lambda ids: model(input_ids=ids).logits

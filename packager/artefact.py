@@ -7,9 +7,12 @@ each (`ArtefactReport`) travels into the package summary, the JSON report and an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -147,6 +150,25 @@ def write_artefact_report(report: ArtefactReport, folder: str) -> None:
     with open(os.path.join(folder, ARTEFACT_REPORT), "w") as f:
         json.dump(report.to_dict(), f, indent=2, sort_keys=True)
         f.write("\n")
+
+
+class Phases:
+    """Times named steps of one job and says what is happening ("export: validating ...")."""
+
+    def __init__(self, step: str, log: Callable[[str], None]) -> None:
+        self.step, self.log = step, log
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, message: str) -> Iterator[None]:
+        self.log(f"{self.step}: {message} ...")
+        started = time.monotonic()
+        yield
+        self.seconds[name] = round(time.monotonic() - started, 3)
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
 
 
 def folder_size(folder: str, suffixes: tuple[str, ...]) -> int:

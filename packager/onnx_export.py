@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import warnings
 from collections.abc import Callable
 
-from packager.accuracy import AccuracyReport, ReferenceRun, causal_lm_logits, compare, record_reference
-from packager.artefact import WEIGHT_SUFFIXES, ArtefactReport, ArtefactSpec, folder_size, write_artefact_report
+from packager.accuracy import AccuracyReport, ReferenceRun, compare, record_reference
+from packager.artefact import (
+    WEIGHT_SUFFIXES,
+    ArtefactReport,
+    ArtefactSpec,
+    Phases,
+    folder_size,
+    write_artefact_report,
+)
 from packager.errors import PackagerError
 from packager.quantize import load_merged
 from packager.staging import staged_directory
@@ -33,34 +39,35 @@ def export_onnx(
 ) -> ArtefactReport:
     """Write the ONNX model (fp32, or int8 when spec.quantize is int8) into `output`, atomically."""
     _import_optimum()
-    model, tokenizer = load_merged(merged_dir, dtype="fp32")
-    log("export: recording the PyTorch reference on the shipped text and prompts ...")
-    reference = record_reference(causal_lm_logits(model), tokenizer.encode)
-    merged_bytes = folder_size(merged_dir, WEIGHT_SUFFIXES)
+    phases = Phases("export", log)
+    with phases("load", "loading the merged model in fp32"):
+        model, tokenizer = load_merged(merged_dir, dtype="fp32")
+    # before the export: an exporter that changed the model in memory must not change the reference too
+    with phases("reference", "recording the PyTorch reference on the shipped text and prompts"):
+        reference = record_reference(model, tokenizer.encode)
     with staged_directory(output, force) as staging:
-        started = time.monotonic()
         fp32_dir = os.path.join(staging, "fp32") if spec.quantize == "int8" else staging
-        log(f"export: ONNX ({TASK}) with optimum-onnx ...")
-        _export(model, fp32_dir)
-        del model
-        fp32 = _validate(reference, fp32_dir, spec.onnx_atol)
-        log(f"export: validated against PyTorch: {fp32.summary()}")
-        fp32_seconds = time.monotonic() - started
-        fp32_bytes = folder_size(fp32_dir, WEIGHT_SUFFIXES)
-        details = {"task": TASK, "atol": spec.onnx_atol, "fp32_onnx_bytes": fp32_bytes, "export_seconds": fp32_seconds}
+        with phases("export", f"ONNX ({TASK}) with optimum-onnx"):
+            _export(model, fp32_dir)
+            del model
+        with phases("validate", "validating against PyTorch"):
+            fp32 = _validate(reference, load_ort(fp32_dir), spec.onnx_atol)
+        log(f"export: fp32 ONNX: {fp32.summary()}")
+        details = {"task": TASK, "atol": spec.onnx_atol, "fp32_onnx_bytes": folder_size(fp32_dir, WEIGHT_SUFFIXES)}
+        accuracy, kind = fp32, "onnx-fp32"
         if spec.quantize == "int8":
-            accuracy, int8_details = _quantize_int8(reference, fp32_dir, staging, spec.granularity, log)
+            accuracy, int8_details = _quantize_int8(reference, fp32_dir, staging, spec.granularity, phases)
             details.update(int8_details, fp32_validation=fp32.to_dict())
             shutil.rmtree(fp32_dir)
             kind = "onnx-int8"
-        else:
-            accuracy, kind = fp32, "onnx-fp32"
+        details["phase_seconds"] = phases.seconds
+        size = folder_size(staging, WEIGHT_SUFFIXES)
         report = ArtefactReport(
             kind,
             os.path.abspath(output),
-            folder_size(staging, WEIGHT_SUFFIXES),
-            merged_bytes,
-            time.monotonic() - started,
+            size,
+            folder_size(merged_dir, WEIGHT_SUFFIXES),
+            phases.total,
             accuracy,
             details,
         )
@@ -85,18 +92,16 @@ def _export(model, folder: str) -> None:
         onnx_export_from_model(model, folder, task=TASK, do_validation=False)
 
 
-def ort_logits(folder: str):
-    """An ONNX Runtime session over `folder` as a Logits callable (no cache: full sequence each call)."""
-    import torch
+def load_ort(folder: str):
+    """The ONNX model in `folder` on onnxruntime (CPU), as the runtime loads it."""
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    session = ORTModelForCausalLM.from_pretrained(folder)
-    return lambda ids: session(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+    return ORTModelForCausalLM.from_pretrained(folder)
 
 
-def _validate(reference: ReferenceRun, folder: str, atol: float) -> AccuracyReport:
+def _validate(reference: ReferenceRun, session, atol: float) -> AccuracyReport:
     """fp32 ONNX must match PyTorch: logits within `atol` and every greedy continuation identical."""
-    report = compare(reference, ort_logits(folder))
+    report = compare(reference, session)
     if report.max_abs_logit_diff > atol or report.greedy_exact_prompts < 1.0:
         raise ValidationError(
             f"the ONNX export does not match PyTorch: max |logits diff| {report.max_abs_logit_diff:.3g} "
@@ -108,17 +113,18 @@ def _validate(reference: ReferenceRun, folder: str, atol: float) -> AccuracyRepo
 
 
 def _quantize_int8(
-    reference: ReferenceRun, fp32_dir: str, staging: str, granularity: str, log: Callable[[str], None]
+    reference: ReferenceRun, fp32_dir: str, staging: str, granularity: str, phases: Phases
 ) -> tuple[AccuracyReport, dict]:
     """Dynamic int8 quantization; `auto` measures per-channel and per-tensor scales and keeps the more accurate."""
     candidates = ["per-channel", "per-tensor"] if granularity == "auto" else [granularity]
     measured: dict[str, AccuracyReport] = {}
     for choice in candidates:
         folder = os.path.join(staging, f"int8-{choice}")
-        log(f"export: int8 dynamic quantization, {choice} scales ...")
-        _quantize_dynamic(fp32_dir, folder, per_channel=choice == "per-channel")
-        measured[choice] = compare(reference, ort_logits(folder))
-        log(f"export: int8 {choice}: {measured[choice].summary()}")
+        with phases(f"int8 {choice}", f"int8 dynamic quantization, {choice} scales"):
+            _quantize_dynamic(fp32_dir, folder, per_channel=choice == "per-channel")
+        with phases(f"measure {choice}", f"measuring int8 {choice}"):
+            measured[choice] = compare(reference, load_ort(folder))
+        phases.log(f"export: int8 {choice}: {measured[choice].summary()}")
     best = min(measured, key=lambda c: _error_rank(measured[c]))
     for choice in candidates:
         folder = os.path.join(staging, f"int8-{choice}")

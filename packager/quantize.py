@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 import warnings
 from collections.abc import Callable
 
-from packager.accuracy import ReferenceRun, causal_lm_logits, compare, record_reference
+from packager.accuracy import AccuracyReport, compare, record_reference
 from packager.adapter import TOKENIZER_FILES
-from packager.artefact import STORED, WEIGHT_SUFFIXES, ArtefactReport, folder_size, write_artefact_report
+from packager.artefact import STORED, WEIGHT_SUFFIXES, ArtefactReport, Phases, folder_size, write_artefact_report
 from packager.errors import PackagerError, UserInputError
 from packager.staging import staged_directory
 
@@ -29,17 +28,19 @@ def quantize_merged(
     """Quantize the merged model in `merged_dir` into `output` (atomically) and measure what it cost."""
     if scheme not in STORED:
         raise UserInputError(f"unknown stored quantization {scheme!r}; use one of {', '.join(STORED)}")
-    model, tokenizer = load_merged(merged_dir)
-    log("quantize: measuring the unquantized merge on the shipped text and prompts ...")
-    reference = record_reference(causal_lm_logits(model), tokenizer.encode)
+    phases = Phases("quantize", log)
+    with phases("load", "loading the merged model"):
+        model, tokenizer = load_merged(merged_dir)
+    with phases("reference", "measuring the unquantized merge on the shipped text and prompts"):
+        reference = record_reference(model, tokenizer.encode)
     with staged_directory(output, force) as staging:
-        started = time.monotonic()
-        log(f"quantize: {scheme} weights with optimum-quanto ...")
-        _quantize_and_save(model, scheme, staging)
-        del model
-        copy_side_files(merged_dir, staging)
-        seconds = time.monotonic() - started
-        report = _measure(reference, scheme, merged_dir, staging, seconds, output)
+        with phases("quantize", f"{scheme} weights with optimum-quanto"):
+            _quantize_and_save(model, scheme, staging)
+            del model
+            copy_side_files(merged_dir, staging)
+        with phases("measure", "reloading the artefact and measuring it"):
+            accuracy = compare(reference, load_quantized(staging))  # the artefact as written, as the image loads it
+        report = _report(accuracy, scheme, merged_dir, staging, phases, output)
         write_artefact_report(report, staging)
     log(f"quantize: {report.summary()}")
     return report
@@ -84,19 +85,22 @@ def _import_quanto():
     return quanto
 
 
-def _measure(
-    reference: ReferenceRun, scheme: str, merged_dir: str, staging: str, seconds: float, output: str
+def _report(
+    accuracy: AccuracyReport, scheme: str, merged_dir: str, staging: str, phases: Phases, output: str
 ) -> ArtefactReport:
-    """Accuracy of the artefact as written (reloaded from disk, as the image will)."""
-    accuracy = compare(reference, causal_lm_logits(load_quantized(staging)))
     return ArtefactReport(
         kind=f"quanto-{scheme}",
         path=os.path.abspath(output),
         size_bytes=folder_size(staging, WEIGHT_SUFFIXES),
         reference_size_bytes=folder_size(merged_dir, WEIGHT_SUFFIXES),
-        seconds=seconds,
+        seconds=phases.total,
         accuracy=accuracy,
-        details={"library": "optimum-quanto", "weights": f"q{scheme}", "excluded": [KEEP_FULL_PRECISION]},
+        details={
+            "library": "optimum-quanto",
+            "weights": f"q{scheme}",
+            "excluded": [KEEP_FULL_PRECISION],
+            "phase_seconds": phases.seconds,
+        },
     )
 
 

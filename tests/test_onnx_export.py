@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from packager.artefact import artefact_spec
-from packager.onnx_export import ValidationError, export_onnx, ort_logits
+from packager.onnx_export import ValidationError, export_onnx, load_ort
 from packager.quantize import load_merged
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,8 @@ def test_int8_is_smaller_and_both_granularities_are_measured(fp32, int8) -> None
 
 def test_int8_artefact_runs_in_onnxruntime(int8, merged) -> None:
     _, tokenizer = load_merged(merged)
-    logits = ort_logits(int8.path)(torch.tensor([tokenizer.encode("hello there")]))
+    ids = torch.tensor([tokenizer.encode("hello there")])
+    logits = load_ort(int8.path)(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     assert logits.shape[-1] == len(tokenizer) or logits.shape[-1] >= tokenizer.vocab_size
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from packager.accuracy import causal_lm_logits, measure_accuracy
+from packager.accuracy import measure_accuracy
 from packager.artefact import ARTEFACT_REPORT
 from packager.errors import OutputError
 from packager.quantize import load_merged, load_quantized, quantize_merged
@@ -51,9 +51,7 @@ def test_figures_are_measured_on_the_artefact_and_int4_costs_more(merged, artefa
     assert int8.mean_abs_logit_diff < int4.mean_abs_logit_diff
     assert int8.top1_agreement > int4.top1_agreement
     model, tokenizer = load_merged(merged)
-    again = measure_accuracy(
-        causal_lm_logits(model), causal_lm_logits(load_quantized(artefacts["int8"].path)), tokenizer.encode
-    )
+    again = measure_accuracy(model, load_quantized(artefacts["int8"].path), tokenizer.encode)
     assert again.max_abs_logit_diff == pytest.approx(int8.max_abs_logit_diff, rel=1e-5)
 
 
@@ -84,3 +82,21 @@ def test_failure_leaves_nothing(merged, tmp_path, monkeypatch) -> None:
     with pytest.raises(RuntimeError):
         quantize_merged(merged, "int8", str(tmp_path / "out"), log=lambda _: None)
     assert os.listdir(tmp_path) == []
+
+
+def test_quantize_command_prints_the_json_report(merged, tmp_path, capsys) -> None:
+    from packager.cli import main
+
+    out = tmp_path / "int8"
+    assert main(["--quiet", "quantize", "--model", merged, "--output", str(out), "--quantize", "int8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "quanto-int8" and report["path"] == str(out) and report["size_ratio"] < 1
+    assert set(report["accuracy"]) >= {"top1_agreement", "greedy_token_agreement", "perplexity_change"}
+
+
+def test_quantize_command_with_nothing_to_do_is_one_line(merged, tmp_path, capsys) -> None:
+    from packager.cli import main
+
+    assert main(["quantize", "--model", merged, "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: nothing to do") and err.count("\n") == 1 and not (tmp_path / "o").exists()
