@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 
 from packager import __version__
+from packager.cli_artefact import add_artefact_commands, add_artefact_flags
 from packager.errors import PackagerError, UserInputError
 
 log = logging.getLogger("packager")
@@ -90,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", parents=[common], help="merge the adapter into its base, streaming tensor by tensor")
     _add_input_flags(p)
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the merged model (must not exist)")
+    add_artefact_flags(p)
+    p.add_argument(
+        "--artefact-output",
+        metavar="DIR",
+        help="with --quantize int8|int4 or --export onnx: where the artefact goes (default: OUTPUT-<kind>, "
+        "e.g. merged-int8, merged-onnx-int8); the merged model stays in --output",
+    )
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check against PEFT")
     p.add_argument(
@@ -107,7 +115,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merged", required=True, metavar="DIR", help="the merged model folder")
     p.set_defaults(func=_cmd_verify)
 
-    from packager.cli_artefact import add_artefact_commands
     from packager.cli_container import add_container_commands
 
     add_container_commands(sub, common)
@@ -162,11 +169,26 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log(args: argparse.Namespace) -> Callable[[str], None]:
+    return (lambda _line: None) if getattr(args, "quiet", False) else (lambda line: print(line, file=sys.stderr))
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
+    from packager.cli_artefact import run_artefact, spec_from_args
     from packager.report import merge_report, print_merge, print_plan
     from packager.resolve import resolve
     from packager.run_merge import run_merge
+    from packager.staging import check_target
 
+    spec = spec_from_args(args)
+    if spec.load_quantization != "none":
+        raise UserInputError(
+            f"--quantize {spec.quantize} is applied by the runtime when the image loads the model, so there is "
+            f"nothing to write; use it with `packager package --quantize {spec.quantize}`"
+        )
+    artefact_output = args.artefact_output or f"{os.path.normpath(args.output)}-{spec.label}"
+    if spec.transforms:
+        check_target(artefact_output, args.force)  # refuse before the merge, not after it
     if args.dry_run:
         plan = resolve(_request(args, hash_base=False)).plan
         print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
@@ -180,10 +202,13 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         max_shard_bytes=args.max_shard_size,
         quiet=args.quiet,
     )
+    artefact = run_artefact(args.output, spec, artefact_output, args.force, _log(args)) if spec.transforms else None
     if args.json:
-        print(json.dumps(merge_report(outcome), indent=2, default=str))
+        print(json.dumps({**merge_report(outcome), "artefact": artefact and artefact.to_dict()}, indent=2, default=str))
     else:
         print_merge(outcome)
+        if artefact:
+            print(f"  artefact: {artefact.path}\n  {artefact.summary()}")
     return 0
 
 

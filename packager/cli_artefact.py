@@ -65,6 +65,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         raise UserInputError(f"{args.model} is not a model folder (no config.json); pass a `packager merge` output")
+    if spec.load_quantization != "none":
+        raise UserInputError(
+            f"--quantize {spec.quantize} is applied by the runtime when the image loads the model, so there is "
+            f"nothing to write; use it with `packager package --quantize {spec.quantize}`"
+        )
     if not spec.transforms:
         raise UserInputError("nothing to do: pass --quantize int8|int4 and/or --export onnx")
     log = (lambda _line: None) if getattr(args, "quiet", False) else (lambda line: print(line, file=sys.stderr))

@@ -100,3 +100,37 @@ def test_quantize_command_with_nothing_to_do_is_one_line(merged, tmp_path, capsy
     assert main(["quantize", "--model", merged, "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: nothing to do") and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def test_merge_with_quantize_writes_the_merge_and_the_artefact(tmp_path, capsys) -> None:
+    from packager.cli import main
+    from packager.demo import build_demo
+
+    _, adapter = build_demo(str(tmp_path / "demo"))
+    out = tmp_path / "merged"
+    argv = ["--quiet", "merge", "--adapter", adapter, "--output", str(out), "--quantize", "int8", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["parity"]["passed"] and report["artefact"]["kind"] == "quanto-int8"
+    assert report["artefact"]["path"] == f"{out}-int8" and Path(f"{out}-int8", "quanto_qmap.json").is_file()
+    assert Path(out, "config.json").is_file()
+
+
+def test_load_time_schemes_have_nothing_to_write(merged, tmp_path, capsys) -> None:
+    from packager.cli import main
+
+    assert main(["quantize", "--model", merged, "--output", str(tmp_path / "o"), "--quantize", "bnb-nf4"]) == 2
+    err = capsys.readouterr().err
+    assert "use it with `packager package --quantize bnb-nf4`" in err and err.count("\n") == 1
+
+
+def test_merge_refuses_an_existing_artefact_output_before_merging(tmp_path, capsys) -> None:
+    from packager.cli import main
+    from packager.demo import build_demo
+
+    _, adapter = build_demo(str(tmp_path / "demo"))
+    (tmp_path / "merged-onnx-int8").mkdir()
+    argv = ["merge", "--adapter", adapter, "--output", str(tmp_path / "merged"), "--export", "onnx", "--quantize",
+            "int8"]
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err and not (tmp_path / "merged").exists()
