@@ -135,7 +135,7 @@ def test_code_only_rebuild_reuses_weight_layers_and_pushes_no_weights(baked, doc
     weight_layers = [i for i, layer in enumerate(report.layers) if layer["content"].startswith("model/weights/")]
     assert weight_layers and all(before[i] == after[i] for i in weight_layers)
     assert before != after  # the runtime layer did change
-    storage = os.path.join(registry.root, "storage")
+    storage = os.path.join(registry.root, "storage", "docker", "registry", "v2", "blobs")  # not _uploads/
     size_before = containers.folder_bytes(storage)
     pushed = builder.push(PushRequest(rebuilt.tag, rebuilt.tag), log=lambda _l: None)
     grown = containers.folder_bytes(storage) - size_before
@@ -193,7 +193,7 @@ def test_shared_container_refuses_wrong_or_missing_base(mount, shared, demo, doc
 def test_second_adapter_repackage_pushes_about_the_adapter_bytes(
     shared, demo, runtime_image, registry, tmp_path
 ) -> None:
-    storage = os.path.join(registry.root, "storage")
+    storage = os.path.join(registry.root, "storage", "docker", "registry", "v2", "blobs")  # not _uploads/
     size_before = containers.folder_bytes(storage)
     report = _package(
         tmp_path, runtime_image, [("chat", demo["chat"])], "shared", f"{registry.url}/demo/chat:1", push=True
