@@ -7,6 +7,7 @@ failed validation stops the package. The model is loaded once: export, reference
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -21,7 +22,7 @@ from packager.artefact import (
     folder_size,
     write_artefact_report,
 )
-from packager.errors import PackagerError
+from packager.errors import PackagerError, UserInputError
 from packager.quantize import load_merged
 from packager.staging import staged_directory
 
@@ -39,6 +40,8 @@ def export_onnx(
 ) -> ArtefactReport:
     """Write the ONNX model (fp32, or int8 when spec.quantize is int8) into `output`, atomically."""
     _import_optimum()
+    with open(os.path.join(merged_dir, "config.json")) as f:
+        check_exportable(json.load(f).get("model_type", ""))
     phases = Phases("export", log)
     with phases("load", "loading the merged model in fp32"):
         model, tokenizer = load_merged(merged_dir, dtype="fp32")
@@ -74,6 +77,25 @@ def export_onnx(
         write_artefact_report(report, staging)
     log(f"export: {report.summary()}")
     return report
+
+
+def check_exportable(model_type: str) -> None:
+    """Refuse, before any heavy work, a model type optimum-onnx has no text-generation export for."""
+    _import_optimum()
+    from optimum.exporters.onnx import model_configs  # noqa: F401  (registers the ONNX export configs)
+    from optimum.exporters.tasks import TasksManager
+
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(
+            model_type, exporter="onnx", library_name="transformers"
+        )
+    except KeyError:
+        tasks = {}
+    if TASK not in tasks:
+        raise UserInputError(
+            f"optimum-onnx cannot export model type {model_type!r} for {TASK}; drop --export onnx "
+            "(the PyTorch runtime serves it, --quantize int8|int4 included)"
+        )
 
 
 def _import_optimum() -> None:

@@ -113,6 +113,10 @@ def _prepare(request: PackageRequest, timings: dict[str, float], log) -> Prepare
     started = time.monotonic()
     resolved = [(name, resolve(_resolve_request(request, path))) for name, path in request.adapters]
     timings["resolve"] = time.monotonic() - started
+    if request.artefact.export == "onnx":  # before the merge: the base decides whether it can be exported
+        from packager.onnx_export import check_exportable
+
+        check_exportable(resolved[0][1].plan.base.fingerprint.model_type)
     if request.layout == "baked":
         render, notes = _prepare_baked(request, *resolved[0], timings)
         return _with_artefact(request, render, notes, timings, _quiet_log(request, log))

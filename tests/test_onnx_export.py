@@ -97,3 +97,15 @@ def test_a_wrong_export_is_caught(merged, tmp_path, monkeypatch) -> None:
     with pytest.raises(ValidationError):
         export_onnx(merged, artefact_spec("none", "onnx"), str(tmp_path / "o"), **quiet)
     assert os.listdir(tmp_path) == []
+
+
+def test_an_architecture_optimum_cannot_export_is_refused_before_any_work(tmp_path, capsys) -> None:
+    from packager.cli import main
+
+    model = tmp_path / "mamba"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "mamba", "architectures": ["MambaForCausalLM"]}')
+    assert main(["quantize", "--model", str(model), "--output", str(tmp_path / "o"), "--export", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: optimum-onnx cannot export model type 'mamba'") and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
