@@ -124,7 +124,8 @@ def _prepare(request: PackageRequest, timings: dict[str, float], log) -> Prepare
     render = dataclasses.replace(
         render, quantization=request.artefact.label, load_quantization=request.artefact.load_quantization
     )
-    return render, _unreadable_base_note(resolved[0][1].plan.base.path), None
+    notes = _unreadable_base_note(resolved[0][1].plan.base.path) + load_time_note(request.artefact)
+    return render, notes, None
 
 
 def _with_artefact(request: PackageRequest, render: RenderRequest, notes: list[str], timings, log) -> Prepared:
@@ -134,7 +135,7 @@ def _with_artefact(request: PackageRequest, render: RenderRequest, notes: list[s
         render, quantization=spec.label, backend=spec.backend, load_quantization=spec.load_quantization
     )
     if not spec.transforms:
-        return render, notes, None
+        return render, notes + load_time_note(spec), None
     output = os.path.join(request.work, "artefact")
     started = time.monotonic()
     if spec.backend == "onnx":
@@ -149,6 +150,17 @@ def _with_artefact(request: PackageRequest, render: RenderRequest, notes: list[s
     lock = {**render.lock, "artefact": report.to_dict()}
     render = dataclasses.replace(render, model_dir=output, lock=lock, accuracy=report.label())
     return render, notes, report
+
+
+def load_time_note(spec: ArtefactSpec) -> list[str]:
+    """What a load-time scheme means for whoever runs the image."""
+    if spec.load_quantization == "none":
+        return []
+    return [
+        f"{spec.load_quantization}: the weights are quantized by the runtime when it loads them, on a CUDA GPU "
+        "(docker run --gpus all, with a base image that has bitsandbytes and CUDA); without a GPU the container "
+        "exits with code 4"
+    ]
 
 
 def _resolve_request(request: PackageRequest, path: str) -> ResolveRequest:

@@ -22,3 +22,12 @@ def test_adapter_arguments(tmp_path) -> None:
     odd = tmp_path / "a=b"
     odd.mkdir()
     assert parse_adapter_arg(str(odd))[1] == str(odd)  # an existing folder with '=' in its name is a path
+
+
+def test_load_time_quantization_is_explained_to_whoever_runs_the_image() -> None:
+    from packager.artefact import artefact_spec
+    from packager.package import load_time_note
+
+    assert load_time_note(artefact_spec("int8")) == []
+    (note,) = load_time_note(artefact_spec("bnb-nf4", layout="shared"))
+    assert note.startswith("bnb-nf4: the weights are quantized by the runtime") and "exits with code 4" in note

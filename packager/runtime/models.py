@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ class NoChatTemplate(Exception):
 
 
 class HardwareMissing(Exception):
-    """The configuration needs hardware this container does not see (a CUDA GPU for load-time quantization)."""
+    """The configuration needs what this container lacks: a CUDA GPU, or bitsandbytes, for load-time quantization."""
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,11 @@ def load_time_config(quantization: str) -> Any:
         )
     from transformers import BitsAndBytesConfig, FineGrainedFP8Config
 
+    if quantization.startswith("bnb-") and importlib.util.find_spec("bitsandbytes") is None:
+        raise HardwareMissing(
+            f"load_quantization {quantization} needs bitsandbytes, which this image lacks; build the image on a "
+            "base image with bitsandbytes (pip install bitsandbytes), or package without --quantize " + quantization
+        )
     if quantization == "bnb-nf4":
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
     if quantization == "bnb-int8":

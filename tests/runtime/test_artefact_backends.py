@@ -100,3 +100,17 @@ def test_server_exits_4_without_a_gpu(tiny: dict[str, str], tmp_path: Path, caps
 def test_config_rejects_unknown_backends(data, needle) -> None:
     with pytest.raises(ConfigError, match=needle):
         parse_config({"layout": "baked", "model_dir": "/m", "served_name": "m", **data})
+
+
+def test_load_time_bnb_needs_bitsandbytes_in_the_image(monkeypatch) -> None:
+    """Mock: a GPU is pretended and bitsandbytes hidden, as in a GPU image built without it."""
+    import importlib.util
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real_find_spec(name, *a)
+    )
+    with pytest.raises(HardwareMissing, match="needs bitsandbytes"):
+        load_time_config("bnb-int8")
+    assert type(load_time_config("fp8")).__name__ == "FineGrainedFP8Config"  # fp8 does not need it
