@@ -152,6 +152,33 @@ def write_artefact_report(report: ArtefactReport, folder: str) -> None:
         f.write("\n")
 
 
+def load_time_note(spec: ArtefactSpec) -> list[str]:
+    """What a load-time scheme means for whoever runs the image."""
+    if spec.load_quantization == "none":
+        return []
+    return [
+        f"{spec.load_quantization}: the weights are quantized by the runtime when it loads them, on a CUDA GPU "
+        "(docker run --gpus all, with a base image that has bitsandbytes and CUDA); without a GPU the container "
+        "exits with code 4"
+    ]
+
+
+def make_artefact(
+    model_dir: str, spec: ArtefactSpec, output: str, force: bool, log: Callable[[str], None]
+) -> ArtefactReport:
+    """Quantize (optimum-quanto) or export (ONNX) the merged model in `model_dir` into `output`, atomically."""
+    from packager.staging import check_target
+
+    check_target(output, force)  # before loading the model
+    if spec.backend == "onnx":
+        from packager.onnx_export import export_onnx
+
+        return export_onnx(model_dir, spec, output, force=force, log=log)
+    from packager.quantize import quantize_merged
+
+    return quantize_merged(model_dir, spec.quantize, output, force=force, log=log)
+
+
 class Phases:
     """Times named steps of one job and says what is happening ("export: validating ...")."""
 

@@ -169,23 +169,15 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log(args: argparse.Namespace) -> Callable[[str], None]:
-    return (lambda _line: None) if getattr(args, "quiet", False) else (lambda line: print(line, file=sys.stderr))
-
-
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from packager.cli_artefact import run_artefact, spec_from_args
+    from packager.artefact import make_artefact
+    from packager.cli_artefact import stderr_log, writable_spec
     from packager.report import merge_report, print_merge, print_plan
     from packager.resolve import resolve
     from packager.run_merge import run_merge
     from packager.staging import check_target
 
-    spec = spec_from_args(args)
-    if spec.load_quantization != "none":
-        raise UserInputError(
-            f"--quantize {spec.quantize} is applied by the runtime when the image loads the model, so there is "
-            f"nothing to write; use it with `packager package --quantize {spec.quantize}`"
-        )
+    spec = writable_spec(args)
     artefact_output = args.artefact_output or f"{os.path.normpath(args.output)}-{spec.label}"
     if spec.transforms:
         check_target(artefact_output, args.force)  # refuse before the merge, not after it
@@ -202,7 +194,9 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         max_shard_bytes=args.max_shard_size,
         quiet=args.quiet,
     )
-    artefact = run_artefact(args.output, spec, artefact_output, args.force, _log(args)) if spec.transforms else None
+    artefact = (
+        make_artefact(args.output, spec, artefact_output, args.force, stderr_log(args)) if spec.transforms else None
+    )
     if args.json:
         print(json.dumps({**merge_report(outcome), "artefact": artefact and artefact.to_dict()}, indent=2, default=str))
     else:

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+from collections.abc import Callable
 
-from packager.artefact import EXPORT_CHOICES, GRANULARITIES, QUANTIZE_CHOICES, ArtefactSpec, artefact_spec
+from packager.artefact import (
+    EXPORT_CHOICES,
+    GRANULARITIES,
+    QUANTIZE_CHOICES,
+    ArtefactSpec,
+    artefact_spec,
+    make_artefact,
+)
+from packager.errors import UserInputError
 
 
 def add_artefact_flags(p: argparse.ArgumentParser) -> None:
@@ -57,35 +68,27 @@ def add_artefact_commands(sub: argparse._SubParsersAction, common: argparse.Argu
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    import os
-    import sys
-
-    from packager.errors import UserInputError
-
-    spec = spec_from_args(args)
+    spec = writable_spec(args)
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         raise UserInputError(f"{args.model} is not a model folder (no config.json); pass a `packager merge` output")
+    if not spec.transforms:
+        raise UserInputError("nothing to do: pass --quantize int8|int4 and/or --export onnx")
+    report = make_artefact(args.model, spec, args.output, args.force, stderr_log(args))
+    print(json.dumps(report.to_dict(), indent=2)) if args.json else print(report.summary())
+    return 0
+
+
+def writable_spec(args: argparse.Namespace) -> ArtefactSpec:
+    """The flags' spec for a command that writes an artefact: a load-time scheme has nothing to write."""
+    spec = spec_from_args(args)
     if spec.load_quantization != "none":
         raise UserInputError(
             f"--quantize {spec.quantize} is applied by the runtime when the image loads the model, so there is "
             f"nothing to write; use it with `packager package --quantize {spec.quantize}`"
         )
-    if not spec.transforms:
-        raise UserInputError("nothing to do: pass --quantize int8|int4 and/or --export onnx")
-    log = (lambda _line: None) if getattr(args, "quiet", False) else (lambda line: print(line, file=sys.stderr))
-    report = run_artefact(args.model, spec, args.output, args.force, log)
-    print(json.dumps(report.to_dict(), indent=2)) if args.json else print(report.summary())
-    return 0
+    return spec
 
 
-def run_artefact(model: str, spec: ArtefactSpec, output: str, force: bool, log):
-    from packager.staging import check_target
-
-    check_target(output, force)
-    if spec.backend == "onnx":
-        from packager.onnx_export import export_onnx
-
-        return export_onnx(model, spec, output, force=force, log=log)
-    from packager.quantize import quantize_merged
-
-    return quantize_merged(model, spec.quantize, output, force=force, log=log)
+def stderr_log(args: argparse.Namespace) -> Callable[[str], None]:
+    """Progress lines on stderr, or nothing with --quiet."""
+    return (lambda _line: None) if getattr(args, "quiet", False) else (lambda line: print(line, file=sys.stderr))

@@ -28,7 +28,6 @@ from packager.staging import staged_directory
 
 TASK = "text-generation-with-past"
 ONNX_FILES = ("model.onnx", "model.onnx_data")
-TWO_GB = 2 * 10**9  # protobuf's limit: larger models keep their weights in model.onnx_data
 
 
 class ValidationError(PackagerError):
@@ -39,7 +38,6 @@ def export_onnx(
     merged_dir: str, spec: ArtefactSpec, output: str, force: bool = False, log: Callable[[str], None] = print
 ) -> ArtefactReport:
     """Write the ONNX model (fp32, or int8 when spec.quantize is int8) into `output`, atomically."""
-    _import_optimum()
     with open(os.path.join(merged_dir, "config.json")) as f:
         check_exportable(json.load(f).get("model_type", ""))
     phases = Phases("export", log)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from packager.artefact import ArtefactReport, ArtefactSpec, artefact_spec
+from packager.artefact import ArtefactReport, ArtefactSpec, artefact_spec, load_time_note, make_artefact
 from packager.build import BuildRequest, BuildResult, PushRequest, PushResult, get_builder, registry_host, split_target
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.render import BASE_MOUNT, LAYOUTS, AdapterInput, RenderRequest, write_context
@@ -138,29 +138,11 @@ def _with_artefact(request: PackageRequest, render: RenderRequest, notes: list[s
         return render, notes + load_time_note(spec), None
     output = os.path.join(request.work, "artefact")
     started = time.monotonic()
-    if spec.backend == "onnx":
-        from packager.onnx_export import export_onnx
-
-        report = export_onnx(render.model_dir or "", spec, output, force=True, log=log)
-    else:
-        from packager.quantize import quantize_merged
-
-        report = quantize_merged(render.model_dir or "", spec.quantize, output, force=True, log=log)
+    report = make_artefact(render.model_dir or "", spec, output, force=True, log=log)
     timings["export" if spec.backend == "onnx" else "quantize"] = time.monotonic() - started
     lock = {**render.lock, "artefact": report.to_dict()}
     render = dataclasses.replace(render, model_dir=output, lock=lock, accuracy=report.label())
     return render, notes, report
-
-
-def load_time_note(spec: ArtefactSpec) -> list[str]:
-    """What a load-time scheme means for whoever runs the image."""
-    if spec.load_quantization == "none":
-        return []
-    return [
-        f"{spec.load_quantization}: the weights are quantized by the runtime when it loads them, on a CUDA GPU "
-        "(docker run --gpus all, with a base image that has bitsandbytes and CUDA); without a GPU the container "
-        "exits with code 4"
-    ]
 
 
 def _resolve_request(request: PackageRequest, path: str) -> ResolveRequest:

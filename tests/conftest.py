@@ -34,3 +34,16 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "gpt2-bf16": models.save_base(models.gpt2_config(), str(root / "gpt2-bf16"), dtype=torch.bfloat16),
         "qwen2": models.save_base(models.qwen2_config(), str(root / "qwen2")),
     }
+
+
+@pytest.fixture(scope="session")
+def demo_merged(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The demo adapter merged into the demo base (fp32): the input of the quantize and export tests."""
+    from packager.demo import build_demo
+    from packager.resolve import ResolveRequest
+    from packager.run_merge import run_merge
+
+    root = tmp_path_factory.mktemp("demo-merged")
+    _, adapter = build_demo(str(root / "demo"))
+    run_merge(ResolveRequest(adapter), str(root / "merged"), verify=False, quiet=True)
+    return str(root / "merged")

@@ -17,31 +17,19 @@ quiet = {"log": lambda _: None}
 
 
 @pytest.fixture(scope="module")
-def merged(tmp_path_factory) -> str:
-    from packager.demo import build_demo
-    from packager.resolve import ResolveRequest
-    from packager.run_merge import run_merge
-
-    root = tmp_path_factory.mktemp("onnx")
-    _, adapter = build_demo(str(root / "demo"))
-    run_merge(ResolveRequest(adapter), str(root / "merged"), verify=False, quiet=True)
-    return str(root / "merged")
+def fp32(demo_merged, tmp_path_factory):
+    return export_onnx(demo_merged, artefact_spec("none", "onnx"), str(tmp_path_factory.mktemp("o") / "fp32"), **quiet)
 
 
 @pytest.fixture(scope="module")
-def fp32(merged, tmp_path_factory):
-    return export_onnx(merged, artefact_spec("none", "onnx"), str(tmp_path_factory.mktemp("o") / "fp32"), **quiet)
+def int8(demo_merged, tmp_path_factory):
+    return export_onnx(demo_merged, artefact_spec("int8", "onnx"), str(tmp_path_factory.mktemp("o") / "int8"), **quiet)
 
 
-@pytest.fixture(scope="module")
-def int8(merged, tmp_path_factory):
-    return export_onnx(merged, artefact_spec("int8", "onnx"), str(tmp_path_factory.mktemp("o") / "int8"), **quiet)
-
-
-def test_fp32_greedy_generation_equals_pytorch(merged, fp32) -> None:
+def test_fp32_greedy_generation_equals_pytorch(demo_merged, fp32) -> None:
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    model, tokenizer = load_merged(merged, dtype="fp32")
+    model, tokenizer = load_merged(demo_merged, dtype="fp32")
     session = ORTModelForCausalLM.from_pretrained(fp32.path)
     for prompt in ("The adapter", "Shipping a model is"):
         ids = torch.tensor([tokenizer.encode(prompt)])
@@ -62,25 +50,27 @@ def test_int8_is_smaller_and_both_granularities_are_measured(fp32, int8) -> None
     assert not any(n.startswith(("fp32", "int8-")) for n in os.listdir(int8.path))  # candidates cleaned up
 
 
-def test_int8_artefact_runs_in_onnxruntime(int8, merged) -> None:
-    _, tokenizer = load_merged(merged)
+def test_int8_artefact_runs_in_onnxruntime(int8, demo_merged) -> None:
+    _, tokenizer = load_merged(demo_merged)
     ids = torch.tensor([tokenizer.encode("hello there")])
     logits = load_ort(int8.path)(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     assert logits.shape[-1] == len(tokenizer) or logits.shape[-1] >= tokenizer.vocab_size
 
 
-def test_explicit_granularity_measures_only_that_one(merged, tmp_path) -> None:
-    report = export_onnx(merged, artefact_spec("int8", "onnx", granularity="per-tensor"), str(tmp_path / "o"), **quiet)
+def test_explicit_granularity_measures_only_that_one(demo_merged, tmp_path) -> None:
+    report = export_onnx(
+        demo_merged, artefact_spec("int8", "onnx", granularity="per-tensor"), str(tmp_path / "o"), **quiet
+    )
     assert report.details["granularity"] == "per-tensor" and list(report.details["candidates"]) == ["per-tensor"]
 
 
-def test_failed_validation_stops_the_export_and_writes_nothing(merged, tmp_path) -> None:
+def test_failed_validation_stops_the_export_and_writes_nothing(demo_merged, tmp_path) -> None:
     with pytest.raises(ValidationError, match="does not match PyTorch"):
-        export_onnx(merged, artefact_spec("none", "onnx", onnx_atol=1e-12), str(tmp_path / "o"), **quiet)
+        export_onnx(demo_merged, artefact_spec("none", "onnx", onnx_atol=1e-12), str(tmp_path / "o"), **quiet)
     assert os.listdir(tmp_path) == []
 
 
-def test_a_wrong_export_is_caught(merged, tmp_path, monkeypatch) -> None:
+def test_a_wrong_export_is_caught(demo_merged, tmp_path, monkeypatch) -> None:
     """The exporter writing a model that answers differently (here: damaged weights) must not pass."""
     import packager.onnx_export as onnx_export
 
@@ -95,7 +85,7 @@ def test_a_wrong_export_is_caught(merged, tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(onnx_export, "_export", damaged_export)
     with pytest.raises(ValidationError):
-        export_onnx(merged, artefact_spec("none", "onnx"), str(tmp_path / "o"), **quiet)
+        export_onnx(demo_merged, artefact_spec("none", "onnx"), str(tmp_path / "o"), **quiet)
     assert os.listdir(tmp_path) == []
 
 

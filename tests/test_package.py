@@ -7,9 +7,15 @@ import pytest
 from packager.package import choose_builder, parse_adapter_arg
 
 
-@pytest.mark.parametrize(("requested", "push", "expected"), [
-    ("auto", True, "oci"), ("auto", False, "docker"), ("docker", True, "docker"), ("buildah", False, "buildah"),
-])
+@pytest.mark.parametrize(
+    ("requested", "push", "expected"),
+    [
+        ("auto", True, "oci"),
+        ("auto", False, "docker"),
+        ("docker", True, "docker"),
+        ("buildah", False, "buildah"),
+    ],
+)
 def test_auto_builder_pushes_with_oci_and_builds_locally_with_docker(requested, push, expected) -> None:
     assert choose_builder(requested, push) == expected
 
@@ -25,8 +31,7 @@ def test_adapter_arguments(tmp_path) -> None:
 
 
 def test_load_time_quantization_is_explained_to_whoever_runs_the_image() -> None:
-    from packager.artefact import artefact_spec
-    from packager.package import load_time_note
+    from packager.artefact import artefact_spec, load_time_note
 
     assert load_time_note(artefact_spec("int8")) == []
     (note,) = load_time_note(artefact_spec("bnb-nf4", layout="shared"))

@@ -19,21 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def merged(tmp_path_factory) -> str:
-    from packager.demo import build_demo
-    from packager.resolve import ResolveRequest
-    from packager.run_merge import run_merge
-
-    root = tmp_path_factory.mktemp("quant")
-    _, adapter = build_demo(str(root / "demo"))
-    run_merge(ResolveRequest(adapter), str(root / "merged"), verify=False, quiet=True)
-    return str(root / "merged")
-
-
-@pytest.fixture(scope="module")
-def artefacts(merged, tmp_path_factory) -> dict:
+def artefacts(demo_merged, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("artefacts")
-    return {s: quantize_merged(merged, s, str(root / s), log=lambda _: None) for s in ("int8", "int4")}
+    return {s: quantize_merged(demo_merged, s, str(root / s), log=lambda _: None) for s in ("int8", "int4")}
 
 
 def test_artefact_is_smaller_and_reloads_with_quantized_layers(artefacts) -> None:
@@ -45,34 +33,34 @@ def test_artefact_is_smaller_and_reloads_with_quantized_layers(artefacts) -> Non
         assert json.loads(Path(report.path, ARTEFACT_REPORT).read_text())["kind"] == f"quanto-{scheme}"
 
 
-def test_figures_are_measured_on_the_artefact_and_int4_costs_more(merged, artefacts) -> None:
+def test_figures_are_measured_on_the_artefact_and_int4_costs_more(demo_merged, artefacts) -> None:
     int8, int4 = artefacts["int8"].accuracy, artefacts["int4"].accuracy
     assert 0 < int8.max_abs_logit_diff < int4.max_abs_logit_diff
     assert int8.mean_abs_logit_diff < int4.mean_abs_logit_diff
     assert int8.top1_agreement > int4.top1_agreement
-    model, tokenizer = load_merged(merged)
+    model, tokenizer = load_merged(demo_merged)
     again = measure_accuracy(model, load_quantized(artefacts["int8"].path), tokenizer.encode)
     assert again.max_abs_logit_diff == pytest.approx(int8.max_abs_logit_diff, rel=1e-5)
 
 
-def test_quantized_model_generates(artefacts, merged) -> None:
-    _, tokenizer = load_merged(merged)
+def test_quantized_model_generates(artefacts, demo_merged) -> None:
+    _, tokenizer = load_merged(demo_merged)
     model = load_quantized(artefacts["int8"].path)
     ids = torch.tensor([tokenizer.encode("hello")])
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False)
     assert out.shape[1] == ids.shape[1] + 4
 
 
-def test_existing_output_is_refused_and_kept(merged, tmp_path) -> None:
+def test_existing_output_is_refused_and_kept(demo_merged, tmp_path) -> None:
     target = tmp_path / "out"
     target.mkdir()
     (target / "keep").write_text("x")
     with pytest.raises(OutputError, match="already exists"):
-        quantize_merged(merged, "int8", str(target), log=lambda _: None)
+        quantize_merged(demo_merged, "int8", str(target), log=lambda _: None)
     assert os.listdir(target) == ["keep"]
 
 
-def test_failure_leaves_nothing(merged, tmp_path, monkeypatch) -> None:
+def test_failure_leaves_nothing(demo_merged, tmp_path, monkeypatch) -> None:
     import packager.quantize as quantize
 
     def broken(*args, **kwargs):
@@ -80,24 +68,26 @@ def test_failure_leaves_nothing(merged, tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(quantize, "copy_side_files", broken)
     with pytest.raises(RuntimeError):
-        quantize_merged(merged, "int8", str(tmp_path / "out"), log=lambda _: None)
+        quantize_merged(demo_merged, "int8", str(tmp_path / "out"), log=lambda _: None)
     assert os.listdir(tmp_path) == []
 
 
-def test_quantize_command_prints_the_json_report(merged, tmp_path, capsys) -> None:
+def test_quantize_command_prints_the_json_report(demo_merged, tmp_path, capsys) -> None:
     from packager.cli import main
 
     out = tmp_path / "int8"
-    assert main(["--quiet", "quantize", "--model", merged, "--output", str(out), "--quantize", "int8", "--json"]) == 0
+    assert (
+        main(["--quiet", "quantize", "--model", demo_merged, "--output", str(out), "--quantize", "int8", "--json"]) == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["kind"] == "quanto-int8" and report["path"] == str(out) and report["size_ratio"] < 1
     assert set(report["accuracy"]) >= {"top1_agreement", "greedy_token_agreement", "perplexity_change"}
 
 
-def test_quantize_command_with_nothing_to_do_is_one_line(merged, tmp_path, capsys) -> None:
+def test_quantize_command_with_nothing_to_do_is_one_line(demo_merged, tmp_path, capsys) -> None:
     from packager.cli import main
 
-    assert main(["quantize", "--model", merged, "--output", str(tmp_path / "o")]) == 2
+    assert main(["quantize", "--model", demo_merged, "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: nothing to do") and err.count("\n") == 1 and not (tmp_path / "o").exists()
 
@@ -116,10 +106,10 @@ def test_merge_with_quantize_writes_the_merge_and_the_artefact(tmp_path, capsys)
     assert Path(out, "config.json").is_file()
 
 
-def test_load_time_schemes_have_nothing_to_write(merged, tmp_path, capsys) -> None:
+def test_load_time_schemes_have_nothing_to_write(demo_merged, tmp_path, capsys) -> None:
     from packager.cli import main
 
-    assert main(["quantize", "--model", merged, "--output", str(tmp_path / "o"), "--quantize", "bnb-nf4"]) == 2
+    assert main(["quantize", "--model", demo_merged, "--output", str(tmp_path / "o"), "--quantize", "bnb-nf4"]) == 2
     err = capsys.readouterr().err
     assert "use it with `packager package --quantize bnb-nf4`" in err and err.count("\n") == 1
 
@@ -130,7 +120,16 @@ def test_merge_refuses_an_existing_artefact_output_before_merging(tmp_path, caps
 
     _, adapter = build_demo(str(tmp_path / "demo"))
     (tmp_path / "merged-onnx-int8").mkdir()
-    argv = ["merge", "--adapter", adapter, "--output", str(tmp_path / "merged"), "--export", "onnx", "--quantize",
-            "int8"]
+    argv = [
+        "merge",
+        "--adapter",
+        adapter,
+        "--output",
+        str(tmp_path / "merged"),
+        "--export",
+        "onnx",
+        "--quantize",
+        "int8",
+    ]
     assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err and not (tmp_path / "merged").exists()
