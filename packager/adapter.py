@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from packager.errors import AdapterError, UnsafeFormatError
+from packager.folders import CONFIG_FILE, find_adapter
 from packager.io.safetensors_format import DTYPE_NAMES, read_header
 
-CONFIG_FILE = "adapter_config.json"
 SAFETENSORS_FILE = "adapter_model.safetensors"
 PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt")
 KEY_PREFIX = "base_model.model."
@@ -35,7 +34,6 @@ PROMPT_LEARNING_TYPES = {
     "ADAPTION_PROMPT",
     "CPT",
 }
-CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -74,37 +72,6 @@ class Adapter:
     @property
     def tokenizer_files(self) -> list[str]:
         return [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(self.path, n))]
-
-
-def find_adapter(path: str, checkpoint: int | None = None) -> tuple[str, int | None]:
-    """Return the folder holding adapter_config.json: `path` itself or its newest (or chosen) checkpoint-N."""
-    if not os.path.isdir(path):
-        raise AdapterError(f"adapter folder {path} does not exist; pass the folder that holds {CONFIG_FILE}")
-    checkpoints = _checkpoints(path)
-    if checkpoint is not None:
-        if checkpoint not in checkpoints:
-            found = ", ".join(str(n) for n in sorted(checkpoints)) or "none"
-            raise AdapterError(f"{path} has no checkpoint-{checkpoint} (found: {found}); pick one of those")
-        return checkpoints[checkpoint], checkpoint
-    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
-        return path, None
-    if checkpoints:
-        newest = max(checkpoints)
-        return checkpoints[newest], newest
-    raise AdapterError(
-        f"{path} holds no {CONFIG_FILE} and no checkpoint-N folder; pass a PEFT adapter folder "
-        "(saved with save_pretrained) or a training output folder"
-    )
-
-
-def _checkpoints(path: str) -> dict[int, str]:
-    found = {}
-    for name in os.listdir(path):
-        match = CHECKPOINT_DIR.match(name)
-        sub = os.path.join(path, name)
-        if match and os.path.isfile(os.path.join(sub, CONFIG_FILE)):
-            found[int(match.group(1))] = sub
-    return found
 
 
 def load_adapter(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -> Adapter:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 from packager.adapter import load_pickle_state
 from packager.errors import BaseNotFoundError, UnsafeFormatError
+from packager.folders import pickle_files, safetensors_files
 from packager.io.safetensors_format import DTYPE_NAMES, TensorInfo, read_header
 
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-PICKLE_INDEX = "pytorch_model.bin.index.json"
 SIDE_FILES = ("config.json", "generation_config.json")
 
 
@@ -101,7 +99,7 @@ def _from_hub(repo_id: str, revision: str | None) -> BaseLocation:
 
 def index_base_weights(path: str, allow_pickle: bool) -> BaseWeights:
     """List the weight files of a base folder and read their safetensors headers."""
-    files = _safetensors_files(path)
+    files = safetensors_files(path)
     if files:
         tensors: dict[str, TensorInfo] = {}
         tensor_file: dict[str, str] = {}
@@ -111,7 +109,7 @@ def index_base_weights(path: str, allow_pickle: bool) -> BaseWeights:
             tensors.update(infos)
             tensor_file.update({t: name for t in infos})
         return BaseWeights(tuple(files), "safetensors", tensors, tensor_file)
-    pickles = _pickle_files(path)
+    pickles = pickle_files(path)
     if not pickles:
         raise BaseNotFoundError(
             f"{path} holds no model weights (*.safetensors or pytorch_model*.bin); pass the right --base"
@@ -129,18 +127,3 @@ def index_base_weights(path: str, allow_pickle: bool) -> BaseWeights:
             tensor_file[key] = name
     return BaseWeights(tuple(pickles), "pickle", tensors, tensor_file)
 
-
-def _safetensors_files(path: str) -> list[str]:
-    index = os.path.join(path, SAFETENSORS_INDEX)
-    if os.path.isfile(index):
-        with open(index) as f:
-            return sorted(set(json.load(f)["weight_map"].values()))
-    return sorted(n for n in os.listdir(path) if n.endswith(".safetensors") and not n.startswith("adapter_"))
-
-
-def _pickle_files(path: str) -> list[str]:
-    index = os.path.join(path, PICKLE_INDEX)
-    if os.path.isfile(index):
-        with open(index) as f:
-            return sorted(set(json.load(f)["weight_map"].values()))
-    return sorted(n for n in os.listdir(path) if n.startswith("pytorch_model") and n.endswith(".bin"))

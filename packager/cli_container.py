@@ -85,12 +85,17 @@ def _password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_package(args: argparse.Namespace) -> int:
-    from packager.package import PackageRequest, package, parse_adapter_arg
-    from packager.report import print_package
+    from packager.cli import hash_base_ahead
+    from packager.folders import parse_adapter_arg
 
     if not args.base_image:
         raise UserInputError("no --base-image; build one with `make base-image` or set PACKAGER_BASE_IMAGE")
     adapters = tuple(parse_adapter_arg(a) for a in args.adapter)
+    hash_base_ahead(adapters[0][1], args.base)
+
+    from packager.package import PackageRequest, package
+    from packager.report import print_package
+
     tag = args.tag or f"packager/{adapters[0][0].lower()}:latest"
     quiet = getattr(args, "quiet", False)
     request = PackageRequest(

@@ -72,16 +72,6 @@ def choose_builder(requested: str, push: bool) -> str:
     return "oci" if push else "docker"
 
 
-def parse_adapter_arg(value: str) -> tuple[str, str]:
-    """`NAME=PATH` or `PATH` (the name is then the folder's name, made safe)."""
-    if "=" in value and not os.path.exists(value):
-        name, path = value.split("=", 1)
-    else:
-        path = value
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", os.path.basename(os.path.normpath(value))).strip("-.") or "adapter"
-    return name, path
-
-
 def package(request: PackageRequest, log=print) -> PackageReport:
     """Run every step; on failure nothing is reported as built or pushed."""
     if request.layout not in LAYOUTS:

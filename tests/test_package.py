@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from packager.package import choose_builder, parse_adapter_arg
+from packager.folders import parse_adapter_arg
+from packager.package import choose_builder
 
 
 @pytest.mark.parametrize(

@@ -27,10 +27,13 @@ class SafetensorsShard:
         self.tensors, self.metadata, self.header_len = read_header(path, self.size)
         self.sha256: str | None = None
 
-    def iter_tensors(self, pipeline: HashPipeline | None = None) -> Iterator[tuple[str, torch.Tensor]]:
-        """Yield every tensor in offset order; afterwards `sha256` holds the file's digest."""
+    def iter_tensors(
+        self, pipeline: HashPipeline | None = None, hash_bytes: bool = True
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield every tensor in offset order; afterwards `sha256` holds the file's digest (with `hash_bytes`:
+        pass False when the digest is known already)."""
         pipeline = pipeline or InlinePipeline()
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if hash_bytes else _NoDigest()
         ordered = sorted(self.tensors.values(), key=lambda t: t.start)
         largest = max((t.nbytes for t in ordered), default=0)
         buffers = [torch.empty(largest, dtype=torch.uint8) for _ in range(2 if len(ordered) > 1 else 1)]
@@ -52,13 +55,18 @@ class SafetensorsShard:
             for block in iter(lambda: f.read(CHUNK), b""):
                 pipeline.submit(digest.update, block)
         pipeline.fence().result()
-        self.sha256 = digest.hexdigest()
+        self.sha256 = digest.hexdigest() if hash_bytes else None
 
     def read(self, name: str) -> torch.Tensor:
         """Read a single tensor by name (random access, no hashing)."""
         with open(self.path, "rb", buffering=0) as f:
             f.seek(self.tensors[name].start)
             return _read_tensor(f, self.tensors[name])
+
+
+class _NoDigest:
+    def update(self, data: object) -> None:
+        pass
 
 
 def _read_tensor(f, info: TensorInfo, buffer: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,12 +96,14 @@ class PickleShard:
         self.size = os.path.getsize(path)
         self.sha256: str | None = None
 
-    def iter_tensors(self, pipeline: HashPipeline | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    def iter_tensors(
+        self, pipeline: HashPipeline | None = None, hash_bytes: bool = True
+    ) -> Iterator[tuple[str, torch.Tensor]]:
         from packager.adapter import load_pickle_state
         from packager.hashing import sha256_file
 
         yield from load_pickle_state(self.path).items()
-        self.sha256 = sha256_file(self.path)
+        self.sha256 = sha256_file(self.path) if hash_bytes else None
 
 
 def open_shard(path: str, weights_format: str) -> SafetensorsShard | PickleShard:
