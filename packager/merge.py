@@ -15,7 +15,7 @@ import torch
 
 from packager.adapter import TOKENIZER_FILES, AdapterWeights
 from packager.hashing import claim, remember, settle, sha256_file
-from packager.io.pipeline import HashPipeline
+from packager.io.pipeline import Pipeline
 from packager.io.reader import SafetensorsShard, open_shard
 from packager.io.safetensors_format import DTYPES
 from packager.io.writer import OutputTensor, ShardedWriter, assign_shards
@@ -68,7 +68,7 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
     adapter, workspace = AdapterWeights(resolved.adapter), Workspace()
     specs = {t.name: t for t in plan.merge.tensors}
     hashes = {}
-    with HashPipeline() as pipeline:
+    with Pipeline() as pipeline:
         writer = ShardedWriter(staging, assign_shards(layout, max_shard_bytes), pipeline)
         for file_name in weights.files:
             shard = open_shard(os.path.join(plan.base.path, file_name), weights.format)

@@ -1,7 +1,8 @@
-"""A single background thread for sha256: hashlib releases the GIL, so hashing overlaps reading and writing.
+"""Background lanes for the streaming merge, one thread each: `hash` (sha256) and `io` (writing the output).
 
-Tasks run in submission order; `fence()` returns a future that completes once everything submitted before it
-is done, which tells a reader when a buffer it handed out may be overwritten.
+hashlib and file writes release the GIL, so both overlap reading and merging on the main thread. Tasks run in
+submission order within a lane; `fence()` completes once everything submitted to either lane before it is done,
+which tells a reader when a buffer it handed out may be overwritten.
 """
 
 from __future__ import annotations
@@ -11,27 +12,49 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 
-class HashPipeline:
+def _nothing() -> None:
+    return None
+
+
+class Fence:
+    """Done when every future it holds is done; `result()` waits for them (and raises what they raised)."""
+
+    def __init__(self, *futures: Future) -> None:
+        self._futures = futures
+
+    def result(self) -> None:
+        for future in self._futures:
+            future.result()
+
+
+class Pipeline:
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packager-hash")
+        self._hash = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packager-hash")
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packager-io")
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        return self._executor.submit(fn, *args)
+        """Run `fn` on the hash lane."""
+        return self._hash.submit(fn, *args)
 
-    def fence(self) -> Future:
-        return self._executor.submit(lambda: None)
+    def submit_io(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run `fn` on the io lane."""
+        return self._io.submit(fn, *args)
+
+    def fence(self) -> Fence:
+        return Fence(self._hash.submit(_nothing), self._io.submit(_nothing))
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self._io.shutdown(wait=True)
+        self._hash.shutdown(wait=True)
 
-    def __enter__(self) -> HashPipeline:
+    def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-class InlinePipeline(HashPipeline):
+class InlinePipeline(Pipeline):
     """Runs each task at once in the caller's thread (for callers that need no overlap)."""
 
     def __init__(self) -> None:
@@ -42,8 +65,10 @@ class InlinePipeline(HashPipeline):
         future.set_result(fn(*args))
         return future
 
-    def fence(self) -> Future:
-        return self.submit(lambda: None)
+    submit_io = submit
+
+    def fence(self) -> Fence:
+        return Fence()
 
     def close(self) -> None:
         pass

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
-from packager.io.pipeline import HashPipeline, InlinePipeline
+from packager.io.pipeline import InlinePipeline, Pipeline
 from packager.io.safetensors_format import TensorInfo, read_header
 
 CHUNK = 64 << 20
@@ -28,7 +28,7 @@ class SafetensorsShard:
         self.sha256: str | None = None
 
     def iter_tensors(
-        self, pipeline: HashPipeline | None = None, hash_bytes: bool = True
+        self, pipeline: Pipeline | None = None, hash_bytes: bool = True
     ) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield every tensor in offset order; afterwards `sha256` holds the file's digest (with `hash_bytes`:
         pass False when the digest is known already)."""
@@ -97,7 +97,7 @@ class PickleShard:
         self.sha256: str | None = None
 
     def iter_tensors(
-        self, pipeline: HashPipeline | None = None, hash_bytes: bool = True
+        self, pipeline: Pipeline | None = None, hash_bytes: bool = True
     ) -> Iterator[tuple[str, torch.Tensor]]:
         from packager.adapter import load_pickle_state
         from packager.hashing import sha256_file

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import torch
 
-from packager.io.pipeline import HashPipeline, InlinePipeline
+from packager.io.pipeline import InlinePipeline, Pipeline
 from packager.io.safetensors_format import DTYPE_NAMES, element_size, encode_header
 
 SINGLE_FILE = "model.safetensors"
@@ -55,9 +57,14 @@ def shard_file_names(count: int) -> list[str]:
 
 
 class ShardedWriter:
-    """Receives tensors in layout order and streams them into their shard files."""
+    """Receives tensors in layout order and streams them into their shard files.
 
-    def __init__(self, directory: str, shards: list[list[OutputTensor]], pipeline: HashPipeline | None = None) -> None:
+    File writes run on the pipeline's io lane and hashing on its hash lane, so the caller's thread only merges;
+    a tensor handed to `write` must stay unchanged until a later `pipeline.fence()` completes (the reader's
+    buffers wait for that). An error on the io lane is raised by the next `write` or by `close`.
+    """
+
+    def __init__(self, directory: str, shards: list[list[OutputTensor]], pipeline: Pipeline | None = None) -> None:
         self.directory = directory
         self._pipeline = pipeline or InlinePipeline()
         self.shards = shards
@@ -65,11 +72,13 @@ class ShardedWriter:
         self.sha256: dict[str, str] = {}
         self._queue = [(s, t) for s, shard in enumerate(shards) for t in shard]
         self._next = 0
-        self._file = None
         self._shard = -1
         self._digest = hashlib.sha256()
+        self._file: BinaryIO | None = None  # touched only on the io lane
+        self._io_tasks: list[Future] = []
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
+        self._raise_io_errors()
         shard_index, expected = self._queue[self._next]
         actual = (DTYPE_NAMES[tensor.dtype], tuple(tensor.shape))
         if name != expected.name or actual != (expected.dtype, expected.shape):
@@ -77,17 +86,9 @@ class ShardedWriter:
         if shard_index != self._shard:
             self._open(shard_index)
         data = memoryview(tensor.contiguous().view(-1).view(torch.uint8).numpy())
-        self._file.write(data)
+        self._io(self._write_data, data)
         self._pipeline.submit(self._digest.update, data)
-        self._start_writeback()
         self._next += 1
-
-    def _start_writeback(self) -> None:
-        """Ask the kernel to start writing what we wrote so far (DONTNEED starts writeback without waiting),
-        so the disk works while the next tensors are merged and the final fsync has little left to do."""
-        if hasattr(os, "posix_fadvise"):
-            self._file.flush()
-            os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
     def close(self) -> None:
         """Finish the last shard and write the index when there are several."""
@@ -100,21 +101,51 @@ class ShardedWriter:
     def _open(self, shard_index: int) -> None:
         self._finish_shard()
         self._shard = shard_index
-        path = os.path.join(self.directory, self.names[shard_index])
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in _finish_shard
         entries = [(t.name, t.dtype, t.shape) for t in self.shards[shard_index]]
         header = encode_header(entries, {"format": "pt"})
-        self._file.write(header)
+        self._io(self._open_file, os.path.join(self.directory, self.names[shard_index]), header)
         self._digest = hashlib.sha256(header)
 
     def _finish_shard(self) -> None:
-        if self._file is not None:
+        if self._shard < 0 or self.names[self._shard] in self.sha256:
+            return
+        self._io(self._close_file)
+        self._pipeline.fence().result()
+        self._raise_io_errors()
+        self.sha256[self.names[self._shard]] = self._digest.hexdigest()
+
+    def _io(self, fn, *args) -> None:
+        self._io_tasks.append(self._pipeline.submit_io(fn, *args))
+
+    def _raise_io_errors(self) -> None:
+        done = [task for task in self._io_tasks if task.done()]
+        self._io_tasks = [task for task in self._io_tasks if not task.done()]
+        for task in done:
+            task.result()
+
+    # the io lane
+
+    def _open_file(self, path: str, header: bytes) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 - closed in _close_file
+        self._file.write(header)
+
+    def _write_data(self, data: memoryview) -> None:
+        self._file.write(data)
+        self._start_writeback()
+
+    def _start_writeback(self) -> None:
+        """Ask the kernel to start writing what we wrote so far (DONTNEED starts writeback without waiting, and
+        drops pages already written), so the disk works while the next tensors are merged and the final fsync
+        has little left to do. Measured: without it, or over only the newest range, a 2.2 GB merge is ~2x slower."""
+        if hasattr(os, "posix_fadvise"):
             self._file.flush()
-            os.fsync(self._file.fileno())  # durable before the staging folder is renamed into place
-            self._file.close()
-            self._pipeline.fence().result()
-            self.sha256[self.names[self._shard]] = self._digest.hexdigest()
-            self._file = None
+            os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def _close_file(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())  # durable before the staging folder is renamed into place
+        self._file.close()
+        self._file = None
 
     def _write_index(self) -> None:
         weight_map = {t.name: self.names[s] for s, shard in enumerate(self.shards) for t in shard}

@@ -28,12 +28,12 @@ TENSORS = {
 @pytest.mark.parametrize("threaded", [False, True])
 def test_reader_yields_library_tensors_and_file_sha256(threaded, tmp_path) -> None:
     """Yielded tensors live in two reused buffers: valid until the one after next is requested (so: clone)."""
-    from packager.io.pipeline import HashPipeline
+    from packager.io.pipeline import Pipeline
 
     path = str(tmp_path / "x.safetensors")
     save_file(TENSORS, path, metadata={"format": "pt"})
     shard = SafetensorsShard(path)
-    with HashPipeline() as pipeline:
+    with Pipeline() as pipeline:
         read = {name: tensor.clone() for name, tensor in shard.iter_tensors(pipeline if threaded else None)}
     assert read.keys() == TENSORS.keys()
     for name, tensor in TENSORS.items():
@@ -42,7 +42,10 @@ def test_reader_yields_library_tensors_and_file_sha256(threaded, tmp_path) -> No
     assert torch.equal(shard.read("b.weight"), TENSORS["b.weight"])
 
 
-def test_writer_output_loads_with_the_library(tmp_path) -> None:
+@pytest.mark.parametrize("threaded", [False, True])
+def test_writer_output_loads_with_the_library(threaded, tmp_path) -> None:
+    from packager.io.pipeline import InlinePipeline, Pipeline
+
     layout = [
         OutputTensor(
             n,
@@ -53,10 +56,11 @@ def test_writer_output_loads_with_the_library(tmp_path) -> None:
     ]
     shards = assign_shards(layout, max_shard_bytes=150)
     assert len(shards) > 1
-    writer = ShardedWriter(str(tmp_path), shards)
-    for name, tensor in TENSORS.items():
-        writer.write(name, tensor)
-    writer.close()
+    with Pipeline() if threaded else InlinePipeline() as pipeline:
+        writer = ShardedWriter(str(tmp_path), shards, pipeline)
+        for name, tensor in TENSORS.items():
+            writer.write(name, tensor)
+        writer.close()
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     loaded = {}
     for shard_name in sorted(set(index["weight_map"].values())):
@@ -71,6 +75,18 @@ def test_writer_rejects_a_tensor_out_of_plan(tmp_path) -> None:
     writer = ShardedWriter(str(tmp_path), [[OutputTensor("a", "F32", (2,))]])
     with pytest.raises(RuntimeError, match="expected"):
         writer.write("a", torch.zeros(3))
+
+
+def test_writer_raises_what_failed_on_the_io_lane(tmp_path) -> None:
+    from packager.io.pipeline import Pipeline
+
+    layout = [OutputTensor("a", "F32", (2,)), OutputTensor("b", "F32", (2,))]
+    with Pipeline() as pipeline:
+        writer = ShardedWriter(str(tmp_path / "gone"), [layout], pipeline)
+        with pytest.raises(FileNotFoundError):
+            writer.write("a", torch.ones(2))
+            writer.write("b", torch.ones(2))
+            writer.close()
 
 
 def test_single_shard_is_named_model_safetensors(tmp_path) -> None:
