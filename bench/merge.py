@@ -345,6 +345,13 @@ def ratio_lines(results: Results) -> list[str]:
         label = SPECS[key].label
         if "packager" in m and "cp" in m:
             lines.append(f"{label}: packager/cp wall = {median_wall(m['packager']) / median_wall(m['cp']):.2f}")
+            # each cp run follows the packager run it is paired with; the floor's spread shows here
+            pairs = [p.wall_s / c.wall_s for p, c in zip(m["packager"], m["cp"], strict=True)]
+            extra = [p.wall_s - c.wall_s for p, c in zip(m["packager"], m["cp"], strict=True)]
+            lines.append(
+                f"{label}: packager/cp per run = {', '.join(f'{r:.2f}' for r in pairs)}; "
+                f"packager - cp per run median = {statistics.median(extra):.1f} s"
+            )
         if "packager" in m and "peft" in m:
             lines.append(f"{label}: peft/packager wall = {median_wall(m['peft']) / median_wall(m['packager']):.2f}")
             rss = median_rss_mib(m["peft"]) / median_rss_mib(m["packager"])
