@@ -12,10 +12,10 @@ import json
 import os
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import BinaryIO
 
 import torch
 
+from packager.io.output_file import OutputFile
 from packager.io.pipeline import InlinePipeline, Pipeline
 from packager.io.safetensors_format import DTYPE_NAMES, element_size, encode_header
 
@@ -64,8 +64,15 @@ class ShardedWriter:
     buffers wait for that). An error on the io lane is raised by the next `write` or by `close`.
     """
 
-    def __init__(self, directory: str, shards: list[list[OutputTensor]], pipeline: Pipeline | None = None) -> None:
+    def __init__(
+        self,
+        directory: str,
+        shards: list[list[OutputTensor]],
+        pipeline: Pipeline | None = None,
+        direct_io: bool = True,
+    ) -> None:
         self.directory = directory
+        self._direct_io = direct_io
         self._pipeline = pipeline or InlinePipeline()
         self.shards = shards
         self.names = shard_file_names(len(shards))
@@ -74,7 +81,7 @@ class ShardedWriter:
         self._next = 0
         self._shard = -1
         self._digest = hashlib.sha256()
-        self._file: BinaryIO | None = None  # touched only on the io lane
+        self._file: OutputFile | None = None  # touched only on the io lane
         self._io_tasks: list[Future] = []
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
@@ -85,9 +92,9 @@ class ShardedWriter:
             raise RuntimeError(f"writer expected {expected}, got {name} {actual}")
         if shard_index != self._shard:
             self._open(shard_index)
-        data = memoryview(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+        data = tensor.contiguous().view(-1).view(torch.uint8)
         self._io(self._write_data, data)
-        self._pipeline.submit(self._digest.update, data)
+        self._pipeline.submit(self._digest.update, memoryview(data.numpy()))
         self._next += 1
 
     def close(self) -> None:
@@ -126,25 +133,14 @@ class ShardedWriter:
     # the io lane
 
     def _open_file(self, path: str, header: bytes) -> None:
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in _close_file
-        self._file.write(header)
+        self._file = OutputFile(path, self._direct_io)
+        self._file.write(torch.frombuffer(bytearray(header), dtype=torch.uint8))
 
-    def _write_data(self, data: memoryview) -> None:
+    def _write_data(self, data: torch.Tensor) -> None:
         self._file.write(data)
-        self._start_writeback()
-
-    def _start_writeback(self) -> None:
-        """Ask the kernel to start writing what we wrote so far (DONTNEED starts writeback without waiting, and
-        drops pages already written), so the disk works while the next tensors are merged and the final fsync
-        has little left to do. Measured: without it, or over only the newest range, a 2.2 GB merge is ~2x slower."""
-        if hasattr(os, "posix_fadvise"):
-            self._file.flush()
-            os.posix_fadvise(self._file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
 
     def _close_file(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())  # durable before the staging folder is renamed into place
-        self._file.close()
+        self._file.close()  # fsynced: durable before the staging folder is renamed into place
         self._file = None
 
     def _write_index(self) -> None:

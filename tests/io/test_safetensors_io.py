@@ -42,8 +42,8 @@ def test_reader_yields_library_tensors_and_file_sha256(threaded, tmp_path) -> No
     assert torch.equal(shard.read("b.weight"), TENSORS["b.weight"])
 
 
-@pytest.mark.parametrize("threaded", [False, True])
-def test_writer_output_loads_with_the_library(threaded, tmp_path) -> None:
+@pytest.mark.parametrize(("threaded", "direct_io"), [(False, False), (True, True), (True, False)])
+def test_writer_output_loads_with_the_library(threaded, direct_io, tmp_path) -> None:
     from packager.io.pipeline import InlinePipeline, Pipeline
 
     layout = [
@@ -57,7 +57,7 @@ def test_writer_output_loads_with_the_library(threaded, tmp_path) -> None:
     shards = assign_shards(layout, max_shard_bytes=150)
     assert len(shards) > 1
     with Pipeline() if threaded else InlinePipeline() as pipeline:
-        writer = ShardedWriter(str(tmp_path), shards, pipeline)
+        writer = ShardedWriter(str(tmp_path), shards, pipeline, direct_io=direct_io)
         for name, tensor in TENSORS.items():
             writer.write(name, tensor)
         writer.close()
