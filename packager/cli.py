@@ -181,19 +181,24 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
+    from packager.cli_artefact import stderr_log, writable_spec
+    from packager.staging import check_target
+
+    # torch-free checks first: a wrong flag or an existing output fails at once, not after `import torch`
+    spec = writable_spec(args)
+    artefact_output = args.artefact_output or f"{os.path.normpath(args.output)}-{spec.label}"
+    if not args.dry_run:
+        check_target(args.output, args.force)
+    if spec.transforms:
+        check_target(artefact_output, args.force)  # refuse before the merge, not after it
     if not args.dry_run:
         hash_base_ahead(args.adapter, args.base, args.checkpoint)
+
     from packager.artefact import make_artefact
-    from packager.cli_artefact import stderr_log, writable_spec
     from packager.report import merge_report, print_merge, print_plan
     from packager.resolve import resolve
     from packager.run_merge import run_merge
-    from packager.staging import check_target
 
-    spec = writable_spec(args)
-    artefact_output = args.artefact_output or f"{os.path.normpath(args.output)}-{spec.label}"
-    if spec.transforms:
-        check_target(artefact_output, args.force)  # refuse before the merge, not after it
     if args.dry_run:
         plan = resolve(_request(args, hash_base=False)).plan
         print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)

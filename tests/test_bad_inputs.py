@@ -184,6 +184,19 @@ def test_existing_output_is_not_overwritten(adapter, tmp_path, capsys) -> None:
     assert (tmp_path / "out" / "keep.txt").read_text() == "mine"
 
 
+def test_existing_output_is_refused_before_torch_is_imported(adapter, tmp_path) -> None:
+    """The user waits for `import torch` (~1 s) only when the command can run."""
+    (tmp_path / "out").mkdir()
+    probe = (
+        "import sys; from packager.cli import main; "
+        f"code = main(['merge', '--adapter', {adapter!r}, '--output', {str(tmp_path / 'out')!r}]); "
+        "print(code, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["2", "False"]
+    assert result.stderr.startswith("error: output") and "already exists" in result.stderr
+
+
 def test_unknown_flag_value_is_one_line(adapter, tmp_path, capsys) -> None:
     code, err = run_merge_cli(capsys, tmp_path, "--adapter", adapter, "--dtype", "int3")
     assert_clean_failure(code, err, tmp_path, "int3")
