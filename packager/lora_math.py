@@ -43,22 +43,29 @@ class Workspace:
 
 
 def merge_into(
-    weight: torch.Tensor, delta: Delta, a: torch.Tensor | None, b: torch.Tensor, workspace: Workspace
+    weight: torch.Tensor,
+    delta: Delta,
+    a: torch.Tensor | None,
+    b: torch.Tensor,
+    workspace: Workspace,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`weight` plus the delta, computed as PEFT does (fp32, one rounding), written into `weight` in place."""
+    """`weight` plus the delta, computed as PEFT does (fp32, one rounding), written into `out` (same shape and
+    dtype as `weight`; default: `weight` itself, in place). A bias delta returns a new tensor."""
     if delta.kind == "bias":
         return add_delta(weight, delta_weight(delta, a, b))
+    target = weight if out is None else out
     product = workspace.take(b.shape[0], a.shape[1])
     torch.matmul(b.float(), a.float(), out=product)
     product.mul_(delta.scaling)
     update = product.T if delta.transpose else product
     if weight.dtype == torch.float32:
-        return weight.add_(update)
+        return torch.add(weight, update, out=target)
     # fp32(weight) + update, the same sum as weight.float() + delta; upcasting into a second buffer first is
     # ~5x faster than a mixed-dtype add and gives identical bits
     upcast = workspace.take(*weight.shape, slot=1)
     update.add_(upcast.copy_(weight))
-    return weight.copy_(update)  # rounded once to the weight's dtype, as .to() does
+    return target.copy_(update)  # rounded once to the weight's dtype, as .to() does
 
 
 def check_adapter_finite(module: str, *factors: torch.Tensor | None) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from packager.folders import local_base_weight_paths, parse_adapter_arg
 from packager.hashing import AheadHasher, claim, hash_ahead, remember, settle, stop_hashing_ahead
@@ -181,3 +182,27 @@ def test_merge_reads_without_hashing_what_was_hashed_ahead(bases, tmp_path, monk
     locked = {f.path: f.sha256 for f in outcome.result.plan.base.files}
     for path in paths:
         assert locked[os.path.basename(path)] == _sha256(path)
+
+
+def test_base_digests_are_of_the_bytes_read_even_when_hashing_lags(bases, tmp_path, monkeypatch) -> None:
+    """The merge must not change a read buffer whose bytes are still queued for hashing (a slow hash lane is
+    simulated by delaying each hash task; the result must not depend on it)."""
+    from packager.io.pipeline import Pipeline
+    from packager.resolve import ResolveRequest
+    from packager.run_merge import run_merge
+
+    monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / "empty-cache"))
+    base = bases["llama-sharded"]
+    adapter = models.save_adapter(base, str(tmp_path / "adapter"), target_modules="all-linear")
+    original = Pipeline.submit
+
+    def slow_submit(self, fn, *args):
+        return original(self, lambda *a: (time.sleep(0.005), fn(*a))[1], *args)
+
+    monkeypatch.setattr(Pipeline, "submit", slow_submit)
+    outcome = run_merge(ResolveRequest(adapter, base, hash_base=False), str(tmp_path / "out"), verify=False, quiet=True)
+    locked = {f.path: f.sha256 for f in outcome.result.plan.base.files}
+    for path in local_base_weight_paths(adapter, base):
+        assert locked[os.path.basename(path)] == _sha256(path)
+    expected = models.peft_merged_state(base, adapter, torch.float32)
+    models.assert_states_equal(expected, models.saved_tensors(str(tmp_path / "out")))
