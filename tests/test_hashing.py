@@ -124,22 +124,29 @@ def test_guess_of_base_weight_files(bases, tmp_path) -> None:
     assert parse_adapter_arg(f"name={adapter}") == ("name", adapter)
 
 
-def test_merge_hashes_what_it_reads_when_nothing_was_hashed_ahead(bases, tmp_path, monkeypatch) -> None:
+@pytest.fixture
+def hashed_inline(monkeypatch) -> list[bool]:
+    """For each base file the merge reads: whether the reader hashed its bytes itself."""
     from packager.io.reader import SafetensorsShard
+
+    calls: list[bool] = []
+    original = SafetensorsShard.iter_tensors
+
+    def spy(self, pipeline=None, hash_bytes=True):
+        calls.append(hash_bytes)
+        return original(self, pipeline, hash_bytes)
+
+    monkeypatch.setattr(SafetensorsShard, "iter_tensors", spy)
+    return calls
+
+
+def test_merge_hashes_what_it_reads_when_nothing_was_hashed_ahead(bases, tmp_path, monkeypatch, hashed_inline) -> None:
     from packager.resolve import ResolveRequest
     from packager.run_merge import run_merge
 
     monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / "empty-cache"))  # other tests remembered this base
     base = bases["llama-sharded"]
     adapter = models.save_adapter(base, str(tmp_path / "adapter"), **QV)
-    hashed_inline = []
-    original = SafetensorsShard.iter_tensors
-
-    def spy(self, pipeline=None, hash_bytes=True):
-        hashed_inline.append(hash_bytes)
-        return original(self, pipeline, hash_bytes)
-
-    monkeypatch.setattr(SafetensorsShard, "iter_tensors", spy)
     outcome = run_merge(ResolveRequest(adapter, base, hash_base=False), str(tmp_path / "out"), verify=False, quiet=True)
     paths = local_base_weight_paths(adapter, base)
     assert hashed_inline == [True] * len(paths)
@@ -147,9 +154,8 @@ def test_merge_hashes_what_it_reads_when_nothing_was_hashed_ahead(bases, tmp_pat
     assert all(locked[os.path.basename(p)] == _sha256(p) for p in paths)
 
 
-def test_merge_reads_without_hashing_what_was_hashed_ahead(bases, tmp_path, monkeypatch) -> None:
+def test_merge_reads_without_hashing_what_was_hashed_ahead(bases, tmp_path, hashed_inline) -> None:
     """The merge trusts the background digests (and records them), and re-hashes a file changed since."""
-    from packager.io.reader import SafetensorsShard
     from packager.resolve import ResolveRequest
     from packager.run_merge import run_merge
 
@@ -165,15 +171,6 @@ def test_merge_reads_without_hashing_what_was_hashed_ahead(bases, tmp_path, monk
         f.seek(-1, os.SEEK_END)
         f.write(bytes([last[0] ^ 1]))
     os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))
-
-    hashed_inline = []
-    original = SafetensorsShard.iter_tensors
-
-    def spy(self, pipeline=None, hash_bytes=True):
-        hashed_inline.append(hash_bytes)
-        return original(self, pipeline, hash_bytes)
-
-    monkeypatch.setattr(SafetensorsShard, "iter_tensors", spy)
     outcome = run_merge(
         ResolveRequest(adapter, str(base), hash_base=False), str(tmp_path / "out"), verify=False, quiet=True
     )
