@@ -19,6 +19,7 @@ import torch
 BLOCK = 8 << 20  # a multiple of every logical block size O_DIRECT may require
 ALIGN = 4096
 O_DIRECT = getattr(os, "O_DIRECT", 0)
+DIRECT_REFUSED = {errno.EINVAL, errno.EOPNOTSUPP}  # how filesystems say "no O_DIRECT here"
 
 
 class OutputFile:
@@ -30,7 +31,7 @@ class OutputFile:
         try:
             self._fd = os.open(path, flags | (O_DIRECT if self.direct else 0), 0o644)
         except OSError as exc:
-            if not self.direct or exc.errno != errno.EINVAL:
+            if not self.direct or exc.errno not in DIRECT_REFUSED:
                 raise
             self.direct = False
             self._fd = os.open(path, flags, 0o644)
@@ -69,7 +70,7 @@ class OutputFile:
         try:
             written = os.write(self._fd, view)
         except OSError as exc:
-            if not self.direct or exc.errno != errno.EINVAL:
+            if not self.direct or exc.errno not in DIRECT_REFUSED:
                 raise
             self._stop_direct_io()
             written = os.write(self._fd, view)
