@@ -15,7 +15,7 @@ import torch
 
 from packager.adapter import TOKENIZER_FILES, AdapterWeights
 from packager.hashing import claim, remember, settle, sha256_file
-from packager.io.pipeline import Fence, Pipeline
+from packager.io.pipeline import BufferRing, Pipeline
 from packager.io.reader import SafetensorsShard, open_shard
 from packager.io.safetensors_format import DTYPES
 from packager.io.writer import OutputTensor, ShardedWriter, assign_shards
@@ -70,7 +70,9 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
     hashes = {}
     with Pipeline() as pipeline:
         writer = ShardedWriter(staging, assign_shards(layout, max_shard_bytes), pipeline)
-        outputs = OutputBuffers(pipeline)
+        # merged tensors are made here, never in the tensor read: a reader's buffer may still be queued for
+        # hashing, and an adapter tensor may be used again
+        outputs = BufferRing(pipeline)
         for file_name in weights.files:
             shard = open_shard(os.path.join(plan.base.path, file_name), weights.format)
             known = claim(shard.path)  # hashed ahead (while torch was imported) or remembered from a run before
@@ -78,7 +80,7 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
             for name, tensor in shard.iter_tensors(pipeline, hash_bytes=known is None):
                 progress.advance(tensor.numel() * tensor.element_size())
                 writer.write(name, build_tensor(specs[name], tensor, adapter, workspace, outputs, plan.merge.qlora))
-                outputs.written()
+                outputs.release()
             hashes[file_name] = settle(shard.path, known) if known is not None else shard.sha256
             remember(shard.path, hashes[file_name])
             progress.finish()
@@ -86,7 +88,7 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
             if spec.name not in weights.tensors:  # a tensor the base does not store (an untied lm_head)
                 base = _read_base_tensor(resolved, spec.source_key)
                 writer.write(spec.name, build_tensor(spec, base, adapter, workspace, outputs, plan.merge.qlora))
-                outputs.written()
+                outputs.release()
         writer.close()
     for name, digest in writer.sha256.items():
         remember(os.path.join(staging, name), digest)
@@ -115,43 +117,12 @@ def _read_base_tensor(resolved: Resolved, name: str) -> torch.Tensor | None:
     return SafetensorsShard(path).read(name)
 
 
-class OutputBuffers:
-    """Where merged tensors are made: two reused buffers, never the tensor read (a reader's buffer whose bytes
-    may still be queued for hashing, or an adapter tensor used again). A buffer is reused only once everything
-    written from it has been written and hashed (`written` fences it after each write)."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
-        self._buffers = [torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.uint8)]
-        self._fences: list[Fence | None] = [None, None]
-        self._unfenced: list[int] = []
-        self._next = 0
-
-    def like(self, tensor: torch.Tensor) -> torch.Tensor:
-        slot, self._next = self._next, 1 - self._next
-        fence, self._fences[slot] = self._fences[slot], None
-        if fence is not None:
-            fence.result()
-        nbytes = tensor.numel() * tensor.element_size()
-        if self._buffers[slot].numel() < nbytes:
-            self._buffers[slot] = torch.empty(nbytes, dtype=torch.uint8)
-        self._unfenced.append(slot)
-        return self._buffers[slot][:nbytes].view(tensor.dtype).view(tensor.shape)
-
-    def written(self) -> None:
-        if self._unfenced:
-            fence = self._pipeline.fence()
-            for slot in self._unfenced:
-                self._fences[slot] = fence
-            self._unfenced.clear()
-
-
 def build_tensor(
     spec: TensorPlan,
     base: torch.Tensor | None,
     adapter: AdapterWeights,
     workspace: Workspace,
-    outputs: OutputBuffers,
+    outputs: BufferRing,
     qlora: QLoRASpec | None = None,
 ) -> torch.Tensor:
     """One output tensor: its source (rounded through 4-bit in its stored dtype for simulate-nf4), cast to the

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+import torch
+
 
 def _nothing() -> None:
     return None
@@ -72,3 +74,38 @@ class InlinePipeline(Pipeline):
 
     def close(self) -> None:
         pass
+
+
+class BufferRing:
+    """Byte buffers handed out in turn, so streaming allocates nothing per tensor. A buffer is handed out again
+    only once the pipeline has done everything it was given before the buffer was released (the writes and
+    hashes of what the buffer held)."""
+
+    def __init__(self, pipeline: Pipeline, count: int = 2, reserve: int = 0) -> None:
+        self._pipeline = pipeline
+        self._buffers = [torch.empty(reserve, dtype=torch.uint8) for _ in range(count)]
+        self._fences: list[Fence | None] = [None] * count
+        self._taken: list[int] = []
+        self._next = 0
+
+    def take(self, nbytes: int) -> torch.Tensor:
+        slot, self._next = self._next, (self._next + 1) % len(self._buffers)
+        fence, self._fences[slot] = self._fences[slot], None
+        if fence is not None:
+            fence.result()
+        if self._buffers[slot].numel() < nbytes:
+            self._buffers[slot] = torch.empty(nbytes, dtype=torch.uint8)
+        self._taken.append(slot)
+        return self._buffers[slot][:nbytes]
+
+    def like(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A buffer viewed with `tensor`'s dtype and shape."""
+        return self.take(tensor.numel() * tensor.element_size()).view(tensor.dtype).view(tensor.shape)
+
+    def release(self) -> None:
+        """The buffers taken since the last release are done with, once the pipeline has done what it has now."""
+        if self._taken:
+            fence = self._pipeline.fence()
+            for slot in self._taken:
+                self._fences[slot] = fence
+            self._taken.clear()

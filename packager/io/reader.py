@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import torch
 
-from packager.io.pipeline import InlinePipeline, Pipeline
+from packager.io.pipeline import BufferRing, InlinePipeline, Pipeline
 from packager.io.safetensors_format import TensorInfo, read_header
 
 CHUNK = 64 << 20
@@ -36,22 +36,18 @@ class SafetensorsShard:
         digest = hashlib.sha256() if hash_bytes else _NoDigest()
         ordered = sorted(self.tensors.values(), key=lambda t: t.start)
         largest = max((t.nbytes for t in ordered), default=0)
-        buffers = [torch.empty(largest, dtype=torch.uint8) for _ in range(2 if len(ordered) > 1 else 1)]
-        fences: list = [None] * len(buffers)
+        buffers = BufferRing(pipeline, count=2 if len(ordered) > 1 else 1, reserve=largest)
         with open(self.path, "rb", buffering=0) as f:
             pipeline.submit(digest.update, _read_exact(f, self.header_len))
             position = self.header_len
-            for index, info in enumerate(ordered):
+            for info in ordered:
                 if info.start > position:  # padding between tensors still belongs to the file
                     pipeline.submit(digest.update, _read_exact(f, info.start - position))
-                slot = index % len(buffers)
-                if fences[slot] is not None:
-                    fences[slot].result()  # the tensor read two steps ago is written and hashed
-                tensor = _read_tensor(f, info, buffers[slot])
+                tensor = _read_tensor(f, info, buffers.take(info.nbytes))  # waits until read two steps ago is done
                 pipeline.submit(digest.update, memoryview(tensor.view(-1).view(torch.uint8).numpy()))
                 position = info.end
                 yield info.name, tensor
-                fences[slot] = pipeline.fence()
+                buffers.release()
             for block in iter(lambda: f.read(CHUNK), b""):
                 pipeline.submit(digest.update, block)
         pipeline.fence().result()
