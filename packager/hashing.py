@@ -16,8 +16,7 @@ from concurrent.futures import Future
 
 from packager.errors import UserInputError
 
-CHUNK = 16 << 20
-AHEAD_CHUNK = 64 << 20  # big reads: the hashing thread gives the GIL back less often while the main thread imports
+CHUNK = 64 << 20  # big reads: a background hashing thread gives the GIL back less often while torch imports
 
 Stamped = tuple[str, str] | None  # (file identity when hashed, sha256), None when the file changed while hashed
 
@@ -62,14 +61,7 @@ def cached_sha256(path: str) -> str | None:
 def sha256_file(path: str) -> str:
     """The file's sha256, from the cache when the file is unchanged; a Hugging Face cache blob is named by it."""
     pending = claim(path)
-    if pending is not None:
-        return settle(path, pending)
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    remember(path, digest.hexdigest())
-    return digest.hexdigest()
+    return settle(path, pending) if pending is not None else _hash_now(path)
 
 
 def claim(path: str) -> Future[Stamped] | None:
@@ -89,11 +81,15 @@ def settle(path: str, pending: Future[Stamped]) -> str:
     result = pending.result()
     if result is not None and result[0] == _stamp(path):
         return result[1]
-    fresh = _hash_stamped(path)
-    if fresh is None:
+    return _hash_now(path)
+
+
+def _hash_now(path: str) -> str:
+    hashed = _hash_stamped(path)
+    if hashed is None:
         raise UserInputError(f"{path} changed while packager read it; run again once nothing writes to it")
-    remember(path, fresh[1])
-    return fresh[1]
+    remember(path, hashed[1])
+    return hashed[1]
 
 
 class AheadHasher:
@@ -125,7 +121,10 @@ class AheadHasher:
                     continue
                 future: Future[Stamped] = Future()
                 self._futures[path] = future
-            future.set_result(_hash_stamped(path))
+            try:
+                future.set_result(_hash_stamped(path))
+            except OSError:  # gone or unreadable: whoever claims it hashes it and reports the problem
+                future.set_result(None)
 
     def started(self) -> list[str]:
         with self._condition:
@@ -172,17 +171,15 @@ def stop_hashing_ahead() -> None:
 
 
 def _hash_stamped(path: str) -> Stamped:
-    """sha256 of a file with its identity, or None when the file changed (or vanished) while being read."""
-    try:
-        with open(path, "rb", buffering=0) as f:
-            before = _format_stamp(os.fstat(f.fileno()))
-            digest, buffer = hashlib.sha256(), bytearray(AHEAD_CHUNK)
-            view = memoryview(buffer)
-            while n := f.readinto(buffer):
-                digest.update(view[:n])
-            after = _format_stamp(os.fstat(f.fileno()))
-    except OSError:
-        return None
+    """sha256 of a file with its identity, or None when the file changed while being read."""
+    with open(path, "rb", buffering=0) as f:
+        stat = os.fstat(f.fileno())
+        before = _format_stamp(stat)
+        digest, buffer = hashlib.sha256(), bytearray(max(1, min(CHUNK, stat.st_size)))
+        view = memoryview(buffer)
+        while n := f.readinto(buffer):
+            digest.update(view[:n])
+        after = _format_stamp(os.fstat(f.fileno()))
     return (before, digest.hexdigest()) if before == after else None
 
 
