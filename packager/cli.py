@@ -159,7 +159,7 @@ def _request(args: argparse.Namespace, hash_base: bool = True):
 
 def hash_base_ahead(adapter: str, base: str | None, checkpoint: int | None = None) -> None:
     """Hash a local base's weight files on the second core while torch is imported (one core sits idle for
-    ~1.5 s then); the merge that follows reads them without hashing again."""
+    about a second then); the merge that follows reads them without hashing again."""
     from packager.folders import local_base_weight_paths
     from packager.hashing import hash_ahead
 
@@ -187,11 +187,10 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     # torch-free checks first: a wrong flag or an existing output fails at once, not after `import torch`
     spec = writable_spec(args)
     artefact_output = args.artefact_output or f"{os.path.normpath(args.output)}-{spec.label}"
-    if not args.dry_run:
-        check_target(args.output, args.force)
     if spec.transforms:
         check_target(artefact_output, args.force)  # refuse before the merge, not after it
     if not args.dry_run:
+        check_target(args.output, args.force)
         hash_base_ahead(args.adapter, args.base, args.checkpoint)
 
     from packager.artefact import make_artefact

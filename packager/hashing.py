@@ -1,7 +1,7 @@
 """sha256 of files, remembered per (device, inode, size, mtime) so a re-run does not re-read gigabytes.
 
 Files can also be hashed ahead on a background thread (`hash_ahead`): the CLI starts it while torch is still
-being imported, which keeps one of two cores busy for about a second and a half, so the merge that follows does
+being imported, which keeps one of two cores busy for about a second, so the merge that follows does
 not have to hash what it reads. Torch-free on purpose.
 """
 
