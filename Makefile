@@ -11,7 +11,7 @@ BASE ?=
 OUT ?= out/merged
 DTYPE ?= auto
 
-.PHONY: install test lint package merge demo bench clean engine-up engine-down base-image
+.PHONY: install test lint package render merge demo bench clean engine-up engine-down base-image
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,7 @@ demo: install
 # make package [ADAPTER=path | ADAPTERS=name=path,...] [LAYOUT=baked|shared] [BASE=path|hub-id]
 #              [BASE_IMAGE=image] [REGISTRY=host:port TAG=repo:tag] [PUSH=1] [REPORT=file] [BUILDER=auto|docker|oci|buildah]
 #              [QUANT=none|int8|int4|bnb-nf4|bnb-int8|fp8] [EXPORT=none|onnx] [QLORA_MERGE=w16|simulate-nf4] [WORK=dir]
+#              [DRY_RUN=1: print the whole plan, do nothing]
 # Without ADAPTER(S), a tiny demo base + adapter is generated in demo/. Without DOCKER_HOST, a private engine is
 # started (make engine-up); without BASE_IMAGE, the runtime base image is built locally (make base-image).
 LAYOUT ?= baked
@@ -40,19 +41,30 @@ BUILDER ?= auto
 QUANT ?= none
 EXPORT ?= none
 WORK ?= packager-build
+# The shell lines `package` and `render` share: an engine and a base image when missing, the adapter flags.
+define JOB_SETUP
+if [ -z "$$DOCKER_HOST" ]; then eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
+base_image="$(BASE_IMAGE)"; \
+if [ -z "$$base_image" ]; then base_image=$$($(PY) scripts/base_image.py | tail -n 1); fi; \
+adapters=""; \
+if [ -n "$(ADAPTERS)" ]; then for a in $$(echo "$(ADAPTERS)" | tr ',' ' '); do adapters="$$adapters --adapter $$a"; done; \
+elif [ -n "$(ADAPTER)" ]; then adapters="--adapter $(ADAPTER)"; \
+else $(PACKAGER) demo --output demo >/dev/null && adapters="--adapter demo=demo/adapter"; fi
+endef
+JOB_FLAGS = --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) \
+	$(if $(BASE),--base "$(BASE)") $(if $(TAG),--tag "$(if $(REGISTRY),$(REGISTRY)/)$(TAG)") \
+	--quantize $(QUANT) --export $(EXPORT) --work "$(WORK)" $(if $(QLORA_MERGE),--qlora-merge $(QLORA_MERGE))
+
 package: install
-	@set -e; \
-	if [ -z "$$DOCKER_HOST" ]; then eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
-	base_image="$(BASE_IMAGE)"; \
-	if [ -z "$$base_image" ]; then base_image=$$($(PY) scripts/base_image.py | tail -n 1); fi; \
-	adapters=""; \
-	if [ -n "$(ADAPTERS)" ]; then for a in $$(echo "$(ADAPTERS)" | tr ',' ' '); do adapters="$$adapters --adapter $$a"; done; \
-	elif [ -n "$(ADAPTER)" ]; then adapters="--adapter $(ADAPTER)"; \
-	else $(PACKAGER) demo --output demo >/dev/null && adapters="--adapter demo=demo/adapter"; fi; \
-	$(PACKAGER) package $$adapters --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) \
-		$(if $(BASE),--base "$(BASE)") $(if $(TAG),--tag "$(if $(REGISTRY),$(REGISTRY)/)$(TAG)") \
-		--quantize $(QUANT) --export $(EXPORT) --work "$(WORK)" $(if $(QLORA_MERGE),--qlora-merge $(QLORA_MERGE)) \
-		$(if $(PUSH),--push) $(if $(REPORT),--report "$(REPORT)")
+	@set -e; $(JOB_SETUP); \
+	$(PACKAGER) package $$adapters $(JOB_FLAGS) $(if $(PUSH),--push) $(if $(REPORT),--report "$(REPORT)") \
+		$(if $(DRY_RUN),--dry-run)
+
+# make render [same variables as package]: write the build context to $(WORK)/context and stop; build it with
+# `docker build`, `buildah bud`, kaniko, or `packager build $(WORK)/context`.
+render: install
+	@set -e; $(JOB_SETUP); \
+	$(PACKAGER) render $$adapters $(JOB_FLAGS)
 
 # make merge [ADAPTER=path] [BASE=path|hub-id] [OUT=dir] [DTYPE=auto|bf16|fp16|fp32]: the merge step alone.
 merge: install

@@ -28,8 +28,11 @@ sys.path[:0] = [str(BENCH_DIR), str(ROOT)]
 
 from merge import SPECS, ensure_models, model_paths  # noqa: E402
 
-from packager.build import BuildRequest, PushRequest, get_builder  # noqa: E402
-from packager.render import RenderRequest, write_context  # noqa: E402
+from packager.builders import get_builder  # noqa: E402
+from packager.builders.base import BuildRequest, PushRequest  # noqa: E402
+from packager.image.context import ModelFiles, write_context  # noqa: E402
+from packager.plan import FileEntry  # noqa: E402
+from packager.resolve.job import PackageRequest, plan_package  # noqa: E402
 from scripts import base_image, local_engine  # noqa: E402
 
 ENGINE_ROOT = "/var/tmp/packager-bench-engine"
@@ -63,11 +66,15 @@ def merged_model(work: Path) -> Path:
 
 
 def render(merged: Path, runtime: str, work: Path) -> str:
+    """The baked context of the merged 1.1B model: the plan from resolve, the model files from the merge's lock."""
     import json
 
+    base, adapter = model_paths(SPECS["1b"], work)
+    request = PackageRequest((("bench", str(adapter)),), "baked", runtime, "bench/baked:1", base=str(base))
     lock = json.loads((merged / "packager.lock.json").read_text())
-    request = RenderRequest("baked", runtime, "bench/baked:1", lock, model_dir=str(merged), served_name="bench")
-    return write_context(request, str(work / "context-1b"), force=True)
+    files = tuple(FileEntry(**f) for f in lock["output"]["files"])
+    model = ModelFiles(str(merged), files)
+    return write_context(plan_package(request).plan, str(work / "context-1b"), model, files, force=True).path
 
 
 def floor(context: str, registry: str) -> float:

@@ -128,7 +128,7 @@ def eval_texts(n: int = N_TEXTS) -> list[str]:
     """Sentences of packager's shipped text, then pairs of them, its clauses, and runs of 2, 3, ... clauses."""
     import re
 
-    from packager.accuracy import eval_text
+    from packager.artefact.accuracy import eval_text
 
     sentences = re.split(r"(?<=[.!?])\s+", " ".join(eval_text().split()))
     pairs = [f"{a} {b}" for i, a in enumerate(sentences) for b in sentences[i + 1 :]]
@@ -192,7 +192,7 @@ def make_onnx(work: Path) -> None:
 
 
 def make_onnx_int8(work: Path, per_channel: bool) -> None:
-    from packager.onnx_export import _quantize_dynamic
+    from packager.artefact.onnx_export import _quantize_dynamic
 
     name = "onnx-int8-per-channel" if per_channel else "onnx-int8-per-tensor"
     _quantize_dynamic(str(work / BY_NAME[EXPORT].folder), str(work / BY_NAME[name].folder), per_channel)

@@ -1,12 +1,18 @@
-"""The frozen plan every step works from: what base, which files, which tensors change and how."""
+"""The frozen plan every step works from: what base, which files, which tensors change and how, what the image
+serves, how it is built and where it goes. resolve builds it once; the lock, runtime.json and the labels are
+derived from it."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from packager import __version__
+from packager.artefact.spec import ArtefactSpec
+from packager.model_files import is_weight_file
+from packager.runtime.config import RuntimeConfig
 
 
 @dataclass(frozen=True)
@@ -16,6 +22,15 @@ class FileEntry:
     path: str
     size: int
     sha256: str | None = None
+    sample_sha256: str | None = None  # shared layout: the sampled fingerprint the runtime checks at start
+
+
+def entry_dict(entry: FileEntry) -> dict[str, Any]:
+    """A lock entry; `sample_sha256` only where set, so merge locks keep their shape."""
+    data = dataclasses.asdict(entry)
+    if data["sample_sha256"] is None:
+        del data["sample_sha256"]
+    return data
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,14 @@ class AdapterSpec:
     settings: dict[str, Any]
     files: tuple[FileEntry, ...]
 
+    @property
+    def weights_sha256(self) -> str:
+        """The sha256 of the adapter's weights file ("" before it is hashed)."""
+        return next((f.sha256 or "" for f in self.files if is_weight_file(f.path)), "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "files": [entry_dict(f) for f in self.files]}
+
 
 @dataclass(frozen=True)
 class BaseSpec:
@@ -107,34 +130,112 @@ class BaseSpec:
     weights_format: str
     files: tuple[FileEntry, ...]
 
+    @property
+    def label_id(self) -> str:
+        """What names the base in labels: its hub id, else its folder's name."""
+        return self.repo_id or os.path.basename(self.path.rstrip("/"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "files": [entry_dict(f) for f in self.files]}
+
+
+@dataclass(frozen=True)
+class ServedAdapter:
+    """An adapter a shared-base image serves, under the name a request's `model` field selects."""
+
+    name: str
+    spec: AdapterSpec
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    """The image: layout, what it starts FROM, its tag, which builder makes it, and what its runtime loads."""
+
+    layout: str  # "baked" | "shared"
+    base_image: str
+    tag: str
+    builder: str  # docker | oci | buildah ("auto" is decided before the plan is made)
+    push: bool
+    runtime: RuntimeConfig
+    base_source: str = "/models/base"  # shared: the host folder compose.yaml mounts unless told otherwise
+
+    @property
+    def port(self) -> int:
+        return self.runtime.port
+
+    @property
+    def reproducible(self) -> bool:
+        """Same inputs give the same image digest: the oci builder writes every byte itself; docker's legacy
+        builder stamps build times into directories and history, so it cannot."""
+        return self.builder == "oci"
+
 
 @dataclass(frozen=True)
 class PackagePlan:
-    """The resolved, checked inputs and what will be done with them."""
+    """The resolved, checked inputs and what will be done with them, from the merge to the push."""
 
     adapter: AdapterSpec
     base: BaseSpec
-    merge: MergePlan
+    merge: MergePlan | None  # None: nothing is merged (the shared layout)
     packager_version: str = __version__
+    artefact: ArtefactSpec = field(default_factory=ArtefactSpec)
+    served: tuple[ServedAdapter, ...] = ()  # shared: every adapter the image serves
+    image: ImagePlan | None = None
+
+    @property
+    def pinned_files(self) -> int:
+        """How many input files the lock pins."""
+        adapters = [s.spec for s in self.served] or [self.adapter]
+        return len(self.base.files) + sum(len(a.files) for a in adapters)
 
     def to_dict(self, with_tensors: bool = False) -> dict[str, Any]:
+        """The whole plan as JSON-ready data (what --dry-run --json prints)."""
         data = dataclasses.asdict(self)
-        if not with_tensors:
+        if self.merge is not None and not with_tensors:
             data["merge"]["tensors"] = f"{len(self.merge.tensors)} tensors, {self.merge.changed_tensors} changed"
+        if self.image is not None:
+            data["image"] = {**data["image"], "runtime": self.image.runtime.to_json()}
+            data["image"]["reproducible"] = self.image.reproducible
         return data
 
-    def lock(self) -> dict[str, Any]:
-        """The lock file's content: inputs pinned by sha256, no timestamps, so it diffs cleanly."""
-        merge: dict[str, Any] = {
-            "engine": self.merge.engine,
-            "dtype": self.merge.dtype,
-            "tokenizer_from": self.merge.tokenizer_from,
-        }
-        if self.merge.qlora:  # only when set, so other locks stay byte-identical
-            merge["qlora"] = dataclasses.asdict(self.merge.qlora)
-        return {
+    def lock(
+        self,
+        output: tuple[FileEntry, ...] = (),
+        artefact: dict[str, Any] | None = None,
+        image_files: tuple[FileEntry, ...] = (),
+    ) -> dict[str, Any]:
+        """The lock file's content: inputs pinned by sha256, what the merge wrote (`output`), the artefact's
+        report, and every file the image holds (`image_files`); no timestamps, so it diffs cleanly. How the image
+        is built (builder, push) is left out: the same inputs give the same image whichever builder runs."""
+        lock: dict[str, Any] = {
             "packager_version": self.packager_version,
-            "adapter": dataclasses.asdict(self.adapter),
-            "base": dataclasses.asdict(self.base),
-            "merge": merge,
+            "adapter": self.adapter.to_dict(),
+            "base": self.base.to_dict(),
+        }
+        if self.merge is not None:
+            lock["merge"] = self._merge_lock(self.merge)
+        if self.served:
+            lock["adapters"] = {s.name: s.spec.to_dict() for s in self.served}
+        if output:
+            lock["output"] = {"files": [entry_dict(f) for f in output]}
+        if artefact is not None:
+            lock["artefact"] = artefact
+        if self.image is not None:
+            lock["image"] = self._image_lock(self.image, image_files)
+        return lock
+
+    @staticmethod
+    def _merge_lock(merge: MergePlan) -> dict[str, Any]:
+        data: dict[str, Any] = {"engine": merge.engine, "dtype": merge.dtype, "tokenizer_from": merge.tokenizer_from}
+        if merge.qlora:  # only when set, so other locks stay byte-identical
+            data["qlora"] = dataclasses.asdict(merge.qlora)
+        return data
+
+    @staticmethod
+    def _image_lock(image: ImagePlan, files: tuple[FileEntry, ...]) -> dict[str, Any]:
+        return {
+            "layout": image.layout,
+            "base_image": image.base_image,
+            "tag": image.tag,
+            "files": [entry_dict(f) for f in files],
         }

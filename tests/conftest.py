@@ -40,8 +40,8 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def demo_merged(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The demo adapter merged into the demo base (fp32): the input of the quantize and export tests."""
     from packager.demo import build_demo
-    from packager.resolve import ResolveRequest
-    from packager.run_merge import run_merge
+    from packager.merge.run import run_merge
+    from packager.resolve.resolver import ResolveRequest
 
     root = tmp_path_factory.mktemp("demo-merged")
     _, adapter = build_demo(str(root / "demo"))

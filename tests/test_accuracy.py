@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from packager.accuracy import eval_text, measure_accuracy, perplexity
+from packager.artefact.accuracy import eval_text, measure_accuracy, perplexity
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_perplexity_of_a_perfect_predictor_is_one() -> None:
 
 
 def test_cached_greedy_equals_greedy_over_the_whole_sequence(demo) -> None:
-    from packager.accuracy import full_logits, greedy, prompt_batch
+    from packager.artefact.accuracy import full_logits, greedy, prompt_batch
 
     model, tokenizer = demo
     batch = prompt_batch([tokenizer.encode(p) for p in ("The adapter names the base", "hello there", "A report")])

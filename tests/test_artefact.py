@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from packager.accuracy import AccuracyReport
-from packager.artefact import ArtefactReport, artefact_spec
-from packager.cli import main
+from packager.artefact.accuracy import AccuracyReport
+from packager.artefact.spec import ArtefactReport, artefact_spec
+from packager.cli.main import main
 from packager.errors import UserInputError
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from packager.cli import main
+from packager.cli.main import main
 from tests import models
 
 QV = {"target_modules": ["q_proj", "v_proj"]}
@@ -188,7 +188,7 @@ def test_existing_output_is_refused_before_torch_is_imported(adapter, tmp_path) 
     """The user waits for `import torch` (~1 s) only when the command can run."""
     (tmp_path / "out").mkdir()
     probe = (
-        "import sys; from packager.cli import main; "
+        "import sys; from packager.cli.main import main; "
         f"code = main(['merge', '--adapter', {adapter!r}, '--output', {str(tmp_path / 'out')!r}]); "
         "print(code, 'torch' in sys.modules)"
     )
@@ -219,7 +219,7 @@ def test_real_process_exit_code_and_stderr(adapter, tmp_path) -> None:
     bad = copy_adapter(adapter, tmp_path)
     edit_config(bad, base_model_name_or_path="/root/autodl-tmp/x")
     proc = subprocess.run(
-        [sys.executable, "-m", "packager.cli", "merge", "--adapter", bad, "--output", str(tmp_path / "out")],
+        [sys.executable, "-m", "packager.cli.main", "merge", "--adapter", bad, "--output", str(tmp_path / "out")],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

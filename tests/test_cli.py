@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from packager.cli import main
+from packager.cli.main import main
 
 
 def test_help_explains_every_command(capsys) -> None:
@@ -62,7 +62,7 @@ def test_demo_merge_summary_and_progress_lines(demo, tmp_path) -> None:
         [
             sys.executable,
             "-m",
-            "packager.cli",
+            "packager.cli.main",
             "merge",
             "--adapter",
             os.path.join(demo, "adapter"),

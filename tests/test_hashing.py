@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from packager.folders import local_base_weight_paths, parse_adapter_arg
-from packager.hashing import AheadHasher, claim, hash_ahead, remember, settle, stop_hashing_ahead
+from packager.io.hashing import AheadHasher, claim, hash_ahead, remember, settle, stop_hashing_ahead
+from packager.resolve.folders import local_base_weight_paths, parse_adapter_arg
 from tests import models
 
 QV = {"target_modules": ["q_proj", "v_proj"]}
@@ -141,8 +141,8 @@ def hashed_inline(monkeypatch) -> list[bool]:
 
 
 def test_merge_hashes_what_it_reads_when_nothing_was_hashed_ahead(bases, tmp_path, monkeypatch, hashed_inline) -> None:
-    from packager.resolve import ResolveRequest
-    from packager.run_merge import run_merge
+    from packager.merge.run import run_merge
+    from packager.resolve.resolver import ResolveRequest
 
     monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / "empty-cache"))  # other tests remembered this base
     base = bases["llama-sharded"]
@@ -156,8 +156,8 @@ def test_merge_hashes_what_it_reads_when_nothing_was_hashed_ahead(bases, tmp_pat
 
 def test_merge_reads_without_hashing_what_was_hashed_ahead(bases, tmp_path, hashed_inline) -> None:
     """The merge trusts the background digests (and records them), and re-hashes a file changed since."""
-    from packager.resolve import ResolveRequest
-    from packager.run_merge import run_merge
+    from packager.merge.run import run_merge
+    from packager.resolve.resolver import ResolveRequest
 
     base = shutil.copytree(bases["llama-sharded"], tmp_path / "base")
     adapter = models.save_adapter(str(base), str(tmp_path / "adapter"), **QV)
@@ -185,8 +185,8 @@ def test_base_digests_are_of_the_bytes_read_even_when_hashing_lags(bases, tmp_pa
     """The merge must not change a read buffer whose bytes are still queued for hashing (a slow hash lane is
     simulated by delaying each hash task; the result must not depend on it)."""
     from packager.io.pipeline import Pipeline
-    from packager.resolve import ResolveRequest
-    from packager.run_merge import run_merge
+    from packager.merge.run import run_merge
+    from packager.resolve.resolver import ResolveRequest
 
     monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / "empty-cache"))
     base = bases["llama-sharded"]

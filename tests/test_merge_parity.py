@@ -8,8 +8,8 @@ import os
 import pytest
 import torch
 
-from packager.resolve import ResolveRequest
-from packager.run_merge import run_merge
+from packager.merge.run import run_merge
+from packager.resolve.resolver import ResolveRequest
 from tests import models
 
 LLAMA_QV = {"target_modules": ["q_proj", "v_proj"]}

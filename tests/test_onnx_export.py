@@ -8,9 +8,9 @@ import os
 import pytest
 import torch
 
-from packager.artefact import artefact_spec
-from packager.onnx_export import ValidationError, export_onnx, load_ort
-from packager.quantize import load_merged
+from packager.artefact.onnx_export import ValidationError, export_onnx, load_ort
+from packager.artefact.quantize import load_merged
+from packager.artefact.spec import artefact_spec
 
 pytestmark = pytest.mark.slow
 quiet = {"log": lambda _: None}
@@ -72,7 +72,7 @@ def test_failed_validation_stops_the_export_and_writes_nothing(demo_merged, tmp_
 
 def test_a_wrong_export_is_caught(demo_merged, tmp_path, monkeypatch) -> None:
     """The exporter writing a model that answers differently (here: damaged weights) must not pass."""
-    import packager.onnx_export as onnx_export
+    import packager.artefact.onnx_export as onnx_export
 
     real_export = onnx_export._export
 
@@ -90,7 +90,7 @@ def test_a_wrong_export_is_caught(demo_merged, tmp_path, monkeypatch) -> None:
 
 
 def test_an_architecture_optimum_cannot_export_is_refused_before_any_work(tmp_path, capsys) -> None:
-    from packager.cli import main
+    from packager.cli.main import main
 
     model = tmp_path / "mamba"
     model.mkdir()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from packager.folders import parse_adapter_arg
 from packager.package import choose_builder
+from packager.resolve.folders import parse_adapter_arg
 
 
 @pytest.mark.parametrize(
@@ -32,8 +32,101 @@ def test_adapter_arguments(tmp_path) -> None:
 
 
 def test_load_time_quantization_is_explained_to_whoever_runs_the_image() -> None:
-    from packager.artefact import artefact_spec, load_time_note
+    from packager.artefact.spec import artefact_spec, load_time_note
 
     assert load_time_note(artefact_spec("int8")) == []
     (note,) = load_time_note(artefact_spec("bnb-nf4", layout="shared"))
     assert note.startswith("bnb-nf4: the weights are quantized by the runtime") and "exits with code 4" in note
+
+
+@pytest.fixture(scope="module")
+def demo_adapter(tmp_path_factory) -> str:
+    from packager.demo import build_demo
+
+    _, adapter = build_demo(str(tmp_path_factory.mktemp("demo") / "demo"))
+    return adapter
+
+
+def test_render_resolves_once_and_never_reads_the_lock_back(demo_adapter, tmp_path, monkeypatch) -> None:
+    import builtins
+    import json
+    import os
+
+    from packager.package import render_job
+    from packager.resolve import job as job_module
+    from packager.resolve.job import PackageRequest, plan_package
+
+    calls, reads = [], []
+    real_resolve, real_open = job_module.resolve, builtins.open
+    monkeypatch.setattr(job_module, "resolve", lambda request: calls.append(request) or real_resolve(request))
+
+    def spy_open(file, mode="r", *args, **kwargs):
+        if "packager.lock.json" in str(file) and "r" in mode and "+" not in mode:
+            reads.append(str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    request = PackageRequest(
+        (("demo", demo_adapter),),
+        "baked",
+        "packager-runtime:x",
+        "acme/demo:1",
+        work=str(tmp_path / "work"),
+        verify=False,
+        quiet=True,
+    )
+    monkeypatch.setattr(builtins, "open", spy_open)
+    rendered = render_job(plan_package(request), request, log=lambda _l: None)
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert len(calls) == 1 and reads == []
+    runtime_path = os.path.join(rendered.context.path, "config/opt/packager/runtime.json")
+    with open(runtime_path) as f:
+        assert json.load(f) == rendered.plan.image.runtime.to_json()
+    assert rendered.context.lock["base"]["files"][-1]["sha256"]  # the merge pinned the base's weights
+
+
+def test_dry_run_prints_the_whole_plan_and_writes_nothing(demo_adapter, tmp_path, capsys) -> None:
+    import json
+
+    from packager.cli.main import main
+
+    work = tmp_path / "work"
+    code = main(
+        [
+            "package",
+            "--adapter",
+            f"demo={demo_adapter}",
+            "--layout",
+            "shared",
+            "--base-image",
+            "rt:1",
+            "--tag",
+            "127.0.0.1:5000/acme/demo:1",
+            "--push",
+            "--work",
+            str(work),
+            "--dry-run",
+            "--json",
+        ]
+    )
+    plan = json.loads(capsys.readouterr().out)
+    assert code == 0 and not work.exists()
+    assert plan["merge"] is None and plan["image"]["builder"] == "oci" and plan["image"]["reproducible"] is True
+    assert plan["image"]["runtime"]["adapters"] == {"demo": "/adapters/demo"} and plan["served"][0]["name"] == "demo"
+    assert all(f["sha256"] and f["sample_sha256"] for f in plan["base"]["files"])
+    code = main(
+        [
+            "package",
+            "--adapter",
+            demo_adapter,
+            "--layout",
+            "baked",
+            "--base-image",
+            "rt:1",
+            "--work",
+            str(work),
+            "--dry-run",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0 and "dry run" in text and "engine:  stream" in text and "docker builder" in text
+    assert not work.exists()

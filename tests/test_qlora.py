@@ -15,11 +15,11 @@ from peft import PeftModel
 from peft.utils.integrations import dequantize_bnb_weight
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from packager.cli import main
-from packager.qlora import qlora_hint, sixteen_bit_name
-from packager.resolve import ResolveRequest, resolve
-from packager.run_merge import run_merge
-from packager.verify import RELATIVE_TOLERANCE, measure_parity
+from packager.cli.main import main
+from packager.merge.run import run_merge
+from packager.merge.verify import RELATIVE_TOLERANCE, measure_parity
+from packager.resolve.qlora import qlora_hint, sixteen_bit_name
+from packager.resolve.resolver import ResolveRequest, resolve
 from tests import models
 from tests.test_bad_inputs import assert_clean_failure, edit_config
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from packager.accuracy import measure_accuracy
-from packager.artefact import ARTEFACT_REPORT
+from packager.artefact.accuracy import measure_accuracy
+from packager.artefact.quantize import load_merged, load_quantized, quantize_merged
+from packager.artefact.spec import ARTEFACT_REPORT
 from packager.errors import OutputError
-from packager.quantize import load_merged, load_quantized, quantize_merged
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_existing_output_is_refused_and_kept(demo_merged, tmp_path) -> None:
 
 
 def test_failure_leaves_nothing(demo_merged, tmp_path, monkeypatch) -> None:
-    import packager.quantize as quantize
+    import packager.artefact.quantize as quantize
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
@@ -73,7 +73,7 @@ def test_failure_leaves_nothing(demo_merged, tmp_path, monkeypatch) -> None:
 
 
 def test_quantize_command_prints_the_json_report(demo_merged, tmp_path, capsys) -> None:
-    from packager.cli import main
+    from packager.cli.main import main
 
     out = tmp_path / "int8"
     assert (
@@ -85,7 +85,7 @@ def test_quantize_command_prints_the_json_report(demo_merged, tmp_path, capsys) 
 
 
 def test_quantize_command_with_nothing_to_do_is_one_line(demo_merged, tmp_path, capsys) -> None:
-    from packager.cli import main
+    from packager.cli.main import main
 
     assert main(["quantize", "--model", demo_merged, "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
@@ -93,7 +93,7 @@ def test_quantize_command_with_nothing_to_do_is_one_line(demo_merged, tmp_path, 
 
 
 def test_merge_with_quantize_writes_the_merge_and_the_artefact(tmp_path, capsys) -> None:
-    from packager.cli import main
+    from packager.cli.main import main
     from packager.demo import build_demo
 
     _, adapter = build_demo(str(tmp_path / "demo"))
@@ -107,7 +107,7 @@ def test_merge_with_quantize_writes_the_merge_and_the_artefact(tmp_path, capsys)
 
 
 def test_load_time_schemes_have_nothing_to_write(demo_merged, tmp_path, capsys) -> None:
-    from packager.cli import main
+    from packager.cli.main import main
 
     assert main(["quantize", "--model", demo_merged, "--output", str(tmp_path / "o"), "--quantize", "bnb-nf4"]) == 2
     err = capsys.readouterr().err
@@ -115,7 +115,7 @@ def test_load_time_schemes_have_nothing_to_write(demo_merged, tmp_path, capsys) 
 
 
 def test_merge_refuses_an_existing_artefact_output_before_merging(tmp_path, capsys) -> None:
-    from packager.cli import main
+    from packager.cli.main import main
     from packager.demo import build_demo
 
     _, adapter = build_demo(str(tmp_path / "demo"))

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from packager.cli import main
-from packager.resolve import ResolveRequest, resolve
+from packager.cli.main import main
+from packager.resolve.resolver import ResolveRequest, resolve
 from tests import models
 
 QV = {"target_modules": ["q_proj", "v_proj"]}
@@ -89,7 +89,7 @@ def test_base_found_in_hf_cache_offline(bases, tmp_path) -> None:
         [
             sys.executable,
             "-m",
-            "packager.cli",
+            "packager.cli.main",
             "resolve",
             "--adapter",
             adapter,

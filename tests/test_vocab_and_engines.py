@@ -11,10 +11,10 @@ import torch
 from peft import IA3Config, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from packager.cli import main
+from packager.cli.main import main
 from packager.demo import build_tokenizer
-from packager.resolve import ResolveRequest
-from packager.run_merge import run_merge
+from packager.merge.run import run_merge
+from packager.resolve.resolver import ResolveRequest
 from tests import models
 
 QV = {"target_modules": ["q_proj", "v_proj"]}

@@ -95,8 +95,8 @@ class PickleShard:
     def iter_tensors(
         self, pipeline: Pipeline | None = None, hash_bytes: bool = True
     ) -> Iterator[tuple[str, torch.Tensor]]:
-        from packager.adapter import load_pickle_state
-        from packager.hashing import sha256_file
+        from packager.io.hashing import sha256_file
+        from packager.io.pickle_state import load_pickle_state
 
         yield from load_pickle_state(self.path).items()
         self.sha256 = sha256_file(self.path) if hash_bytes else None

@@ -57,7 +57,7 @@ def _host_greedy(backend: str, folder: str, n: int) -> str:
 
         model = ORTModelForCausalLM.from_pretrained(folder)
     else:
-        from packager.quantize import load_quantized
+        from packager.artefact.quantize import load_quantized
 
         model = load_quantized(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -1,12 +1,14 @@
 # Rendered by packager 0.1.0 - layout: baked (merged weights inside the image).
 # Weights come first, one layer per file, so rebuilding after a runtime change reuses them.
+# Each layer's folder mirrors the image's paths, and packager stamps every entry with fixed times and modes,
+# so a layer's digest depends on its files alone, not on the build cache or the clock.
 FROM packager-runtime:0123abcd
 
-COPY --chown=10001:10001 ["model/weights/model-00001-of-00002.safetensors", "/models/merged/"]
-COPY --chown=10001:10001 ["model/weights/model-00002-of-00002.safetensors", "/models/merged/"]
-COPY --chown=10001:10001 ["model/meta/", "/models/merged/"]
-COPY --chown=10001:10001 ["runtime/", "/opt/packager/"]
-COPY --chown=10001:10001 ["runtime.json", "packager.lock.json", "/opt/packager/"]
+COPY --chown=10001:10001 ["model/weights/model-00001-of-00002.safetensors/", "/"]
+COPY --chown=10001:10001 ["model/weights/model-00002-of-00002.safetensors/", "/"]
+COPY --chown=10001:10001 ["model/meta/", "/"]
+COPY --chown=10001:10001 ["runtime/", "/"]
+COPY --chown=10001:10001 ["config/", "/"]
 
 ENV PYTHONPATH=/opt/packager:/opt/runtime \
     HOME=/tmp \

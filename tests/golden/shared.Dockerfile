@@ -1,12 +1,14 @@
 # Rendered by packager 0.1.0 - layout: shared base.
 # The image carries adapters and the runtime only; mount the base read-only at /base.
 # At start the runtime checks the mounted base against packager.lock.json and refuses the wrong one.
+# Each layer's folder mirrors the image's paths, and packager stamps every entry with fixed times and modes,
+# so a layer's digest depends on its files alone, not on the build cache or the clock.
 FROM packager-runtime:0123abcd
 
-COPY --chown=10001:10001 ["adapters/sql/", "/adapters/sql/"]
-COPY --chown=10001:10001 ["adapters/chat/", "/adapters/chat/"]
-COPY --chown=10001:10001 ["runtime/", "/opt/packager/"]
-COPY --chown=10001:10001 ["runtime.json", "packager.lock.json", "/opt/packager/"]
+COPY --chown=10001:10001 ["adapters/sql/", "/"]
+COPY --chown=10001:10001 ["adapters/chat/", "/"]
+COPY --chown=10001:10001 ["runtime/", "/"]
+COPY --chown=10001:10001 ["config/", "/"]
 
 ENV PYTHONPATH=/opt/packager:/opt/runtime \
     HOME=/tmp \

@@ -14,7 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
-from packager.artefact import artefact_spec
+from packager.artefact.spec import artefact_spec
 from packager.runtime.config import ConfigError, load_config, parse_config
 from packager.runtime.models import HardwareMissing, load_time_config
 from packager.runtime.server import create_app, load_engine, main
@@ -25,8 +25,8 @@ PROMPT = "The quick brown fox"
 
 @pytest.fixture(scope="module")
 def artefacts(tiny: dict[str, str], tmp_path_factory) -> dict[str, str]:
-    from packager.onnx_export import export_onnx
-    from packager.quantize import quantize_merged
+    from packager.artefact.onnx_export import export_onnx
+    from packager.artefact.quantize import quantize_merged
 
     root, quiet = tmp_path_factory.mktemp("artefacts"), (lambda _: None)
     return {
@@ -40,7 +40,7 @@ def _host_model(backend: str, folder: str):
         from optimum.onnxruntime import ORTModelForCausalLM
 
         return ORTModelForCausalLM.from_pretrained(folder)
-    from packager.quantize import load_quantized
+    from packager.artefact.quantize import load_quantized
 
     return load_quantized(folder)
 

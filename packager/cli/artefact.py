@@ -1,0 +1,94 @@
+"""Quantization and export flags (shared by `package` and `quantize`) and the `quantize` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from packager.artefact.make import make_artefact
+from packager.artefact.spec import (
+    EXPORT_CHOICES,
+    GRANULARITIES,
+    QUANTIZE_CHOICES,
+    ArtefactSpec,
+    artefact_spec,
+)
+from packager.errors import UserInputError
+
+
+def add_artefact_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--quantize",
+        default="none",
+        choices=QUANTIZE_CHOICES,
+        help="int8/int4: weight-only, stored quantized (optimum-quanto; with --export onnx: onnxruntime int8). "
+        "bnb-nf4/bnb-int8/fp8: quantized by the runtime at load time on a CUDA GPU (default: none)",
+    )
+    p.add_argument(
+        "--export", default="none", choices=EXPORT_CHOICES, help="onnx: serve with onnxruntime (default: none)"
+    )
+    p.add_argument(
+        "--onnx-granularity",
+        default="auto",
+        choices=GRANULARITIES,
+        help="int8 ONNX scales: auto (default) measures per-channel and per-tensor and keeps the more accurate",
+    )
+    p.add_argument(
+        "--onnx-atol",
+        type=float,
+        default=1e-3,
+        metavar="X",
+        help="max |logits diff| allowed between the fp32 ONNX model and PyTorch (default 1e-3); "
+        "a larger difference, or any differing greedy continuation, stops the export",
+    )
+
+
+def spec_from_args(args: argparse.Namespace, layout: str = "baked") -> ArtefactSpec:
+    return artefact_spec(args.quantize, args.export, layout, args.onnx_granularity, args.onnx_atol)
+
+
+def add_artefact_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "quantize",
+        parents=[common],
+        help="quantize and/or export a merged model, with an accuracy report",
+        description="Quantize (int8/int4 weight-only) and/or export to ONNX a merged model folder (`packager merge` "
+        "output). The artefact is measured against the merged model: size, logits difference, top-1 and greedy "
+        "agreement, perplexity on a text packager ships. Written atomically to --output.",
+    )
+    p.add_argument("--model", required=True, metavar="DIR", help="merged model folder (packager merge --output)")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the artefact (must not exist)")
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of a summary")
+    add_artefact_flags(p)
+    p.set_defaults(func=cmd_quantize)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    spec = writable_spec(args)
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise UserInputError(f"{args.model} is not a model folder (no config.json); pass a `packager merge` output")
+    if not spec.transforms:
+        raise UserInputError("nothing to do: pass --quantize int8|int4 and/or --export onnx")
+    report = make_artefact(args.model, spec, args.output, args.force, stderr_log(args))
+    print(json.dumps(report.to_dict(), indent=2)) if args.json else print(report.summary())
+    return 0
+
+
+def writable_spec(args: argparse.Namespace) -> ArtefactSpec:
+    """The flags' spec for a command that writes an artefact: a load-time scheme has nothing to write."""
+    spec = spec_from_args(args)
+    if spec.load_quantization != "none":
+        raise UserInputError(
+            f"--quantize {spec.quantize} is applied by the runtime when the image loads the model, so there is "
+            f"nothing to write; use it with `packager package --quantize {spec.quantize}`"
+        )
+    return spec
+
+
+def stderr_log(args: argparse.Namespace) -> Callable[[str], None]:
+    """Progress lines on stderr, or nothing with --quiet."""
+    return (lambda _line: None) if getattr(args, "quiet", False) else (lambda line: print(line, file=sys.stderr))

@@ -1,0 +1,254 @@
+"""Container commands: package (the whole job), render (stop at the build context), build and push."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from packager.cli.artefact import add_artefact_flags, spec_from_args
+from packager.errors import UserInputError
+
+BUILDER_HELP = (
+    "auto (default): oci with --push, else docker. docker: the Engine API (local image, gzip push; not "
+    "reproducible); oci: layers streamed uncompressed from the context to the registry (fastest push, same "
+    "inputs give the same digest, no local image); buildah: daemonless"
+)
+
+
+def add_container_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """package, render, build and push."""
+    p = sub.add_parser("package", parents=[common], help="resolve, merge, render, build and push an image")
+    _add_job_flags(p)
+    p.add_argument("--push", action="store_true", help="push the image to the registry named in --tag")
+    _add_credential_flags(p)
+    p.add_argument("--builder", default="auto", choices=["auto", "docker", "buildah", "oci"], help=BUILDER_HELP)
+    p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
+    p.add_argument("--dry-run", action="store_true", help="resolve and check, print the whole plan, do nothing else")
+    p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser(
+        "render",
+        parents=[common],
+        help="resolve, merge and write the build context (Dockerfile, lock, runtime, model files), then stop",
+        description="Everything `package` does before the build: the context in WORK/context builds unchanged "
+        "with docker build, docker buildx, buildah bud or kaniko, or with `packager build`.",
+    )
+    _add_job_flags(p)
+    p.add_argument("--builder", default="auto", choices=["auto", "docker", "buildah", "oci"], help=BUILDER_HELP)
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("build", parents=[common], help="build a rendered context (packager render) into an image")
+    p.add_argument("context", metavar="CONTEXT", help="a folder written by `packager render`")
+    p.add_argument("--tag", help="image tag (default: the one in the context's lock)")
+    p.add_argument("--builder", default="docker", choices=["docker", "buildah", "oci"], help=BUILDER_HELP)
+    p.add_argument("--json", action="store_true", help="print the build result as JSON")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("push", parents=[common], help="push a built image, or a rendered context, to a registry")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--image", help="local image tag or id (docker or buildah)")
+    source.add_argument("--context", metavar="DIR", help="a rendered context, pushed by the oci builder")
+    p.add_argument("--registry", required=True, metavar="HOST[:PORT]/REPO", help="target repository")
+    p.add_argument("--tag", default="latest", help="target tag (default: latest)")
+    _add_credential_flags(p)
+    p.add_argument("--builder", choices=["docker", "buildah", "oci"], help="default: oci with --context, else docker")
+    p.set_defaults(func=cmd_push)
+
+
+def _add_job_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--adapter",
+        action="append",
+        required=True,
+        metavar="PATH|NAME=PATH",
+        help="adapter folder (repeat for several adapters in the shared layout)",
+    )
+    p.add_argument(
+        "--layout",
+        required=True,
+        choices=["baked", "shared"],
+        help="baked: merged weights in the image; shared: adapters only, base mounted read-only at /base",
+    )
+    p.add_argument("--base", metavar="PATH|HUB_ID", help="base model (default: from the adapter config)")
+    p.add_argument("--revision", help="hub revision of the base")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="merged dtype (baked)")
+    p.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt weights (weights_only=True)")
+    p.add_argument(
+        "--base-image",
+        default=os.environ.get("PACKAGER_BASE_IMAGE"),
+        metavar="IMAGE",
+        help="runtime base image with python3, torch, transformers, peft, fastapi, uvicorn "
+        "(`make base-image` builds one; env PACKAGER_BASE_IMAGE)",
+    )
+    p.add_argument("--tag", metavar="[REGISTRY/]REPO:TAG", help="image tag (default: packager/<adapter>:latest)")
+    p.add_argument("--port", type=int, default=8000, help="port the server listens on in the image (default 8000)")
+    p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (merged model, context)")
+    p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
+    add_artefact_flags(p)
+    p.add_argument("--qlora", action="store_true", help="the adapter was trained on a 4-bit (QLoRA) base")
+    p.add_argument(
+        "--qlora-merge",
+        choices=["w16", "simulate-nf4"],
+        help="QLoRA adapters: merge onto the 16-bit weights (w16, default) or onto nf4-rounded weights as "
+        "training saw them (simulate-nf4)",
+    )
+    p.add_argument("--json", action="store_true", help="print the JSON report (or plan) instead of a summary")
+
+
+def _add_credential_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--username", help="registry user (default: your docker login)")
+    p.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "password_stdin", False):
+        return None
+    if args.username is None:
+        raise UserInputError("--password-stdin needs --username")
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise UserInputError("--password-stdin read an empty password; pipe it in: echo $PASS | packager ...")
+    return password
+
+
+def _package_request(args: argparse.Namespace):
+    """The PackageRequest the flags describe; hashes a local base ahead while torch imports."""
+    from packager.cli.common import hash_base_ahead
+    from packager.resolve.folders import parse_adapter_arg
+
+    if not args.base_image:
+        raise UserInputError("no --base-image; build one with `make base-image` or set PACKAGER_BASE_IMAGE")
+    adapters = tuple(parse_adapter_arg(a) for a in args.adapter)
+    if not getattr(args, "dry_run", False):
+        hash_base_ahead(adapters[0][1], args.base)
+
+    from packager.resolve.job import PackageRequest
+
+    return PackageRequest(
+        adapters,
+        args.layout,
+        args.base_image,
+        args.tag or f"packager/{adapters[0][0].lower()}:latest",
+        args.base,
+        args.revision,
+        args.dtype,
+        args.allow_pickle,
+        args.work,
+        args.builder,
+        getattr(args, "push", False),
+        getattr(args, "username", None),
+        _password(args),
+        not args.no_verify,
+        getattr(args, "quiet", False),
+        spec_from_args(args, args.layout),
+        args.qlora,
+        args.qlora_merge,
+        args.port,
+    )
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    request = _package_request(args)
+    if args.dry_run:
+        return _print_plan(request, args.json)
+
+    from packager.cli.report import print_package
+    from packager.package import package
+
+    report = package(request, log=_stderr)
+    data = report.to_dict()
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+    print(json.dumps(data, indent=2)) if args.json else print_package(report)
+    return 0
+
+
+def _print_plan(request, as_json: bool) -> int:
+    from packager.cli.report import print_job
+    from packager.resolve.job import plan_package
+
+    plan = plan_package(request).plan
+    print(json.dumps(plan.to_dict(), indent=2, default=str)) if as_json else print_job(plan)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    request = _package_request(args)
+
+    from packager.cli.report import print_rendered
+    from packager.package import render_job
+    from packager.resolve.job import plan_package
+
+    rendered = render_job(plan_package(request), request, log=_stderr)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "context": rendered.context.path,
+                    "lock": rendered.context.lock_path,
+                    "files": [f.__dict__ for f in rendered.context.files],
+                    "notes": list(rendered.notes),
+                    "timings": rendered.timings,
+                },
+                indent=2,
+            )
+        )
+    else:
+        print_rendered(rendered)
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from packager.builders import get_builder
+    from packager.image.filters import image_ref
+    from packager.package import build_context
+
+    tag = image_ref(args.tag or _context_tag(args.context))
+    built = build_context(get_builder(args.builder), args.context, tag, _stderr)
+    if args.json:
+        print(json.dumps(built.__dict__, default=lambda o: o.__dict__, indent=2))
+    else:
+        print(f"built {built.tag} with {built.builder} ({built.size / 1e6:.1f} MB, {built.seconds:.1f}s)")
+        print(f"  image id: {built.image_id}")
+        if built.builder == "oci":
+            print(f"  push it: packager push --context {args.context} --registry REGISTRY/REPO --tag TAG")
+    return 0
+
+
+def _context_tag(context: str) -> str:
+    from packager.model_files import LOCK_FILE
+
+    path = os.path.join(context, LOCK_FILE)
+    if not os.path.isfile(os.path.join(context, "Dockerfile")) or not os.path.isfile(path):
+        raise UserInputError(
+            f"{context} is not a rendered context (no Dockerfile or {LOCK_FILE}); run `packager render`"
+        )
+    with open(path) as f:
+        tag = (json.load(f).get("image") or {}).get("tag")
+    if not tag:
+        raise UserInputError(f"{path} names no image tag; pass --tag")
+    return tag
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    from packager.builders import get_builder
+    from packager.builders.base import BuildRequest, PushRequest
+    from packager.image.filters import image_ref
+
+    target = image_ref(f"{args.registry}:{args.tag}")
+    builder = get_builder(args.builder or ("oci" if args.context else "docker"))
+    image = args.image
+    if args.context:  # the oci builder assembles the image from the context, then streams it
+        image = builder.build(BuildRequest(args.context, target), log=_stderr).tag
+    result = builder.push(PushRequest(image, target, args.username, _password(args)), log=_stderr)
+    uploaded = result.pushed_bytes / 1e6
+    print(f"pushed {result.target}@{result.digest} ({result.seconds:.1f}s, {uploaded:.1f} MB uploaded)")
+    return 0
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)

@@ -1,0 +1,287 @@
+"""Command line: thin functions over resolve / merge / verify; errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from packager import __version__
+from packager.cli.artefact import add_artefact_commands, add_artefact_flags
+from packager.cli.common import hash_base_ahead
+from packager.errors import PackagerError, UserInputError
+
+log = logging.getLogger("packager")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        raise UserInputError(f"{message}; see `{self.prog} --help`")
+
+
+def _add_input_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--adapter",
+        required=True,
+        metavar="PATH",
+        help="PEFT adapter folder, or a training output folder with checkpoint-N/ subfolders",
+    )
+    p.add_argument(
+        "--base", metavar="PATH|HUB_ID", help="base model; default: base_model_name_or_path from the adapter config"
+    )
+    p.add_argument("--revision", help="hub revision of the base (default: the adapter config's, else main)")
+    p.add_argument("--checkpoint", type=int, metavar="N", help="use checkpoint-N instead of the newest")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "bf16", "fp16", "fp32"],
+        help="dtype of the merged weights (auto: keep the base's)",
+    )
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="accept .bin/.pt weights (loaded with torch weights_only=True); refused by default",
+    )
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "stream", "peft"],
+        help="merge engine: stream (low memory, LoRA), peft (merge_and_unload); auto picks",
+    )
+    p.add_argument(
+        "--qlora",
+        action="store_true",
+        help="the adapter was trained with QLoRA on a 4-bit base (detected from the base's name or config otherwise)",
+    )
+    p.add_argument(
+        "--qlora-merge",
+        choices=["w16", "simulate-nf4"],
+        help="QLoRA adapters: merge onto the 16-bit weights (w16, the default) or onto the weights rounded through "
+        "bitsandbytes nf4 as training saw them (simulate-nf4)",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON report on stdout instead of a summary")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="packager",
+        description=(
+            "Turn a fine-tuned LLM adapter into a servable model: resolve and pin its base, check that they fit, "
+            "merge with low memory and verify parity with PEFT."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"packager {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = argparse.ArgumentParser(add_help=False)  # the global flags also work after the command
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
+
+    p = sub.add_parser(
+        "resolve", parents=[common], help="find the base, pin every file by sha256, check the adapter fits"
+    )
+    _add_input_flags(p)
+    p.add_argument("--lock", default="packager.lock.json", metavar="FILE", help="where to write the lock file")
+    p.set_defaults(func=_cmd_resolve)
+
+    p = sub.add_parser("merge", parents=[common], help="merge the adapter into its base, streaming tensor by tensor")
+    _add_input_flags(p)
+    p.add_argument("--output", required=True, metavar="DIR", help="folder for the merged model (must not exist)")
+    add_artefact_flags(p)
+    p.add_argument(
+        "--artefact-output",
+        metavar="DIR",
+        help="with --quantize int8|int4 or --export onnx: where the artefact goes (default: OUTPUT-<kind>, "
+        "e.g. merged-int8, merged-onnx-int8); the merged model stays in --output",
+    )
+    p.add_argument("--force", action="store_true", help="replace --output if it exists")
+    p.add_argument("--no-verify", action="store_true", help="skip the logits parity check against PEFT")
+    p.add_argument(
+        "--verify-max-gb",
+        type=float,
+        default=8.0,
+        help="skip parity for bases larger than this (it loads the model twice); default 8",
+    )
+    p.add_argument("--max-shard-size", type=_size, default="5GB", metavar="SIZE", help="output shard size (e.g. 2GB)")
+    p.add_argument("--dry-run", action="store_true", help="resolve and check, print the plan, write nothing")
+    p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser("verify", parents=[common], help="compare logits of base+adapter (PEFT) with a merged model")
+    _add_input_flags(p)
+    p.add_argument("--merged", required=True, metavar="DIR", help="the merged model folder")
+    p.set_defaults(func=_cmd_verify)
+
+    from packager.cli.container import add_container_commands
+
+    add_container_commands(sub, common)
+    add_artefact_commands(sub, common)
+
+    p = sub.add_parser(
+        "demo", parents=[common], help="generate a tiny demo base model and LoRA adapter (no hub needed)"
+    )
+    p.add_argument("--output", default="demo", metavar="DIR", help="where to write base/ and adapter/ (default: demo)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _size(text: str) -> int:
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+    upper = text.strip().upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit) and upper[: -len(unit)].replace(".", "", 1).isdigit():
+            return int(float(upper[: -len(unit)]) * factor)
+    if upper.isdigit():
+        return int(upper)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size like 500MB or 5GB")
+
+
+def _request(args: argparse.Namespace, hash_base: bool = True):
+    from packager.resolve.resolver import ResolveRequest
+
+    return ResolveRequest(
+        args.adapter,
+        args.base,
+        args.revision,
+        args.checkpoint,
+        args.dtype,
+        args.allow_pickle,
+        hash_base,
+        args.engine,
+        qlora_merge=args.qlora_merge,
+        qlora=args.qlora,
+    )
+
+
+def _cmd_resolve(args: argparse.Namespace) -> int:
+    hash_base_ahead(args.adapter, args.base, args.checkpoint)
+    from packager.cli.report import print_plan
+    from packager.resolve.resolver import resolve, write_lock
+
+    resolved = resolve(_request(args))
+    write_lock(resolved.plan, args.lock)
+    if args.json:
+        print(json.dumps(resolved.plan.to_dict(), indent=2, default=str))
+    else:
+        print_plan(resolved.plan, args.lock)
+    return 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from packager.cli.artefact import stderr_log, writable_spec
+    from packager.io.staging import check_target
+
+    # torch-free checks first: a wrong flag or an existing output fails at once, not after `import torch`
+    spec = writable_spec(args)
+    artefact_output = args.artefact_output or f"{os.path.normpath(args.output)}-{spec.label}"
+    if spec.transforms:
+        check_target(artefact_output, args.force)  # refuse before the merge, not after it
+    if not args.dry_run:
+        check_target(args.output, args.force)
+        hash_base_ahead(args.adapter, args.base, args.checkpoint)
+
+    from packager.artefact.make import make_artefact
+    from packager.cli.report import merge_report, print_merge, print_plan
+    from packager.merge.run import run_merge
+    from packager.resolve.resolver import resolve
+
+    if args.dry_run:
+        plan = resolve(_request(args, hash_base=False)).plan
+        print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
+        return 0
+    outcome = run_merge(
+        _request(args, hash_base=False),
+        args.output,
+        force=args.force,
+        verify=not args.no_verify,
+        verify_max_bytes=int(args.verify_max_gb * 1e9),
+        max_shard_bytes=args.max_shard_size,
+        quiet=args.quiet,
+    )
+    artefact = (
+        make_artefact(args.output, spec, artefact_output, args.force, stderr_log(args)) if spec.transforms else None
+    )
+    if args.json:
+        print(json.dumps({**merge_report(outcome), "artefact": artefact and artefact.to_dict()}, indent=2, default=str))
+    else:
+        print_merge(outcome)
+        if artefact:
+            print(f"  artefact: {artefact.path}\n  {artefact.summary()}")
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from packager.merge.verify import measure_parity
+    from packager.resolve.resolver import resolve
+
+    if not os.path.isfile(os.path.join(args.merged, "config.json")):
+        raise UserInputError(f"{args.merged} is not a model folder (no config.json); pass the merge --output folder")
+    report = measure_parity(resolve(_request(args, hash_base=False)), args.merged)
+    print(json.dumps(report.__dict__, indent=2) if args.json else report.summary())
+    return 0 if report.passed else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from packager.demo import build_demo
+
+    base, adapter = build_demo(args.output)
+    print(f"demo base: {base}\ndemo adapter: {adapter}")
+    return 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None, run: Callable[[argparse.Namespace], int] | None = None) -> int:
+    """Entry point: parse, run, and turn every failure into `error: …` on stderr plus an exit code."""
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        return (run or args.func)(args)
+    except PackagerError as exc:
+        _print_error(exc, args, exc.message)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        _print_error(
+            exc,
+            args,
+            f"unexpected {exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            f"; rerun with --debug and report it",
+        )
+        return 1
+    finally:
+        from packager.io.hashing import stop_hashing_ahead
+
+        stop_hashing_ahead()
+
+
+def _print_error(exc: BaseException, args: argparse.Namespace | None, message: str) -> None:
+    if args is not None and getattr(args, "debug", False):
+        import traceback
+
+        traceback.print_exception(exc)
+    print(f"error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def main_entry() -> None:
+    """Console-script entry point."""
+    code = main()
+    # With torch loaded, the interpreter's last garbage collection at exit scans every object torch created
+    # (~0.2 s); the work is done, so mark everything permanent and let exit skip that scan.
+    gc.freeze()
+    sys.exit(code)

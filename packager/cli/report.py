@@ -1,0 +1,144 @@
+"""What the commands print: a short summary for people, a JSON document for machines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from packager.plan import PackagePlan
+
+if TYPE_CHECKING:  # importing package.py at run time would pull in the container modules
+    from packager.package import PackageReport, Rendered
+from packager.merge.run import MergeOutcome
+from packager.model_files import LOCK_FILE
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def _describe_inputs(plan: PackagePlan) -> list[str]:
+    base, adapter = plan.base, plan.adapter
+    fp = base.fingerprint
+    where = f"{base.repo_id}@{base.commit or base.revision or 'main'}" if base.repo_id else base.path
+    checkpoint = f" (checkpoint-{adapter.checkpoint})" if adapter.checkpoint is not None else ""
+    return [
+        f"adapter: {adapter.path}{checkpoint}  [{adapter.peft_type}, r={adapter.settings.get('r', '?')}]",
+        f"base:    {where}  [{base.source}; {fp.model_type}, {fp.num_hidden_layers} layers, hidden {fp.hidden_size}, "
+        f"vocab {fp.vocab_size}, {fp.dtype}]",
+        *_describe_merge(plan),
+    ]
+
+
+def _describe_merge(plan: PackagePlan) -> list[str]:
+    if plan.merge is None:
+        return ["merge:   none (the shared layout serves the adapters on the unmodified base)"]
+    return [
+        f"engine:  {plan.merge.engine} ({plan.merge.engine_reason})",
+        *(f"note:    {note}" for note in plan.merge.notes),
+    ]
+
+
+def print_plan(plan: PackagePlan, lock_path: str | None) -> None:
+    for line in _describe_inputs(plan):
+        print(line)
+    if plan.merge is not None and plan.merge.engine == "stream":
+        print(f"tensors: {plan.merge.changed_tensors} of {len(plan.merge.tensors)} change")
+    if lock_path:
+        print(f"lock:    {lock_path} ({plan.pinned_files} files pinned by sha256)")
+
+
+def print_job(plan: PackagePlan) -> None:
+    """The whole plan of `package --dry-run`: what would be merged, made, rendered, built and pushed."""
+    image = plan.image
+    print("plan (dry run: nothing is merged, written, built or pushed)")
+    for served in plan.served:
+        print(f"serves:  {served.name} <- {served.spec.path}  [{served.spec.peft_type}]")
+    print_plan(plan, None)
+    artefact = plan.artefact
+    print(f"model:   {artefact.label} (runtime backend {artefact.backend}, load-time {artefact.load_quantization})")
+    if image is None:
+        return
+    print(f"image:   {image.tag}  [{image.layout} layout, FROM {image.base_image}, port {image.port}]")
+    reproducible = "same inputs give the same digest" if image.reproducible else "digest not reproducible"
+    push = f"push to {image.tag}" if image.push else "no push"
+    print(f"build:   {image.builder} builder ({reproducible}); {push}")
+    print(f"runtime: {json.dumps(image.runtime.to_json(), sort_keys=True)}")
+    print(f"pinned:  {plan.pinned_files} input files by sha256")
+
+
+def print_rendered(rendered: Rendered) -> None:
+    """The people's summary of `packager render`."""
+    context = rendered.context
+    print(f"rendered {context.path}  ({len(context.files)} files in the image, each pinned in the lock)")
+    print(f"  lock:    {context.lock_path}")
+    for note in rendered.notes:
+        print(f"  note:    {note}")
+    print(f"  build:   docker build {context.path}   (or: buildah bud, kaniko, `packager build {context.path}`)")
+    print("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in rendered.timings.items()))
+
+
+def print_merge(outcome: MergeOutcome) -> None:
+    print(f"merged into {outcome.output}")
+    for line in _describe_inputs(outcome.result.plan):
+        print("  " + line)
+    if outcome.parity is not None:
+        print("  " + outcome.parity.summary())
+    else:
+        print(f"  parity skipped: {outcome.parity_skipped}")
+    for entry in outcome.result.files:
+        if entry.path.endswith(".safetensors"):
+            print(f"  {entry.path}  {_mb(entry.size)}  sha256:{entry.sha256[:12]}")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in outcome.timings.items())
+    print(f"  lock: {os.path.join(outcome.output, LOCK_FILE)}   ({timings})")
+
+
+def merge_report(outcome: MergeOutcome) -> dict[str, Any]:
+    plan = outcome.result.plan
+    return {
+        "output": outcome.output,
+        "lock": os.path.join(outcome.output, LOCK_FILE),
+        "engine": plan.merge.engine,
+        "engine_reason": plan.merge.engine_reason,
+        "dtype": plan.merge.dtype,
+        "notes": list(plan.merge.notes),
+        "tensors": len(plan.merge.tensors),
+        "changed_tensors": plan.merge.changed_tensors,
+        "parity": dataclasses.asdict(outcome.parity) if outcome.parity else None,
+        "parity_skipped": outcome.parity_skipped,
+        "files": [dataclasses.asdict(f) for f in outcome.result.files],
+        "timings": outcome.timings,
+        "plan": plan.to_dict(),
+    }
+
+
+def print_package(report: PackageReport) -> None:
+    """The people's summary of `packager package`."""
+    print(f"built {report.image} ({report.layout} layout, {report.size / 1e9:.2f} GB, {len(report.layers)} layers)")
+    print(f"  image id: {report.image_id}")
+    if report.digest:
+        print(f"  pushed:   {report.image}@{report.digest} ({(report.pushed_bytes or 0) / 1e6:.1f} MB uploaded)")
+    print(f"  serves:   {', '.join(report.adapters)} on port {report.port}")
+    if report.base_mount:
+        print(f"  base:     mount the base read-only at {report.base_mount} (see {report.context}/compose.yaml)")
+    if report.artefact:
+        _print_artefact(report.artefact)
+    for note in report.notes:
+        print(f"  note:     {note}")
+    print(f"  context:  {report.context}")
+    print("  timings:  " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
+
+
+def _print_artefact(artefact: dict) -> None:
+    acc = artefact["accuracy"]
+    print(
+        f"  model:    {artefact['kind']}, {artefact['size_bytes'] / 1e6:.1f} MB "
+        f"({artefact['size_ratio']:.2f}x the unquantized merge)"
+    )
+    print(
+        f"  accuracy: logits max |diff| {acc['max_abs_logit_diff']:.3g} (mean {acc['mean_abs_logit_diff']:.3g}), "
+        f"top-1 {acc['top1_agreement']:.1%}, greedy tokens {acc['greedy_token_agreement']:.1%}, perplexity "
+        f"{acc['perplexity_reference']:.3f} -> {acc['perplexity_candidate']:.3f} ({acc['perplexity_change']:+.2%})"
+    )

@@ -1,0 +1,71 @@
+"""The merge command end to end: resolve, merge into a staging folder, check parity, then move into place."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+
+from packager.io.staging import check_target, staged_directory
+from packager.merge.stream import DEFAULT_MAX_SHARD_BYTES, MergeResult, merge_adapter
+from packager.merge.verify import DEFAULT_MAX_VERIFY_BYTES, ParityReport, check_parity
+from packager.progress import Progress
+from packager.resolve.resolver import Resolved, ResolveRequest, resolve
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    output: str
+    resolved: Resolved
+    result: MergeResult
+    parity: ParityReport | None
+    parity_skipped: str | None
+    timings: dict[str, float]
+
+
+def run_merge(request: ResolveRequest, output: str, force: bool = False, **options) -> MergeOutcome:
+    """Resolve `request`, then merge it into `output` (see `merge_resolved` for the options)."""
+    check_target(output, force)  # before resolving: an existing output fails at once
+    started = time.monotonic()
+    resolved = resolve(request)
+    outcome = merge_resolved(resolved, output, force, **options)
+    return dataclasses.replace(outcome, timings={"resolve": time.monotonic() - started, **outcome.timings})
+
+
+def merge_resolved(
+    resolved: Resolved,
+    output: str,
+    force: bool = False,
+    verify: bool = True,
+    verify_max_bytes: int = DEFAULT_MAX_VERIFY_BYTES,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    quiet: bool = False,
+) -> MergeOutcome:
+    """Merge an already resolved adapter into `output`; on any failure nothing is left at `output`."""
+    check_target(output, force)
+    timings: dict[str, float] = {}
+    progress = Progress("merge", quiet)
+    with staged_directory(output, force) as staging:
+        started = time.monotonic()
+        result = merge_adapter(resolved, staging, max_shard_bytes, progress)
+        timings["merge"] = time.monotonic() - started
+        parity, skipped = None, _skip_reason(resolved, verify, verify_max_bytes)
+        if skipped is None:
+            progress.note("checking logits parity against PEFT ...")
+            started = time.monotonic()
+            parity = check_parity(resolved, staging)
+            timings["verify"] = time.monotonic() - started
+    return MergeOutcome(os.path.abspath(output), resolved, result, parity, skipped, timings)
+
+
+def _skip_reason(resolved: Resolved, verify: bool, max_bytes: int) -> str | None:
+    if not verify:
+        return "--no-verify"
+    size = sum(t.nbytes for t in resolved.weights.tensors.values())
+    if size > max_bytes:
+        return (
+            f"base weights are {size / 1e9:.1f} GB (> --verify-max-gb {max_bytes / 1e9:g}); "
+            "run `packager verify` on a larger machine"
+        )
+    return None

@@ -1,0 +1,128 @@
+"""Resolve an adapter and its base into a checked, frozen PackagePlan (headers and configs only)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from packager.errors import OutputError
+from packager.io.hashing import sha256_file
+from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
+from packager.resolve.adapter import Adapter, load_adapter
+from packager.resolve.architecture import Architecture, inspect_architecture
+from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights
+from packager.resolve.merge_plan import plan_merge
+from packager.resolve.qlora import apply_qlora, choose_base, qlora_spec
+
+ADAPTER_SETTINGS = (
+    "r",
+    "lora_alpha",
+    "use_rslora",
+    "use_dora",
+    "fan_in_fan_out",
+    "target_modules",
+    "modules_to_save",
+    "layers_to_transform",
+    "rank_pattern",
+    "alpha_pattern",
+    "bias",
+    "lora_bias",
+    "task_type",
+    "base_model_name_or_path",
+    "revision",
+)
+
+
+@dataclass(frozen=True)
+class ResolveRequest:
+    """What the user asked for; every field maps to a CLI flag."""
+
+    adapter: str
+    base: str | None = None
+    revision: str | None = None
+    checkpoint: int | None = None
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    hash_base: bool = True
+    engine: str = "auto"
+    qlora_merge: str | None = None  # "w16" or "simulate-nf4"; None: w16 for QLoRA adapters
+    qlora: bool = False  # the user says the adapter was trained with QLoRA
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The plan plus what later steps need to read the inputs."""
+
+    plan: PackagePlan
+    adapter: Adapter
+    architecture: Architecture
+    weights: BaseWeights
+
+
+def resolve(request: ResolveRequest) -> Resolved:
+    """Find adapter and base, check they fit, and pin the files (base hashes may be deferred to the merge)."""
+    adapter = load_adapter(request.adapter, request.checkpoint, request.allow_pickle)
+    choice = choose_base(adapter, request.base, request.revision)
+    spec, qlora_notes = qlora_spec(adapter, choice.named_config, request.qlora_merge, request.qlora)
+    location = choice.location
+    weights = index_base_weights(location.path, request.allow_pickle)
+    arch = inspect_architecture(location.path, weights.tensors if weights.format == "safetensors" else None)
+    merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
+    merge = apply_qlora(merge, spec, arch, choice.notes + qlora_notes)
+    plan = PackagePlan(
+        adapter=_adapter_spec(adapter),
+        base=_base_spec(location, arch, weights, request.hash_base),
+        merge=merge,
+    )
+    return Resolved(plan, adapter, arch, weights)
+
+
+def _adapter_spec(adapter: Adapter) -> AdapterSpec:
+    names = ["adapter_config.json", os.path.basename(adapter.weights_file), *adapter.tokenizer_files]
+    files = tuple(_entry(adapter.path, n, True) for n in dict.fromkeys(names) if n)
+    settings = {k: adapter.config[k] for k in ADAPTER_SETTINGS if k in adapter.config}
+    return AdapterSpec(adapter.path, adapter.checkpoint, adapter.peft_type, settings, files)
+
+
+def _base_spec(location: BaseLocation, arch: Architecture, weights: BaseWeights, hash_weights: bool) -> BaseSpec:
+    side = [n for n in (*SIDE_FILES, *_index_files(location.path)) if os.path.isfile(os.path.join(location.path, n))]
+    entries = [_entry(location.path, n, True) for n in side]
+    entries += [_entry(location.path, n, hash_weights) for n in weights.files]
+    return BaseSpec(
+        location.path,
+        location.source,
+        location.repo_id,
+        location.revision,
+        location.commit,
+        arch.fingerprint,
+        weights.format,
+        tuple(entries),
+    )
+
+
+def _index_files(path: str) -> list[str]:
+    return [
+        n
+        for n in ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+        if os.path.isfile(os.path.join(path, n))
+    ]
+
+
+def _entry(folder: str, name: str, hashed: bool) -> FileEntry:
+    path = os.path.join(folder, name)
+    return FileEntry(name, os.path.getsize(path), sha256_file(path) if hashed else None)
+
+
+def write_lock(plan: PackagePlan, path: str) -> None:
+    """Write the lock atomically (temp file + rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise OutputError(
+            f"cannot write the lock to {path}: folder {directory} does not exist; create it or pass --lock"
+        )
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(plan.lock(), f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
