@@ -15,6 +15,7 @@ CHAT_TEMPLATE = (
 
 
 def demo_corpus() -> str:
+    """The text the demo tokenizer is trained on (packager/data/demo_corpus.txt)."""
     return resources.files("packager.data").joinpath("demo_corpus.txt").read_text()
 
 

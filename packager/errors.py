@@ -13,6 +13,7 @@ class PackagerError(Exception):
 
     @property
     def message(self) -> str:
+        """The message, whitespace collapsed onto one line (as the CLI prints it)."""
         return str(self)
 
 
@@ -48,6 +49,10 @@ class OutputError(UserInputError):
 
 class ParityError(PackagerError):
     """The merged model does not answer like base + adapter."""
+
+
+class ValidationError(PackagerError):
+    """An exported or quantized artefact does not answer like the model it was made from."""
 
 
 class EngineError(PackagerError):

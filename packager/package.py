@@ -44,6 +44,8 @@ class Rendered:
 
 @dataclass(frozen=True)
 class PackageReport:
+    """What `package` built and pushed: image, digest, layers, timings; `to_dict` is the JSON report."""
+
     image: str
     image_id: str
     digest: str | None
@@ -63,6 +65,7 @@ class PackageReport:
     reproducible: bool = False  # same inputs give the same digest (oci builder)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON report (`--report`, `--json`)."""
         return dataclasses.asdict(self)
 
 

@@ -99,11 +99,14 @@ class MergePlan:
 
     @property
     def changed_tensors(self) -> int:
+        """How many output tensors differ from the base's (a delta added, or taken from the adapter)."""
         return sum(1 for t in self.tensors if t.deltas or t.source == "adapter")
 
 
 @dataclass(frozen=True)
 class AdapterSpec:
+    """A resolved adapter: its folder, checkpoint, PEFT type and settings, and its pinned files."""
+
     path: str
     checkpoint: int | None
     peft_type: str
@@ -116,11 +119,14 @@ class AdapterSpec:
         return next((f.sha256 or "" for f in self.files if is_weight_file(f.path)), "")
 
     def to_dict(self) -> dict[str, Any]:
+        """The lock's entry for this adapter."""
         return {**dataclasses.asdict(self), "files": [entry_dict(f) for f in self.files]}
 
 
 @dataclass(frozen=True)
 class BaseSpec:
+    """A resolved base model: where it was found, its revision, fingerprint and pinned files."""
+
     path: str
     source: str
     repo_id: str | None
@@ -136,6 +142,7 @@ class BaseSpec:
         return self.repo_id or os.path.basename(self.path.rstrip("/"))
 
     def to_dict(self) -> dict[str, Any]:
+        """The lock's entry for the base."""
         return {**dataclasses.asdict(self), "files": [entry_dict(f) for f in self.files]}
 
 
@@ -161,13 +168,14 @@ class ImagePlan:
 
     @property
     def port(self) -> int:
+        """The port the image's server listens on."""
         return self.runtime.port
 
     @property
     def reproducible(self) -> bool:
-        """Same inputs give the same image digest: the oci builder writes every byte itself; docker's legacy
-        builder stamps build times into directories and history, so it cannot."""
-        return self.builder == "oci"
+        """Same inputs give the same image digest: the oci builder writes every byte itself and buildah runs with
+        a fixed --timestamp; docker's legacy builder stamps the build's time into the image config, so it cannot."""
+        return self.builder in ("oci", "buildah")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ class Progress:
         self._started = 0.0
 
     def start(self, label: str, total_bytes: int) -> None:
+        """Begin a unit of work of `total_bytes`: a tqdm bar on a terminal, one plain line otherwise."""
         self._started = time.monotonic()
         self._label = label
         if self.quiet:
@@ -29,10 +30,12 @@ class Progress:
             print(f"{self.step}: {label} ({total_bytes / 1e9:.2f} GB) ...", file=sys.stderr, flush=True)
 
     def advance(self, nbytes: int) -> None:
+        """Move the bar on by `nbytes` (nothing to do without a terminal)."""
         if self._bar is not None:
             self._bar.update(nbytes)
 
     def finish(self) -> None:
+        """Close the bar and print how long the current unit took."""
         elapsed = time.monotonic() - self._started
         if self._bar is not None:
             self._bar.close()
@@ -41,5 +44,6 @@ class Progress:
             print(f"{self.step}: {self._label} done in {elapsed:.1f}s", file=sys.stderr, flush=True)
 
     def note(self, message: str) -> None:
+        """Print a one-line message for this step, unless quiet."""
         if not self.quiet:
             print(f"{self.step}: {message}", file=sys.stderr, flush=True)

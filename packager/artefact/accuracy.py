@@ -32,6 +32,8 @@ DEFAULT_PROMPTS = (
 
 @dataclass(frozen=True)
 class AccuracyReport:
+    """How closely a transformed model follows the model it came from."""
+
     max_abs_logit_diff: float
     mean_abs_logit_diff: float
     top1_agreement: float  # share of positions where both models rank the same token first
@@ -42,12 +44,15 @@ class AccuracyReport:
 
     @property
     def perplexity_change(self) -> float:
+        """The candidate's relative perplexity change (0.01 = 1% higher than the reference)."""
         return self.perplexity_candidate / self.perplexity_reference - 1.0
 
     def to_dict(self) -> dict[str, float]:
+        """The figures as a dict, perplexity_change included."""
         return {**dataclasses.asdict(self), "perplexity_change": self.perplexity_change}
 
     def summary(self) -> str:
+        """The figures on one line for people."""
         return (
             f"logits max |diff| {self.max_abs_logit_diff:.3g} (mean {self.mean_abs_logit_diff:.3g}), top-1 "
             f"{self.top1_agreement:.1%}, greedy tokens {self.greedy_token_agreement:.1%}, perplexity "
@@ -56,6 +61,7 @@ class AccuracyReport:
 
 
 def eval_text() -> str:
+    """The text accuracy is measured on (packager/data/eval_text.txt)."""
     return resources.files("packager.data").joinpath("eval_text.txt").read_text()
 
 

@@ -22,16 +22,12 @@ from packager.artefact.spec import (
     folder_size,
     write_artefact_report,
 )
-from packager.errors import PackagerError, UserInputError
+from packager.errors import PackagerError, UserInputError, ValidationError
 from packager.io.staging import staged_directory
 from packager.model_files import WEIGHT_SUFFIXES
 
 TASK = "text-generation-with-past"
 ONNX_FILES = ("model.onnx", "model.onnx_data")
-
-
-class ValidationError(PackagerError):
-    """The exported model does not answer like the PyTorch model."""
 
 
 def export_onnx(

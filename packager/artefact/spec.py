@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from packager.errors import UserInputError
+from packager.runtime.config import LOAD_QUANTIZATIONS
 
 if TYPE_CHECKING:
     from packager.artefact.accuracy import AccuracyReport
 
 STORED = ("int8", "int4")  # weights written quantized into the image
-LOAD_TIME = ("bnb-nf4", "bnb-int8", "fp8")  # quantized by the runtime at load time, on a CUDA GPU
+# quantized by the runtime at load time, on a CUDA GPU: the runtime's own vocabulary, so the two cannot drift
+LOAD_TIME = tuple(q for q in LOAD_QUANTIZATIONS if q != "none")
 QUANTIZE_CHOICES = ("none", *STORED, *LOAD_TIME)
 EXPORT_CHOICES = ("none", "onnx")
 GRANULARITIES = ("auto", "per-channel", "per-tensor")
@@ -31,6 +33,8 @@ ARTEFACT_REPORT = "packager.artefact.json"
 
 @dataclass(frozen=True)
 class ArtefactSpec:
+    """What becomes of the merged model, from --quantize and --export (validated by `artefact_spec`)."""
+
     quantize: str = "none"
     export: str = "none"
     granularity: str = "auto"  # ONNX int8 only: per-channel or per-tensor scales, auto = measure both
@@ -113,15 +117,18 @@ class ArtefactReport:
 
     @property
     def size_ratio(self) -> float:
+        """The artefact's size over the unquantized merge's."""
         return self.size_bytes / self.reference_size_bytes
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready data, with size_ratio and the accuracy figures."""
         data = dataclasses.asdict(self)
         data["size_ratio"] = round(self.size_ratio, 4)
         data["accuracy"] = self.accuracy.to_dict()
         return data
 
     def summary(self) -> str:
+        """One line for people: kind, size, ratio to the merge, and accuracy."""
         return (
             f"{self.kind}: {self.size_bytes / 1e6:.1f} MB ({self.size_ratio:.2f}x the merge), {self.accuracy.summary()}"
         )
@@ -146,6 +153,7 @@ def _round(value: float) -> float:
 
 
 def write_artefact_report(report: ArtefactReport, folder: str) -> None:
+    """Write the report into `folder` as packager.artefact.json."""
     with open(os.path.join(folder, ARTEFACT_REPORT), "w") as f:
         json.dump(report.to_dict(), f, indent=2, sort_keys=True)
         f.write("\n")
@@ -178,6 +186,7 @@ class Phases:
 
     @property
     def total(self) -> float:
+        """Seconds spent in all the steps timed so far."""
         return sum(self.seconds.values())
 
 

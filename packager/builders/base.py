@@ -6,15 +6,18 @@ place, so what will run can be tested and printed without an engine.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class BuildRequest:
+    """What to build: a context folder and its Dockerfile, and the tag to give the image."""
+
     context: str
     tag: str
     dockerfile: str = "Dockerfile"
@@ -24,6 +27,8 @@ class BuildRequest:
 
 @dataclass(frozen=True)
 class Layer:
+    """One filesystem layer of a built image."""
+
     digest: str  # the layer's content digest (diff id) in the local image
     size: int
     created_by: str
@@ -31,6 +36,8 @@ class Layer:
 
 @dataclass(frozen=True)
 class BuildResult:
+    """What a build produced: the image id, its size in bytes, how long it took, and its layers."""
+
     builder: str
     tag: str
     image_id: str
@@ -41,6 +48,8 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class PushRequest:
+    """What to push: a local image, the registry target, and credentials when given."""
+
     image: str  # local image (tag or id)
     target: str  # registry[:port]/repo:tag
     username: str | None = field(default=None, repr=False)
@@ -49,6 +58,8 @@ class PushRequest:
 
 @dataclass(frozen=True)
 class PushResult:
+    """What a push did: the manifest digest, the time and attempts it took, and what it uploaded."""
+
     builder: str
     target: str
     digest: str
@@ -63,9 +74,13 @@ class Builder(Protocol):
 
     name: str
 
-    def build(self, request: BuildRequest, log: Log) -> BuildResult: ...
+    def build(self, request: BuildRequest, log: Log) -> BuildResult:
+        """Build `request` into a local image, sending progress lines to `log`."""
+        ...
 
-    def push(self, request: PushRequest, log: Log) -> PushResult: ...
+    def push(self, request: PushRequest, log: Log) -> PushResult:
+        """Push a local image to its registry target, sending progress lines to `log`."""
+        ...
 
 
 AUTH_PATTERNS = ("unauthorized", "authentication required", "no basic auth credentials", "denied", "401")
@@ -90,3 +105,23 @@ def push_error(message: str, repository: str) -> Exception:
     if "invalid reference" in lower or "repository name must" in lower:
         return UserInputError(f"cannot push to {repository}: {message.strip()[:120]}; fix --tag")
     return RegistryError(f"push to {host} failed: {message.strip()[:160]}")
+
+
+PUSH_ATTEMPTS = 3
+T = TypeVar("T")
+
+
+def with_retries(push_once: Callable[[], T], log: Log, attempts: int = PUSH_ATTEMPTS) -> tuple[T, int]:
+    """Run one push attempt until it succeeds; a RegistryError (transient: network, 5xx) is retried with a
+    growing pause, any other error (credentials, a bad tag) is raised at once. Returns (result, attempts)."""
+    from packager.errors import RegistryError
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return push_once(), attempt
+        except RegistryError as exc:
+            if attempt == attempts:
+                raise
+            log(f"push attempt {attempt} failed ({exc}); retrying")
+            time.sleep(2 * attempt)
+    raise AssertionError("unreachable")

@@ -22,20 +22,25 @@ from packager.builders.base import (
     PushRequest,
     PushResult,
     push_error,
+    with_retries,
 )
-from packager.errors import EngineError, RegistryError
+from packager.errors import EngineError
 from packager.image.dockerfile import parse_dockerfile
+from packager.image.paths import FIXED_MTIME
 from packager.image.reference import registry_host
 
 LOCAL_HOSTS = ("127.", "localhost")
 
 
 def storage_args() -> list[str]:
+    """buildah's --storage-driver, when PACKAGER_BUILDAH_STORAGE_DRIVER names one."""
     driver = os.environ.get("PACKAGER_BUILDAH_STORAGE_DRIVER")
     return ["--storage-driver", driver] if driver else []
 
 
 def buildah_build_argv(request: BuildRequest) -> list[str]:
+    """`buildah bud` for a context: no pulls, no network, and a fixed --timestamp (created times and file
+    mtimes), so the same context gives the same image."""
     dockerfile = os.path.join(request.context, request.dockerfile)
     argv = [
         "buildah",
@@ -47,6 +52,8 @@ def buildah_build_argv(request: BuildRequest) -> list[str]:
         request.network_mode,
         "--format",
         "oci",
+        "--timestamp",
+        str(FIXED_MTIME),
         "-f",
         dockerfile,
         "-t",
@@ -56,6 +63,7 @@ def buildah_build_argv(request: BuildRequest) -> list[str]:
 
 
 def buildah_push_argv(request: PushRequest, authfile: str | None, digestfile: str) -> list[str]:
+    """`buildah push` with uncompressed layers; credentials only through the authfile, never the argv."""
     insecure = registry_host(request.target).startswith(LOCAL_HOSTS)
     argv = ["buildah", *storage_args(), "push", "--disable-compression", "--digestfile", digestfile, "--retry", "0"]
     argv += ["--tls-verify=false"] if insecure else []
@@ -64,6 +72,8 @@ def buildah_push_argv(request: PushRequest, authfile: str | None, digestfile: st
 
 
 class BuildahBuilder:
+    """Daemonless builds with buildah bud (fixed timestamp) and uncompressed pushes."""
+
     name = "buildah"
 
     def __init__(self, engine_url: str | None = None) -> None:
@@ -72,6 +82,7 @@ class BuildahBuilder:
         self.engine_url = engine_url or os.environ.get("DOCKER_HOST")
 
     def build(self, request: BuildRequest, log: Log) -> BuildResult:
+        """Build the context; the FROM image is copied from the Docker engine when buildah's store lacks it."""
         started = time.monotonic()
         self.ensure_base_image(_from_image(os.path.join(request.context, request.dockerfile)), log)
         _run(buildah_build_argv(request), log, "image build failed")
@@ -87,18 +98,13 @@ class BuildahBuilder:
         )
 
     def push(self, request: PushRequest, log: Log) -> PushResult:
+        """Push the built image, retrying transient registry failures."""
         started = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
             authfile = _write_authfile(tmp, request)
             digestfile = os.path.join(tmp, "digest")
-            for attempt in range(1, 4):
-                try:
-                    _run(buildah_push_argv(request, authfile, digestfile), log, "push failed", classify=True)
-                    break
-                except RegistryError:
-                    if attempt == 3:
-                        raise
-                    time.sleep(2 * attempt)
+            argv = buildah_push_argv(request, authfile, digestfile)
+            _, attempt = with_retries(lambda: _run(argv, log, "push failed", classify=True), log)
             with open(digestfile) as f:
                 digest = f.read().strip()
         return PushResult(self.name, request.target, digest, time.monotonic() - started, attempt)

@@ -15,12 +15,12 @@ from packager.builders.base import (
     PushRequest,
     PushResult,
     push_error,
+    with_retries,
 )
 from packager.errors import EngineError, RegistryError, UserInputError
 from packager.image.reference import split_target
 
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
-RETRIES = 3
 
 
 def docker_build_kwargs(request: BuildRequest) -> dict[str, Any]:
@@ -46,6 +46,9 @@ def docker_auth_config(request: PushRequest) -> dict[str, str] | None:
 
 
 class DockerBuilder:
+    """Builds and pushes through a Docker engine (the given URL, DOCKER_HOST or the local socket); fails at once
+    when the engine is unreachable."""
+
     name = "docker"
 
     def __init__(self, engine_url: str | None = None) -> None:
@@ -63,6 +66,7 @@ class DockerBuilder:
         self.api = self.client.api
 
     def build(self, request: BuildRequest, log: Log) -> BuildResult:
+        """Build the context with the engine, logging its output; returns the image id, size and layers."""
         started = time.monotonic()
         image_id = None
         for chunk in self.api.build(**docker_build_kwargs(request)):
@@ -83,6 +87,7 @@ class DockerBuilder:
         )
 
     def image_size(self, image: str) -> int:
+        """The local image's size in bytes, as the engine reports it."""
         return int(self.api.inspect_image(image)["Size"])
 
     def layers(self, image: str) -> tuple[Layer, ...]:
@@ -94,21 +99,12 @@ class DockerBuilder:
         return tuple(Layer(d, int(h.get("Size", 0)), str(h.get("CreatedBy", ""))[:200]) for d, h in pairs)
 
     def push(self, request: PushRequest, log: Log) -> PushResult:
+        """Tag the image as the target and push it, retrying transient registry failures."""
         started = time.monotonic()
         repository, tag = split_target(request.target)
         self._tag(request.image, repository, tag)
-        for attempt in range(1, RETRIES + 1):
-            try:
-                digest, pushed, skipped = self._push_once(repository, tag, request, log)
-                return PushResult(
-                    self.name, request.target, digest, time.monotonic() - started, attempt, pushed, skipped
-                )
-            except RegistryError as exc:
-                if attempt == RETRIES:
-                    raise
-                log(f"push attempt {attempt} failed ({exc}); retrying")
-                time.sleep(2 * attempt)
-        raise AssertionError("unreachable")
+        (digest, pushed, skipped), attempt = with_retries(lambda: self._push_once(repository, tag, request, log), log)
+        return PushResult(self.name, request.target, digest, time.monotonic() - started, attempt, pushed, skipped)
 
     def _tag(self, image: str, repository: str, tag: str) -> None:
         import docker.errors

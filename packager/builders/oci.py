@@ -33,6 +33,9 @@ MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 
 
 class OciBuilder:
+    """Builds no image: plans layers from the rendered Dockerfile and streams them to the registry at push time;
+    the Docker engine only supplies the runtime base image."""
+
     name = "oci"
 
     def __init__(self, engine_url: str | None = None) -> None:
@@ -62,6 +65,8 @@ class OciBuilder:
         )
 
     def push(self, request: PushRequest, log: Log) -> PushResult:
+        """Upload the layers and config the registry lacks, then the manifest; only images this builder built in
+        this run can be pushed."""
         if request.image not in self._built:
             raise UserInputError(
                 f"the oci builder pushes images it assembled in this run; {request.image!r} is not one"
@@ -169,6 +174,7 @@ class _ReadableStream:
         self._chunks, self._chunk, self._position = iter(chunks), memoryview(b""), 0
 
     def read(self, n: int = -1) -> bytes:
+        """Up to `n` bytes (everything left when `n` < 0); fewer only at the end of the stream."""
         parts = []
         while n != 0:
             if self._position >= len(self._chunk):

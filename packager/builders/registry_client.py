@@ -31,6 +31,7 @@ class RegistryClient:
         self._connection: http.client.HTTPConnection | None = None
 
     def blob_exists(self, digest: str) -> bool:
+        """Whether the repository already has the blob `digest` (a HEAD request)."""
         status, _, _ = self._request("HEAD", f"/v2/{self.repository}/blobs/{digest}")
         return status == 200
 
@@ -53,12 +54,14 @@ class RegistryClient:
         return name, size
 
     def upload_bytes(self, data: bytes) -> str:
+        """Upload a small blob unless the repository has it already; returns its digest."""
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
         if not self.blob_exists(digest):
             self.upload([data])
         return digest
 
     def put_manifest(self, reference: str, manifest: bytes, media_type: str) -> str:
+        """Store `manifest` under `reference` (a tag); returns the manifest digest the registry reports."""
         status, headers, body = self._request(
             "PUT", f"/v2/{self.repository}/manifests/{reference}", manifest, {"Content-Type": media_type}
         )

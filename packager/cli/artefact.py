@@ -20,6 +20,7 @@ from packager.errors import UserInputError
 
 
 def add_artefact_flags(p: argparse.ArgumentParser) -> None:
+    """Add --quantize, --export, --onnx-granularity and --onnx-atol to a command."""
     p.add_argument(
         "--quantize",
         default="none",
@@ -47,10 +48,12 @@ def add_artefact_flags(p: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace, layout: str = "baked") -> ArtefactSpec:
+    """The validated ArtefactSpec for the parsed flags and `layout`."""
     return artefact_spec(args.quantize, args.export, layout, args.onnx_granularity, args.onnx_atol)
 
 
 def add_artefact_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """Register the `quantize` command."""
     p = sub.add_parser(
         "quantize",
         parents=[common],
@@ -68,6 +71,7 @@ def add_artefact_commands(sub: argparse._SubParsersAction, common: argparse.Argu
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    """`packager quantize`: make the artefact from a merged model folder and print its report."""
     spec = writable_spec(args)
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         raise UserInputError(f"{args.model} is not a model folder (no config.json); pass a `packager merge` output")

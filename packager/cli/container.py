@@ -8,6 +8,7 @@ import os
 import sys
 
 from packager.cli.artefact import add_artefact_flags, spec_from_args
+from packager.dtypes import CLI_CHOICES
 from packager.errors import UserInputError
 
 BUILDER_HELP = (
@@ -73,7 +74,7 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--base", metavar="PATH|HUB_ID", help="base model (default: from the adapter config)")
     p.add_argument("--revision", help="hub revision of the base")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="merged dtype (baked)")
+    p.add_argument("--dtype", default="auto", choices=CLI_CHOICES, help="merged dtype (baked)")
     p.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt weights (weights_only=True)")
     p.add_argument(
         "--base-image",
@@ -150,6 +151,7 @@ def _package_request(args: argparse.Namespace):
 
 
 def cmd_package(args: argparse.Namespace) -> int:
+    """`packager package`: every step, or the plan alone with --dry-run."""
     request = _package_request(args)
     if args.dry_run:
         return _print_plan(request, args.json)
@@ -177,6 +179,7 @@ def _print_plan(request, as_json: bool) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    """`packager render`: every step up to the written build context."""
     request = _package_request(args)
 
     from packager.cli.report import print_rendered
@@ -203,6 +206,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    """`packager build CONTEXT`: build a rendered context with the chosen builder."""
     from packager.builders import get_builder
     from packager.image.filters import image_ref
     from packager.package import build_context
@@ -235,6 +239,7 @@ def _context_tag(context: str) -> str:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    """`packager push`: a local image (docker, buildah) or a rendered context (oci) to a registry."""
     from packager.builders import get_builder
     from packager.builders.base import BuildRequest, PushRequest
     from packager.image.filters import image_ref

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from packager import __version__
 from packager.cli.artefact import add_artefact_commands, add_artefact_flags
 from packager.cli.common import hash_base_ahead
+from packager.dtypes import CLI_CHOICES
 from packager.errors import PackagerError, UserInputError
 
 log = logging.getLogger("packager")
@@ -21,6 +22,7 @@ log = logging.getLogger("packager")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, exit 2
+        """Raise argparse's usage errors as a one-line UserInputError (exit 2) instead of exiting here."""
         raise UserInputError(f"{message}; see `{self.prog} --help`")
 
 
@@ -39,7 +41,7 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
         default="auto",
-        choices=["auto", "bf16", "fp16", "fp32"],
+        choices=CLI_CHOICES,
         help="dtype of the merged weights (auto: keep the base's)",
     )
     p.add_argument(
@@ -68,6 +70,7 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `packager` argument parser with every subcommand."""
     parser = _Parser(
         prog="packager",
         description=(

@@ -42,6 +42,7 @@ def _describe_merge(plan: PackagePlan) -> list[str]:
 
 
 def print_plan(plan: PackagePlan, lock_path: str | None) -> None:
+    """Print what resolve found: adapter, base, merge engine and notes, changed tensors, and the lock if written."""
     for line in _describe_inputs(plan):
         print(line)
     if plan.merge is not None and plan.merge.engine == "stream":
@@ -81,6 +82,7 @@ def print_rendered(rendered: Rendered) -> None:
 
 
 def print_merge(outcome: MergeOutcome) -> None:
+    """The people's summary of `packager merge`: inputs, parity, output shards, lock and timings."""
     print(f"merged into {outcome.output}")
     for line in _describe_inputs(outcome.result.plan):
         print("  " + line)
@@ -96,6 +98,7 @@ def print_merge(outcome: MergeOutcome) -> None:
 
 
 def merge_report(outcome: MergeOutcome) -> dict[str, Any]:
+    """The JSON report of `packager merge --json`: output, parity, files, timings and the full plan."""
     plan = outcome.result.plan
     return {
         "output": outcome.output,

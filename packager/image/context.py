@@ -49,6 +49,7 @@ class Placement:
 
     @property
     def context_path(self) -> str:
+        """Where the file sits in the context: its layer folder plus its path in the image."""
         return os.path.join(self.layer, self.image_path.lstrip("/"))
 
 
@@ -62,6 +63,7 @@ class Context:
 
     @property
     def lock_path(self) -> str:
+        """The lock at the context's top (the same file the image holds)."""
         return os.path.join(self.path, LOCK_FILE)
 
 

@@ -15,6 +15,8 @@ from packager.errors import EngineError
 
 @dataclass(frozen=True)
 class CopyLayer:
+    """One COPY instruction: source paths in the context, the destination, and the --chown owner."""
+
     sources: tuple[str, ...]  # relative to the context
     destination: str
     uid: int = 0
@@ -23,6 +25,9 @@ class CopyLayer:
 
 @dataclass
 class ImageRecipe:
+    """A parsed Dockerfile: the base image, the COPY layers, and the image config (env, labels, user, ports,
+    healthcheck, entrypoint)."""
+
     base: str = ""
     layers: list[CopyLayer] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)

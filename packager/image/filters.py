@@ -40,6 +40,7 @@ def safe_name(value: str) -> str:
 
 
 def label_key(value: str) -> str:
+    """An image label key: lowercase letters, digits, '.', '-' and '_'; anything else is refused."""
     if not LABEL_KEY.match(value or ""):
         raise UserInputError(f"{value!r} is not a valid label key; use lowercase letters, digits, '.', '-', '_'")
     return value

@@ -10,5 +10,6 @@ def split_target(target: str) -> tuple[str, str]:
 
 
 def registry_host(target: str) -> str:
+    """The registry a target names (its first path part when that looks like a host), else docker.io."""
     first = target.split("/", 1)[0]
     return first if "/" in target and ("." in first or ":" in first or first == "localhost") else "docker.io"

@@ -55,6 +55,7 @@ def remember(path: str, digest: str) -> None:
 
 
 def cached_sha256(path: str) -> str | None:
+    """The file's remembered sha256 when it is unchanged since it was hashed, else None."""
     return _load().get(_stamp(path))
 
 
@@ -127,14 +128,17 @@ class AheadHasher:
                 future.set_result(None)
 
     def started(self) -> list[str]:
+        """The (real) paths the thread has started hashing, in order."""
         with self._condition:
             return list(self._futures)
 
     def finished(self) -> list[str]:
+        """The (real) paths the thread has finished hashing."""
         with self._condition:
             return [path for path, future in self._futures.items() if future.done()]
 
     def claim(self, path: str) -> Future[Stamped] | None:
+        """The reader has reached `path`: its future when hashing has started, else None (the thread then skips it)."""
         real = os.path.realpath(path)
         with self._condition:
             if real in self._order:
@@ -164,6 +168,7 @@ def hash_ahead(paths: list[str], lead: int = 2) -> AheadHasher | None:
 
 
 def stop_hashing_ahead() -> None:
+    """Stop the background hasher, if any (a file being hashed still finishes)."""
     global _ahead
     if _ahead is not None:
         _ahead.close()

@@ -23,6 +23,8 @@ DIRECT_REFUSED = {errno.EINVAL, errno.EOPNOTSUPP}  # how filesystems say "no O_D
 
 
 class OutputFile:
+    """A file written by appending byte tensors through an aligned buffer, with O_DIRECT where the filesystem allows."""
+
     def __init__(self, path: str, direct: bool = True) -> None:
         self.path = path
         self.size = 0

@@ -25,11 +25,14 @@ class Fence:
         self._futures = futures
 
     def result(self) -> None:
+        """Wait for every future held, raising the error of the first that failed."""
         for future in self._futures:
             future.result()
 
 
 class Pipeline:
+    """The `hash` and `io` lanes, one thread each; as a context manager it closes them on exit."""
+
     def __init__(self) -> None:
         self._hash = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packager-hash")
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="packager-io")
@@ -43,9 +46,11 @@ class Pipeline:
         return self._io.submit(fn, *args)
 
     def fence(self) -> Fence:
+        """A Fence that completes once everything submitted to either lane so far is done."""
         return Fence(self._hash.submit(_nothing), self._io.submit(_nothing))
 
     def close(self) -> None:
+        """Finish the queued tasks and stop both lanes' threads."""
         self._io.shutdown(wait=True)
         self._hash.shutdown(wait=True)
 
@@ -63,6 +68,7 @@ class InlinePipeline(Pipeline):
         pass
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Run `fn` now; its result comes back in a done future (an exception propagates at once)."""
         future: Future = Future()
         future.set_result(fn(*args))
         return future
@@ -70,9 +76,11 @@ class InlinePipeline(Pipeline):
     submit_io = submit
 
     def fence(self) -> Fence:
+        """An already complete Fence: every task ran when it was submitted."""
         return Fence()
 
     def close(self) -> None:
+        """Nothing to stop: there are no threads."""
         pass
 
 
@@ -89,6 +97,7 @@ class BufferRing:
         self._next = 0
 
     def take(self, nbytes: int) -> torch.Tensor:
+        """The next buffer, `nbytes` long, once the pipeline work it was last released with is done."""
         slot, self._next = self._next, (self._next + 1) % len(self._buffers)
         fence, self._fences[slot] = self._fences[slot], None
         if fence is not None:

@@ -62,6 +62,7 @@ class SafetensorsShard:
 
 class _NoDigest:
     def update(self, data: object) -> None:
+        """Discard the data (stands in for a hash when hashing is off)."""
         pass
 
 
@@ -95,6 +96,7 @@ class PickleShard:
     def iter_tensors(
         self, pipeline: Pipeline | None = None, hash_bytes: bool = True
     ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield every tensor of the loaded state; afterwards `sha256` holds the file's digest (with `hash_bytes`)."""
         from packager.io.hashing import sha256_file
         from packager.io.pickle_state import load_pickle_state
 
@@ -103,4 +105,5 @@ class PickleShard:
 
 
 def open_shard(path: str, weights_format: str) -> SafetensorsShard | PickleShard:
+    """A reader for one weights file: PickleShard for the pickle format, else SafetensorsShard."""
     return PickleShard(path) if weights_format == "pickle" else SafetensorsShard(path)

@@ -44,14 +44,17 @@ class TensorInfo:
 
     @property
     def nbytes(self) -> int:
+        """Size of the tensor's data in bytes."""
         return self.end - self.start
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        """The torch dtype of the tensor's safetensors dtype."""
         return DTYPES[self.dtype]
 
 
 def element_size(dtype: str) -> int:
+    """Bytes per element of a safetensors dtype name (e.g. BF16 -> 2)."""
     return torch.empty((), dtype=DTYPES[dtype]).element_size()
 
 

@@ -21,6 +21,7 @@ def check_target(target: str, force: bool) -> None:
 
 
 def check_free_space(target: str, needed_bytes: int) -> None:
+    """Refuse when the disk holding `target` has less free space than `needed_bytes` plus a small margin."""
     parent = os.path.dirname(os.path.abspath(target))
     free = shutil.disk_usage(parent).free
     if needed_bytes * 1.02 + (64 << 20) > free:

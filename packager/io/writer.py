@@ -25,12 +25,15 @@ INDEX_FILE = "model.safetensors.index.json"
 
 @dataclass(frozen=True)
 class OutputTensor:
+    """Name, dtype and shape of one tensor to write, known before its data is."""
+
     name: str
     dtype: str
     shape: tuple[int, ...]
 
     @property
     def nbytes(self) -> int:
+        """Size of the tensor's data in bytes."""
         count = 1
         for dim in self.shape:
             count *= dim
@@ -51,6 +54,7 @@ def assign_shards(tensors: list[OutputTensor], max_shard_bytes: int) -> list[lis
 
 
 def shard_file_names(count: int) -> list[str]:
+    """Hugging Face shard names: model.safetensors alone, else model-0000i-of-0000n.safetensors."""
     if count == 1:
         return [SINGLE_FILE]
     return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
@@ -85,6 +89,7 @@ class ShardedWriter:
         self._io_tasks: list[Future] = []
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Queue the next tensor of the layout for writing and hashing; one out of layout order is a RuntimeError."""
         self._raise_io_errors()
         shard_index, expected = self._queue[self._next]
         actual = (DTYPE_NAMES[tensor.dtype], tuple(tensor.shape))

@@ -37,6 +37,7 @@ class Workspace:
         self._buffers = [torch.empty(0, dtype=torch.float32), torch.empty(0, dtype=torch.float32)]
 
     def take(self, rows: int, cols: int, slot: int = 0) -> torch.Tensor:
+        """A rows x cols fp32 view of buffer `slot`, grown when too small; valid until that slot is taken again."""
         if self._buffers[slot].numel() < rows * cols:
             self._buffers[slot] = torch.empty(rows * cols, dtype=torch.float32)
         return self._buffers[slot][: rows * cols].view(rows, cols)

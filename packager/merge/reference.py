@@ -7,12 +7,13 @@ from collections import Counter
 
 import torch
 
+from packager.dtypes import SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError
 from packager.io.safetensors_format import DTYPES
 from packager.resolve.qlora import load_4bit_base
 from packager.resolve.resolver import Resolved
 
-DTYPE_ALIASES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_ALIASES = {name: DTYPES[stored] for name, stored in SAFETENSORS_NAME.items()}
 
 
 def compute_dtype(resolved: Resolved) -> torch.dtype:
@@ -28,6 +29,7 @@ def stored_dtype(resolved: Resolved) -> torch.dtype:
 
 
 def simulates_4bit(resolved: Resolved) -> bool:
+    """Whether the QLoRA mode is simulate-nf4 (merge onto the base as rounded through nf4)."""
     qlora = resolved.plan.merge.qlora
     return qlora is not None and qlora.mode == "simulate-nf4"
 

@@ -16,6 +16,9 @@ from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 
 @dataclass(frozen=True)
 class MergeOutcome:
+    """What a merge produced: the output folder, the resolve result, the written files, parity (or why it was
+    skipped) and timings."""
+
     output: str
     resolved: Resolved
     result: MergeResult

@@ -180,6 +180,7 @@ def _hash_outputs(staging: str) -> list[FileEntry]:
 
 
 def write_merged_lock(plan: PackagePlan, files: tuple[FileEntry, ...], staging: str) -> None:
+    """Write the plan's lock, with the merged output files added, into `staging`."""
     lock = plan.lock()
     lock["output"] = {"files": [dataclasses.asdict(f) for f in files]}
     with open(os.path.join(staging, LOCK_FILE), "w") as f:

@@ -20,6 +20,8 @@ DEFAULT_MAX_VERIFY_BYTES = 8 * 10**9
 
 @dataclass(frozen=True)
 class ParityReport:
+    """The merged model's logits against the reference's: the largest difference, its limit, top-1 agreement."""
+
     dtype: str
     max_abs_diff: float
     max_abs_logit: float
@@ -29,6 +31,7 @@ class ParityReport:
     reference: str = "PEFT on the base as stored"
 
     def summary(self) -> str:
+        """One line: ok or FAILED, the difference against its limit, top-1 agreement and the reference."""
         verdict = "ok" if self.passed else "FAILED"
         return (
             f"parity {verdict}: max |logits diff| {self.max_abs_diff:.3g} (limit {self.tolerance:.3g}, "
@@ -55,6 +58,8 @@ def check_parity(resolved: Resolved, merged_dir: str) -> ParityReport:
 
 
 def measure_parity(resolved: Resolved, merged_dir: str) -> ParityReport:
+    """Compare logits of PEFT on base + adapter with the merged model on fixed inputs; a mismatch is reported,
+    not raised (`check_parity` raises)."""
     dtype = compute_dtype(resolved)
     reference_model = load_peft_model(resolved, dtype)
     vocab = reference_model.get_input_embeddings().weight.shape[0]

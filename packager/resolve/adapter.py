@@ -30,6 +30,8 @@ PROMPT_LEARNING_TYPES = {
 
 @dataclass(frozen=True)
 class AdapterTensor:
+    """Dtype and shape of one adapter tensor, as its file's header gives them."""
+
     dtype: str
     shape: tuple[int, ...]
 
@@ -47,22 +49,27 @@ class Adapter:
 
     @property
     def peft_type(self) -> str:
+        """The config's peft_type, upper-cased (e.g. LORA)."""
         return str(self.config.get("peft_type", "")).upper()
 
     @property
     def base_hint(self) -> str | None:
+        """The base the config names (base_model_name_or_path), or None."""
         return self.config.get("base_model_name_or_path") or None
 
     @property
     def revision(self) -> str | None:
+        """The base revision the config names, or None."""
         return self.config.get("revision") or None
 
     @property
     def is_pickle(self) -> bool:
+        """Whether the weights are a pickle file (.bin/.pt) rather than safetensors."""
         return not self.weights_file.endswith(".safetensors")
 
     @property
     def tokenizer_files(self) -> list[str]:
+        """The tokenizer files present in the adapter folder."""
         return [n for n in TOKENIZER_FILES if os.path.isfile(os.path.join(self.path, n))]
 
 
@@ -119,6 +126,7 @@ def _read_pickle_shapes(path: str) -> dict[str, AdapterTensor]:
 
 
 def strip_prefix(name: str) -> str:
+    """The tensor name without PEFT's `base_model.model.` prefix."""
     return name[len(KEY_PREFIX) :] if name.startswith(KEY_PREFIX) else name
 
 
@@ -134,6 +142,7 @@ class AdapterWeights:
         self._names = {strip_prefix(n): n for n in names}
 
     def get(self, key: str) -> torch.Tensor:
+        """The tensor for prefix-free `key`; pickle tensors are cloned, because the merge modifies them in place."""
         name = self._names[key]
         if self._state is not None:
             return self._state[name].clone()  # the merge works in place; keep the loaded state intact

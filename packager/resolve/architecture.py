@@ -31,10 +31,12 @@ class Architecture:
 
     @property
     def tied(self) -> bool:
+        """Whether the base ties its output embeddings to its input embeddings."""
         return self.fingerprint.tie_word_embeddings
 
 
 def read_config(path: str) -> dict:
+    """The folder's config.json as a dict; BaseNotFoundError when there is none."""
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise BaseNotFoundError(

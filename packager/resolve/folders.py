@@ -60,6 +60,7 @@ def safetensors_files(path: str) -> list[str]:
 
 
 def pickle_files(path: str) -> list[str]:
+    """A model folder's pickle weight files: those its index names, else every pytorch_model*.bin."""
     index = os.path.join(path, PICKLE_INDEX)
     if os.path.isfile(index):
         with open(index) as f:

@@ -40,6 +40,7 @@ def known_module_kinds(config: dict, tensors: dict) -> dict[str, str] | None:
 
 
 def fingerprint_from_config(config: dict) -> Fingerprint:
+    """The base's Fingerprint straight from config.json (needs tie_word_embeddings; `known_module_kinds` checks it)."""
     dtype = config.get("torch_dtype") or config.get("dtype")
     return Fingerprint(
         architectures=tuple(config.get("architectures") or ()),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from packager.dtypes import SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.plan import MergePlan
 from packager.resolve.adapter import Adapter
@@ -15,7 +16,7 @@ from packager.resolve.architecture import Architecture
 from packager.resolve.base import BaseWeights
 from packager.resolve.tensor_plan import TensorPlanBuilder, tokenizer_from
 
-DTYPE_CHOICES = {"auto": None, "bf16": "BF16", "fp16": "F16", "fp32": "F32"}
+DTYPE_CHOICES = {"auto": None, **SAFETENSORS_NAME}
 PEFT_MERGEABLE = {
     "LORA",
     "ADALORA",

@@ -49,6 +49,7 @@ def bnb_quantization(config: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def is_4bit(quant: dict[str, Any] | None) -> bool:
+    """Whether a bitsandbytes quantization_config (see `bnb_quantization`) loads the weights in 4-bit."""
     return bool(quant and (quant.get("load_in_4bit") or quant.get("_load_in_4bit")))
 
 

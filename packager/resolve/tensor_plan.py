@@ -6,13 +6,12 @@ import math
 import re
 from collections import defaultdict
 
+from packager.dtypes import CONFIG_NAME, FLOAT
 from packager.errors import IncompatibleAdapterError
 from packager.plan import Delta, MergePlan, TensorPlan
 from packager.resolve.adapter import Adapter
 from packager.resolve.architecture import Architecture
 from packager.resolve.base import BaseWeights
-
-FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 
 
 def tokenizer_from(adapter: Adapter) -> str:
@@ -39,6 +38,9 @@ class TensorPlanBuilder:
         self.config_updates: dict = {}
 
     def add_lora(self, module: str, parts: dict[str, str]) -> None:
+        """Plan the LoRA delta on `module`'s weight (and bias), checking the module's kind and the factor shapes.
+
+        `parts` maps each factor (lora_A.weight, lora_B.weight, lora_embedding_A/B, lora_B.bias) to its adapter key."""
         kind = self._module_kind(module)
         embedding = "lora_embedding_A" in parts or "lora_embedding_B" in parts
         a_key = parts.get("lora_embedding_A" if embedding else "lora_A.weight")
@@ -59,6 +61,8 @@ class TensorPlanBuilder:
             self.deltas[bias].append(Delta("bias", module, None, parts["lora_B.bias"], scaling))
 
     def add_replacement(self, param: str, key: str) -> None:
+        """Plan base tensor `param` to be taken whole from adapter tensor `key` (e.g. modules_to_save); a different
+        shape passes only as an embedding's vocabulary extension."""
         module = param.rsplit(".", 1)[0]
         shape = self.adapter.tensors[key].shape
         kind = self._module_kind(module)
@@ -194,14 +198,14 @@ class TensorPlanBuilder:
                 )
 
     def build(self, dtype: str) -> MergePlan:
+        """The finished MergePlan: base tensors in file order, then new (untied) ones, with config updates and notes;
+        first checks that an extended vocabulary reaches every stored embedding."""
         self._check_vocab_consistent()
         tensors = [self._tensor_plan(info) for info in self._base_order()]
         for name, (source, key, shape, out_dtype) in self.new_tensors.items():
             tensors.append(TensorPlan(name, source, key, out_dtype, shape, tuple(self.deltas.pop(name, ()))))
         if self.target_dtype:
-            self.config_updates["torch_dtype"] = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}[
-                self.target_dtype
-            ]
+            self.config_updates["torch_dtype"] = CONFIG_NAME[self.target_dtype]
         return MergePlan(
             "stream",
             "LoRA merged tensor by tensor",
@@ -219,7 +223,7 @@ class TensorPlanBuilder:
         )
 
     def _tensor_plan(self, info) -> TensorPlan:
-        out_dtype = self.target_dtype if self.target_dtype and info.dtype in FLOAT_DTYPES else info.dtype
+        out_dtype = self.target_dtype if self.target_dtype and info.dtype in FLOAT else info.dtype
         deltas = tuple(self.deltas.get(info.name, ()))
         if info.name in self.sources:
             key, shape = self.sources[info.name]

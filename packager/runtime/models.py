@@ -64,6 +64,7 @@ class Engine:
 
     @property
     def names(self) -> list[str]:
+        """The model names this engine serves."""
         return list(self.tokenizers)
 
     def encode_prompt(self, name: str, prompt: str) -> list[int]:

@@ -46,19 +46,26 @@ class Sampling(BaseModel):
 
 
 class CompletionRequest(Sampling):
+    """Body of /v1/completions: the sampling fields plus a plain prompt."""
+
     prompt: str
 
 
 class ChatMessage(BaseModel):
+    """One chat message; its content is text or a list of OpenAI content parts."""
+
     role: str
     content: str | list[dict[str, Any]]
 
 
 class ChatRequest(Sampling):
+    """Body of /v1/chat/completions: the sampling fields plus at least one message."""
+
     messages: list[ChatMessage] = Field(min_length=1)
 
 
 def error_body(message: str) -> dict[str, Any]:
+    """An error response body in OpenAI's format."""
     return {"error": {"message": message, "type": "invalid_request_error"}}
 
 
@@ -78,15 +85,18 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, str]:
+        """Liveness check; the app is only created once the model is loaded, so ok means ready."""
         return {"status": "ok"}
 
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
+        """The served model names in OpenAI's model-list format."""
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "packager"} for n in engine.names]
         return {"object": "list", "data": data}
 
     @app.post("/v1/completions")
     def completions(req: CompletionRequest) -> dict[str, Any]:
+        """OpenAI text completion of a plain prompt."""
         name = _model_name(engine, req)
         result = engine.generate(name, engine.encode_prompt(name, req.prompt), _params(req))
         choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}
@@ -94,6 +104,7 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.post("/v1/chat/completions")
     def chat(req: ChatRequest) -> dict[str, Any]:
+        """OpenAI chat completion through the model's chat template; 400 when the model has none."""
         name = _model_name(engine, req)
         messages = [{"role": m.role, "content": _text(m.content)} for m in req.messages]
         try:
@@ -168,6 +179,7 @@ def load_engine(config: RuntimeConfig) -> Engine:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The server's flags: --config, --host and --port."""
     parser = argparse.ArgumentParser(prog="packager_runtime.server", description="Serve the packaged model.")
     parser.add_argument("--config", default="/opt/packager/runtime.json", help="runtime.json written by packager")
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")

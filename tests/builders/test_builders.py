@@ -27,7 +27,8 @@ def test_buildah_argv_keeps_credentials_out_of_the_command_line() -> None:
     argv = buildah_push_argv(PushRequest("img", "127.0.0.1:5000/r:1", "user", "s3cret"), "/tmp/auth.json", "/tmp/d")
     assert "s3cret" not in " ".join(argv) and "--authfile" in argv and "--tls-verify=false" in argv
     assert "--tls-verify=false" not in buildah_push_argv(PushRequest("img", "registry.example.com/r:1"), None, "/d")
-    assert buildah_build_argv(BuildRequest("/ctx", "t:1"))[-1] == "/ctx"
+    argv = buildah_build_argv(BuildRequest("/ctx", "t:1"))
+    assert argv[-1] == "/ctx" and argv[argv.index("--timestamp") + 1] == "315532800"
 
 
 @pytest.mark.parametrize(
@@ -67,3 +68,30 @@ def test_oci_builder_reads_the_rendered_dockerfile() -> None:
     assert recipe.labels["io.packager.layout"] == "baked" and recipe.exposed == ["8000/tcp"]
     assert recipe.entrypoint[:3] == ["python3", "-m", "packager_runtime.server"]
     assert recipe.healthcheck["Retries"] == 3 and recipe.healthcheck["Interval"] == 30 * 10**9
+
+
+def test_push_retries_transient_failures_only(monkeypatch) -> None:
+    from packager.builders import base
+
+    monkeypatch.setattr(base.time, "sleep", lambda _s: None)
+    outcomes = iter([RegistryError("blob upload unknown"), RegistryError("503"), "sha256:ok"])
+
+    def flaky():
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    lines: list[str] = []
+    assert base.with_retries(flaky, lines.append) == ("sha256:ok", 3) and len(lines) == 2
+    calls = []
+
+    def refused():
+        calls.append(1)
+        raise RegistryAuthError("registry refused the credentials")
+
+    with pytest.raises(RegistryAuthError):
+        base.with_retries(refused, lines.append)
+    assert calls == [1]
+    with pytest.raises(RegistryError):
+        base.with_retries(lambda: (_ for _ in ()).throw(RegistryError("down")), lines.append, attempts=2)

@@ -126,7 +126,7 @@ def test_code_only_rebuild_reuses_weight_layers_and_pushes_no_weights(baked, doc
 
     report, _ = baked
     context = report.context
-    with open(os.path.join(context, "runtime", "packager_runtime", "server.py"), "a") as f:
+    with open(os.path.join(context, "runtime", "opt", "packager", "packager_runtime", "server.py"), "a") as f:
         f.write("\n# a runtime-only change\n")
     builder = DockerBuilder()
     rebuilt = builder.build(BuildRequest(context, f"{registry.url}/demo/baked:2"), log=lambda _l: None)

@@ -185,3 +185,13 @@ def test_a_rendered_context_builds_unchanged_with_docker_and_buildah(twice, dock
     assert image.labels["io.packager.layout"] == "baked"
     built = BuildahBuilder().build(BuildRequest(str(context), "pinned/buildah-build:1"), log=lambda _l: None)
     assert len(built.layers) == len(twice[0].layers)
+
+
+def test_buildah_with_a_fixed_timestamp_builds_the_same_image_twice(twice) -> None:
+    builder = BuildahBuilder()
+    ids = [
+        builder.build(BuildRequest(twice[0].context, f"pinned/buildah-repro:{i}", nocache=True), log=lambda _l: None)
+        for i in (1, 2)
+    ]
+    assert ids[0].image_id == ids[1].image_id
+    assert [layer.digest for layer in ids[0].layers] == [layer.digest for layer in ids[1].layers]

@@ -8,9 +8,10 @@ import os
 import pytest
 import torch
 
-from packager.artefact.onnx_export import ValidationError, export_onnx, load_ort
+from packager.artefact.onnx_export import export_onnx, load_ort
 from packager.artefact.quantize import load_merged
 from packager.artefact.spec import artefact_spec
+from packager.errors import ValidationError
 
 pytestmark = pytest.mark.slow
 quiet = {"log": lambda _: None}

@@ -21,7 +21,7 @@ from packager.merge.verify import RELATIVE_TOLERANCE, measure_parity
 from packager.resolve.qlora import qlora_hint, sixteen_bit_name
 from packager.resolve.resolver import ResolveRequest, resolve
 from tests import models
-from tests.test_bad_inputs import assert_clean_failure, edit_config
+from tests.cli.test_bad_inputs import assert_clean_failure, edit_config
 
 QLORA = {"target_modules": ["q_proj", "v_proj", "down_proj"]}
 DTYPES = {"llama": torch.float32, "llama-bf16": torch.bfloat16}
