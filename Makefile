@@ -43,8 +43,10 @@ EXPORT ?= none
 WORK ?= packager-build
 # The shell lines `package` and `render` share: an engine and a base image when missing, the adapter flags.
 define JOB_SETUP
-if [ -z "$$DOCKER_HOST" ]; then eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
 base_image="$(BASE_IMAGE)"; \
+if [ -n "$(DRY_RUN)" ]; then base_image="$${base_image:-$$($(PY) scripts/base_image.py --print-tag)}"; fi; \
+if [ -z "$$DOCKER_HOST" ] && [ -z "$(DRY_RUN)" ]; then \
+	eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
 if [ -z "$$base_image" ]; then base_image=$$($(PY) scripts/base_image.py | tail -n 1); fi; \
 adapters=""; \
 if [ -n "$(ADAPTERS)" ]; then for a in $$(echo "$(ADAPTERS)" | tr ',' ' '); do adapters="$$adapters --adapter $$a"; done; \

@@ -236,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: build or reuse the runtime base image, print its tag as the last line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"), help="default: $DOCKER_HOST")
+    parser.add_argument("--print-tag", action="store_true", help="print the tag its inputs give; build nothing")
     args = parser.parse_args(argv)
+    if args.print_tag:
+        print(f"{REPOSITORY}:{recipe_hash(pinned_requirements())}")
+        return 0
     if not args.docker_host:
         parser.error("no engine: pass --docker-host or set DOCKER_HOST (see scripts/local_engine.py up)")
     t0 = time.monotonic()

@@ -130,3 +130,23 @@ def test_dry_run_prints_the_whole_plan_and_writes_nothing(demo_adapter, tmp_path
     text = capsys.readouterr().out
     assert code == 0 and "dry run" in text and "engine:  stream" in text and "docker builder" in text
     assert not work.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tag", "Bad Tag"], "not a valid image reference"),
+        (["--base-image", "x:1\nRUN id"], "not a valid image reference"),
+        (["--port", "70000"], "port 70000 is out of range"),
+        (["--push", "--tag", "acme/demo:1"], "--push needs a tag that names a registry"),
+    ],
+)
+def test_bad_image_flags_are_refused_before_any_work(flags, message, demo_adapter, tmp_path, capsys) -> None:
+    from packager.cli.main import main
+
+    work = tmp_path / "work"
+    args = ["package", "--adapter", demo_adapter, "--layout", "baked", "--base-image", "rt:1", "--work", str(work)]
+    code = main([*args, "--dry-run", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not work.exists()

@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+
+
+def add_qlora_flags(p: argparse.ArgumentParser) -> None:
+    """--qlora and --qlora-merge, for every command that merges."""
+    p.add_argument(
+        "--qlora",
+        action="store_true",
+        help="the adapter was trained with QLoRA on a 4-bit base (detected from the base's name or config otherwise)",
+    )
+    p.add_argument(
+        "--qlora-merge",
+        choices=["w16", "simulate-nf4"],
+        help="QLoRA adapters: merge onto the 16-bit weights (w16, the default) or onto the weights rounded through "
+        "bitsandbytes nf4 as training saw them (simulate-nf4)",
+    )
+
 
 def hash_base_ahead(adapter: str, base: str | None, checkpoint: int | None = None) -> None:
     """Hash a local base's weight files on the second core while torch is imported (one core sits idle for

@@ -8,6 +8,7 @@ import os
 import sys
 
 from packager.cli.artefact import add_artefact_flags, spec_from_args
+from packager.cli.common import add_qlora_flags
 from packager.dtypes import CLI_CHOICES
 from packager.errors import UserInputError
 
@@ -88,13 +89,7 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (merged model, context)")
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
     add_artefact_flags(p)
-    p.add_argument("--qlora", action="store_true", help="the adapter was trained on a 4-bit (QLoRA) base")
-    p.add_argument(
-        "--qlora-merge",
-        choices=["w16", "simulate-nf4"],
-        help="QLoRA adapters: merge onto the 16-bit weights (w16, default) or onto nf4-rounded weights as "
-        "training saw them (simulate-nf4)",
-    )
+    add_qlora_flags(p)
     p.add_argument("--json", action="store_true", help="print the JSON report (or plan) instead of a summary")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from packager import __version__
 from packager.cli.artefact import add_artefact_commands, add_artefact_flags
-from packager.cli.common import hash_base_ahead
+from packager.cli.common import add_qlora_flags, hash_base_ahead
 from packager.dtypes import CLI_CHOICES
 from packager.errors import PackagerError, UserInputError
 
@@ -55,17 +55,7 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
         choices=["auto", "stream", "peft"],
         help="merge engine: stream (low memory, LoRA), peft (merge_and_unload); auto picks",
     )
-    p.add_argument(
-        "--qlora",
-        action="store_true",
-        help="the adapter was trained with QLoRA on a 4-bit base (detected from the base's name or config otherwise)",
-    )
-    p.add_argument(
-        "--qlora-merge",
-        choices=["w16", "simulate-nf4"],
-        help="QLoRA adapters: merge onto the 16-bit weights (w16, the default) or onto the weights rounded through "
-        "bitsandbytes nf4 as training saw them (simulate-nf4)",
-    )
+    add_qlora_flags(p)
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout instead of a summary")
 
 

@@ -67,7 +67,9 @@ def print_job(plan: PackagePlan) -> None:
     push = f"push to {image.tag}" if image.push else "no push"
     print(f"build:   {image.builder} builder ({reproducible}); {push}")
     print(f"runtime: {json.dumps(image.runtime.to_json(), sort_keys=True)}")
-    print(f"pinned:  {plan.pinned_files} input files by sha256")
+    later = sum(1 for f in plan.base.files if f.sha256 is None)
+    deferred = f" ({later} base weight files are hashed while the merge reads them)" if later else ""
+    print(f"pinned:  {plan.pinned_files} input files{deferred}")
 
 
 def print_rendered(rendered: Rendered) -> None:

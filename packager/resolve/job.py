@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from packager.artefact.spec import ArtefactSpec, artefact_spec
 from packager.errors import IncompatibleAdapterError, UserInputError
+from packager.image.filters import image_ref
 from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_DIR
 from packager.image.reference import registry_host, split_target
 from packager.io.hashing import sha256_file
@@ -82,6 +83,10 @@ def _check_request(request: PackageRequest) -> None:
         raise UserInputError("the baked layout serves exactly one adapter; use --layout shared for several")
     if request.builder not in BUILDERS:
         raise UserInputError(f"unknown builder {request.builder!r}; use one of {', '.join(BUILDERS)}")
+    image_ref(request.base_image)  # before any heavy work: a bad reference fails in a second, not after a merge
+    image_ref(request.tag)
+    if not 1 <= request.port <= 65535:
+        raise UserInputError(f"port {request.port} is out of range; use 1-65535")
     if request.push and registry_host(request.tag) == "docker.io":
         raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{request.tag}")
     spec = request.artefact
