@@ -211,9 +211,11 @@ class PackagePlan:
         output: tuple[FileEntry, ...] = (),
         artefact: dict[str, Any] | None = None,
         image_files: tuple[FileEntry, ...] = (),
+        build_files: tuple[FileEntry, ...] = (),
     ) -> dict[str, Any]:
         """The lock file's content: inputs pinned by sha256, what the merge wrote (`output`), the artefact's
-        report, and every file the image holds (`image_files`); no timestamps, so it diffs cleanly. How the image
+        report, every file the image holds (`image_files`) and the context's own build files (`build_files`:
+        Dockerfile, .dockerignore, compose.yaml); no timestamps, so it diffs cleanly. How the image
         is built (builder, push) is left out: the same inputs give the same image whichever builder runs."""
         lock: dict[str, Any] = {
             "packager_version": self.packager_version,
@@ -229,7 +231,7 @@ class PackagePlan:
         if artefact is not None:
             lock["artefact"] = artefact
         if self.image is not None:
-            lock["image"] = self._image_lock(self.image, image_files)
+            lock["image"] = self._image_lock(self.image, image_files, build_files)
         return lock
 
     @staticmethod
@@ -240,10 +242,11 @@ class PackagePlan:
         return data
 
     @staticmethod
-    def _image_lock(image: ImagePlan, files: tuple[FileEntry, ...]) -> dict[str, Any]:
-        return {
+    def _image_lock(image: ImagePlan, files: tuple[FileEntry, ...], build: tuple[FileEntry, ...]) -> dict[str, Any]:
+        data = {
             "layout": image.layout,
             "base_image": image.base_image,
             "tag": image.tag,
             "files": [entry_dict(f) for f in files],
         }
+        return {**data, "build_files": [entry_dict(f) for f in build]} if build else data

@@ -8,6 +8,7 @@ A pinned file that is a symlink (a Hugging Face cache snapshot is nothing else) 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -103,7 +104,9 @@ def write_context(
     with staged_directory(output, force) as staging:
         files = [_place(staging, p) for p in chosen]
         files += _write_runtime(staging, plan)
-        lock = plan.lock(output=merged, artefact=artefact, image_files=tuple(sorted(files, key=lambda f: f.path)))
+        build = tuple(_text_entry(name, text) for name, text in sorted(texts.items()))
+        image_files = tuple(sorted(files, key=lambda f: f.path))
+        lock = plan.lock(output=merged, artefact=artefact, image_files=image_files, build_files=build)
         _write_lock(staging, lock)
         for name, text in texts.items():
             _write_text(os.path.join(staging, name), text)
@@ -175,6 +178,11 @@ def stamp_tree(root: str) -> None:
             os.utime(path, (FIXED_MTIME, FIXED_MTIME))
         os.chmod(folder, 0o755)
         os.utime(folder, (FIXED_MTIME, FIXED_MTIME))
+
+
+def _text_entry(name: str, text: str) -> FileEntry:
+    data = text.encode()
+    return FileEntry(name, len(data), hashlib.sha256(data).hexdigest())
 
 
 def _json_text(data: dict[str, Any]) -> str:

@@ -66,6 +66,9 @@ def test_every_file_in_the_layers_is_listed_in_the_lock_with_its_sha256(model, t
     assert found == listed and "/opt/packager/runtime.json" in listed
     assert {f["path"] for f in lock["output"]["files"]} == {"config.json", "model.safetensors"}
     assert lock["image"]["tag"] == plans.baked().image.tag
+    build = {f["path"]: f["sha256"] for f in lock["image"]["build_files"]}
+    assert set(build) == {"Dockerfile", ".dockerignore"}
+    assert all(_context_files(context.path)[name] == digest for name, digest in build.items())
 
 
 def test_shared_context_takes_pinned_adapter_files_through_symlinks_as_copies(tmp_path) -> None:
