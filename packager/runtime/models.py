@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .streaming import Cancelled, TokenQueue, safe_prefix
 
 
 class NoChatTemplate(Exception):
@@ -79,23 +81,74 @@ class Engine:
         ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
+    def context_length(self) -> int | None:
+        """The model's maximum sequence length (prompt plus completion), when its config says."""
+        config = getattr(self.model, "config", None)
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
     def generate(self, name: str, prompt_ids: list[int], params: GenerationParams) -> Generation:
         """Generate for one prompt with the model (and adapter) served as `name`."""
         with self.lock:
-            if self.adapters is not None:
-                self.model.set_adapter(self.adapters[name])
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
+            self._select(name, params)
             new_ids = self._run(self.tokenizers[name], prompt_ids, params)
         return self._finish(self.tokenizers[name], prompt_ids, new_ids, params)
 
-    def _run(self, tokenizer: Any, prompt_ids: list[int], params: GenerationParams) -> list[int]:
+    def stream(self, name: str, prompt_ids: list[int], params: GenerationParams) -> Iterator[str | Generation]:
+        """Generate as `generate` does, yielding each piece of text once it is final, then the Generation; the
+        pieces join to the Generation's text. Closing the iterator early stops the generation."""
+        tokenizer, streamer, cancel = self.tokenizers[name], TokenQueue(), Cancelled()
+        new_ids: list[int] = []
+        emitted = ""
+        with self.lock:
+            self._select(name, params)
+            worker = threading.Thread(
+                target=self._run_streaming, args=(tokenizer, prompt_ids, params, streamer, cancel)
+            )
+            worker.start()
+            try:
+                for ids in streamer:
+                    new_ids += ids
+                    text = safe_prefix(tokenizer.decode(new_ids[:-1], skip_special_tokens=True), params.stop)
+                    if len(text) > len(emitted) and text.startswith(emitted):
+                        yield text[len(emitted) :]
+                        emitted = text
+            finally:
+                cancel.event.set()  # a no-op once generation has ended; stops it when the client went away
+                worker.join()
+        result = self._finish(tokenizer, prompt_ids, new_ids, params)
+        if len(result.text) > len(emitted):
+            yield result.text[len(emitted) :]
+        yield result
+
+    def _run_streaming(self, tokenizer: Any, prompt_ids: list[int], params: GenerationParams, streamer, cancel) -> None:
+        try:
+            self._run(tokenizer, prompt_ids, params, streamer=streamer, cancel=cancel)
+        finally:
+            streamer.end()  # generate does not call end() when it raises: never leave the reader waiting
+
+    def _select(self, name: str, params: GenerationParams) -> None:
+        if self.adapters is not None:
+            self.model.set_adapter(self.adapters[name])
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+
+    def _run(
+        self, tokenizer: Any, prompt_ids: list[int], params: GenerationParams, streamer=None, cancel=None
+    ) -> list[int]:
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": params.temperature > 0}
         if params.temperature > 0:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        if params.stop:
-            kwargs["stopping_criteria"] = [_StopOnText(tokenizer, len(prompt_ids), params.stop)]
+        criteria = [_StopOnText(tokenizer, len(prompt_ids), params.stop)] if params.stop else []
+        criteria += [cancel] if cancel is not None else []
+        if criteria:
+            kwargs["stopping_criteria"] = criteria
+        if streamer is not None:
+            kwargs["streamer"] = streamer
         if self.model.generation_config.pad_token_id is None:
             pad = tokenizer.pad_token_id
             kwargs["pad_token_id"] = pad if pad is not None else tokenizer.eos_token_id
@@ -145,10 +198,15 @@ def _load_transformers(model_dir: str, quantization: str) -> Any:
     from transformers import AutoModelForCausalLM
 
     if quantization == "none":
-        return AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto")
+        return on_gpu_if_visible(AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto"))
     return AutoModelForCausalLM.from_pretrained(
         model_dir, dtype="auto", device_map="auto", quantization_config=load_time_config(quantization)
     )
+
+
+def on_gpu_if_visible(model: Any) -> Any:
+    """The model on the first CUDA GPU when the container sees one (docker run --gpus all), else as loaded."""
+    return model.to("cuda") if torch.cuda.is_available() else model
 
 
 def load_time_config(quantization: str) -> Any:

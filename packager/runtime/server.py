@@ -1,4 +1,5 @@
-"""OpenAI-compatible HTTP server for the packaged model: /health, /v1/models, /v1/completions, /v1/chat/completions.
+"""OpenAI-compatible HTTP server for the packaged model: /health, /metrics, /v1/models, /v1/completions and
+/v1/chat/completions (both also streamed as server-sent events with `stream: true`).
 
 CLI: python3 -m packager_runtime.server [--config /opt/packager/runtime.json] [--host 0.0.0.0] [--port N]
 (env PORT overrides runtime.json's port; --port overrides both). Exit 2: bad config; exit 3: wrong or missing base;
@@ -16,11 +17,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from .config import ConfigError, RuntimeConfig, load_config
+from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, HardwareMissing, NoChatTemplate
+from .streaming import chat_chunk, completion_chunk, sse
 from .verify_base import BaseMismatch, load_lock, verify_base
 
 
@@ -72,6 +75,19 @@ def error_body(message: str) -> dict[str, Any]:
 def create_app(engine: Engine) -> FastAPI:
     """The FastAPI app serving `engine` (already loaded)."""
     app = FastAPI(title="packager runtime")
+    metrics = Metrics()
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next):
+        started = time.monotonic()
+        metrics.started()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            metrics.finished(request.url.path, status, time.monotonic() - started)
 
     @app.exception_handler(ApiError)
     def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -88,6 +104,11 @@ def create_app(engine: Engine) -> FastAPI:
         """Liveness check; the app is only created once the model is loaded, so ok means ready."""
         return {"status": "ok"}
 
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def prometheus() -> str:
+        """Prometheus metrics: requests, tokens, request time, requests running."""
+        return metrics.render()
+
     @app.get("/v1/models")
     def list_models() -> dict[str, Any]:
         """The served model names in OpenAI's model-list format."""
@@ -95,23 +116,34 @@ def create_app(engine: Engine) -> FastAPI:
         return {"object": "list", "data": data}
 
     @app.post("/v1/completions")
-    def completions(req: CompletionRequest) -> dict[str, Any]:
-        """OpenAI text completion of a plain prompt."""
+    def completions(req: CompletionRequest) -> Any:
+        """OpenAI text completion of a plain prompt; `stream: true` answers with server-sent events."""
         name = _model_name(engine, req)
-        result = engine.generate(name, engine.encode_prompt(name, req.prompt), _params(req))
+        ids, params = engine.encode_prompt(name, req.prompt), _params(req)
+        _check_length(engine, ids, params)
+        if req.stream:
+            return _stream(engine, metrics, name, ids, params, chat=False)
+        result = engine.generate(name, ids, params)
+        metrics.generated(result.prompt_tokens, result.completion_tokens)
         choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}
         return _response("cmpl", "text_completion", name, choice, result)
 
     @app.post("/v1/chat/completions")
-    def chat(req: ChatRequest) -> dict[str, Any]:
-        """OpenAI chat completion through the model's chat template; 400 when the model has none."""
+    def chat(req: ChatRequest) -> Any:
+        """OpenAI chat completion through the model's chat template (400 when the model has none); `stream: true`
+        answers with server-sent events."""
         name = _model_name(engine, req)
         messages = [{"role": m.role, "content": _text(m.content)} for m in req.messages]
         try:
             ids = engine.encode_chat(name, messages)
         except NoChatTemplate as exc:
             raise ApiError(400, str(exc)) from None
-        result = engine.generate(name, ids, _params(req))
+        params = _params(req)
+        _check_length(engine, ids, params)
+        if req.stream:
+            return _stream(engine, metrics, name, ids, params, chat=True)
+        result = engine.generate(name, ids, params)
+        metrics.generated(result.prompt_tokens, result.completion_tokens)
         message = {"role": "assistant", "content": result.text}
         choice = {"index": 0, "message": message, "finish_reason": result.finish_reason}
         return _response("chatcmpl", "chat.completion", name, choice, result)
@@ -121,8 +153,8 @@ def create_app(engine: Engine) -> FastAPI:
 
 def _model_name(engine: Engine, req: Sampling) -> str:
     """The served name the request asks for; omitted is fine when only one model is served."""
-    if req.stream or req.n != 1:
-        raise ApiError(400, "stream and n > 1 are not supported by this server")
+    if req.n != 1:
+        raise ApiError(400, "n > 1 is not supported by this server; send n requests")
     available = ", ".join(engine.names)
     if req.model is None:
         if len(engine.names) == 1:
@@ -131,6 +163,46 @@ def _model_name(engine: Engine, req: Sampling) -> str:
     if req.model not in engine.names:
         raise ApiError(404, f"model '{req.model}' not found; available: {available}")
     return req.model
+
+
+def _check_length(engine: Engine, ids: list[int], params: GenerationParams) -> None:
+    """Refuse what the model cannot hold, as vLLM does: prompt plus max_tokens over the context length."""
+    limit = engine.context_length()
+    wanted = len(ids) + params.max_tokens
+    if limit is not None and wanted > limit:
+        raise ApiError(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, you requested {wanted} tokens "
+            f"({len(ids)} in the messages, {params.max_tokens} in the completion). Please reduce the length of "
+            "the messages or completion.",
+        )
+
+
+def _stream(engine: Engine, metrics: Metrics, name: str, ids: list[int], params, chat: bool) -> StreamingResponse:
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
+    kind = "chat.completion.chunk" if chat else "text_completion"
+    base = {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": name,
+    }
+
+    def events():
+        if chat:
+            yield sse(chat_chunk(base, {"role": "assistant", "content": ""}, None))
+        for item in engine.stream(name, ids, params):
+            if isinstance(item, Generation):
+                metrics.generated(item.prompt_tokens, item.completion_tokens)
+                end = (
+                    chat_chunk(base, {}, item.finish_reason) if chat else completion_chunk(base, "", item.finish_reason)
+                )
+                yield sse(end)
+            else:
+                yield sse(chat_chunk(base, {"content": item}, None) if chat else completion_chunk(base, item, None))
+        yield sse("[DONE]")
+
+    return StreamingResponse(events(), media_type="text/event-stream")
 
 
 def _params(req: Sampling) -> GenerationParams:

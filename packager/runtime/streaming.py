@@ -1,0 +1,77 @@
+"""Streaming generation: token ids from `generate` as they come, turned into text deltas that never need taking
+back (the newest token held back, since the next one can change how it decodes; a stop string held back until it
+cannot be one), then OpenAI's server-sent-event chunks ending in `data: [DONE]`."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+
+class TokenQueue:
+    """A transformers streamer: `generate` puts new token ids in, the request thread takes them out."""
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[list[int] | None] = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        """Called by generate: first with the prompt (skipped), then with each new token."""
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self._queue.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        """Called by generate when it is done."""
+        self._queue.put(None)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while (ids := self._queue.get()) is not None:
+            yield ids
+
+
+class Cancelled:
+    """Stopping criterion: stop generating once the client has gone away."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def safe_prefix(text: str, stops: Sequence[str]) -> str:
+    """Of `text` (all tokens but the newest, decoded), what can be sent now: before any stop string, short of a
+    tail that could still grow into one, and never a half-decoded character."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    if hits:
+        return text[: min(hits)]
+    cut = len(text)
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if stop.startswith(text[-size:]):
+                cut = min(cut, len(text) - size)
+                break
+    text = text[:cut]
+    return text[: text.index("\ufffd")] if "\ufffd" in text else text
+
+
+def sse(data: dict[str, Any] | str) -> str:
+    """One server-sent event."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+def completion_chunk(base: dict[str, Any], text: str, finish: str | None) -> dict[str, Any]:
+    """A streamed /v1/completions chunk."""
+    return {**base, "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]}
+
+
+def chat_chunk(base: dict[str, Any], delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+    """A streamed /v1/chat/completions chunk."""
+    return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
