@@ -7,16 +7,24 @@ ADAPTER_CONFIG = "adapter_config.json"
 LOCK_FILE = "packager.lock.json"
 # Configuration that travels with a model (beside config.json, which every model folder has).
 CONFIG_FILES = ("config.json", "generation_config.json")
+# Everything a tokenizer (and its chat template) may be saved as: fast tokenizers, SentencePiece (Llama, T5,
+# XLM-R), WordPiece (BERT) and byte-level BPE vocabularies, and both chat-template files transformers writes.
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
     "chat_template.jinja",
+    "chat_template.json",
 )
+# Any one of these means a folder ships its own tokenizer (the config files alone do not).
+TOKENIZER_VOCABULARIES = ("tokenizer.json", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model", "vocab.txt")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".onnx", ".onnx_data", ".onnx.data", ".pt")
 # What a trainer's checkpoint-N/ holds beside the adapter: resumable state, never served (and mostly pickles).
 TRAINER_STATE = (

@@ -150,3 +150,20 @@ def test_bad_image_flags_are_refused_before_any_work(flags, message, demo_adapte
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not work.exists()
+
+
+def test_tokenizer_and_chat_template_files_are_pinned_for_base_and_adapter(demo_adapter, tmp_path) -> None:
+    import shutil
+
+    from packager.resolve.resolver import ResolveRequest, resolve
+
+    adapter = shutil.copytree(demo_adapter, tmp_path / "adapter")
+    (adapter / "chat_template.json").write_text('{"chat_template": "{{ messages }}"}')
+    (adapter / "README.md").write_text("not shipped")
+    plan = resolve(ResolveRequest(str(adapter))).plan
+    assert {"adapter_config.json", "adapter_model.safetensors", "chat_template.json"} <= {
+        f.path for f in plan.adapter.files
+    }
+    assert "README.md" not in {f.path for f in plan.adapter.files}
+    base = {f.path: f.sha256 for f in plan.base.files}
+    assert base["tokenizer.json"] and base["tokenizer_config.json"] and base["config.json"]

@@ -12,7 +12,7 @@ import torch
 from packager.errors import AdapterError, UnsafeFormatError
 from packager.io.pickle_state import load_pickle_state
 from packager.io.safetensors_format import DTYPE_NAMES, read_header
-from packager.model_files import TOKENIZER_FILES
+from packager.model_files import TOKENIZER_FILES, TOKENIZER_VOCABULARIES
 from packager.resolve.folders import CONFIG_FILE, find_adapter
 
 SAFETENSORS_FILE = "adapter_model.safetensors"
@@ -81,7 +81,7 @@ def load_adapter(path: str, checkpoint: int | None = None, allow_pickle: bool = 
         return Adapter(folder, chosen, config, "", {}, False)
     weights = _weights_file(folder, allow_pickle)
     tensors = _read_pickle_shapes(weights) if weights.endswith((".bin", ".pt")) else _read_safetensors_shapes(weights)
-    has_tokenizer = any(os.path.isfile(os.path.join(folder, n)) for n in ("tokenizer.json", "tokenizer.model"))
+    has_tokenizer = any(os.path.isfile(os.path.join(folder, n)) for n in TOKENIZER_VOCABULARIES)
     return Adapter(folder, chosen, config, weights, tensors, has_tokenizer)
 
 

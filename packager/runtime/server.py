@@ -189,6 +189,7 @@ def _stream(engine: Engine, metrics: Metrics, name: str, ids: list[int], params,
     }
 
     def events():
+        """The role chunk (chat), a chunk per piece of text, the finish chunk, then [DONE]."""
         if chat:
             yield sse(chat_chunk(base, {"role": "assistant", "content": ""}, None))
         for item in engine.stream(name, ids, params):
