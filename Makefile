@@ -33,27 +33,32 @@ demo: install
 # make package [ADAPTER=path | ADAPTERS=name=path,...] [LAYOUT=baked|shared] [BASE=path|hub-id]
 #              [BASE_IMAGE=image] [REGISTRY=host:port TAG=repo:tag] [PUSH=1] [REPORT=file] [BUILDER=auto|docker|oci|buildah]
 #              [QUANT=none|int8|int4|bnb-nf4|bnb-int8|fp8] [EXPORT=none|onnx] [QLORA_MERGE=w16|simulate-nf4] [WORK=dir]
-#              [DRY_RUN=1: print the whole plan, do nothing]
+#              [RUNTIME=packager|vllm|auto] [DRY_RUN=1: print the whole plan, do nothing]
 # Without ADAPTER(S), a tiny demo base + adapter is generated in demo/. Without DOCKER_HOST, a private engine is
 # started (make engine-up); without BASE_IMAGE, the runtime base image is built locally (make base-image).
 LAYOUT ?= baked
 BUILDER ?= auto
+RUNTIME ?= packager
 QUANT ?= none
 EXPORT ?= none
 WORK ?= packager-build
 # The shell lines `package` and `render` share: an engine and a base image when missing, the adapter flags.
 define JOB_SETUP
-base_image="$(BASE_IMAGE)"; \
-if [ -n "$(DRY_RUN)" ]; then base_image="$${base_image:-$$($(PY) scripts/base_image.py --print-tag)}"; fi; \
-if [ -z "$$DOCKER_HOST" ] && [ -z "$(DRY_RUN)" ]; then \
-	eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
-if [ -z "$$base_image" ]; then base_image=$$($(PY) scripts/base_image.py | tail -n 1); fi; \
 adapters=""; \
 if [ -n "$(ADAPTERS)" ]; then for a in $$(echo "$(ADAPTERS)" | tr ',' ' '); do adapters="$$adapters --adapter $$a"; done; \
 elif [ -n "$(ADAPTER)" ]; then adapters="--adapter $(ADAPTER)"; \
-else $(PACKAGER) demo --output demo >/dev/null && adapters="--adapter demo=demo/adapter"; fi
+else $(PACKAGER) demo --output demo >/dev/null && adapters="--adapter demo=demo/adapter"; fi; \
+image_runtime="$(RUNTIME)"; \
+if [ "$$image_runtime" = auto ]; then base_image=packager-runtime:probe; \
+	image_runtime=$$($(PACKAGER) package $$adapters $(JOB_FLAGS) --dry-run --json | $(PY) -c \
+	'import json, sys; print(json.load(sys.stdin)["image"]["runtime"].get("engine", "packager"))'); fi; \
+base_image="$(BASE_IMAGE)"; \
+if [ -n "$(DRY_RUN)" ]; then base_image="$${base_image:-$$($(PY) scripts/base_image.py --print-tag --runtime $$image_runtime)}"; fi; \
+if [ -z "$$DOCKER_HOST" ] && [ -z "$(DRY_RUN)" ]; then \
+	eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
+if [ -z "$$base_image" ]; then base_image=$$($(PY) scripts/base_image.py --runtime $$image_runtime | tail -n 1); fi
 endef
-JOB_FLAGS = --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) \
+JOB_FLAGS = --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) --runtime $(RUNTIME) \
 	$(if $(BASE),--base "$(BASE)") $(if $(TAG),--tag "$(if $(REGISTRY),$(REGISTRY)/)$(TAG)") \
 	--quantize $(QUANT) --export $(EXPORT) --work "$(WORK)" $(if $(QLORA_MERGE),--qlora-merge $(QLORA_MERGE))
 
@@ -90,10 +95,11 @@ engine-up: install
 engine-down: install
 	@$(PY) scripts/local_engine.py down --root $(ENGINE_ROOT)
 
-# Builds (or reuses) packager-runtime:<hash>; the last output line is the tag. Starts the local engine when
+# Builds (or reuses) packager-runtime:<hash>, or packager-vllm:<hash> with RUNTIME=vllm; the last output line is
+# the tag. Starts the local engine when
 # DOCKER_HOST is unset.
 base-image: install
 	@if [ -z "$$DOCKER_HOST" ]; then \
 		exports="$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))" || exit 1; eval "$$exports"; \
 	fi; \
-	$(PY) scripts/base_image.py
+	$(PY) scripts/base_image.py --runtime $(if $(filter vllm,$(RUNTIME)),vllm,packager)

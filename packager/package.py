@@ -16,6 +16,7 @@ from typing import Any
 from packager.artefact.spec import ArtefactReport, load_time_note
 from packager.builders import get_builder
 from packager.builders.base import Builder, BuildRequest, BuildResult, PushRequest, PushResult
+from packager.errors import UserInputError
 from packager.image.context import Context, ModelFiles, write_context
 from packager.image.dockerfile import parse_dockerfile
 from packager.image.paths import BASE_MOUNT
@@ -74,6 +75,7 @@ def package(request: PackageRequest, log: Log = print) -> PackageReport:
     builder = get_builder(choose_builder(request.builder, request.push))  # fails fast without an engine
     started = time.monotonic()
     job = plan_package(request)
+    check_base_image(job.plan)  # before the merge: the wrong runtime image fails in a second
     rendered = render_job(job, request, log, {"resolve": time.monotonic() - started})
     built = build_context(builder, rendered.context.path, request.tag, _quiet_log(request, log))
     pushed = push_image(builder, request.tag, request, _quiet_log(request, log)) if request.push else None
@@ -108,6 +110,24 @@ def render_job(job: Job, request: PackageRequest, log: Log = print, timings: dic
         ),
     )
     return Rendered(plan, context, tuple(notes + load_time_note(plan.artefact)), artefact, timings)
+
+
+def check_base_image(plan: PackagePlan) -> None:
+    """Refuse a --base-image that carries another runtime than the plan's engine (its io.packager.runtime label;
+    an image without one is packager's own runtime image)."""
+    from packager.builders.docker import image_labels
+
+    image = plan.image
+    labels = image_labels(image.base_image) if image else None
+    if image is None or labels is None:
+        return  # no engine or no such image: the build says so in its own words
+    found = labels.get("io.packager.runtime", "packager")
+    if found != image.engine:
+        raise UserInputError(
+            f"--base-image {image.base_image} carries the {found} runtime, but this image runs {image.engine} "
+            f"({image.engine_reason}); build one with `make base-image RUNTIME={image.engine}`, or pass "
+            f"--runtime {found}"
+        )
 
 
 def _merge(job: Job, request: PackageRequest) -> MergeOutcome:

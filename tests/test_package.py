@@ -167,3 +167,41 @@ def test_tokenizer_and_chat_template_files_are_pinned_for_base_and_adapter(demo_
     assert "README.md" not in {f.path for f in plan.adapter.files}
     base = {f.path: f.sha256 for f in plan.base.files}
     assert base["tokenizer.json"] and base["tokenizer_config.json"] and base["config.json"]
+
+
+def test_a_vllm_plan_sizes_the_lora_slots_and_names_its_engine(tmp_path, capsys) -> None:
+    import json
+
+    from packager.cli.main import main
+    from packager.demo import build_adapter, build_base
+
+    base = build_base(str(tmp_path / "base"), hidden_size=128)  # head size 32: one vLLM's CPU kernels have
+    sql, chat = build_adapter(base, str(tmp_path / "sql"), r=8), build_adapter(base, str(tmp_path / "chat"), r=12)
+    args = [
+        "package",
+        "--adapter",
+        f"sql={sql}",
+        "--adapter",
+        f"chat={chat}",
+        "--layout",
+        "shared",
+        "--base-image",
+        "packager-vllm:x",
+        "--tag",
+        "acme/team:1",
+        "--runtime",
+        "auto",
+        "--dry-run",
+        "--json",
+    ]
+    assert main(args) == 0
+    image = json.loads(capsys.readouterr().out)["image"]
+    assert image["runtime"]["engine"] == "vllm" and "text generation" in image["engine_reason"]
+    assert image["runtime"]["vllm"] == {
+        "dtype": "float32",
+        "max_model_len": 256,
+        "base_name": "team",
+        "max_lora_rank": 16,
+        "max_loras": 3,
+        "enforce_eager": True,
+    }

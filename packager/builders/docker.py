@@ -38,6 +38,19 @@ def docker_build_kwargs(request: BuildRequest) -> dict[str, Any]:
     }
 
 
+def image_labels(reference: str, engine_url: str | None = None) -> dict[str, str] | None:
+    """The labels of an image in the Docker engine; None when there is no engine or no such image."""
+    import docker
+    import docker.errors
+
+    url = engine_url or os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
+    try:
+        client = docker.DockerClient(base_url=url, timeout=30)
+        return dict(client.api.inspect_image(reference).get("Config", {}).get("Labels") or {})
+    except (docker.errors.DockerException, OSError):
+        return None
+
+
 def docker_auth_config(request: PushRequest) -> dict[str, str] | None:
     """Explicit credentials, or None to let the SDK use the user's docker config (docker login)."""
     if request.username is None:

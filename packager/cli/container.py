@@ -86,6 +86,15 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tag", metavar="[REGISTRY/]REPO:TAG", help="image tag (default: packager/<adapter>:latest)")
     p.add_argument("--port", type=int, default=8000, help="port the server listens on in the image (default 8000)")
+    p.add_argument(
+        "--runtime",
+        default="packager",
+        choices=["auto", "vllm", "packager"],
+        help="the engine in the image: vllm (continuous batching, multi-LoRA; needs a vLLM base image, "
+        "`make base-image RUNTIME=vllm`), packager (its own server: every artefact and model kind), auto (vllm "
+        "where it serves the model here, else packager); default packager",
+    )
+    p.add_argument("--max-model-len", type=int, metavar="N", help="vLLM: context length (default: the base's)")
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (merged model, context)")
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
     add_artefact_flags(p)
@@ -142,6 +151,8 @@ def _package_request(args: argparse.Namespace):
         args.qlora,
         args.qlora_merge,
         args.port,
+        args.runtime,
+        args.max_model_len,
     )
 
 

@@ -66,6 +66,7 @@ def print_job(plan: PackagePlan) -> None:
     reproducible = "same inputs give the same digest" if image.reproducible else "digest not reproducible"
     push = f"push to {image.tag}" if image.push else "no push"
     print(f"build:   {image.builder} builder ({reproducible}); {push}")
+    print(f"engine:  {image.engine} ({image.engine_reason})")
     print(f"runtime: {json.dumps(image.runtime.to_json(), sort_keys=True)}")
     later = sum(1 for f in plan.base.files if f.sha256 is None)
     deferred = f" ({later} base weight files are hashed while the merge reads them)" if later else ""

@@ -79,6 +79,7 @@ def labels(plan: PackagePlan, accuracy: str | None = None) -> list[tuple[str, st
         "io.packager.quantization": plan.artefact.label,
         "io.packager.backend": image.runtime.backend if image.layout == "baked" else "transformers",
         "io.packager.port": str(image.port),
+        "io.packager.runtime": image.engine,
     }
     if accuracy:
         values["io.packager.accuracy"] = accuracy
@@ -102,6 +103,10 @@ def template_context(plan: PackagePlan, weights: list[str], accuracy: str | None
         "labels": labels(plan, accuracy),
         "service": safe_name(image.runtime.served_name or ""),
         "base_source": image.base_source,
+        # vLLM: the launcher checks the base, then execs the engine; its cold start is longer (three processes)
+        "entrypoint": "packager_runtime.vllm_launch" if image.engine == "vllm" else "packager_runtime.server",
+        "start_period": 300 if image.engine == "vllm" else 120,
+        "engine": image.engine,
     }
 
 

@@ -3,19 +3,23 @@ the image, with the runtime config the image will load. Later steps take this pl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
 
 from packager.artefact.spec import ArtefactSpec, artefact_spec
+from packager.dtypes import CONFIG_NAME, DTYPE_OF_CONFIG, SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.image.filters import image_ref
 from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_DIR
 from packager.image.reference import registry_host, split_target
 from packager.io.hashing import sha256_file
-from packager.plan import BaseSpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
+from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
+from packager.resolve.architecture import read_config
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
-from packager.runtime.config import RuntimeConfig
+from packager.resolve.runtime_choice import RuntimeChoice, choose_runtime, vllm_lora_rank
+from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.runtime.fingerprint import sample_sha256
 
 LAYOUTS = ("baked", "shared")
@@ -45,6 +49,8 @@ class PackageRequest:
     qlora: bool = False
     qlora_merge: str | None = None
     port: int = 8000
+    runtime: str = "packager"  # auto | vllm | packager: the engine the image runs
+    max_model_len: int | None = None  # vLLM: default the base's max_position_embeddings
 
 
 @dataclass(frozen=True)
@@ -71,9 +77,16 @@ def plan_package(request: PackageRequest) -> Job:
         from packager.artefact.onnx_export import check_exportable
 
         check_exportable(inputs[0].plan.base.fingerprint.model_type)
+    choice = choose_runtime(
+        request.runtime,
+        request.layout,
+        read_config(inputs[0].plan.base.path),
+        request.artefact,
+        [item.plan.adapter for item in inputs],
+    )
     if request.layout == "baked":
-        return Job(_baked_plan(request, inputs[0]), inputs)
-    return Job(_shared_plan(request, inputs), inputs)
+        return Job(_baked_plan(request, inputs[0], choice), inputs)
+    return Job(_shared_plan(request, inputs, choice), inputs)
 
 
 def _check_request(request: PackageRequest) -> None:
@@ -108,12 +121,36 @@ def resolve_request(request: PackageRequest, path: str) -> ResolveRequest:
     )
 
 
-def _image(request: PackageRequest, layout: str, runtime: RuntimeConfig, base_source: str = "") -> ImagePlan:
+def _image(
+    request: PackageRequest, layout: str, runtime: RuntimeConfig, choice: RuntimeChoice, base_source: str = ""
+) -> ImagePlan:
     builder = choose_builder(request.builder, request.push)
-    return ImagePlan(layout, request.base_image, request.tag, builder, request.push, runtime, base_source)
+    return ImagePlan(
+        layout, request.base_image, request.tag, builder, request.push, runtime, base_source, choice.reason
+    )
 
 
-def _baked_plan(request: PackageRequest, resolved: Resolved) -> PackagePlan:
+def _engine(
+    request: PackageRequest, choice: RuntimeChoice, plan: PackagePlan, base_name: str, served: list[AdapterSpec]
+) -> dict:
+    """The RuntimeConfig fields that start vLLM, when it is the chosen engine (`served`: the shared adapters)."""
+    if choice.engine != "vllm":
+        return {}
+    length = request.max_model_len or read_config(plan.base.path).get("max_position_embeddings") or 2048
+    rank = vllm_lora_rank(served) if served else 16
+    # one LoRA slot more than adapters: vLLM's CPU kernels give a base request batched with LoRA requests the
+    # last slot's delta (upstream PRs #48421, #49656); an empty last slot keeps every mixed batch exact
+    slots = len(served) + 1 if served else 1
+    return {"engine": "vllm", "vllm": VllmSettings(_vllm_dtype(plan), int(length), base_name, rank, slots)}
+
+
+def _vllm_dtype(plan: PackagePlan) -> str:
+    chosen = plan.merge.dtype if plan.merge is not None else "auto"
+    stored = SAFETENSORS_NAME.get(chosen) or DTYPE_OF_CONFIG.get(plan.base.fingerprint.dtype or "", "")
+    return CONFIG_NAME.get(stored, "auto")
+
+
+def _baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoice) -> PackagePlan:
     spec = request.artefact
     runtime = RuntimeConfig(
         "baked",
@@ -123,11 +160,12 @@ def _baked_plan(request: PackageRequest, resolved: Resolved) -> PackagePlan:
         backend=spec.backend,
         load_quantization=spec.load_quantization,
     )
-    image = _image(request, "baked", runtime, "/models/base")
-    return PackagePlan(resolved.plan.adapter, resolved.plan.base, resolved.plan.merge, artefact=spec, image=image)
+    plan = PackagePlan(resolved.plan.adapter, resolved.plan.base, resolved.plan.merge, artefact=spec)
+    runtime = dataclasses.replace(runtime, **_engine(request, choice, plan, request.adapters[0][0], []))
+    return dataclasses.replace(plan, image=_image(request, "baked", runtime, choice, "/models/base"))
 
 
-def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...]) -> PackagePlan:
+def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: RuntimeChoice) -> PackagePlan:
     first = inputs[0].plan
     named = [(name, item) for (name, _), item in zip(request.adapters, inputs, strict=True)]
     for name, item in named:
@@ -142,9 +180,11 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...]) -> Packa
         lock=LOCK_IN_IMAGE,
         load_quantization=request.artefact.load_quantization,
     )
-    image = _image(request, "shared", runtime, first.base.path)
     base = _with_sampled_hashes(first.base)
-    return PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served, image=image)
+    plan = PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served)
+    engine = _engine(request, choice, plan, runtime.served_name or "base", [s.spec for s in served])
+    runtime = dataclasses.replace(runtime, **engine)
+    return dataclasses.replace(plan, image=_image(request, "shared", runtime, choice, first.base.path))
 
 
 def _check_servable_unmerged(name: str, item: Resolved, base_path: str) -> None:

@@ -15,6 +15,9 @@ Schema (a JSON object; unknown keys are rejected; relative paths are taken from 
       adapters     {name: PEFT adapter folder}, non-empty   required
       lock         str, the packager lock with the base files   required unless verify_base is "off"
       verify_base  "quick" | "full" | "off", default "quick"    env PACKAGER_VERIFY_BASE overrides
+    engine       "packager" (this package's server) | "vllm", default "packager"
+    vllm         with engine vllm: {"dtype", "max_model_len", "base_name" (shared: the name the base answers
+                 to), "max_lora_rank", "max_loras"}; started by vllm_launch.py
 
 Example: {"layout": "shared", "port": 8000, "base_dir": "/base", "adapters": {"support": "/adapters/support"},
           "lock": "/opt/packager/packager.lock.json", "verify_base": "quick"}
@@ -33,8 +36,11 @@ from typing import Any
 VERIFY_MODES = ("quick", "full", "off")
 BACKENDS = ("transformers", "quanto", "onnx")
 LOAD_QUANTIZATIONS = ("none", "bnb-nf4", "bnb-int8", "fp8")
+ENGINES = ("packager", "vllm")
+VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
+VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "enforce_eager"}
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
-COMMON_KEYS = {"layout", "port", "load_quantization"}
+COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm"}
 LAYOUT_KEYS = {
     "baked": {"model_dir", "served_name", "backend"},
     "shared": {"base_dir", "adapters", "lock", "verify_base"},
@@ -44,6 +50,22 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
 
 class ConfigError(Exception):
     """runtime.json is missing, unreadable or invalid (one line)."""
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """How vLLM is started: dtype, context length and, for the shared layout, the LoRA slots."""
+
+    dtype: str = "auto"
+    max_model_len: int = 2048
+    base_name: str = "base"
+    max_lora_rank: int = 16
+    max_loras: int = 1
+    enforce_eager: bool = True  # no torch.compile: the CPU image carries no C++ compiler for inductor
+
+    def to_json(self) -> dict[str, Any]:
+        """The runtime.json `vllm` object."""
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,8 @@ class RuntimeConfig:
     verify_base: str = "quick"
     backend: str = "transformers"
     load_quantization: str = "none"
+    engine: str = "packager"
+    vllm: VllmSettings = dataclasses.field(default_factory=VllmSettings)
 
     @property
     def model_names(self) -> list[str]:
@@ -69,6 +93,8 @@ class RuntimeConfig:
     def to_json(self) -> dict[str, Any]:
         """The runtime.json object for this config (only the keys of its layout)."""
         data: dict[str, Any] = {"layout": self.layout, "port": self.port, "load_quantization": self.load_quantization}
+        if self.engine == "vllm":  # only then, so packager-engine configs keep their shape
+            data.update(engine="vllm", vllm=self.vllm.to_json())
         if self.layout == "baked":
             return {**data, "model_dir": self.model_dir, "served_name": self.served_name, "backend": self.backend}
         data.update(base_dir=self.base_dir, adapters=dict(self.adapters), verify_base=self.verify_base)
@@ -99,6 +125,33 @@ def parse_config(data: Any, root: str = ".", env: Mapping[str, str] | None = Non
         raise ConfigError(f"runtime config: unknown key(s) for layout {layout}: {', '.join(unknown)}")
     port = _port(data.get("port", 8000))
     load_quantization = _one_of(data, "load_quantization", LOAD_QUANTIZATIONS, "none")
+    engine = _engine(data)
+    config = _layout_config(data, layout, port, load_quantization, root, env)
+    return dataclasses.replace(config, **engine)
+
+
+def _engine(data: dict) -> dict[str, Any]:
+    engine = _one_of(data, "engine", ENGINES, "packager")
+    if engine == "packager":
+        if "vllm" in data:
+            raise ConfigError("runtime config: `vllm` settings need engine vllm")
+        return {}
+    settings = data.get("vllm")
+    if not isinstance(settings, dict) or set(settings) - VLLM_KEYS:
+        raise ConfigError(f"runtime config: vllm must be an object with keys among {', '.join(sorted(VLLM_KEYS))}")
+    vllm = VllmSettings(**settings)
+    if vllm.dtype not in VLLM_DTYPES:
+        raise ConfigError(f"runtime config: vllm.dtype must be one of {', '.join(VLLM_DTYPES)}, got {vllm.dtype!r}")
+    if not isinstance(vllm.enforce_eager, bool):
+        raise ConfigError(f"runtime config: vllm.enforce_eager must be true or false, got {vllm.enforce_eager!r}")
+    for key in ("max_model_len", "max_lora_rank", "max_loras"):
+        value = getattr(vllm, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"runtime config: vllm.{key} must be a positive integer, got {value!r}")
+    return {"engine": "vllm", "vllm": dataclasses.replace(vllm, base_name=_name(vllm.base_name))}
+
+
+def _layout_config(data: dict, layout: str, port: int, load_quantization: str, root: str, env) -> RuntimeConfig:
     if layout == "baked":
         backend = _one_of(data, "backend", BACKENDS, "transformers")
         if backend == "onnx" and load_quantization != "none":

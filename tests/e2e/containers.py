@@ -17,9 +17,9 @@ except urllib.error.HTTPError as e:
 """
 
 
-def start(client, image: str, base_dir: str | None = None):
+def start(client, image: str, base_dir: str | None = None, **options):
     volumes = {base_dir: {"bind": "/base", "mode": "ro"}} if base_dir else None
-    return client.containers.run(image, detach=True, network_mode="none", volumes=volumes)
+    return client.containers.run(image, detach=True, network_mode="none", volumes=volumes, **options)
 
 
 def wait_healthy(container, timeout: float = 180) -> None:

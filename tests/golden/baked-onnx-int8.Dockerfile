@@ -23,6 +23,7 @@ LABEL io.packager.accuracy="{\"greedy\":0.95,\"kind\":\"onnx-int8\",\"size_ratio
       io.packager.layout="baked" \
       io.packager.port="8000" \
       io.packager.quantization="onnx-int8" \
+      io.packager.runtime="packager" \
       io.packager.version="0.1.0" \
       org.opencontainers.image.base.name="packager-runtime:0123abcd" \
       org.opencontainers.image.description="LLM adapter served by packager (baked layout)" \

