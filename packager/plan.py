@@ -166,6 +166,7 @@ class ImagePlan:
     runtime: RuntimeConfig
     base_source: str = "/models/base"  # shared: the host folder compose.yaml mounts unless told otherwise
     engine_reason: str = "asked for with --runtime packager"  # why runtime.engine serves this image
+    device: str = "cpu"  # cpu | cuda: cuda images request the GPU in compose and cannot be built here
 
     @property
     def engine(self) -> str:

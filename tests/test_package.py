@@ -204,4 +204,38 @@ def test_a_vllm_plan_sizes_the_lora_slots_and_names_its_engine(tmp_path, capsys)
         "max_lora_rank": 16,
         "max_loras": 3,
         "enforce_eager": True,
+        "quantization": None,
     }
+
+
+def test_a_cuda_plan_starts_from_vllms_gpu_image_and_quantizes_at_load(tmp_path, capsys) -> None:
+    import json
+
+    from packager.cli.main import main
+    from packager.demo import build_adapter, build_base
+
+    base = build_base(str(tmp_path / "base"), hidden_size=64)  # head size 16: fine for the GPU kernels
+    adapter = build_adapter(base, str(tmp_path / "sql"), r=8)
+    args = [
+        "package",
+        "--adapter",
+        f"sql={adapter}",
+        "--layout",
+        "baked",
+        "--runtime",
+        "auto",
+        "--device",
+        "cuda",
+        "--quantize",
+        "bnb-nf4",
+        "--dry-run",
+        "--json",
+    ]
+    assert main(args) == 0
+    image = json.loads(capsys.readouterr().out)["image"]
+    assert image["base_image"] == "vllm/vllm-openai:v0.32.0" and image["device"] == "cuda"
+    vllm = image["runtime"]["vllm"]
+    assert image["runtime"]["engine"] == "vllm" and vllm["quantization"] == "bitsandbytes"
+    assert vllm["enforce_eager"] is False
+    assert main([*args[:-4], "--runtime", "packager", "--dry-run"]) == 2  # packager's runtime needs a named image
+    assert "for --device cuda name a CUDA image" in capsys.readouterr().err

@@ -95,6 +95,13 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
         "where it serves the model here, else packager); default packager",
     )
     p.add_argument("--max-model-len", type=int, metavar="N", help="vLLM: context length (default: the base's)")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        choices=["cpu", "cuda"],
+        help="cpu (default): built and tested here; cuda: rendered for a GPU host (vLLM from its pinned "
+        "vllm/vllm-openai image, the GPU requested in compose); no GPU image can be pulled or run here",
+    )
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (merged model, context)")
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
     add_artefact_flags(p)
@@ -123,7 +130,7 @@ def _package_request(args: argparse.Namespace):
     from packager.cli.common import hash_base_ahead
     from packager.resolve.folders import parse_adapter_arg
 
-    if not args.base_image:
+    if not args.base_image and args.device == "cpu":
         raise UserInputError("no --base-image; build one with `make base-image` or set PACKAGER_BASE_IMAGE")
     adapters = tuple(parse_adapter_arg(a) for a in args.adapter)
     if not getattr(args, "dry_run", False):
@@ -153,6 +160,7 @@ def _package_request(args: argparse.Namespace):
         args.port,
         args.runtime,
         args.max_model_len,
+        args.device,
     )
 
 

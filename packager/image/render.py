@@ -107,6 +107,7 @@ def template_context(plan: PackagePlan, weights: list[str], accuracy: str | None
         "entrypoint": "packager_runtime.vllm_launch" if image.engine == "vllm" else "packager_runtime.server",
         "start_period": 300 if image.engine == "vllm" else 120,
         "engine": image.engine,
+        "device": image.device,
     }
 
 

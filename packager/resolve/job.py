@@ -18,12 +18,15 @@ from packager.io.hashing import sha256_file
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
 from packager.resolve.architecture import read_config
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
-from packager.resolve.runtime_choice import RuntimeChoice, choose_runtime, vllm_lora_rank
+from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.runtime.fingerprint import sample_sha256
 
 LAYOUTS = ("baked", "shared")
 BUILDERS = ("auto", "docker", "oci", "buildah")
+DEVICES = ("cpu", "cuda")
+# The GPU image vLLM publishes for the release the CPU image is built from; it cannot be pulled on these machines.
+VLLM_GPU_IMAGE = "vllm/vllm-openai:v0.32.0"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class PackageRequest:
     port: int = 8000
     runtime: str = "packager"  # auto | vllm | packager: the engine the image runs
     max_model_len: int | None = None  # vLLM: default the base's max_position_embeddings
+    device: str = "cpu"  # cpu | cuda: the hardware the image is built for
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ def plan_package(request: PackageRequest) -> Job:
         read_config(inputs[0].plan.base.path),
         request.artefact,
         [item.plan.adapter for item in inputs],
+        request.device,
     )
     if request.layout == "baked":
         return Job(_baked_plan(request, inputs[0], choice), inputs)
@@ -94,9 +99,12 @@ def _check_request(request: PackageRequest) -> None:
         raise UserInputError(f"unknown layout {request.layout!r}; use one of {', '.join(LAYOUTS)}")
     if request.layout == "baked" and len(request.adapters) != 1:
         raise UserInputError("the baked layout serves exactly one adapter; use --layout shared for several")
+    if request.device not in DEVICES:
+        raise UserInputError(f"unknown --device {request.device!r}; use one of {', '.join(DEVICES)}")
     if request.builder not in BUILDERS:
         raise UserInputError(f"unknown builder {request.builder!r}; use one of {', '.join(BUILDERS)}")
-    image_ref(request.base_image)  # before any heavy work: a bad reference fails in a second, not after a merge
+    if request.base_image or request.device == "cpu":  # cuda without one: the plan picks vLLM's GPU image
+        image_ref(request.base_image)  # before any heavy work: a bad reference fails in a second, not after a merge
     image_ref(request.tag)
     if not 1 <= request.port <= 65535:
         raise UserInputError(f"port {request.port} is out of range; use 1-65535")
@@ -125,8 +133,19 @@ def _image(
     request: PackageRequest, layout: str, runtime: RuntimeConfig, choice: RuntimeChoice, base_source: str = ""
 ) -> ImagePlan:
     builder = choose_builder(request.builder, request.push)
+    base_image = request.base_image or _gpu_base_image(request, choice)
     return ImagePlan(
-        layout, request.base_image, request.tag, builder, request.push, runtime, base_source, choice.reason
+        layout, base_image, request.tag, builder, request.push, runtime, base_source, choice.reason, request.device
+    )
+
+
+def _gpu_base_image(request: PackageRequest, choice: RuntimeChoice) -> str:
+    """A CUDA image's default FROM: vLLM's own pinned release image; packager's runtime needs one named."""
+    if request.device == "cuda" and choice.engine == "vllm":
+        return VLLM_GPU_IMAGE
+    raise UserInputError(
+        "no --base-image; build one with `make base-image` (CPU), or for --device cuda name a CUDA image with "
+        "python3, torch, transformers, peft, fastapi and uvicorn (onnxruntime-gpu for ONNX artefacts)"
     )
 
 
@@ -141,7 +160,10 @@ def _engine(
     # one LoRA slot more than adapters: vLLM's CPU kernels give a base request batched with LoRA requests the
     # last slot's delta (upstream PRs #48421, #49656); an empty last slot keeps every mixed batch exact
     slots = len(served) + 1 if served else 1
-    return {"engine": "vllm", "vllm": VllmSettings(_vllm_dtype(plan), int(length), base_name, rank, slots)}
+    quantization = VLLM_LOAD_QUANTIZATION[plan.artefact.load_quantization]
+    cpu = request.device == "cpu"  # CUDA graphs and torch.compile on a GPU; the CPU image has no C++ compiler
+    settings = VllmSettings(_vllm_dtype(plan), int(length), base_name, rank, slots, cpu, quantization)
+    return {"engine": "vllm", "vllm": settings}
 
 
 def _vllm_dtype(plan: PackagePlan) -> str:

@@ -38,14 +38,19 @@ class RuntimeChoice:
 
 
 def choose_runtime(
-    requested: str, layout: str, base_config: dict[str, Any], artefact: ArtefactSpec, adapters: list[AdapterSpec]
+    requested: str,
+    layout: str,
+    base_config: dict[str, Any],
+    artefact: ArtefactSpec,
+    adapters: list[AdapterSpec],
+    device: str = "cpu",
 ) -> RuntimeChoice:
     """The runtime for this job; --runtime vllm on something vLLM cannot serve is refused in one line."""
     if requested not in RUNTIMES:
         raise UserInputError(f"unknown --runtime {requested!r}; use one of {', '.join(RUNTIMES)}")
     if requested == "packager":
         return RuntimeChoice("packager", "asked for with --runtime packager")
-    model_reason = _model_unservable(base_config, artefact)
+    model_reason = _model_unservable(base_config, artefact, device)
     if model_reason:
         if requested == "vllm":
             raise UserInputError(f"--runtime vllm cannot serve this model: {model_reason}; use --runtime packager")
@@ -63,7 +68,7 @@ def head_dim(config: dict[str, Any]) -> int | None:
     return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else None
 
 
-def _model_unservable(config: dict[str, Any], artefact: ArtefactSpec) -> str | None:
+def _model_unservable(config: dict[str, Any], artefact: ArtefactSpec, device: str) -> str | None:
     architectures = config.get("architectures") or []
     if not set(architectures) & VLLM_ARCHITECTURES:
         return f"architecture {', '.join(architectures) or 'unknown'} is not one packager serves with vLLM"
@@ -71,6 +76,10 @@ def _model_unservable(config: dict[str, Any], artefact: ArtefactSpec) -> str | N
         return f"the {artefact.label} artefact is served by packager's own runtime"
     if artefact.load_quantization not in VLLM_LOAD_QUANTIZATION:
         return f"load-time {artefact.load_quantization} is not a vLLM quantization"
+    if device == "cuda":
+        return None  # the GPU kernels take the head sizes these families have
+    if artefact.load_quantization != "none":
+        return f"load-time {artefact.load_quantization} quantizes on a CUDA GPU; pass --device cuda"
     size = head_dim(config)
     if size not in VLLM_HEAD_SIZES:
         return f"head size {size} is not one vLLM's CPU attention kernels support ({VLLM_HEAD_SIZES})"

@@ -38,7 +38,8 @@ BACKENDS = ("transformers", "quanto", "onnx")
 LOAD_QUANTIZATIONS = ("none", "bnb-nf4", "bnb-int8", "fp8")
 ENGINES = ("packager", "vllm")
 VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
-VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "enforce_eager"}
+VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "enforce_eager", "quantization"}
+VLLM_QUANTIZATIONS = (None, "bitsandbytes", "fp8")
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
 COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm"}
 LAYOUT_KEYS = {
@@ -62,6 +63,7 @@ class VllmSettings:
     max_lora_rank: int = 16
     max_loras: int = 1
     enforce_eager: bool = True  # no torch.compile: the CPU image carries no C++ compiler for inductor
+    quantization: str | None = None  # vLLM's --quantization for a load-time scheme (GPU): bitsandbytes, fp8
 
     def to_json(self) -> dict[str, Any]:
         """The runtime.json `vllm` object."""
@@ -142,6 +144,10 @@ def _engine(data: dict) -> dict[str, Any]:
     vllm = VllmSettings(**settings)
     if vllm.dtype not in VLLM_DTYPES:
         raise ConfigError(f"runtime config: vllm.dtype must be one of {', '.join(VLLM_DTYPES)}, got {vllm.dtype!r}")
+    if vllm.quantization not in VLLM_QUANTIZATIONS:
+        raise ConfigError(
+            f"runtime config: vllm.quantization must be bitsandbytes, fp8 or null, got {vllm.quantization!r}"
+        )
     if not isinstance(vllm.enforce_eager, bool):
         raise ConfigError(f"runtime config: vllm.enforce_eager must be true or false, got {vllm.enforce_eager!r}")
     for key in ("max_model_len", "max_lora_rank", "max_loras"):

@@ -50,6 +50,7 @@ def vllm_argv(config: RuntimeConfig, host: str, port: int, python: str = sys.exe
     vllm = config.vllm
     argv = [python, "-m", SERVER_MODULE, "--host", host, "--port", str(port), "--dtype", vllm.dtype]
     argv += ["--max-model-len", str(vllm.max_model_len), *(["--enforce-eager"] if vllm.enforce_eager else [])]
+    argv += ["--quantization", vllm.quantization] if vllm.quantization else []
     if config.layout == "baked":
         return [*argv, "--model", config.model_dir or "", "--served-model-name", config.served_name or ""]
     argv += ["--model", config.base_dir, "--served-model-name", vllm.base_name]

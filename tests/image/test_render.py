@@ -23,6 +23,16 @@ SHARED = plans.shared()
 WEIGHTS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
 ONNX_INT8 = plans.with_runtime(dataclasses.replace(BAKED, artefact=plans.ONNX_INT8_SPEC), backend="onnx")
 VLLM_SHARED = plans.with_runtime(SHARED, engine="vllm", vllm=VllmSettings("float32", 256, "shared", 8, 3))
+BAKED_CUDA = plans.with_image(
+    plans.with_runtime(BAKED, engine="vllm", vllm=VllmSettings("bfloat16", 4096, "demo", 16, 1, False)),
+    base_image="vllm/vllm-openai:v0.32.0",
+    device="cuda",
+)
+SHARED_CUDA = plans.with_image(
+    plans.with_runtime(SHARED, engine="vllm", vllm=VllmSettings("bfloat16", 4096, "shared", 16, 3, False)),
+    base_image="vllm/vllm-openai:v0.32.0",
+    device="cuda",
+)
 ACCURACY = '{"greedy":0.95,"kind":"onnx-int8","size_ratio":0.26,"top1":0.97}'
 
 
@@ -42,6 +52,8 @@ def _golden(name: str, text: str) -> None:
         (SHARED, "shared", None),
         (ONNX_INT8, "baked-onnx-int8", ACCURACY),
         (VLLM_SHARED, "shared-vllm", None),
+        (BAKED_CUDA, "baked-vllm-cuda", None),
+        (SHARED_CUDA, "shared-vllm-cuda", None),
     ],
 )
 def test_rendered_files_match_golden(plan, prefix, accuracy) -> None:
@@ -128,7 +140,11 @@ def test_unknown_layout_is_refused() -> None:
         render_files(plans.with_image(BAKED, layout="fat"), WEIGHTS)
 
 
-@pytest.mark.parametrize("plan", [BAKED, SHARED, VLLM_SHARED], ids=["baked", "shared", "shared-vllm"])
+@pytest.mark.parametrize(
+    "plan",
+    [BAKED, SHARED, VLLM_SHARED, BAKED_CUDA, SHARED_CUDA],
+    ids=["baked", "shared", "shared-vllm", "baked-vllm-cuda", "shared-vllm-cuda"],
+)
 def test_hadolint_passes_without_warnings(plan, tmp_path) -> None:
     hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
     dockerfile = tmp_path / "Dockerfile"

@@ -64,3 +64,12 @@ def test_lora_rank_is_the_smallest_vllm_allows_that_holds_every_adapter() -> Non
 def test_head_dim_prefers_the_config_value() -> None:
     assert head_dim({"head_dim": 80, "hidden_size": 4096, "num_attention_heads": 32}) == 80
     assert head_dim(LLAMA) == 32 and head_dim({}) is None
+
+
+def test_a_gpu_image_takes_any_head_size_and_load_time_quantization() -> None:
+    small = {**LLAMA, "hidden_size": 64}
+    assert choose_runtime("auto", "baked", small, ArtefactSpec(), [_adapter()], device="cuda").engine == "vllm"
+    nf4 = ArtefactSpec("bnb-nf4")
+    assert choose_runtime("auto", "baked", LLAMA, nf4, [_adapter()], device="cuda").engine == "vllm"
+    on_cpu = choose_runtime("auto", "baked", LLAMA, nf4, [_adapter()])
+    assert on_cpu.engine == "packager" and "pass --device cuda" in on_cpu.reason

@@ -83,3 +83,14 @@ def test_too_little_shared_memory_is_refused_with_the_fix(tmp_path) -> None:
         vllm_launch.check_shm(str(tmp_path), needed=1 << 62)
     with pytest.raises(vllm_launch.NotEnoughShm, match="0 MiB free"):
         vllm_launch.check_shm(str(tmp_path / "absent"))
+
+
+def test_a_load_time_scheme_becomes_vllms_quantization_flag() -> None:
+    config = RuntimeConfig(
+        **{**BAKED.__dict__, "vllm": VllmSettings("bfloat16", 512, enforce_eager=False, quantization="bitsandbytes")}
+    )
+    argv = vllm_launch.vllm_argv(config, "0.0.0.0", 8000)
+    assert argv[argv.index("--quantization") + 1] == "bitsandbytes" and "--enforce-eager" not in argv
+    assert parse_config(config.to_json(), "/", env={}) == config
+    with pytest.raises(ConfigError, match=r"vllm\.quantization"):
+        parse_config({**config.to_json(), "vllm": {**config.vllm.to_json(), "quantization": "gptq"}}, "/", env={})
