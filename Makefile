@@ -38,7 +38,7 @@ demo: install
 # started (make engine-up); without BASE_IMAGE, the runtime base image is built locally (make base-image).
 LAYOUT ?= baked
 BUILDER ?= auto
-RUNTIME ?= packager
+RUNTIME ?= auto
 QUANT ?= none
 EXPORT ?= none
 WORK ?= packager-build
@@ -49,8 +49,9 @@ if [ -n "$(ADAPTERS)" ]; then for a in $$(echo "$(ADAPTERS)" | tr ',' ' '); do a
 elif [ -n "$(ADAPTER)" ]; then adapters="--adapter $(ADAPTER)"; \
 else $(PACKAGER) demo --output demo >/dev/null && adapters="--adapter demo=demo/adapter"; fi; \
 image_runtime="$(RUNTIME)"; \
-if [ "$$image_runtime" = auto ]; then base_image=packager-runtime:probe; \
-	image_runtime=$$($(PACKAGER) package $$adapters $(JOB_FLAGS) --dry-run --json | $(PY) -c \
+if [ "$$image_runtime" = auto ] && [ -z "$(BASE_IMAGE)" ]; then base_image=packager-runtime:probe; \
+	plan=$$($(PACKAGER) package $$adapters $(JOB_FLAGS) --dry-run --json) || exit $$?; \
+	image_runtime=$$(echo "$$plan" | $(PY) -c \
 	'import json, sys; print(json.load(sys.stdin)["image"]["runtime"].get("engine", "packager"))'); fi; \
 base_image="$(BASE_IMAGE)"; \
 if [ -n "$(DRY_RUN)" ]; then base_image="$${base_image:-$$($(PY) scripts/base_image.py --print-tag --runtime $$image_runtime)}"; fi; \

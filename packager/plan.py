@@ -165,7 +165,7 @@ class ImagePlan:
     push: bool
     runtime: RuntimeConfig
     base_source: str = "/models/base"  # shared: the host folder compose.yaml mounts unless told otherwise
-    engine_reason: str = "asked for with --runtime packager"  # why runtime.engine serves this image
+    engine_reason: str = "packager's own server"  # why runtime.engine serves this image
     device: str = "cpu"  # cpu | cuda: cuda images request the GPU in compose and cannot be built here
 
     @property

@@ -200,7 +200,7 @@ def test_a_vllm_plan_sizes_the_lora_slots_and_names_its_engine(tmp_path, capsys)
     assert image["runtime"]["vllm"] == {
         "dtype": "float32",
         "max_model_len": 256,
-        "base_name": "team",
+        "base_name": "base",
         "max_lora_rank": 16,
         "max_loras": 3,
         "enforce_eager": True,
@@ -239,3 +239,24 @@ def test_a_cuda_plan_starts_from_vllms_gpu_image_and_quantizes_at_load(tmp_path,
     assert vllm["enforce_eager"] is False
     assert main([*args[:-4], "--runtime", "packager", "--dry-run"]) == 2  # packager's runtime needs a named image
     assert "for --device cuda name a CUDA image" in capsys.readouterr().err
+
+
+def test_the_base_never_answers_to_an_adapters_name(demo_adapter, capsys) -> None:
+    import json
+
+    from packager.cli.main import main
+
+    args = [
+        "package",
+        "--adapter",
+        f"base={demo_adapter}",
+        "--layout",
+        "shared",
+        "--base-image",
+        "rt:1",
+        "--dry-run",
+        "--json",
+    ]
+    assert main(args) == 0
+    vllm = json.loads(capsys.readouterr().out)["image"]["runtime"]["vllm"]
+    assert vllm["base_name"] == "base-base"  # the demo base's folder is called base, like the adapter

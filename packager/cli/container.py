@@ -88,11 +88,11 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8000, help="port the server listens on in the image (default 8000)")
     p.add_argument(
         "--runtime",
-        default="packager",
+        default="auto",
         choices=["auto", "vllm", "packager"],
         help="the engine in the image: vllm (continuous batching, multi-LoRA; needs a vLLM base image, "
         "`make base-image RUNTIME=vllm`), packager (its own server: every artefact and model kind), auto (vllm "
-        "where it serves the model here, else packager); default packager",
+        "where it serves the model here, else packager; the default)",
     )
     p.add_argument("--max-model-len", type=int, metavar="N", help="vLLM: context length (default: the base's)")
     p.add_argument(

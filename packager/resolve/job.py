@@ -52,7 +52,7 @@ class PackageRequest:
     qlora: bool = False
     qlora_merge: str | None = None
     port: int = 8000
-    runtime: str = "packager"  # auto | vllm | packager: the engine the image runs
+    runtime: str = "auto"  # auto | vllm | packager: the engine the image runs
     max_model_len: int | None = None  # vLLM: default the base's max_position_embeddings
     device: str = "cpu"  # cpu | cuda: the hardware the image is built for
 
@@ -204,9 +204,16 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
     )
     base = _with_sampled_hashes(first.base)
     plan = PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served)
-    engine = _engine(request, choice, plan, runtime.served_name or "base", [s.spec for s in served])
+    engine = _engine(request, choice, plan, _base_name(plan), [s.spec for s in served])
     runtime = dataclasses.replace(runtime, **engine)
     return dataclasses.replace(plan, image=_image(request, "shared", runtime, choice, first.base.path))
+
+
+def _base_name(plan: PackagePlan) -> str:
+    """What the base answers to beside the adapters (vLLM serves it too): its hub id or folder name, never an
+    adapter's name."""
+    name = re.sub(r"[^A-Za-z0-9._:/-]+", "-", plan.base.label_id).strip("-") or "base"
+    return f"{name}-base" if name in {s.name for s in plan.served} else name
 
 
 def _check_servable_unmerged(name: str, item: Resolved, base_path: str) -> None:

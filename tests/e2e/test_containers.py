@@ -40,6 +40,7 @@ def demo(tmp_path_factory) -> dict[str, str]:
 
 def _package(tmp_path, runtime_image: str, adapters, layout: str, tag: str, **kw):
     kw.setdefault("builder", "docker")  # the docker path; the oci fast path has its own tests
+    kw.setdefault("runtime", "packager")  # packager's own server; test_vllm_images.py covers vLLM
     request = PackageRequest(tuple(adapters), layout, runtime_image, tag, work=str(tmp_path / "work"), quiet=True, **kw)
     return package(request, log=lambda _line: None)
 

@@ -51,7 +51,15 @@ def inputs(tmp_path_factory) -> dict[str, str]:
 
 def _package(tmp_path, runtime_image, adapters, layout, tag, work="work", **kw):
     request = PackageRequest(
-        tuple(adapters), layout, runtime_image, tag, work=str(tmp_path / work), quiet=True, verify=False, **kw
+        tuple(adapters),
+        layout,
+        runtime_image,
+        tag,
+        work=str(tmp_path / work),
+        quiet=True,
+        verify=False,
+        runtime="packager",
+        **kw,  # the runtime image the e2e fixtures build; vLLM images have their own tests
     )
     return package(request, log=lambda _line: None)
 
@@ -166,6 +174,8 @@ def test_render_then_build_then_push_gives_the_package_digest(
         str(work),
         "--no-verify",
         "--quiet",
+        "--runtime",
+        "packager",
     ]
     assert main(["render", *common]) == 0
     context = str(work / "context")

@@ -105,7 +105,7 @@ def test_shared_vllm_image_answers_each_adapter_and_the_base_like_peft_at_once(s
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(demo["base"])
-    expected = {"vllm-shared": _greedy(AutoModelForCausalLM.from_pretrained(demo["base"]), tokenizer)}
+    expected = {"base": _greedy(AutoModelForCausalLM.from_pretrained(demo["base"]), tokenizer)}
     for name in ("sql", "chat"):
         model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo["base"]), demo[name])
         expected[name] = _greedy(model, tokenizer)
@@ -114,7 +114,7 @@ def test_shared_vllm_image_answers_each_adapter_and_the_base_like_peft_at_once(s
     try:
         containers.wait_healthy(container, timeout=400)
         served = {m["id"] for m in containers.call(container, "/v1/models")["data"]}
-        assert served == {"vllm-shared", "sql", "chat"}
+        assert served == {"base", "sql", "chat"}  # the base answers to its folder's name
         for name in expected:  # one at a time
             assert _same(_completion(container, name), expected[name]), name
         with ThreadPoolExecutor(3) as pool:  # the three at once: base and LoRA requests share a batch
