@@ -11,7 +11,7 @@ BASE ?=
 OUT ?= out/merged
 DTYPE ?= auto
 
-.PHONY: install test lint package render merge demo bench clean engine-up engine-down base-image
+.PHONY: install test lint package render merge demo bench bench-serve clean engine-up engine-down base-image
 
 install: $(VENV)/.installed
 
@@ -82,6 +82,10 @@ merge: install
 
 bench: install
 	$(PY) bench/merge.py
+
+# make bench-serve [SIZE=small|1b]: packager's server against vLLM, each in its baked container
+bench-serve: install
+	$(PY) bench/serve.py --size $(or $(SIZE),small)
 
 clean:
 	rm -rf out demo packager-build .pytest_cache

@@ -43,7 +43,7 @@ def build_tokenizer(path: str, vocab_size: int = 384):
     return fast
 
 
-def build_base(path: str, seed: int = 0, hidden_size: int = 64, layers: int = 2) -> str:
+def build_base(path: str, seed: int = 0, hidden_size: int = 64, layers: int = 2, heads: int = 2) -> str:
     """A random tiny Llama with the demo tokenizer, saved as safetensors; its head size (hidden/2: 32 by default)
     is one vLLM's CPU kernels support, so the demo is served by vLLM."""
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -55,8 +55,8 @@ def build_base(path: str, seed: int = 0, hidden_size: int = 64, layers: int = 2)
         hidden_size=hidden_size,
         intermediate_size=hidden_size * 2,
         num_hidden_layers=layers,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        num_attention_heads=heads,
+        num_key_value_heads=max(1, heads // 2),
         max_position_embeddings=256,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
