@@ -30,7 +30,7 @@ from packager.package import package  # noqa: E402
 from packager.resolve.job import PackageRequest  # noqa: E402
 from scripts import base_image, local_engine  # noqa: E402
 
-ENGINE_ROOT = "/var/tmp/packager-bench-engine"
+ENGINE_ROOT = "/var/tmp/packager-engine"  # the engine `make package` uses: its base images are reused
 SIZES = {
     "small": {"hidden_size": 1024, "layers": 8, "heads": 16},
     "1b": {"hidden_size": 2048, "layers": 22, "heads": 32},
