@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from importlib import resources
+from pathlib import Path
 
 import torch
 
@@ -90,11 +92,18 @@ def _set_base_hint(adapter_path: str, base: str) -> None:
         json.dump(config, f, indent=2)
 
 
+DEMO_VERSION = "2"  # bump when the demo's base or adapter changes: older ones are rebuilt
+
+
 def build_demo(root: str) -> tuple[str, str]:
-    """Write root/base and root/adapter (skipped when already there); return their paths."""
+    """Write root/base and root/adapter (skipped when this version of the demo is already there); return their
+    paths."""
     base, adapter = os.path.join(root, "base"), os.path.join(root, "adapter")
-    if not os.path.isfile(os.path.join(base, "config.json")):
-        build_base(base)
-    if not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
-        build_adapter(base, adapter)
+    stamp = os.path.join(root, ".packager-demo")
+    if os.path.isfile(stamp) and Path(stamp).read_text() == DEMO_VERSION:
+        return base, adapter
+    for folder in (base, adapter):
+        shutil.rmtree(folder, ignore_errors=True)  # an older demo: its shapes may not be what vLLM serves
+    build_adapter(build_base(base), adapter)
+    Path(stamp).write_text(DEMO_VERSION)
     return base, adapter
