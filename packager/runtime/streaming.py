@@ -58,8 +58,9 @@ def safe_prefix(text: str, stops: Sequence[str]) -> str:
             if stop.startswith(text[-size:]):
                 cut = min(cut, len(text) - size)
                 break
-    text = text[:cut]
-    return text[: text.index("\ufffd")] if "\ufffd" in text else text
+    # a trailing U+FFFD is half a character whose next bytes have not come yet; one inside the text is a byte
+    # sequence that will never decode, and must not hold back everything after it
+    return text[:cut].rstrip("\ufffd")
 
 
 def sse(data: dict[str, Any] | str) -> str:

@@ -154,6 +154,7 @@ def test_the_model_goes_to_the_gpu_when_one_is_visible(monkeypatch) -> None:
     [
         ("hello wor", (), "hello wor"),
         ("hello wor\ufffd", (), "hello wor"),  # half a character: wait for the rest
+        ("a\ufffdb c", (), "a\ufffdb c"),  # a byte that never decodes: it does not hold the rest back
         ("one. two", (".",), "one"),  # a stop string: never past it
         ("one tw", ("two",), "one "),  # could still become the stop string: held back
         ("one tx", ("two",), "one tx"),
