@@ -47,3 +47,62 @@ def wait_exit(container, timeout: float = 120) -> int:
 
 def folder_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
+
+
+def serve_on_host(client, image: str, base_dir: str | None = None, **options):
+    """Run the image on the host's network, its server bound to 127.0.0.1 on a free port; returns (container, url)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    volumes = {base_dir: {"bind": "/base", "mode": "ro"}} if base_dir else None
+    container = client.containers.run(
+        image,
+        ["--host", "127.0.0.1", "--port", str(port)],
+        detach=True,
+        network_mode="host",
+        volumes=volumes,
+        **options,
+    )
+    return container, f"http://127.0.0.1:{port}"
+
+
+def wait_http(url: str, container, timeout: float = 400) -> None:
+    """Poll /health from the host until the server answers (or the container exits)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        assert container.status != "exited", container.logs().decode()[-2000:]
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(2)
+    raise AssertionError(f"server not healthy in {timeout}s")
+
+
+def check_openai_client(url: str, model: str, prompt: str, tokens: int) -> None:
+    """Through the `openai` client: streamed text equals unstreamed (completion and chat), four requests at once
+    answer as one alone does, and a request longer than the context is a 400."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+    import pytest
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0, timeout=300)
+    plain = {"model": model, "prompt": prompt, "max_tokens": tokens, "temperature": 0}
+    text = client.completions.create(**plain).choices[0].text
+    assert text and "".join(c.choices[0].text for c in client.completions.create(**plain, stream=True)) == text
+    chat = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": tokens, "temperature": 0}
+    whole = client.chat.completions.create(**chat).choices[0].message.content
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**chat, stream=True))
+    assert streamed == whole  # a random model may answer a chat with nothing; the completion above may not
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: client.completions.create(**plain).choices[0].text, range(4)))
+    assert answers == [text] * 4
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model=model, prompt=prompt, max_tokens=100_000)

@@ -145,6 +145,20 @@ def test_code_only_rebuild_reuses_weight_layers_and_pushes_no_weights(baked, doc
     assert grown < smallest_weights, (grown, smallest_weights)
 
 
+def test_the_openai_client_streams_from_packagers_own_server_in_its_container(baked, docker_client) -> None:
+    """Over real HTTP: the container shares the host's network, its server bound to 127.0.0.1 only."""
+    import httpx
+
+    report, _ = baked
+    container, url = containers.serve_on_host(docker_client, report.image)
+    try:
+        containers.wait_http(url, container, timeout=180)
+        containers.check_openai_client(url, "sql", PROMPT, 12)
+        assert "packager:generation_tokens_total" in httpx.get(f"{url}/metrics", timeout=30).text
+    finally:
+        container.remove(force=True)
+
+
 def test_rebuild_without_build_cache_gives_the_same_weight_layers(baked) -> None:
     """The rebuild flake, made deterministic: a cache miss (here forced with nocache; in CI it came from an image
     removed by another test) re-ran every COPY, and the legacy builder stamped the directories it created with the
@@ -217,8 +231,10 @@ def test_second_adapter_repackage_pushes_about_the_adapter_bytes(
     )
     grown = containers.folder_bytes(storage) - size_before
     adapter_bytes = containers.folder_bytes(demo["chat"])
-    print(f"shared re-package: registry grew {grown} bytes for a {adapter_bytes}-byte adapter "
-          f"({grown / adapter_bytes:.3f}x; push report: {report.pushed_bytes} bytes)")
+    print(
+        f"shared re-package: registry grew {grown} bytes for a {adapter_bytes}-byte adapter "
+        f"({grown / adapter_bytes:.3f}x; push report: {report.pushed_bytes} bytes)"
+    )
     assert report.digest and grown <= 1.1 * adapter_bytes, (grown, adapter_bytes)
 
 
@@ -320,8 +336,10 @@ def test_buildah_builds_and_pushes_an_image_docker_can_pull(baked, fresh_registr
     built = builder.build(BuildRequest(report.context, tag), log=lambda _l: None)
     pushed = builder.push(PushRequest(tag, tag), log=lambda _l: None)
     assert pushed.digest.startswith("sha256:") and len(built.layers) == len(report.layers)
-    request = urllib.request.Request(f"http://{registry.url}/v2/demo/buildah/manifests/{pushed.digest}",
-                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    request = urllib.request.Request(
+        f"http://{registry.url}/v2/demo/buildah/manifests/{pushed.digest}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
     manifest = json.loads(urllib.request.urlopen(request, timeout=30).read())
     assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
     assert len(manifest["layers"]) == len(report.layers)
@@ -341,8 +359,10 @@ def test_oci_builder_pushes_uncompressed_layers_that_run(baked, fresh_registry, 
     tag = f"{fresh_registry.url}/demo/oci:1"
     built = builder.build(BuildRequest(report.context, tag), log=lambda _l: None)
     pushed = builder.push(PushRequest(tag, tag), log=lambda _l: None)
-    request = urllib.request.Request(f"http://{fresh_registry.url}/v2/demo/oci/manifests/{pushed.digest}",
-                                     headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    request = urllib.request.Request(
+        f"http://{fresh_registry.url}/v2/demo/oci/manifests/{pushed.digest}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+    )
     manifest = json.loads(urllib.request.urlopen(request, timeout=30).read())
     assert [layer["digest"] for layer in manifest["layers"]] == [layer.digest for layer in built.layers]
     assert {layer["mediaType"] for layer in manifest["layers"]} == {"application/vnd.oci.image.layer.v1.tar"}

@@ -159,51 +159,13 @@ def test_too_little_shared_memory_is_one_line_not_a_dead_engine(shared, demo, do
 
 def test_the_openai_client_streams_from_the_vllm_container(baked, docker_client) -> None:
     """Over real HTTP: the container shares the host's network, its server bound to 127.0.0.1 only."""
-    import socket
-
     import httpx
-    import openai
 
     report, _ = baked
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    container = docker_client.containers.run(
-        report.image, ["--host", "127.0.0.1", "--port", str(port)], detach=True, network_mode="host", shm_size=SHM
-    )
+    container, url = containers.serve_on_host(docker_client, report.image, shm_size=SHM)
     try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_for(url, container)
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0, timeout=120)
-        kwargs = {"model": "sql", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8, "temperature": 0}
-        whole = client.chat.completions.create(**kwargs).choices[0].message.content
-        streamed = "".join(
-            c.choices[0].delta.content or "" for c in client.chat.completions.create(**kwargs, stream=True)
-        )
-        assert streamed == whole  # a random model may answer a chat with nothing: the completion below may not
-        plain = {"model": "sql", "prompt": PROMPT, "max_tokens": N, "temperature": 0}
-        text = client.completions.create(**plain).choices[0].text
-        assert text and "".join(c.choices[0].text for c in client.completions.create(**plain, stream=True)) == text
-        with pytest.raises(openai.BadRequestError):
-            client.completions.create(model="sql", prompt=PROMPT, max_tokens=1000)
+        containers.wait_http(url, container)
+        containers.check_openai_client(url, "sql", PROMPT, N)
         assert "vllm:" in httpx.get(f"{url}/metrics", timeout=30).text
     finally:
         container.remove(force=True)
-
-
-def _wait_for(url: str, container, timeout: float = 400) -> None:
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        container.reload()
-        assert container.status != "exited", container.logs().decode()[-2000:]
-        try:
-            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise AssertionError(f"vLLM not healthy in {timeout}s")
