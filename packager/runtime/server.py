@@ -8,7 +8,6 @@ exit 4: the config needs hardware the container lacks (a CUDA GPU for load-time 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -23,8 +22,9 @@ from pydantic import BaseModel, Field
 from .config import ConfigError, RuntimeConfig, load_config
 from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, HardwareMissing, NoChatTemplate
+from .startup import check_mounted_base, parse_args, serving_port
 from .streaming import chat_chunk, completion_chunk, sse
-from .verify_base import BaseMismatch, load_lock, verify_base
+from .verify_base import BaseMismatch
 
 
 class ApiError(Exception):
@@ -246,36 +246,17 @@ def load_engine(config: RuntimeConfig) -> Engine:
 
     if config.layout == "baked":
         return load_baked(config.model_dir or "", config.served_name or "", config.backend, config.load_quantization)
-    lock = load_lock(config.lock) if config.verify_base != "off" and config.lock else {}
-    verify_base(config.base_dir, lock, config.verify_base)
+    check_mounted_base(config)
     return load_shared(config.base_dir, config.adapters, config.load_quantization)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The server's flags: --config, --host and --port."""
-    parser = argparse.ArgumentParser(prog="packager_runtime.server", description="Serve the packaged model.")
-    parser.add_argument("--config", default="/opt/packager/runtime.json", help="runtime.json written by packager")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=None, help="port (default: env PORT, then runtime.json)")
-    return parser.parse_args(argv)
-
-
-def _env_port() -> int | None:
-    value = os.environ.get("PORT")
-    if not value:
-        return None
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise ConfigError(f"env PORT must be a port number 1-65535, got {value!r}")
-    return int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Start-up: config, base check, model load, then serve; one `error:` line and exit 2/3 on bad input."""
-    args = parse_args(argv)
+    args = parse_args("packager_runtime.server", "Serve the packaged model.", argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the image never downloads
     try:
         config = load_config(args.config)
-        port = args.port or _env_port() or config.port
+        port = serving_port(args, config)
         engine = load_engine(config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -14,7 +14,8 @@ import shutil
 import sys
 
 from .config import ConfigError, RuntimeConfig, load_config
-from .verify_base import BaseMismatch, load_lock, verify_base
+from .startup import check_mounted_base, parse_args, serving_port
+from .verify_base import BaseMismatch
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 ENGINE_ENV = {
@@ -66,23 +67,15 @@ def engine_env(environ: dict[str, str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Check, then replace this process with vLLM; one `error:` line and exit 2/3 on bad config or base."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="packager_runtime.vllm_launch", description="Serve with vLLM.")
-    parser.add_argument("--config", default="/opt/packager/runtime.json", help="runtime.json written by packager")
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=None, help="port (default: env PORT, then runtime.json)")
-    args = parser.parse_args(argv)
+    args = parse_args("packager_runtime.vllm_launch", "Serve with vLLM.", argv)
     try:
         config = load_config(args.config)
         if config.engine != "vllm":
             raise ConfigError(f"runtime config {args.config} is for the {config.engine} engine, not vllm")
-        if config.layout == "shared":
-            lock = load_lock(config.lock) if config.verify_base != "off" and config.lock else {}
-            verify_base(config.base_dir, lock, config.verify_base)
-        port = args.port or int(os.environ.get("PORT") or config.port)
+        check_mounted_base(config)
+        port = serving_port(args, config)
         check_shm()
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BaseMismatch as exc:
