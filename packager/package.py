@@ -20,10 +20,9 @@ from packager.errors import UserInputError
 from packager.image.context import Context, ModelFiles, write_context
 from packager.image.dockerfile import parse_dockerfile
 from packager.image.paths import BASE_MOUNT
-from packager.io.hashing import sha256_file
 from packager.merge.run import MergeOutcome, merge_resolved
-from packager.model_files import LOCK_FILE
-from packager.plan import FileEntry, PackagePlan
+from packager.merge.stream import hash_outputs
+from packager.plan import PackagePlan
 from packager.resolve.job import Job, PackageRequest, choose_builder, plan_package
 
 __all__ = ["PackageReport", "PackageRequest", "Rendered", "choose_builder", "package", "render_job"]
@@ -95,7 +94,7 @@ def render_job(job: Job, request: PackageRequest, log: Log = print, timings: dic
         notes += _merge_notes(outcome)
     artefact = _artefact(plan, model, request, timings, _quiet_log(request, log)) if model else None
     if artefact is not None:
-        model = ModelFiles(artefact.path, _hash_folder(artefact.path))
+        model = ModelFiles(artefact.path, hash_outputs(artefact.path))
     context = _timed(
         timings,
         "render",
@@ -155,14 +154,6 @@ def _artefact(plan: PackagePlan, model: ModelFiles, request, timings, log: Log) 
     step = "export" if plan.artefact.backend == "onnx" else "quantize"
     output = os.path.join(request.work, "artefact")
     return _timed(timings, step, lambda: make_artefact(model.folder, plan.artefact, output, force=True, log=log))
-
-
-def _hash_folder(folder: str) -> tuple[FileEntry, ...]:
-    """Pin every file an artefact step wrote (it is packager's own output, all of it ships)."""
-    names = sorted(n for n in os.listdir(folder) if n != LOCK_FILE and os.path.isfile(os.path.join(folder, n)))
-    return tuple(
-        FileEntry(n, os.path.getsize(os.path.join(folder, n)), sha256_file(os.path.join(folder, n))) for n in names
-    )
 
 
 def _timed(timings: dict[str, float], name: str, step: Callable[[], Any]) -> Any:

@@ -57,7 +57,7 @@ def merge_adapter(
             base_hashes = _stream_merge(resolved, staging, max_shard_bytes, progress)
     copy_side_files(resolved, staging)
     plan = _with_base_hashes(plan, base_hashes)
-    files = tuple(_hash_outputs(staging))
+    files = hash_outputs(staging)
     write_merged_lock(plan, files, staging)
     return MergeResult(plan, files, time.monotonic() - started)
 
@@ -172,11 +172,12 @@ def _copy_if_present(source: str, target: str, names) -> None:
             shutil.copy2(path, os.path.join(target, name))
 
 
-def _hash_outputs(staging: str) -> list[FileEntry]:
-    names = sorted(n for n in os.listdir(staging) if n != LOCK_FILE)
-    return [
-        FileEntry(n, os.path.getsize(os.path.join(staging, n)), sha256_file(os.path.join(staging, n))) for n in names
-    ]
+def hash_outputs(folder: str) -> tuple[FileEntry, ...]:
+    """Pin every file a step wrote into `folder` (a merge, or the artefact made from it), its lock aside."""
+    names = sorted(n for n in os.listdir(folder) if n != LOCK_FILE and os.path.isfile(os.path.join(folder, n)))
+    return tuple(
+        FileEntry(n, os.path.getsize(os.path.join(folder, n)), sha256_file(os.path.join(folder, n))) for n in names
+    )
 
 
 def write_merged_lock(plan: PackagePlan, files: tuple[FileEntry, ...], staging: str) -> None:

@@ -155,7 +155,7 @@ def _engine(
     """The RuntimeConfig fields that start vLLM, when it is the chosen engine (`served`: the shared adapters)."""
     if choice.engine != "vllm":
         return {}
-    length = request.max_model_len or read_config(plan.base.path).get("max_position_embeddings") or 2048
+    length = request.max_model_len or choice.context_length or 2048
     rank = vllm_lora_rank(served) if served else 16
     # one LoRA slot more than adapters: vLLM's CPU kernels give a base request batched with LoRA requests the
     # last slot's delta (upstream PRs #48421, #49656); an empty last slot keeps every mixed batch exact

@@ -35,6 +35,7 @@ class RuntimeChoice:
 
     engine: str  # "vllm" | "packager"
     reason: str
+    context_length: int | None = None  # the base's max_position_embeddings: vLLM's default --max-model-len
 
 
 def choose_runtime(
@@ -48,16 +49,18 @@ def choose_runtime(
     """The runtime for this job; --runtime vllm on something vLLM cannot serve is refused in one line."""
     if requested not in RUNTIMES:
         raise UserInputError(f"unknown --runtime {requested!r}; use one of {', '.join(RUNTIMES)}")
+    length = base_config.get("max_position_embeddings")
+    length = length if isinstance(length, int) and length > 0 else None
     if requested == "packager":
-        return RuntimeChoice("packager", "asked for with --runtime packager")
+        return RuntimeChoice("packager", "asked for with --runtime packager", length)
     model_reason = _model_unservable(base_config, artefact, device)
     if model_reason:
         if requested == "vllm":
             raise UserInputError(f"--runtime vllm cannot serve this model: {model_reason}; use --runtime packager")
-        return RuntimeChoice("packager", f"vLLM cannot serve it here: {model_reason}")
+        return RuntimeChoice("packager", f"vLLM cannot serve it here: {model_reason}", length)
     if layout == "shared":
         _check_adapters_for_vllm(adapters)
-    return RuntimeChoice("vllm", "causal-LM text generation vLLM serves here (continuous batching, streaming)")
+    return RuntimeChoice("vllm", "causal-LM text generation vLLM serves here (continuous batching, streaming)", length)
 
 
 def head_dim(config: dict[str, Any]) -> int | None:
