@@ -45,6 +45,17 @@ def wait_exit(container, timeout: float = 120) -> int:
     return int(container.wait(timeout=timeout)["StatusCode"])
 
 
+def run_to_exit(client, image: str, base_dir: str | None = None, **options) -> tuple[int, str, list[str]]:
+    """Start the image, wait for it to exit, remove it: (exit code, its log, the log's `error:` lines)."""
+    container = start(client, image, base_dir, **options)
+    try:
+        code = wait_exit(container)
+        logs = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    return code, logs, [line for line in logs.splitlines() if line.startswith("error:")]
+
+
 def folder_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
 

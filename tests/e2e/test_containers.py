@@ -210,14 +210,8 @@ def test_shared_container_serves_each_adapter_like_peft(shared, demo, docker_cli
 @pytest.mark.parametrize("mount", ["other-base", None])
 def test_shared_container_refuses_wrong_or_missing_base(mount, shared, demo, docker_client) -> None:
     report, _ = shared
-    container = containers.start(docker_client, report.image, base_dir=demo[mount] if mount else None)
-    try:
-        assert containers.wait_exit(container) != 0
-        logs = container.logs().decode()
-    finally:
-        container.remove(force=True)
-    errors = [line for line in logs.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in logs, logs
+    code, logs, errors = containers.run_to_exit(docker_client, report.image, demo[mount] if mount else None)
+    assert code != 0 and len(errors) == 1 and "Traceback" not in logs, logs
     assert ("not the one" in errors[0]) if mount else ("no base model mounted" in errors[0])
 
 

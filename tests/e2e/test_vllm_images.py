@@ -127,13 +127,9 @@ def test_shared_vllm_image_answers_each_adapter_and_the_base_like_peft_at_once(s
 
 @pytest.mark.parametrize("mount", ["other-base", None])
 def test_shared_vllm_image_refuses_a_wrong_or_missing_base(mount, shared, demo, docker_client) -> None:
-    container = containers.start(docker_client, shared.image, base_dir=demo[mount] if mount else None, shm_size=SHM)
-    try:
-        code = containers.wait_exit(container)
-        logs = container.logs().decode()
-    finally:
-        container.remove(force=True)
-    errors = [line for line in logs.splitlines() if line.startswith("error:")]
+    code, logs, errors = containers.run_to_exit(
+        docker_client, shared.image, demo[mount] if mount else None, shm_size=SHM
+    )
     assert code == 3 and len(errors) == 1 and "Traceback" not in logs, logs
     assert logs.strip().splitlines() == errors, "the engine must not have started"
 
@@ -147,13 +143,7 @@ def test_a_base_image_of_the_other_runtime_is_refused_before_any_work(demo, runt
 
 
 def test_too_little_shared_memory_is_one_line_not_a_dead_engine(shared, demo, docker_client) -> None:
-    container = containers.start(docker_client, shared.image, base_dir=demo["base"])  # Docker's 64 MiB /dev/shm
-    try:
-        code = containers.wait_exit(container)
-        logs = container.logs().decode()
-    finally:
-        container.remove(force=True)
-    errors = [line for line in logs.splitlines() if line.startswith("error:")]
+    code, logs, errors = containers.run_to_exit(docker_client, shared.image, demo["base"])  # Docker's 64 MiB /dev/shm
     assert code == 4 and len(errors) == 1 and "--shm-size 1g" in errors[0] and "Traceback" not in logs, logs
 
 
