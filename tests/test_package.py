@@ -203,7 +203,7 @@ def test_a_vllm_plan_sizes_the_lora_slots_and_names_its_engine(tmp_path, capsys)
         "base_name": "base",
         "max_lora_rank": 16,
         "max_loras": 3,
-        "enforce_eager": True,
+        "device": "cpu",
         "quantization": None,
     }
 
@@ -236,7 +236,7 @@ def test_a_cuda_plan_starts_from_vllms_gpu_image_and_quantizes_at_load(tmp_path,
     assert image["base_image"] == "vllm/vllm-openai:v0.32.0" and image["device"] == "cuda"
     vllm = image["runtime"]["vllm"]
     assert image["runtime"]["engine"] == "vllm" and vllm["quantization"] == "bitsandbytes"
-    assert vllm["enforce_eager"] is False
+    assert vllm["device"] == "cuda"
     assert main([*args[:-4], "--runtime", "packager", "--dry-run"]) == 2  # packager's runtime needs a named image
     assert "for --device cuda name a CUDA image" in capsys.readouterr().err
 

@@ -127,4 +127,3 @@ def index_base_weights(path: str, allow_pickle: bool) -> BaseWeights:
             tensors[key] = TensorInfo(key, DTYPE_NAMES[value.dtype], tuple(value.shape), 0, nbytes)
             tensor_file[key] = name
     return BaseWeights(tuple(pickles), "pickle", tensors, tensor_file)
-

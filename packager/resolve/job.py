@@ -161,8 +161,7 @@ def _engine(
     # last slot's delta (upstream PRs #48421, #49656); an empty last slot keeps every mixed batch exact
     slots = len(served) + 1 if served else 1
     quantization = VLLM_LOAD_QUANTIZATION[plan.artefact.load_quantization]
-    cpu = request.device == "cpu"  # CUDA graphs and torch.compile on a GPU; the CPU image has no C++ compiler
-    settings = VllmSettings(_vllm_dtype(plan), int(length), base_name, rank, slots, cpu, quantization)
+    settings = VllmSettings(_vllm_dtype(plan), int(length), base_name, rank, slots, request.device, quantization)
     return {"engine": "vllm", "vllm": settings}
 
 

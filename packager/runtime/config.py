@@ -17,7 +17,8 @@ Schema (a JSON object; unknown keys are rejected; relative paths are taken from 
       verify_base  "quick" | "full" | "off", default "quick"    env PACKAGER_VERIFY_BASE overrides
     engine       "packager" (this package's server) | "vllm", default "packager"
     vllm         with engine vllm: {"dtype", "max_model_len", "base_name" (shared: the name the base answers
-                 to), "max_lora_rank", "max_loras"}; started by vllm_launch.py
+                 to), "max_lora_rank", "max_loras", "device" ("cpu" | "cuda"),
+                 "quantization"}; started by vllm_launch.py
 
 Example: {"layout": "shared", "port": 8000, "base_dir": "/base", "adapters": {"support": "/adapters/support"},
           "lock": "/opt/packager/packager.lock.json", "verify_base": "quick"}
@@ -38,8 +39,9 @@ BACKENDS = ("transformers", "quanto", "onnx")
 LOAD_QUANTIZATIONS = ("none", "bnb-nf4", "bnb-int8", "fp8")
 ENGINES = ("packager", "vllm")
 VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
-VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "enforce_eager", "quantization"}
+VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "device", "quantization"}
 VLLM_QUANTIZATIONS = (None, "bitsandbytes", "fp8")
+VLLM_DEVICES = ("cpu", "cuda")
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
 COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm"}
 LAYOUT_KEYS = {
@@ -62,7 +64,7 @@ class VllmSettings:
     base_name: str = "base"
     max_lora_rank: int = 16
     max_loras: int = 1
-    enforce_eager: bool = True  # no torch.compile: the CPU image carries no C++ compiler for inductor
+    device: str = "cpu"  # cpu: eager (the CPU image has no C++ compiler for inductor), fitted at start; cuda
     quantization: str | None = None  # vLLM's --quantization for a load-time scheme (GPU): bitsandbytes, fp8
 
     def to_json(self) -> dict[str, Any]:
@@ -148,8 +150,8 @@ def _engine(data: dict) -> dict[str, Any]:
         raise ConfigError(
             f"runtime config: vllm.quantization must be bitsandbytes, fp8 or null, got {vllm.quantization!r}"
         )
-    if not isinstance(vllm.enforce_eager, bool):
-        raise ConfigError(f"runtime config: vllm.enforce_eager must be true or false, got {vllm.enforce_eager!r}")
+    if vllm.device not in VLLM_DEVICES:
+        raise ConfigError(f"runtime config: vllm.device must be cpu or cuda, got {vllm.device!r}")
     for key in ("max_model_len", "max_lora_rank", "max_loras"):
         value = getattr(vllm, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -14,6 +14,7 @@ import shutil
 import sys
 
 from .config import ConfigError, RuntimeConfig, load_config
+from .cpu_tuning import CpuTuning, tune_for_cpu
 from .startup import check_mounted_base, parse_args, serving_port
 from .verify_base import BaseMismatch
 
@@ -45,12 +46,15 @@ def check_shm(path: str = SHM, needed: int = SHM_NEEDED) -> None:
         )
 
 
-def vllm_argv(config: RuntimeConfig, host: str, port: int, python: str = sys.executable) -> list[str]:
+def vllm_argv(
+    config: RuntimeConfig, host: str, port: int, python: str = sys.executable, dtype: str | None = None
+) -> list[str]:
     """vLLM's command line for this config: the merged model (baked), or the base with every adapter as a JSON
-    `--lora-modules` entry (shared; JSON because vLLM's name=path form splits on every '=')."""
+    `--lora-modules` entry (shared; JSON because vLLM's name=path form splits on every '='). `dtype`: the one
+    chosen at start (cpu_tuning), else the config's."""
     vllm = config.vllm
-    argv = [python, "-m", SERVER_MODULE, "--host", host, "--port", str(port), "--dtype", vllm.dtype]
-    argv += ["--max-model-len", str(vllm.max_model_len), *(["--enforce-eager"] if vllm.enforce_eager else [])]
+    argv = [python, "-m", SERVER_MODULE, "--host", host, "--port", str(port), "--dtype", dtype or vllm.dtype]
+    argv += ["--max-model-len", str(vllm.max_model_len), *(["--enforce-eager"] if vllm.device == "cpu" else [])]
     argv += ["--quantization", vllm.quantization] if vllm.quantization else []
     if config.layout == "baked":
         return [*argv, "--model", config.model_dir or "", "--served-model-name", config.served_name or ""]
@@ -60,9 +64,20 @@ def vllm_argv(config: RuntimeConfig, host: str, port: int, python: str = sys.exe
     return [*argv, "--lora-modules", *modules]
 
 
-def engine_env(environ: dict[str, str]) -> dict[str, str]:
-    """The engine's environment: offline, no telemetry, a 1 GiB KV cache on CPU unless the caller set one."""
-    return {**ENGINE_ENV, **environ}
+def engine_env(environ: dict[str, str], tuning: CpuTuning | None = None) -> dict[str, str]:
+    """The engine's environment: offline, no telemetry, a 1 GiB KV cache on CPU unless the caller set one,
+    plus the CPU thread binding chosen at start."""
+    return {**ENGINE_ENV, **(tuning.env if tuning else {}), **environ}
+
+
+def fit_to_machine(config: RuntimeConfig, environ: dict[str, str]) -> CpuTuning | None:
+    """On a CPU, the dtype and thread binding for this machine (each change logged); nothing on a GPU."""
+    if config.vllm.device != "cpu":
+        return None
+    tuning = tune_for_cpu(config.vllm.dtype, environ)
+    for note in tuning.notes:
+        print(f"packager: {note}", file=sys.stderr)
+    return tuning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         check_mounted_base(config)
         port = serving_port(args, config)
         check_shm()
+        tuning = fit_to_machine(config, dict(os.environ))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -84,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     except NotEnoughShm as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 4
-    command = vllm_argv(config, args.host, port)
+    command = vllm_argv(config, args.host, port, dtype=tuning.dtype if tuning else None)
     sys.stdout.flush()
-    os.execvpe(command[0], command, engine_env(dict(os.environ)))
+    sys.stderr.flush()
+    os.execvpe(command[0], command, engine_env(dict(os.environ), tuning))
     return 0  # not reached: exec replaced this process
 
 

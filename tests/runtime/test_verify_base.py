@@ -99,7 +99,6 @@ def test_main_exit_codes_without_serving(
     assert capsys.readouterr().err.startswith("error: runtime config")
 
 
-
 def test_unreadable_base_file_is_one_clear_line(tmp_path, monkeypatch) -> None:
     """A base the container user cannot read must say so, not crash with a traceback.
 

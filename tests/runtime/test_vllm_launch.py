@@ -87,7 +87,7 @@ def test_too_little_shared_memory_is_refused_with_the_fix(tmp_path) -> None:
 
 def test_a_load_time_scheme_becomes_vllms_quantization_flag() -> None:
     config = RuntimeConfig(
-        **{**BAKED.__dict__, "vllm": VllmSettings("bfloat16", 512, enforce_eager=False, quantization="bitsandbytes")}
+        **{**BAKED.__dict__, "vllm": VllmSettings("bfloat16", 512, device="cuda", quantization="bitsandbytes")}
     )
     argv = vllm_launch.vllm_argv(config, "0.0.0.0", 8000)
     assert argv[argv.index("--quantization") + 1] == "bitsandbytes" and "--enforce-eager" not in argv
