@@ -167,6 +167,7 @@ class ImagePlan:
     base_source: str = "/models/base"  # shared: the host folder compose.yaml mounts unless told otherwise
     engine_reason: str = "packager's own server"  # why runtime.engine serves this image
     device: str = "cpu"  # cpu | cuda: cuda images request the GPU in compose and cannot be built here
+    runtime_packages: tuple[str, ...] = ()  # pinned pip requirements the Dockerfile installs on a CUDA base
 
     @property
     def engine(self) -> str:

@@ -237,8 +237,9 @@ def test_a_cuda_plan_starts_from_vllms_gpu_image_and_quantizes_at_load(tmp_path,
     vllm = image["runtime"]["vllm"]
     assert image["runtime"]["engine"] == "vllm" and vllm["quantization"] == "bitsandbytes"
     assert vllm["device"] == "cuda"
-    assert main([*args[:-4], "--runtime", "packager", "--dry-run"]) == 2  # packager's runtime needs a named image
-    assert "for --device cuda name a CUDA image" in capsys.readouterr().err
+    assert main([*args[:-2], "--runtime", "packager", "--dry-run", "--json"]) == 0
+    image = json.loads(capsys.readouterr().out)["image"]  # packager's server: PyTorch's CUDA image, stack installed
+    assert image["base_image"].startswith("pytorch/pytorch:") and "bitsandbytes==0.50.2" in image["runtime_packages"]
 
 
 def test_the_base_never_answers_to_an_adapters_name(demo_adapter, capsys) -> None:

