@@ -13,6 +13,7 @@ from packager import __version__
 from packager.artefact.spec import ArtefactSpec
 from packager.model_files import is_weight_file
 from packager.runtime.config import RuntimeConfig
+from packager.tasks import ModelTask
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class TensorPlan:
     shape: tuple[int, ...]
     deltas: tuple[Delta, ...] = ()
     round_trip: str | None = None  # "nf4" / "nf4-transposed" (Conv1D): rounded as bitsandbytes loads it in 4-bit
+    stored_as: str = ""  # the base tensor written under this new name ("": the same name)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ class PackagePlan:
     artefact: ArtefactSpec = field(default_factory=ArtefactSpec)
     served: tuple[ServedAdapter, ...] = ()  # shared: every adapter the image serves
     image: ImagePlan | None = None
+    task: ModelTask = field(default_factory=ModelTask)  # the transformers class the model is built with
 
     @property
     def pinned_files(self) -> int:
@@ -230,6 +233,8 @@ class PackagePlan:
             "adapter": self.adapter.to_dict(),
             "base": self.base.to_dict(),
         }
+        if self.task.name != "CAUSAL_LM":  # only when set, so causal-LM locks stay byte-identical
+            lock["task"] = {"name": self.task.name, "class": self.task.auto_class}
         if self.merge is not None:
             lock["merge"] = self._merge_lock(self.merge)
         if self.served:

@@ -20,6 +20,19 @@ def add_qlora_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_task_flag(p: argparse.ArgumentParser) -> None:
+    """--task, for every command that builds the model."""
+    from packager.tasks import TASKS
+
+    p.add_argument(
+        "--task",
+        type=str.upper,
+        choices=list(TASKS),
+        help="the model class to build (default: the adapter's task_type, else the base's architecture): "
+        + "; ".join(f"{name} = {auto} ({what})" for name, (auto, what) in TASKS.items()),
+    )
+
+
 def hash_base_ahead(adapter: str, base: str | None, checkpoint: int | None = None) -> None:
     """Hash a local base's weight files on the second core while torch is imported (one core sits idle for
     about a second then); the merge that follows reads them without hashing again."""

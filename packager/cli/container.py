@@ -8,7 +8,7 @@ import os
 import sys
 
 from packager.cli.artefact import add_artefact_flags, spec_from_args
-from packager.cli.common import add_qlora_flags
+from packager.cli.common import add_qlora_flags, add_task_flag
 from packager.dtypes import CLI_CHOICES
 from packager.errors import UserInputError
 
@@ -106,6 +106,7 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
     add_artefact_flags(p)
     add_qlora_flags(p)
+    add_task_flag(p)
     p.add_argument("--json", action="store_true", help="print the JSON report (or plan) instead of a summary")
 
 
@@ -161,6 +162,7 @@ def _package_request(args: argparse.Namespace):
         args.runtime,
         args.max_model_len,
         args.device,
+        args.task,
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from packager import __version__
 from packager.cli.artefact import add_artefact_commands, add_artefact_flags
-from packager.cli.common import add_qlora_flags, hash_base_ahead
+from packager.cli.common import add_qlora_flags, add_task_flag, hash_base_ahead
 from packager.dtypes import CLI_CHOICES
 from packager.errors import PackagerError, UserInputError
 
@@ -56,6 +56,7 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
         help="merge engine: stream (low memory, LoRA), peft (merge_and_unload); auto picks",
     )
     add_qlora_flags(p)
+    add_task_flag(p)
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout instead of a summary")
 
 
@@ -148,6 +149,7 @@ def _request(args: argparse.Namespace, hash_base: bool = True):
         args.engine,
         qlora_merge=args.qlora_merge,
         qlora=args.qlora,
+        task=args.task,
     )
 
 

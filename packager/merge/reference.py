@@ -43,18 +43,23 @@ def reference_name(resolved: Resolved) -> str:
     return f"PEFT on the base loaded in 4-bit by bitsandbytes ({qlora.quant_type}, {double}, fp32 compute)"
 
 
+def label_kwargs(resolved: Resolved) -> dict:
+    """The label count a classifier is built with, when the adapter's head has its own."""
+    updates = resolved.plan.merge.config_updates if resolved.plan.merge else {}
+    return {k: updates[k] for k in ("id2label", "label2id") if k in updates}
+
+
 def load_peft_model(resolved: Resolved, dtype: torch.dtype):
     """Load base then adapter the way PEFT users do, resizing embeddings for an extended vocabulary."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     plan = resolved.plan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if simulates_4bit(resolved):  # what training's forward computed: 4-bit from the stored dtype
-            model = load_4bit_base(plan.base.path, stored_dtype(resolved), plan.merge.qlora)
+            model = load_4bit_base(plan.base.path, stored_dtype(resolved), plan.merge.qlora, plan.task)
         else:
-            model = AutoModelForCausalLM.from_pretrained(plan.base.path, dtype=dtype)
+            model = plan.task.model_class().from_pretrained(plan.base.path, dtype=dtype, **label_kwargs(resolved))
         vocab = plan.merge.config_updates.get("vocab_size")
         if vocab:
             model.resize_token_embeddings(vocab)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from packager.io.staging import check_target, staged_directory
 from packager.merge.stream import DEFAULT_MAX_SHARD_BYTES, MergeResult, merge_adapter
-from packager.merge.verify import DEFAULT_MAX_VERIFY_BYTES, ParityReport, check_parity
+from packager.merge.verify import DEFAULT_MAX_VERIFY_BYTES, ParityReport, check_loads_cleanly, check_parity
 from packager.progress import Progress
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 
@@ -53,6 +53,7 @@ def merge_resolved(
         started = time.monotonic()
         result = merge_adapter(resolved, staging, max_shard_bytes, progress)
         timings["merge"] = time.monotonic() - started
+        check_loads_cleanly(staging, resolved.plan.task)  # always, even unverified: no weight left to random init
         parity, skipped = None, _skip_reason(resolved, verify, verify_max_bytes)
         if skipped is None:
             progress.note("checking logits parity against PEFT ...")

@@ -67,7 +67,7 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
     plan, weights = resolved.plan, resolved.weights
     layout = [OutputTensor(t.name, t.dtype, t.shape) for t in plan.merge.tensors]
     adapter, workspace = AdapterWeights(resolved.adapter), Workspace()
-    specs = {t.name: t for t in plan.merge.tensors}
+    specs = {t.stored_as or t.name: t for t in plan.merge.tensors}  # by the base's name for the tensor
     hashes = {}
     with Pipeline() as pipeline:
         writer = ShardedWriter(staging, assign_shards(layout, max_shard_bytes), pipeline)
@@ -80,13 +80,16 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
             progress.start(file_name, shard.size)
             for name, tensor in shard.iter_tensors(pipeline, hash_bytes=known is None):
                 progress.advance(tensor.numel() * tensor.element_size())
-                writer.write(name, build_tensor(specs[name], tensor, adapter, workspace, outputs, plan.merge.qlora))
+                spec = specs.get(name)
+                if spec is None:
+                    continue  # a tensor the task's class does not use (another task's head): left out
+                writer.write(spec.name, build_tensor(spec, tensor, adapter, workspace, outputs, plan.merge.qlora))
                 outputs.release()
             hashes[file_name] = settle(shard.path, known) if known is not None else shard.sha256
             remember(shard.path, hashes[file_name])
             progress.finish()
         for spec in plan.merge.tensors:
-            if spec.name not in weights.tensors:  # a tensor the base does not store (an untied lm_head)
+            if (spec.stored_as or spec.name) not in weights.tensors:  # not stored: an untied lm_head, a task head
                 base = _read_base_tensor(resolved, spec.source_key)
                 writer.write(spec.name, build_tensor(spec, base, adapter, workspace, outputs, plan.merge.qlora))
                 outputs.release()

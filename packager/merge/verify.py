@@ -11,6 +11,7 @@ import torch
 from packager.errors import ParityError
 from packager.merge.reference import compute_dtype, load_peft_model, reference_name, simulates_4bit, stored_dtype
 from packager.resolve.resolver import Resolved
+from packager.tasks import ModelTask
 
 # Unmerged (x@W + x@A^T@B^T*s) and merged (x@(W+dW)) forwards differ by rounding only; relative to the
 # largest logit, these bounds hold for correct merges and fail by orders of magnitude for wrong ones.
@@ -61,13 +62,13 @@ def measure_parity(resolved: Resolved, merged_dir: str) -> ParityReport:
     """Compare logits of PEFT on base + adapter with the merged model on fixed inputs; a mismatch is reported,
     not raised (`check_parity` raises)."""
     dtype = compute_dtype(resolved)
+    task = resolved.plan.task
     reference_model = load_peft_model(resolved, dtype)
-    vocab = reference_model.get_input_embeddings().weight.shape[0]
-    ids = fixed_inputs(vocab)
-    reference = _logits(reference_model, ids)
+    inputs = parity_inputs(task, reference_model.get_input_embeddings().weight.shape[0])
+    reference = model_outputs(reference_model, inputs)
     del reference_model
     gc.collect()
-    merged = _logits(_load_merged(merged_dir, dtype), ids)
+    merged = model_outputs(load_merged(merged_dir, dtype, task), inputs)
     diff = (reference - merged).abs().max().item()
     scale = max(1.0, reference.abs().max().item())
     tolerance = _relative_tolerance(resolved, dtype) * scale
@@ -83,15 +84,62 @@ def _relative_tolerance(resolved: Resolved, dtype: torch.dtype) -> float:
     return max(RELATIVE_TOLERANCE.get(d, 6e-2) for d in dtypes)
 
 
-def _load_merged(path: str, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+def parity_inputs(task: ModelTask, vocab_size: int) -> dict[str, torch.Tensor]:
+    """The inputs the task's model takes: token ids with an attention mask that pads the second row (encoders
+    must ignore padding), plus decoder ids for an encoder-decoder."""
+    ids = fixed_inputs(vocab_size)
+    inputs = {"input_ids": ids}
+    if task.name != "CAUSAL_LM":
+        mask = torch.ones_like(ids)
+        mask[1, -6:] = 0
+        inputs["attention_mask"] = mask
+    if task.name == "SEQ_2_SEQ_LM":
+        inputs["decoder_input_ids"] = fixed_inputs(vocab_size, length=8)
+    return inputs
 
 
 @torch.inference_mode()
-def _logits(model, ids: torch.Tensor) -> torch.Tensor:
+def model_outputs(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """What the model answers, as one float tensor: logits, start/end logits (QA) or hidden states (embeddings)."""
     model.eval()
-    return model(input_ids=ids).logits.float()
+    output = model(**inputs)
+    if getattr(output, "logits", None) is not None:
+        return output.logits.float()
+    if getattr(output, "start_logits", None) is not None:
+        return torch.stack([output.start_logits, output.end_logits], -1).float()
+    return output.last_hidden_state.float()
+
+
+def load_merged(path: str, dtype: torch.dtype, task: ModelTask):
+    """The merged model in the plan's class; LoadError unless every weight it needs came from the files."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, info = task.model_class().from_pretrained(path, dtype=dtype, output_loading_info=True)
+    _check_loading_info(path, task, info)
+    return model
+
+
+def check_loads_cleanly(path: str, task: ModelTask) -> None:
+    """The merged folder, loaded on the meta device in the plan's class (no weight read): refuse a missing,
+    unexpected or mis-shaped weight, which transformers would otherwise fill at random or drop."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, info = task.model_class().from_pretrained(path, device_map="meta", output_loading_info=True)
+    _check_loading_info(path, task, info)
+
+
+def _check_loading_info(path: str, task: ModelTask, info: dict) -> None:
+    problems = {
+        kind: list(info.get(key) or ())
+        for kind, key in (
+            ("missing", "missing_keys"),
+            ("unexpected", "unexpected_keys"),
+            ("mis-shaped", "mismatched_keys"),
+        )
+    }
+    found = [f"{kind}: {', '.join(map(str, names[:3]))}" for kind, names in problems.items() if names]
+    if found:
+        raise ParityError(
+            f"the merged model at {path} does not load cleanly as {task.auto_class} ({'; '.join(found)}); "
+            "nothing was written; report this with the adapter config"
+        )

@@ -7,6 +7,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -18,6 +19,7 @@ from packager.resolve.known_architectures import (
     fingerprint_from_config,
     known_module_kinds,
 )
+from packager.tasks import ModelTask
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,12 @@ class Architecture:
     module_kinds: dict[str, str] = field(repr=False)
     input_embedding: str | None
     output_embedding: str | None
+    model_class: str = ""  # the class the task builds, e.g. BertForSequenceClassification ("" on the fast path)
+    missing: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)  # needed, not in the files:
+    # a task head, by parameter name with the shape the class builds it in
+    num_labels: int | None = None  # the label count the class was built with (classifiers)
+    base_prefix: str = ""  # the class's base_model_prefix when its own weights live under it (bert., model.)
+    unexpected: frozenset[str] = frozenset()  # base tensors that class does not use (another task's head)
 
     @property
     def tied(self) -> bool:
@@ -46,49 +54,84 @@ def read_config(path: str) -> dict:
         return json.load(f)
 
 
-def inspect_architecture(path: str, tensors: dict | None = None) -> Architecture:
-    """The base's module kinds and embedding layout: from the table of known families when the stored tensors
-    match it (no transformers import), else by building the base on the meta device."""
-    if tensors is not None:
+def inspect_architecture(path: str, tensors: dict | None = None, task: ModelTask | None = None) -> Architecture:
+    """The base's module kinds and embedding layout for the task's class: from the table of known causal-LM
+    families when the stored tensors match it (no transformers import), else by loading the base on the meta
+    device in that class, which also tells what the class needs that the files lack, and what it leaves unused."""
+    task = task or ModelTask()
+    if tensors is not None and task.name == "CAUSAL_LM":
         config = read_config(path)
         kinds = known_module_kinds(config, tensors)
         if kinds is not None:
             return Architecture(fingerprint_from_config(config), kinds, INPUT_EMBEDDING, OUTPUT_EMBEDDING)
-    return inspect_meta_architecture(path)
+    return inspect_meta_architecture(path, task)
 
 
-def inspect_meta_architecture(path: str) -> Architecture:
-    """Instantiate the base on the meta device to learn its module names and kinds (memoized per config)."""
+def inspect_meta_architecture(path: str, task: ModelTask | None = None) -> Architecture:
+    """Load the base on the meta device in the task's class (memoized per config and class)."""
     config_path = os.path.join(path, "config.json")
     stamp = os.stat(config_path).st_mtime_ns if os.path.isfile(config_path) else 0
-    return _inspect_architecture(os.path.abspath(path), stamp)
+    return _inspect_architecture(os.path.abspath(path), stamp, task or ModelTask())
 
 
 @functools.lru_cache(maxsize=8)
-def _inspect_architecture(path: str, config_stamp: int) -> Architecture:
-    from transformers import AutoConfig, AutoModelForCausalLM
+def _inspect_architecture(path: str, config_stamp: int, task: ModelTask) -> Architecture:
+    from transformers import AutoConfig
     from transformers.pytorch_utils import Conv1D
 
     read_config(path)
-    try:
-        config = AutoConfig.from_pretrained(path)
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = AutoModelForCausalLM.from_config(config)
-    except (ValueError, KeyError) as exc:
-        raise IncompatibleAdapterError(
-            f"base at {path} is not a causal language model transformers knows ({exc.__class__.__name__}: "
-            f"{str(exc).splitlines()[0][:120]}); packager supports AutoModelForCausalLM architectures"
-        ) from None
+    config, model, info = _meta_load(path, task)
     names = {id(module): name for name, module in model.named_modules()}
     kinds = {name: _kind(module, Conv1D) for name, module in model.named_modules() if name}
-    output = model.get_output_embeddings()
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return Architecture(
-        fingerprint=_fingerprint(config),
+        fingerprint=_fingerprint(config if config is not None else AutoConfig.from_pretrained(path)),
         module_kinds=kinds,
         input_embedding=names.get(id(model.get_input_embeddings())),
         output_embedding=names.get(id(output)) if output is not None else None,
+        model_class=type(model).__name__,
+        missing=_shapes(model, info.get("missing_keys", ())),
+        unexpected=frozenset(info.get("unexpected_keys", ())),
+        num_labels=getattr(model.config, "num_labels", None) if task.name.endswith("_CLS") else None,
+        base_prefix=_nested_prefix(model),
     )
+
+
+def _nested_prefix(model: Any) -> str:
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    return prefix if prefix and any(k.startswith(prefix + ".") for k in model.state_dict()) else ""
+
+
+def _shapes(model: Any, names) -> dict[str, tuple[int, ...]]:
+    state = model.state_dict()
+    return {n: tuple(state[n].shape) for n in sorted(names) if n in state}
+
+
+def _meta_load(path: str, task: ModelTask) -> tuple[Any, Any, dict]:
+    """The base in the task's class on the meta device: no weight is read, the files' keys are matched as
+    transformers matches them (prefixes stripped or added), and the loading report says what is missing."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if not _has_loadable_weights(path):
+                with torch.device("meta"):
+                    return config, task.model_class().from_config(config), {}
+            model, info = task.model_class().from_pretrained(path, device_map="meta", output_loading_info=True)
+    except (ValueError, KeyError, OSError) as exc:
+        raise IncompatibleAdapterError(
+            f"transformers cannot build the base at {path} as {task.auto_class} for task {task.name} "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
+            "pass the right --base, or --task for another model class"
+        ) from None
+    return config, model, info
+
+
+def _has_loadable_weights(path: str) -> bool:
+    """Safetensors the meta load can read headers of (a pickled base is not opened before --allow-pickle)."""
+    return any(n.endswith(".safetensors") for n in os.listdir(path))
 
 
 def _kind(module: torch.nn.Module, conv1d: type) -> str:

@@ -55,6 +55,7 @@ class PackageRequest:
     runtime: str = "auto"  # auto | vllm | packager: the engine the image runs
     max_model_len: int | None = None  # vLLM: default the base's max_position_embeddings
     device: str = "cpu"  # cpu | cuda: the hardware the image is built for
+    task: str | None = None  # --task: the model class (default: the adapter's task_type, else the base's)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ def resolve_request(request: PackageRequest, path: str) -> ResolveRequest:
         hash_base=False,
         qlora=request.qlora,
         qlora_merge=request.qlora_merge,
+        task=request.task,
     )
 
 
@@ -187,7 +189,7 @@ def _baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoi
         backend=spec.backend,
         load_quantization=spec.load_quantization,
     )
-    plan = PackagePlan(resolved.plan.adapter, resolved.plan.base, resolved.plan.merge, artefact=spec)
+    plan = dataclasses.replace(resolved.plan, artefact=spec)
     runtime = dataclasses.replace(runtime, **_engine(request, choice, plan, request.adapters[0][0], []))
     return dataclasses.replace(plan, image=_image(request, "baked", runtime, choice, "/models/base"))
 
@@ -208,7 +210,7 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
         load_quantization=request.artefact.load_quantization,
     )
     base = _with_sampled_hashes(first.base)
-    plan = PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served)
+    plan = PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served, task=first.task)
     engine = _engine(request, choice, plan, _base_name(plan), [s.spec for s in served])
     runtime = dataclasses.replace(runtime, **engine)
     return dataclasses.replace(plan, image=_image(request, "shared", runtime, choice, first.base.path))

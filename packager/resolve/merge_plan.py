@@ -58,10 +58,11 @@ def plan_merge(
     fallback = _needs_peft_engine(adapter, arch)
     if fallback and engine == "stream":
         raise UserInputError(f"--engine stream cannot merge this adapter: {fallback}; use --engine auto or peft")
+    lora, replacements = _classify_keys(adapter)
     if fallback or engine == "peft":
         reason = fallback or "requested with --engine peft"
-        return MergePlan("peft", reason, dtype, (), _peft_config_updates(adapter, arch), tokenizer_from(adapter))
-    lora, replacements = _classify_keys(adapter)
+        updates = {**_peft_config_updates(adapter, arch), **_head_updates(adapter, arch, weights, replacements)}
+        return MergePlan("peft", reason, dtype, (), updates, tokenizer_from(adapter))
     _check_targets_exist(adapter, arch)
     builder = TensorPlanBuilder(adapter, arch, weights, DTYPE_CHOICES[dtype])
     for module, parts in sorted(lora.items()):
@@ -124,6 +125,17 @@ def _check_targets_exist(adapter: Adapter, arch: Architecture) -> None:
             f"target module(s) {', '.join(missing)} from the adapter config do not exist in the base "
             f"({arch.fingerprint.model_type}); the adapter was trained on another architecture: pass the right --base"
         )
+
+
+def _head_updates(adapter: Adapter, arch: Architecture, weights: BaseWeights, replacements: dict[str, str]) -> dict:
+    """For PEFT's merge: the heads the class needs come from the adapter (else refused), and their label count
+    is the one the class must be built with so PEFT can load them."""
+    heads = TensorPlanBuilder(adapter, arch, weights, None)
+    for param, key in sorted(replacements.items()):
+        if param in arch.missing:
+            heads.add_replacement(param, key)
+    heads.check_heads_supplied()
+    return {k: v for k, v in heads.config_updates.items() if k in ("id2label", "label2id")}
 
 
 def _peft_config_updates(adapter: Adapter, arch: Architecture) -> dict:

@@ -18,6 +18,7 @@ from packager.plan import MergePlan, QLoRASpec, TensorPlan
 from packager.resolve.adapter import Adapter
 from packager.resolve.architecture import Architecture, read_config
 from packager.resolve.base import BaseLocation, locate_base
+from packager.tasks import ModelTask
 
 QLORA_MODES = ("w16", "simulate-nf4")
 BNB_BLOCKSIZE = 64  # bitsandbytes' Params4bit default, which transformers uses when it loads a base in 4-bit
@@ -252,9 +253,10 @@ def bitsandbytes_functional():
     return functional
 
 
-def load_4bit_base(path: str, dtype: torch.dtype, spec: QLoRASpec):
-    """The base loaded in 4-bit on CPU as training loaded it (fp32 compute), for the parity reference."""
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+def load_4bit_base(path: str, dtype: torch.dtype, spec: QLoRASpec, task: ModelTask | None = None):
+    """The base loaded in 4-bit on CPU in the task's class as training loaded it (fp32 compute), for the parity
+    reference."""
+    from transformers import BitsAndBytesConfig
 
     bitsandbytes_functional()
     config = BitsAndBytesConfig(
@@ -264,7 +266,8 @@ def load_4bit_base(path: str, dtype: torch.dtype, spec: QLoRASpec):
         bnb_4bit_compute_dtype=torch.float32,
         llm_int8_skip_modules=list(spec.skip_modules) if spec.skip_modules is not None else None,
     )
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, quantization_config=config, device_map="cpu")
+    model_class = (task or ModelTask()).model_class()
+    model = model_class.from_pretrained(path, dtype=dtype, quantization_config=config, device_map="cpu")
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
             # bitsandbytes' CPU inference kernel repacks the weights and computes in bf16; training's forward

@@ -11,10 +11,11 @@ from packager.io.hashing import sha256_file
 from packager.model_files import TOKENIZER_FILES
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
 from packager.resolve.adapter import Adapter, load_adapter
-from packager.resolve.architecture import Architecture, inspect_architecture
+from packager.resolve.architecture import Architecture, inspect_architecture, read_config
 from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights
 from packager.resolve.merge_plan import plan_merge
 from packager.resolve.qlora import apply_qlora, choose_base, qlora_spec
+from packager.tasks import choose_task
 
 ADAPTER_SETTINGS = (
     "r",
@@ -49,6 +50,7 @@ class ResolveRequest:
     engine: str = "auto"
     qlora_merge: str | None = None  # "w16" or "simulate-nf4"; None: w16 for QLoRA adapters
     qlora: bool = False  # the user says the adapter was trained with QLoRA
+    task: str | None = None  # --task: the model class, when neither the adapter nor the base says it right
 
 
 @dataclass(frozen=True)
@@ -68,13 +70,15 @@ def resolve(request: ResolveRequest) -> Resolved:
     spec, qlora_notes = qlora_spec(adapter, choice.named_config, request.qlora_merge, request.qlora)
     location = choice.location
     weights = index_base_weights(location.path, request.allow_pickle)
-    arch = inspect_architecture(location.path, weights.tensors if weights.format == "safetensors" else None)
+    task = choose_task(request.task, adapter.config, read_config(location.path))
+    arch = inspect_architecture(location.path, weights.tensors if weights.format == "safetensors" else None, task)
     merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
     merge = apply_qlora(merge, spec, arch, choice.notes + qlora_notes)
     plan = PackagePlan(
         adapter=_adapter_spec(adapter),
         base=_base_spec(location, arch, weights, request.hash_base),
         merge=merge,
+        task=task,
     )
     return Resolved(plan, adapter, arch, weights)
 

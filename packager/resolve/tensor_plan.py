@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from packager.dtypes import CONFIG_NAME, FLOAT
 from packager.errors import IncompatibleAdapterError
@@ -70,6 +70,9 @@ class TensorPlanBuilder:
         if stored is None and self.arch.tied and param == f"{self.arch.output_embedding}.weight":
             self._untie(param, key, shape)
             return
+        if stored is None and param in self.arch.missing:
+            self._add_head(param, key, shape)
+            return
         if stored is None:
             raise IncompatibleAdapterError(
                 f"adapter replaces {param} but the base has no such tensor; pass the right --base"
@@ -78,6 +81,47 @@ class TensorPlanBuilder:
         if shape != base_shape:
             self._check_vocab_extension(param, kind, shape, base_shape)
         self.sources[stored] = (key, shape)
+
+    def _add_head(self, param: str, key: str, shape: tuple[int, ...]) -> None:
+        """A tensor the task's class needs and the base lacks (a classifier, score or qa_outputs head), taken from
+        the adapter's modules_to_save; a shape other than the class's is only a different label count."""
+        built = self.arch.missing[param]
+        if shape != built:
+            labels = self.arch.num_labels
+            if labels is None or shape[1:] != built[1:] or built[0] != labels:
+                raise IncompatibleAdapterError(
+                    f"adapter tensor {param} has shape {list(shape)} but {self.arch.model_class} builds it as "
+                    f"{list(built)}; the adapter was trained on another base: pass the right --base"
+                )
+            self._set_labels(shape[0])
+        self.new_tensors[param] = ("adapter", key, shape, self.target_dtype or self._base_float_dtype())
+        self.notes.append(f"{param} comes from the adapter's modules_to_save (the base has no such head)")
+
+    def _base_float_dtype(self) -> str:
+        """What PEFT's merged head ends up in: the dtype the base loads in (its most common float dtype)."""
+        counts = Counter(t.dtype for t in self.weights.tensors.values() if t.dtype in FLOAT)
+        return counts.most_common(1)[0][0] if counts else "F32"
+
+    def _set_labels(self, count: int) -> None:
+        known = self.config_updates.get("id2label")
+        if known is not None and len(known) != count:
+            raise IncompatibleAdapterError(
+                f"the adapter's head tensors disagree on the number of labels ({len(known)} and {count}); "
+                "re-save the adapter"
+            )
+        self.config_updates["id2label"] = {str(i): f"LABEL_{i}" for i in range(count)}
+        self.config_updates["label2id"] = {f"LABEL_{i}": i for i in range(count)}
+
+    def check_heads_supplied(self) -> None:
+        """Every tensor the class needs must come from the base or the adapter: none left to random init."""
+        unfilled = sorted(set(self.arch.missing) - set(self.new_tensors))
+        if unfilled:
+            raise IncompatibleAdapterError(
+                f"{self.arch.model_class} needs {', '.join(unfilled[:4])}{' ...' if len(unfilled) > 4 else ''}, "
+                "which neither the base nor the adapter holds: transformers would initialize it at random, so "
+                "the merged model could not answer as the trained one; save the adapter with that module in "
+                "modules_to_save, or pass the base it was trained on"
+            )
 
     def _untie(self, param: str, key: str, shape: tuple[int, ...]) -> None:
         embed = self._input_embedding_tensor()
@@ -201,7 +245,16 @@ class TensorPlanBuilder:
         """The finished MergePlan: base tensors in file order, then new (untied) ones, with config updates and notes;
         first checks that an extended vocabulary reaches every stored embedding."""
         self._check_vocab_consistent()
-        tensors = [self._tensor_plan(info) for info in self._base_order()]
+        self.check_heads_supplied()
+        prefix = self._output_prefix()
+        kept = [info for info in self._base_order() if info.name not in self.arch.unexpected]
+        tensors = [self._tensor_plan(info, prefix) for info in kept]
+        if self.arch.unexpected:
+            self.notes.append(
+                f"{len(self.arch.unexpected)} base tensor(s) {self.arch.model_class} does not use left out"
+            )
+        if self.arch.model_class and self.arch.model_class not in self.arch.fingerprint.architectures:
+            self.config_updates["architectures"] = [self.arch.model_class]
         for name, (source, key, shape, out_dtype) in self.new_tensors.items():
             tensors.append(TensorPlan(name, source, key, out_dtype, shape, tuple(self.deltas.pop(name, ()))))
         if self.target_dtype:
@@ -222,10 +275,19 @@ class TensorPlanBuilder:
             self.weights.tensors.values(), key=lambda t: (files[self.weights.tensor_file[t.name]], t.start, t.name)
         )
 
-    def _tensor_plan(self, info) -> TensorPlan:
+    def _tensor_plan(self, info, prefix: str) -> TensorPlan:
         out_dtype = self.target_dtype if self.target_dtype and info.dtype in FLOAT else info.dtype
         deltas = tuple(self.deltas.get(info.name, ()))
+        name, stored_as = (f"{prefix}.{info.name}", info.name) if prefix else (info.name, "")
         if info.name in self.sources:
             key, shape = self.sources[info.name]
-            return TensorPlan(info.name, "adapter", key, out_dtype, shape, deltas)
-        return TensorPlan(info.name, "base", info.name, out_dtype, info.shape, deltas)
+            return TensorPlan(name, "adapter", key, out_dtype, shape, deltas, stored_as=stored_as)
+        return TensorPlan(name, "base", info.name, out_dtype, info.shape, deltas, stored_as=stored_as)
+
+    def _output_prefix(self) -> str:
+        """A base saved without its prefix (a bare BertModel) gets one when the task's class adds a head beside
+        it: transformers adds the prefix to every key of such a file, so the head must be written the same way."""
+        prefix = self.arch.base_prefix
+        if not (prefix and self.new_tensors and any(s == "adapter" for s, *_ in self.new_tensors.values())):
+            return ""
+        return "" if any(name.startswith(prefix + ".") for name in self.weights.tensors) else prefix

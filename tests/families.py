@@ -1,0 +1,111 @@
+"""Tiny real models of every family packager merges beyond causal LMs, with PEFT adapters made on the task's
+class the way users make them (task_type set, heads in modules_to_save), and PEFT's own answer to compare with."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+import transformers
+from peft import PeftModel, get_peft_model
+
+ENCODER = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
+CONFIGS = {
+    "bert": lambda: transformers.BertConfig(vocab_size=100, max_position_embeddings=64, **ENCODER),
+    "xlm-roberta": lambda: transformers.XLMRobertaConfig(
+        vocab_size=100, max_position_embeddings=66, pad_token_id=1, **ENCODER
+    ),
+    "deberta-v2": lambda: transformers.DebertaV2Config(vocab_size=100, max_position_embeddings=64, **ENCODER),
+    "t5": lambda: transformers.T5Config(
+        vocab_size=100, d_model=64, d_ff=128, num_layers=2, num_heads=2, d_kv=32, decoder_start_token_id=0
+    ),
+    "bart": lambda: transformers.BartConfig(
+        vocab_size=100,
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=64,
+    ),
+    "qwen2": lambda: transformers.Qwen2Config(
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    ),
+}
+TASK_CLASSES = {
+    "SEQ_CLS": transformers.AutoModelForSequenceClassification,
+    "TOKEN_CLS": transformers.AutoModelForTokenClassification,
+    "QUESTION_ANS": transformers.AutoModelForQuestionAnswering,
+    "FEATURE_EXTRACTION": transformers.AutoModel,
+    "SEQ_2_SEQ_LM": transformers.AutoModelForSeq2SeqLM,
+}
+
+
+def save_base(family: str, model_class: str, path: str, seed: int = 0) -> str:
+    """A random `family` model saved as `model_class` (e.g. BertForPreTraining: keys under `bert.`)."""
+    torch.manual_seed(seed)
+    getattr(transformers, model_class)(CONFIGS[family]()).save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def save_task_adapter(base: str, path: str, task: str, peft_config, num_labels: int | None = None, seed: int = 1):
+    """An adapter trained-looking on the task's class: every trainable tensor (LoRA factors, heads) randomized."""
+    torch.manual_seed(seed)
+    model = load_in_task_class(base, task, num_labels)
+    peft_model = get_peft_model(model, peft_config)
+    with torch.no_grad():
+        for _name, param in peft_model.named_parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def load_in_task_class(path: str, task: str, num_labels: int | None = None):
+    """`path` in the task's class, as users load it (num_labels for classifiers)."""
+    kwargs = {"num_labels": num_labels} if num_labels else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TASK_CLASSES[task].from_pretrained(path, dtype=torch.float32, **kwargs)
+
+
+def peft_answers(base: str, adapter: str, task: str, inputs: dict, num_labels: int | None = None) -> dict:
+    """What PEFT answers on `inputs`: unmerged PeftModel, then merge_and_unload."""
+    torch.manual_seed(123)  # a head PEFT does not restore would differ from the merged one
+    model = PeftModel.from_pretrained(load_in_task_class(base, task, num_labels), adapter).eval()
+    with torch.inference_mode():
+        unmerged = first_output(model(**inputs))
+        merged = first_output(model.merge_and_unload()(**inputs))
+    return {"unmerged": unmerged, "merged": merged}
+
+
+def first_output(output) -> torch.Tensor:
+    """logits, QA start/end logits, or hidden states."""
+    if getattr(output, "logits", None) is not None:
+        return output.logits
+    if getattr(output, "start_logits", None) is not None:
+        return torch.stack([output.start_logits, output.end_logits], -1)
+    return output.last_hidden_state
+
+
+def inputs_for(task: str, vocab: int = 96) -> dict:
+    """Two rows of token ids, the second padded, plus decoder ids for seq2seq."""
+    generator = torch.Generator().manual_seed(7)
+    ids = torch.randint(3, vocab, (2, 12), generator=generator)
+    mask = torch.ones_like(ids)
+    mask[1, -4:] = 0
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if task == "SEQ_2_SEQ_LM":
+        inputs["decoder_input_ids"] = torch.randint(3, vocab, (2, 5), generator=generator)
+    return inputs
