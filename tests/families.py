@@ -109,3 +109,18 @@ def inputs_for(task: str, vocab: int = 96) -> dict:
     if task == "SEQ_2_SEQ_LM":
         inputs["decoder_input_ids"] = torch.randint(3, vocab, (2, 5), generator=generator)
     return inputs
+
+
+def save_word_tokenizer(path: str, vocab_size: int = 96) -> str:
+    """A word-level fast tokenizer (`w3 w17 ...`) whose ids fit every family's tiny vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": 0, "</s>": 1, "[UNK]": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="[PAD]", eos_token="</s>", unk_token="[UNK]"
+    )
+    tokenizer.save_pretrained(path)
+    return path

@@ -20,8 +20,9 @@ from packager.resolve.architecture import read_config
 from packager.resolve.gpu_images import gpu_base
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
-from packager.runtime.config import RuntimeConfig, VllmSettings
+from packager.runtime.config import SERVED_TASKS, RuntimeConfig, VllmSettings
 from packager.runtime.fingerprint import sample_sha256
+from packager.tasks import ModelTask
 
 LAYOUTS = ("baked", "shared")
 BUILDERS = ("auto", "docker", "oci", "buildah")
@@ -78,6 +79,7 @@ def plan_package(request: PackageRequest) -> Job:
     """Check the request, resolve every adapter once, and freeze the whole job into one plan."""
     _check_request(request)
     inputs = tuple(resolve(resolve_request(request, path)) for _, path in request.adapters)
+    task = _served_task(request, inputs)
     if request.artefact.export == "onnx":  # before the merge: the base decides whether it can be exported
         from packager.artefact.onnx_export import check_exportable
 
@@ -89,10 +91,39 @@ def plan_package(request: PackageRequest) -> Job:
         request.artefact,
         [item.plan.adapter for item in inputs],
         request.device,
+        task.name,
     )
     if request.layout == "baked":
         return Job(_baked_plan(request, inputs[0], choice), inputs)
     return Job(_shared_plan(request, inputs, choice), inputs)
+
+
+def _served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelTask:
+    """The one task every adapter of the image shares, if packager's images serve it; refused in one line else."""
+    tasks = {item.plan.task for item in inputs}
+    if len({t.name for t in tasks}) > 1:
+        names = ", ".join(sorted(t.name for t in tasks))
+        raise UserInputError(f"the adapters are for different tasks ({names}); package each task as its own image")
+    task = inputs[0].plan.task
+    if task.name not in SERVED_TASKS:
+        raise UserInputError(
+            f"packager merges {task.name} adapters but its images do not serve that task yet; use `packager merge` "
+            f"and serve the merged folder yourself, or pass --task with one of {', '.join(SERVED_TASKS)}"
+        )
+    if request.layout == "shared" and task.name in ("SEQ_CLS", "TOKEN_CLS"):
+        raise UserInputError(
+            f"the shared layout does not serve {task.name} adapters yet (each one's head needs its own label "
+            "count at load); use --layout baked"
+        )
+    spec = request.artefact
+    if task.name != "CAUSAL_LM" and (spec.backend != "transformers" or spec.load_quantization != "none"):
+        raise UserInputError(f"--quantize and --export apply to causal LMs; package the {task.name} model without them")
+    return task
+
+
+def _runtime_task(task: ModelTask) -> dict[str, str]:
+    """What runtime.json says the model is: its task and the Auto class it loads in."""
+    return {"task": task.name, "model_class": task.auto_class}
 
 
 def _check_request(request: PackageRequest) -> None:
@@ -188,6 +219,7 @@ def _baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoi
         served_name=request.adapters[0][0],
         backend=spec.backend,
         load_quantization=spec.load_quantization,
+        **_runtime_task(resolved.plan.task),
     )
     plan = dataclasses.replace(resolved.plan, artefact=spec)
     runtime = dataclasses.replace(runtime, **_engine(request, choice, plan, request.adapters[0][0], []))
@@ -208,6 +240,7 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
         adapters=tuple((s.name, f"{ADAPTERS_DIR}/{s.name}") for s in served),
         lock=LOCK_IN_IMAGE,
         load_quantization=request.artefact.load_quantization,
+        **_runtime_task(first.task),
     )
     base = _with_sampled_hashes(first.base)
     plan = PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served, task=first.task)

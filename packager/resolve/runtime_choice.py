@@ -45,6 +45,7 @@ def choose_runtime(
     artefact: ArtefactSpec,
     adapters: list[AdapterSpec],
     device: str = "cpu",
+    task: str = "CAUSAL_LM",
 ) -> RuntimeChoice:
     """The runtime for this job; --runtime vllm on something vLLM cannot serve is refused in one line."""
     if requested not in RUNTIMES:
@@ -54,6 +55,8 @@ def choose_runtime(
     if requested == "packager":
         return RuntimeChoice("packager", "asked for with --runtime packager", length)
     model_reason = _model_unservable(base_config, artefact, device)
+    if task != "CAUSAL_LM":
+        model_reason = f"packager serves {task} models with its own server (vLLM here: causal-LM text generation)"
     if model_reason:
         if requested == "vllm":
             raise UserInputError(f"--runtime vllm cannot serve this model: {model_reason}; use --runtime packager")

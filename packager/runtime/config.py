@@ -38,12 +38,21 @@ VERIFY_MODES = ("quick", "full", "off")
 BACKENDS = ("transformers", "quanto", "onnx")
 LOAD_QUANTIZATIONS = ("none", "bnb-nf4", "bnb-int8", "fp8")
 ENGINES = ("packager", "vllm")
+# what each task's model answers on (the class comes from the plan's task table, written into runtime.json)
+SERVED_TASKS = {
+    "CAUSAL_LM": "generate",
+    "SEQ_2_SEQ_LM": "generate",
+    "FEATURE_EXTRACTION": "embed",
+    "SEQ_CLS": "classify",
+    "TOKEN_CLS": "classify",
+}
+MODEL_CLASS = re.compile(r"^Auto[A-Za-z]+$")
 VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "device", "quantization"}
 VLLM_QUANTIZATIONS = (None, "bitsandbytes", "fp8")
 VLLM_DEVICES = ("cpu", "cuda")
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
-COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm"}
+COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm", "task", "model_class"}
 LAYOUT_KEYS = {
     "baked": {"model_dir", "served_name", "backend"},
     "shared": {"base_dir", "adapters", "lock", "verify_base"},
@@ -88,6 +97,13 @@ class RuntimeConfig:
     load_quantization: str = "none"
     engine: str = "packager"
     vllm: VllmSettings = dataclasses.field(default_factory=VllmSettings)
+    task: str = "CAUSAL_LM"  # one of SERVED_TASKS
+    model_class: str = "AutoModelForCausalLM"  # the transformers Auto class the model loads in
+
+    @property
+    def serves(self) -> str:
+        """What the model answers: generate (completions, chat), embed (/v1/embeddings) or classify (/classify)."""
+        return SERVED_TASKS[self.task]
 
     @property
     def model_names(self) -> list[str]:
@@ -99,6 +115,8 @@ class RuntimeConfig:
         data: dict[str, Any] = {"layout": self.layout, "port": self.port, "load_quantization": self.load_quantization}
         if self.engine == "vllm":  # only then, so packager-engine configs keep their shape
             data.update(engine="vllm", vllm=self.vllm.to_json())
+        if self.task != "CAUSAL_LM":  # likewise for causal LMs
+            data.update(task=self.task, model_class=self.model_class)
         if self.layout == "baked":
             return {**data, "model_dir": self.model_dir, "served_name": self.served_name, "backend": self.backend}
         data.update(base_dir=self.base_dir, adapters=dict(self.adapters), verify_base=self.verify_base)
@@ -131,7 +149,17 @@ def parse_config(data: Any, root: str = ".", env: Mapping[str, str] | None = Non
     load_quantization = _one_of(data, "load_quantization", LOAD_QUANTIZATIONS, "none")
     engine = _engine(data)
     config = _layout_config(data, layout, port, load_quantization, root, env)
-    return dataclasses.replace(config, **engine)
+    return dataclasses.replace(config, **engine, **_task(data))
+
+
+def _task(data: dict) -> dict[str, str]:
+    task = _one_of(data, "task", tuple(SERVED_TASKS), "CAUSAL_LM")
+    model_class = data.get("model_class", "AutoModelForCausalLM")
+    if not isinstance(model_class, str) or not MODEL_CLASS.match(model_class):
+        raise ConfigError(f"runtime config: model_class must name a transformers Auto class, got {model_class!r}")
+    if task != "CAUSAL_LM" and data.get("engine", "packager") != "packager":
+        raise ConfigError(f"runtime config: task {task} is served by the packager engine")
+    return {"task": task, "model_class": model_class}
 
 
 def _engine(data: dict) -> dict[str, Any]:

@@ -11,7 +11,10 @@ from typing import Any
 
 import torch
 
+from .encoders import Encoder
 from .streaming import Cancelled, TokenQueue, safe_prefix
+
+ENCODER_TASKS = ("FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS")
 
 
 class NoChatTemplate(Exception):
@@ -143,7 +146,9 @@ class Engine:
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": params.temperature > 0}
         if params.temperature > 0:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        criteria = [_StopOnText(tokenizer, len(prompt_ids), params.stop)] if params.stop else []
+        # an encoder-decoder's output starts with the decoder's start token, not with the prompt
+        start = 1 if getattr(self.model.config, "is_encoder_decoder", False) else len(prompt_ids)
+        criteria = [_StopOnText(tokenizer, start, params.stop)] if params.stop else []
         criteria += [cancel] if cancel is not None else []
         if criteria:
             kwargs["stopping_criteria"] = criteria
@@ -154,7 +159,7 @@ class Engine:
             kwargs["pad_token_id"] = pad if pad is not None else tokenizer.eos_token_id
         with torch.no_grad():
             out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-        return out[0, len(prompt_ids) :].tolist()
+        return out[0, start:].tolist()
 
     def _finish(self, tokenizer: Any, prompt: list[int], new_ids: list[int], params: GenerationParams) -> Generation:
         text = tokenizer.decode(new_ids, skip_special_tokens=True)
@@ -169,10 +174,20 @@ class Engine:
         return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
 
 
-def load_baked(model_dir: str, served_name: str, backend: str = "transformers", quantization: str = "none") -> Engine:
-    """A merged (maybe quantized or exported) model folder served under one name."""
+def load_baked(
+    model_dir: str,
+    served_name: str,
+    backend: str = "transformers",
+    quantization: str = "none",
+    task: str = "CAUSAL_LM",
+    model_class: str = "AutoModelForCausalLM",
+) -> Engine | Encoder:
+    """A merged (maybe quantized or exported) model folder served under one name, in the task's class."""
     from transformers import AutoTokenizer
 
+    if task in ENCODER_TASKS:
+        model = _load_transformers(model_dir, quantization, model_class)
+        return Encoder(model, {served_name: AutoTokenizer.from_pretrained(model_dir)}, task)
     if backend == "onnx":
         model = _load_onnx(model_dir)
     elif backend == "quanto":
@@ -180,7 +195,7 @@ def load_baked(model_dir: str, served_name: str, backend: str = "transformers", 
 
         model = QuantizedModelForCausalLM.from_pretrained(model_dir)._wrapped
     else:
-        model = _load_transformers(model_dir, quantization)
+        model = _load_transformers(model_dir, quantization, model_class)
     return Engine(model, {served_name: AutoTokenizer.from_pretrained(model_dir)})
 
 
@@ -194,12 +209,13 @@ def _load_onnx(model_dir: str) -> Any:
     return ORTModelForCausalLM.from_pretrained(model_dir, provider=provider)
 
 
-def _load_transformers(model_dir: str, quantization: str) -> Any:
-    from transformers import AutoModelForCausalLM
+def _load_transformers(model_dir: str, quantization: str, model_class: str = "AutoModelForCausalLM") -> Any:
+    import transformers
 
+    auto = getattr(transformers, model_class)
     if quantization == "none":
-        return on_gpu_if_visible(AutoModelForCausalLM.from_pretrained(model_dir, dtype="auto"))
-    return AutoModelForCausalLM.from_pretrained(
+        return on_gpu_if_visible(auto.from_pretrained(model_dir, dtype="auto"))
+    return auto.from_pretrained(
         model_dir, dtype="auto", device_map="auto", quantization_config=load_time_config(quantization)
     )
 
@@ -230,12 +246,19 @@ def load_time_config(quantization: str) -> Any:
     return FineGrainedFP8Config()
 
 
-def load_shared(base_dir: str, adapters: Sequence[tuple[str, str]], quantization: str = "none") -> Engine:
-    """The base from `base_dir` with every adapter loaded by name; an adapter's own tokenizer wins over the base's."""
+def load_shared(
+    base_dir: str,
+    adapters: Sequence[tuple[str, str]],
+    quantization: str = "none",
+    task: str = "CAUSAL_LM",
+    model_class: str = "AutoModelForCausalLM",
+) -> Engine | Encoder:
+    """The base from `base_dir` in the task's class with every adapter loaded by name; an adapter's own tokenizer
+    wins over the base's."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    base = _load_transformers(base_dir, quantization)
+    base = _load_transformers(base_dir, quantization, model_class)
     (first, first_path), *rest = adapters
     model = PeftModel.from_pretrained(base, first_path, adapter_name=first)
     for name, path in rest:
@@ -244,7 +267,8 @@ def load_shared(base_dir: str, adapters: Sequence[tuple[str, str]], quantization
     tokenizers = {
         name: AutoTokenizer.from_pretrained(path) if _has_tokenizer(path) else base_tokenizer for name, path in adapters
     }
-    return Engine(model, tokenizers, {name: name for name, _ in adapters})
+    names = {name: name for name, _ in adapters}
+    return Encoder(model, tokenizers, task, names) if task in ENCODER_TASKS else Engine(model, tokenizers, names)
 
 
 def _has_tokenizer(path: str) -> bool:

@@ -1,5 +1,6 @@
-"""OpenAI-compatible HTTP server for the packaged model: /health, /metrics, /v1/models, /v1/completions and
-/v1/chat/completions (both also streamed as server-sent events with `stream: true`).
+"""OpenAI-compatible HTTP server for the packaged model: /health, /metrics, /v1/models, and for text generation
+/v1/completions and /v1/chat/completions (both also streamed as server-sent events with `stream: true`); an
+embedding model serves /v1/embeddings and a classifier /classify instead (encoder_routes.py).
 
 CLI: python3 -m packager_runtime.server [--config /opt/packager/runtime.json] [--host 0.0.0.0] [--port N]
 (env PORT overrides runtime.json's port; --port overrides both). Exit 2: bad config; exit 3: wrong or missing base;
@@ -19,20 +20,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
+from .api_errors import ApiError, error_body
 from .config import ConfigError, RuntimeConfig, load_config
+from .encoder_routes import add_encoder_routes
+from .encoders import Encoder
 from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, HardwareMissing, NoChatTemplate
 from .startup import check_mounted_base, parse_args, serving_port
 from .streaming import chat_chunk, completion_chunk, sse
 from .verify_base import BaseMismatch
-
-
-class ApiError(Exception):
-    """An error answered in OpenAI's format."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class Sampling(BaseModel):
@@ -67,12 +63,7 @@ class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
-def error_body(message: str) -> dict[str, Any]:
-    """An error response body in OpenAI's format."""
-    return {"error": {"message": message, "type": "invalid_request_error"}}
-
-
-def create_app(engine: Engine) -> FastAPI:
+def create_app(engine: Engine | Encoder) -> FastAPI:
     """The FastAPI app serving `engine` (already loaded)."""
     app = FastAPI(title="packager runtime")
     metrics = Metrics()
@@ -113,7 +104,13 @@ def create_app(engine: Engine) -> FastAPI:
     def list_models() -> dict[str, Any]:
         """The served model names in OpenAI's model-list format."""
         data = [{"id": n, "object": "model", "created": 0, "owned_by": "packager"} for n in engine.names]
+        if isinstance(engine, Encoder):  # what the vectors or labels are, for the client
+            data = [{**d, "task": engine.task, "pooling": engine.pooling} for d in data]
         return {"object": "list", "data": data}
+
+    if isinstance(engine, Encoder):
+        add_encoder_routes(app, engine, metrics)
+        return app
 
     @app.post("/v1/completions")
     def completions(req: CompletionRequest) -> Any:
@@ -244,10 +241,12 @@ def load_engine(config: RuntimeConfig) -> Engine:
     """Verify the base (shared layout) and load the model(s); raises BaseMismatch before loading anything."""
     from .models import load_baked, load_shared
 
+    task = {"task": config.task, "model_class": config.model_class}
     if config.layout == "baked":
-        return load_baked(config.model_dir or "", config.served_name or "", config.backend, config.load_quantization)
+        model_dir, name = config.model_dir or "", config.served_name or ""
+        return load_baked(model_dir, name, config.backend, config.load_quantization, **task)
     check_mounted_base(config)
-    return load_shared(config.base_dir, config.adapters, config.load_quantization)
+    return load_shared(config.base_dir, config.adapters, config.load_quantization, **task)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,94 @@
+"""The endpoints of an encoder: OpenAI's /v1/embeddings for embedding models, and /classify (vLLM's request and
+response shape) for classifiers. Text-generation endpoints answer 400 with the endpoint to use."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+
+from .api_errors import ApiError
+from .encoders import Encoder
+from .metrics import Metrics
+
+MAX_INPUTS = 256  # per request: a bigger batch is split by the client, as OpenAI's limit makes it
+
+
+class EncodeRequest(BaseModel):
+    """Body of /v1/embeddings and /classify: one text or a list of texts."""
+
+    model: str | None = None
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: str = "float"
+
+
+def add_encoder_routes(app: FastAPI, engine: Encoder, metrics: Metrics) -> None:
+    """The routes `engine` serves, by its task."""
+    endpoint = "/v1/embeddings" if engine.task == "FEATURE_EXTRACTION" else "/classify"
+
+    @app.post("/v1/completions")
+    @app.post("/v1/chat/completions")
+    def not_a_generator() -> None:
+        """This model does not generate text: say which endpoint it serves."""
+        raise ApiError(400, f"this model does not generate text ({engine.task}); use POST {endpoint}")
+
+    if engine.task == "FEATURE_EXTRACTION":
+
+        @app.post("/v1/embeddings")
+        def embeddings(req: EncodeRequest) -> dict[str, Any]:
+            """OpenAI embeddings: one mean-pooled vector per input, in input order."""
+            name, texts, tokens = _checked(engine, req)
+            if req.encoding_format != "float":
+                raise ApiError(400, "encoding_format must be float")
+            vectors = engine.embed(name, texts)
+            metrics.generated(tokens, 0)
+            data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+            usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+            return {"object": "list", "data": data, "model": name, "usage": usage}
+
+        return
+
+    @app.post("/classify")
+    def classify(req: EncodeRequest) -> dict[str, Any]:
+        """vLLM's /classify: per input its label and class probabilities (or those of each token)."""
+        name, texts, tokens = _checked(engine, req)
+        results = engine.classify(name, texts)
+        metrics.generated(tokens, 0)
+        data = [{"index": i, **r, "num_classes": engine.num_classes} for i, r in enumerate(results)]
+        return {
+            "id": f"classify-{uuid.uuid4().hex}",
+            "object": "list",
+            "created": int(time.time()),
+            "model": name,
+            "data": data,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
+        }
+
+
+def _checked(engine: Encoder, req: EncodeRequest) -> tuple[str, list[str], int]:
+    """The served name, the inputs as a list and their token count; 400 for what the model cannot take."""
+    name = _name(engine, req.model)
+    texts = [req.input] if isinstance(req.input, str) else list(req.input)
+    if len(texts) > MAX_INPUTS or not all(texts):
+        raise ApiError(400, f"input must be 1 to {MAX_INPUTS} non-empty strings")
+    counts = engine.count_tokens(name, texts)
+    limit = engine.context_length()
+    if limit is not None and max(counts) > limit:
+        raise ApiError(
+            400, f"This model's maximum context length is {limit} tokens. However, an input has {max(counts)} tokens."
+        )
+    return name, texts, sum(counts)
+
+
+def _name(engine: Encoder, model: str | None) -> str:
+    available = ", ".join(engine.names)
+    if model is None:
+        if len(engine.names) == 1:
+            return engine.names[0]
+        raise ApiError(400, f"`model` is required; available: {available}")
+    if model not in engine.names:
+        raise ApiError(404, f"model '{model}' not found; available: {available}")
+    return model

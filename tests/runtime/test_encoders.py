@@ -1,0 +1,98 @@
+"""packager's server for what is not text generation: /v1/embeddings and /classify answer as PEFT's model does,
+and an encoder-decoder completes text as PEFT's generate does (issue 11)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from peft import LoraConfig
+
+from packager.merge.run import run_merge
+from packager.resolve.resolver import ResolveRequest
+from packager.runtime.models import load_baked
+from packager.runtime.server import create_app
+from packager.tasks import TASKS
+from tests import families
+
+TEXTS = ["w5 w9 w12 w40 w41", "w7 w8"]
+
+
+def _merged(tmp_path, family: str, saved_as: str, task: str, targets: list[str], labels: int | None = None):
+    base = families.save_word_tokenizer(families.save_base(family, saved_as, str(tmp_path / "base")))
+    config = LoraConfig(task_type=task, r=4, lora_alpha=8, target_modules=targets)
+    adapter = families.save_task_adapter(base, str(tmp_path / "adapter"), task, config, labels)
+    run_merge(ResolveRequest(adapter, base=base), str(tmp_path / "merged"), quiet=True)
+    engine = load_baked(str(tmp_path / "merged"), "m", task=task, model_class=TASKS[task][0])
+    return base, adapter, TestClient(create_app(engine))
+
+
+def _peft_outputs(base: str, adapter: str, task: str, labels: int | None = None):
+    from transformers import AutoTokenizer
+
+    batch = AutoTokenizer.from_pretrained(base)(TEXTS, padding=True, return_tensors="pt")
+    return batch, families.peft_answers(base, adapter, task, dict(batch), labels)["unmerged"]
+
+
+def test_embeddings_equal_peft_mean_pooled(tmp_path) -> None:
+    base, adapter, client = _merged(tmp_path, "bert", "BertForPreTraining", "FEATURE_EXTRACTION", ["query", "value"])
+    answer = client.post("/v1/embeddings", json={"input": TEXTS, "model": "m"})
+    assert answer.status_code == 200, answer.text
+    vectors = torch.tensor([d["embedding"] for d in answer.json()["data"]])
+    batch, hidden = _peft_outputs(base, adapter, "FEATURE_EXTRACTION")
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    expected = (hidden * mask).sum(1) / mask.sum(1)
+    assert torch.nn.functional.cosine_similarity(vectors, expected).min() >= 0.99999
+    assert answer.json()["usage"]["prompt_tokens"] == int(batch["attention_mask"].sum())
+    assert client.get("/v1/models").json()["data"][0]["pooling"] == "mean"
+    refused = client.post("/v1/completions", json={"prompt": "w5", "max_tokens": 2})
+    assert refused.status_code == 400 and "/v1/embeddings" in refused.json()["error"]["message"]
+    assert client.post("/classify", json={"input": "w5"}).status_code == 404
+
+
+def test_classify_answers_with_peft_probabilities(tmp_path) -> None:
+    base, adapter, client = _merged(tmp_path, "bert", "BertForPreTraining", "SEQ_CLS", ["query", "value"], 3)
+    answer = client.post("/classify", json={"input": TEXTS})
+    assert answer.status_code == 200, answer.text
+    _, logits = _peft_outputs(base, adapter, "SEQ_CLS", 3)
+    probs = torch.tensor([d["probs"] for d in answer.json()["data"]])
+    torch.testing.assert_close(probs, logits.softmax(-1), atol=1e-5, rtol=1e-4)
+    labels = [d["label"] for d in answer.json()["data"]]
+    assert labels == [f"LABEL_{int(i)}" for i in logits.argmax(-1)] and answer.json()["data"][0]["num_classes"] == 3
+
+
+def test_token_classification_labels_every_kept_token(tmp_path) -> None:
+    _, _, client = _merged(tmp_path, "bert", "BertForPreTraining", "TOKEN_CLS", ["query", "value"], 4)
+    data = client.post("/classify", json={"input": TEXTS}).json()["data"]
+    assert [len(d["tokens"]) for d in data] == [5, 2] and data[1]["tokens"][0]["token"] == "w7"
+
+
+def test_a_seq2seq_model_completes_as_peft_generates(tmp_path) -> None:
+    base, adapter, client = _merged(tmp_path, "t5", "T5ForConditionalGeneration", "SEQ_2_SEQ_LM", ["q", "v"])
+    answer = client.post("/v1/completions", json={"prompt": TEXTS[0], "max_tokens": 6, "temperature": 0})
+    assert answer.status_code == 200, answer.text
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = PeftModel.from_pretrained(families.load_in_task_class(base, "SEQ_2_SEQ_LM"), adapter).eval()
+    ids = tokenizer(TEXTS[0], return_tensors="pt", return_token_type_ids=False)
+    out = model.generate(**ids, max_new_tokens=6, do_sample=False)
+    assert answer.json()["choices"][0]["text"] == tokenizer.decode(out[0, 1:], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"input": " ".join(["w5"] * 70)}, "maximum context length is 64"),
+        ({"input": []}, "input"),
+        ({"input": ["w5", ""]}, "non-empty"),
+        ({"input": "w5", "model": "other"}, "not found"),
+        ({"input": "w5", "encoding_format": "base64"}, "encoding_format"),
+    ],
+)
+def test_bad_embedding_requests_get_a_4xx(tmp_path_factory, body, message) -> None:
+    tmp = tmp_path_factory.mktemp("bad")
+    _, _, client = _merged(tmp, "bert", "BertForPreTraining", "FEATURE_EXTRACTION", ["query"])
+    answer = client.post("/v1/embeddings", json=body)
+    assert 400 <= answer.status_code < 500 and message in answer.text
