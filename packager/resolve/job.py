@@ -21,6 +21,7 @@ from packager.resolve.gpu_images import gpu_base
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.runtime.config import SERVED_TASKS, RuntimeConfig, VllmSettings
+from packager.runtime.encoders import PoolingUnsupported, read_pooling
 from packager.runtime.fingerprint import sample_sha256
 from packager.tasks import ModelTask
 
@@ -115,6 +116,11 @@ def _served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> Model
             f"the shared layout does not serve {task.name} adapters yet (each one's head needs its own label "
             "count at load); use --layout baked"
         )
+    if task.name == "FEATURE_EXTRACTION":
+        try:
+            read_pooling(inputs[0].plan.base.path)  # the server pools as the base's sentence-transformers says
+        except PoolingUnsupported as exc:
+            raise UserInputError(str(exc)) from None
     spec = request.artefact
     if task.name != "CAUSAL_LM" and (spec.backend != "transformers" or spec.load_quantization != "none"):
         raise UserInputError(f"--quantize and --export apply to causal LMs; package the {task.name} model without them")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from packager.errors import OutputError
 from packager.io.hashing import sha256_file
-from packager.model_files import TOKENIZER_FILES
+from packager.model_files import TOKENIZER_FILES, sentence_transformers_files
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
 from packager.resolve.adapter import Adapter, load_adapter
 from packager.resolve.architecture import Architecture, inspect_architecture, read_config
@@ -91,7 +91,7 @@ def _adapter_spec(adapter: Adapter) -> AdapterSpec:
 
 
 def _base_spec(location: BaseLocation, arch: Architecture, weights: BaseWeights, hash_weights: bool) -> BaseSpec:
-    names = (*SIDE_FILES, *TOKENIZER_FILES, *_index_files(location.path))  # the tokenizer ships too: pin it
+    names = (*SIDE_FILES, *TOKENIZER_FILES, *_index_files(location.path), *sentence_transformers_files(location.path))
     side = [n for n in names if os.path.isfile(os.path.join(location.path, n))]
     entries = [_entry(location.path, n, True) for n in side]
     entries += [_entry(location.path, n, hash_weights) for n in weights.files]

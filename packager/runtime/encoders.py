@@ -1,30 +1,109 @@
-"""Models that answer with vectors or labels instead of text: embeddings (FEATURE_EXTRACTION, mean pooling over
-the attention mask) and classifiers (SEQ_CLS: one label per input; TOKEN_CLS: one per token)."""
+"""Models that answer with vectors or labels instead of text: embeddings (FEATURE_EXTRACTION, pooled as the
+model's sentence-transformers config says, else mean pooling over the attention mask) and classifiers (SEQ_CLS:
+one label per input; TOKEN_CLS: one per token)."""
 
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-POOLING = "mean"  # over the tokens the attention mask keeps: what sentence-transformers' MiniLM models use
+# sentence-transformers' Pooling config keys -> the mode; one of them is true in a config packager serves
+POOLING_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+
+
+class PoolingUnsupported(ValueError):
+    """The model's sentence-transformers pooling is not one packager's server computes."""
+
+
+@dataclass(frozen=True)
+class Pooling:
+    """How token vectors become one embedding, and whether it is L2-normalized (a Normalize module)."""
+
+    mode: str = "mean"
+    normalize: bool = False
+    source: str = "default: no sentence-transformers config"
+
+    def describe(self) -> str:
+        """e.g. `mean, normalized (modules.json)`."""
+        return f"{self.mode}{', normalized' if self.normalize else ''} ({self.source})"
+
+
+def read_pooling(folder: str) -> Pooling:
+    """The pooling of a model folder's sentence-transformers modules.json, else mean pooling."""
+    modules = _json(os.path.join(folder, "modules.json"))
+    if not isinstance(modules, list):
+        return Pooling()
+    types = {str(m.get("type", "")).rsplit(".", 1)[-1]: m for m in modules if isinstance(m, dict)}
+    normalize = "Normalize" in types
+    if "Pooling" not in types:
+        return Pooling(normalize=normalize, source="modules.json without a Pooling module: mean")
+    config = _json(os.path.join(folder, str(types["Pooling"].get("path", "")), "config.json")) or {}
+    chosen = [mode for key, mode in POOLING_KEYS.items() if config.get(key)]
+    unknown = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in POOLING_KEYS]
+    if len(chosen) != 1 or unknown:
+        raise PoolingUnsupported(
+            f"the model's sentence-transformers pooling ({', '.join(chosen + unknown) or 'none'}) is not one mode "
+            f"packager serves ({', '.join(POOLING_KEYS.values())}); set one pooling_mode_* in its Pooling config"
+        )
+    return Pooling(chosen[0], normalize, "modules.json")
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Tensor:
+    """One vector per row of `hidden` (batch, tokens, dim), over the tokens `mask` keeps."""
+    keep = mask.unsqueeze(-1).to(hidden.dtype)
+    if pooling.mode == "cls":
+        vectors = hidden[:, 0]
+    elif pooling.mode == "max":
+        vectors = hidden.masked_fill(keep == 0, torch.finfo(hidden.dtype).min).amax(1)
+    elif pooling.mode == "lasttoken":
+        vectors = hidden[torch.arange(hidden.shape[0]), mask.sum(1).clamp(min=1) - 1]
+    else:
+        total, count = (hidden * keep).sum(1), keep.sum(1).clamp(min=1)
+        vectors = total / (count.sqrt() if pooling.mode == "mean_sqrt_len" else count)
+    return torch.nn.functional.normalize(vectors, dim=-1) if pooling.normalize else vectors
+
+
+def _json(path: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 class Encoder:
     """A loaded encoder serving one or more names (a merged model, or a base with PEFT adapters by name)."""
 
-    def __init__(self, model: Any, tokenizers: dict[str, Any], task: str, adapters: dict[str, str] | None = None):
+    def __init__(
+        self,
+        model: Any,
+        tokenizers: dict[str, Any],
+        task: str,
+        adapters: dict[str, str] | None = None,
+        pooling: Pooling | None = None,
+    ) -> None:
         self.model, self.tokenizers, self.task, self.adapters = model.eval(), tokenizers, task, adapters
+        self.embedding_pooling = pooling or Pooling()
         self.lock = threading.Lock()
         model_forward = model.get_base_model().forward if adapters is not None else model.forward
         self._forward_args = set(inspect.signature(model_forward).parameters)
 
     @property
     def pooling(self) -> str | None:
-        """How token vectors become one embedding (None for classifiers)."""
-        return POOLING if self.task == "FEATURE_EXTRACTION" else None
+        """How token vectors become one embedding, in words (None for classifiers)."""
+        return self.embedding_pooling.describe() if self.task == "FEATURE_EXTRACTION" else None
 
     @property
     def names(self) -> list[str]:
@@ -42,10 +121,9 @@ class Encoder:
 
     @torch.inference_mode()
     def embed(self, name: str, texts: list[str]) -> list[list[float]]:
-        """One vector per text: the last hidden states averaged over the tokens the mask keeps."""
+        """One vector per text: the last hidden states pooled over the tokens the mask keeps."""
         batch, hidden = self._forward(name, texts, "last_hidden_state")
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().tolist()
+        return pool(hidden.float(), batch["attention_mask"], self.embedding_pooling).tolist()
 
     @torch.inference_mode()
     def classify(self, name: str, texts: list[str]) -> list[dict[str, Any]]:

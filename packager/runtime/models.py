@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from .encoders import Encoder
+from .encoders import Encoder, read_pooling
 from .streaming import Cancelled, TokenQueue, safe_prefix
 
 ENCODER_TASKS = ("FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS")
@@ -187,7 +187,8 @@ def load_baked(
 
     if task in ENCODER_TASKS:
         model = _load_transformers(model_dir, quantization, model_class)
-        return Encoder(model, {served_name: AutoTokenizer.from_pretrained(model_dir)}, task)
+        tokenizers = {served_name: AutoTokenizer.from_pretrained(model_dir)}
+        return Encoder(model, tokenizers, task, pooling=read_pooling(model_dir))
     if backend == "onnx":
         model = _load_onnx(model_dir)
     elif backend == "quanto":
@@ -268,7 +269,9 @@ def load_shared(
         name: AutoTokenizer.from_pretrained(path) if _has_tokenizer(path) else base_tokenizer for name, path in adapters
     }
     names = {name: name for name, _ in adapters}
-    return Encoder(model, tokenizers, task, names) if task in ENCODER_TASKS else Engine(model, tokenizers, names)
+    if task in ENCODER_TASKS:
+        return Encoder(model, tokenizers, task, names, read_pooling(base_dir))
+    return Engine(model, tokenizers, names)
 
 
 def _has_tokenizer(path: str) -> bool:

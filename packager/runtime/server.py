@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from .api_errors import ApiError, error_body
 from .config import ConfigError, RuntimeConfig, load_config
 from .encoder_routes import add_encoder_routes
-from .encoders import Encoder
+from .encoders import Encoder, PoolingUnsupported
 from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, HardwareMissing, NoChatTemplate
 from .startup import check_mounted_base, parse_args, serving_port
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         port = serving_port(args, config)
         engine = load_engine(config)
-    except ConfigError as exc:
+    except (ConfigError, PoolingUnsupported) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BaseMismatch as exc:

