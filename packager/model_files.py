@@ -40,6 +40,8 @@ TRAINER_STATE = (
 )
 
 
+# A vision-language model's processor: how images become pixel values and placeholder tokens.
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json", "video_preprocessor_config.json")
 # sentence-transformers' description of an embedding model: its modules (Transformer, Pooling, Normalize) and
 # their settings; each Pooling module's config.json sits in its own folder (e.g. 1_Pooling/config.json)
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")

@@ -160,3 +160,70 @@ def minilm_embeddings(adapter: str, texts: list[str]) -> torch.Tensor:
         hidden = model(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1).float()
     return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+
+
+IDEFICS2_CHAT = (
+    "{% for m in messages %}User:{% for c in m['content'] %}{% if c['type'] == 'image' %} <image>"
+    "{% elif c['type'] == 'text' %} {{ c['text'] }}{% endif %}{% endfor %}<end_of_utterance>{% endfor %}"
+    "{% if add_generation_prompt %} w3{% endif %}"
+)
+
+
+def save_idefics2(path: str, seed: int = 0) -> str:
+    """A tiny Idefics2 (Mistral text model, SigLIP-style vision tower, perceiver connector) with its processor:
+    image processor (28 px, no splitting), a word tokenizer with Idefics2's image tokens, and a chat template."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    text = {"vocab_size": 100, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 256,
+            "model_type": "mistral", "pad_token_id": 0}  # fmt: skip
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 1,
+              "image_size": 28, "patch_size": 14}  # fmt: skip
+    perceiver = {"hidden_size": 64, "rms_norm_eps": 1e-6, "resampler_n_latents": 4, "resampler_depth": 1,
+                 "resampler_n_heads": 2, "resampler_head_dim": 16, "num_key_value_heads": 1}  # fmt: skip
+    config = transformers.Idefics2Config(
+        text_config=text, vision_config=vision, perceiver_config=perceiver, image_token_id=99, tie_word_embeddings=False
+    )
+    torch.manual_seed(seed)
+    transformers.Idefics2ForConditionalGeneration(config).save_pretrained(path)
+    words = {f"w{i}": i for i in range(3, 96)}
+    vocab = {"[PAD]": 0, "</s>": 1, "[UNK]": 2, **words, "<fake_token_around_image>": 96, "<end_of_utterance>": 97,
+             "User:": 98, "<image>": 99}  # fmt: skip
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        eos_token="</s>",
+        unk_token="[UNK]",
+        additional_special_tokens=["<fake_token_around_image>", "<image>", "<end_of_utterance>"],
+    )
+    images = transformers.Idefics2ImageProcessor(
+        do_image_splitting=False, size={"shortest_edge": 28, "longest_edge": 28}
+    )
+    transformers.Idefics2Processor(
+        image_processor=images, tokenizer=tokenizer, image_seq_len=4, chat_template=IDEFICS2_CHAT
+    ).save_pretrained(path)
+    return path
+
+
+def save_vlm_adapter(base: str, path: str, seed: int = 1, vision: bool = True) -> str:
+    """A LoRA as the PEFT/IDEFICS2 article trains one (task_type CAUSAL_LM), on the language model's q/v
+    projections and, with `vision`, on the vision tower's too."""
+    from peft import LoraConfig
+
+    where = "(text_model|vision_model)" if vision else "text_model"
+    config = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=4,
+        lora_alpha=8,
+        target_modules=rf".*{where}.*\.(q_proj|v_proj)",
+        init_lora_weights=False,
+    )
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32)
+    peft_model = get_peft_model(model, config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        peft_model.save_pretrained(path)
+    return path

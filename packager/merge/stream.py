@@ -20,7 +20,7 @@ from packager.io.safetensors_format import DTYPES
 from packager.io.staging import check_free_space
 from packager.io.writer import OutputTensor, ShardedWriter, assign_shards
 from packager.merge.lora_math import Workspace, check_adapter_finite, check_finite, merge_into
-from packager.model_files import LOCK_FILE, TOKENIZER_FILES, sentence_transformers_files
+from packager.model_files import LOCK_FILE, PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
 from packager.plan import FileEntry, PackagePlan, QLoRASpec, TensorPlan
 from packager.progress import Progress
 from packager.resolve.adapter import AdapterWeights
@@ -152,7 +152,8 @@ def build_tensor(
 def copy_side_files(resolved: Resolved, staging: str) -> None:
     """config.json (with the plan's updates), generation config and the tokenizer the plan chose."""
     plan = resolved.plan
-    _copy_if_present(plan.base.path, staging, ["generation_config.json", *sentence_transformers_files(plan.base.path)])
+    side = ["generation_config.json", *PROCESSOR_FILES, *sentence_transformers_files(plan.base.path)]
+    _copy_if_present(plan.base.path, staging, side)
     source = resolved.adapter.path if plan.merge.tokenizer_from == "adapter" else plan.base.path
     _copy_if_present(source, staging, TOKENIZER_FILES)
     if os.path.exists(os.path.join(staging, "config.json")):

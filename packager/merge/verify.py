@@ -64,7 +64,8 @@ def measure_parity(resolved: Resolved, merged_dir: str) -> ParityReport:
     dtype = compute_dtype(resolved)
     task = resolved.plan.task
     reference_model = load_peft_model(resolved, dtype)
-    inputs = parity_inputs(task, reference_model.get_input_embeddings().weight.shape[0])
+    vocab = reference_model.get_input_embeddings().weight.shape[0]
+    inputs = image_inputs(resolved.plan.base.path) if task.name == "IMAGE_TEXT_TO_TEXT" else parity_inputs(task, vocab)
     reference = model_outputs(reference_model, inputs)
     del reference_model
     gc.collect()
@@ -98,11 +99,25 @@ def parity_inputs(task: ModelTask, vocab_size: int) -> dict[str, torch.Tensor]:
     return inputs
 
 
+def image_inputs(base_path: str) -> dict[str, torch.Tensor]:
+    """A vision-language model's inputs through its own processor: one chat turn with a fixed synthetic image,
+    so a LoRA on the vision tower is checked as well as one on the language model."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(base_path)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the image?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    pixels = bytes((x * 7 + y * 13 + c * 50) % 256 for y in range(48) for x in range(64) for c in range(3))
+    inputs = processor(text=prompt, images=[Image.frombytes("RGB", (64, 48), pixels)], return_tensors="pt")
+    return {k: v for k, v in inputs.items() if k != "token_type_ids"}
+
+
 @torch.inference_mode()
 def model_outputs(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """What the model answers, as one float tensor: logits, start/end logits (QA) or hidden states (embeddings)."""
     model.eval()
-    output = model(**inputs)
+    output = model(**{k: v.to(model.dtype) if v.is_floating_point() else v for k, v in inputs.items()})
     if getattr(output, "logits", None) is not None:
         return output.logits.float()
     if getattr(output, "start_logits", None) is not None:

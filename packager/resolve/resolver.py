@@ -6,16 +6,16 @@ import json
 import os
 from dataclasses import dataclass
 
-from packager.errors import OutputError
+from packager.errors import IncompatibleAdapterError, OutputError
 from packager.io.hashing import sha256_file
-from packager.model_files import TOKENIZER_FILES, sentence_transformers_files
+from packager.model_files import PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
 from packager.resolve.adapter import Adapter, load_adapter
 from packager.resolve.architecture import Architecture, inspect_architecture, read_config
 from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights
 from packager.resolve.merge_plan import plan_merge
 from packager.resolve.qlora import apply_qlora, choose_base, qlora_spec
-from packager.tasks import choose_task
+from packager.tasks import ModelTask, choose_task
 
 ADAPTER_SETTINGS = (
     "r",
@@ -71,6 +71,7 @@ def resolve(request: ResolveRequest) -> Resolved:
     location = choice.location
     weights = index_base_weights(location.path, request.allow_pickle)
     task = choose_task(request.task, adapter.config, read_config(location.path))
+    _check_processor(task, location.path)
     arch = inspect_architecture(location.path, weights.tensors if weights.format == "safetensors" else None, task)
     merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
     merge = apply_qlora(merge, spec, arch, choice.notes + qlora_notes)
@@ -83,6 +84,15 @@ def resolve(request: ResolveRequest) -> Resolved:
     return Resolved(plan, adapter, arch, weights)
 
 
+def _check_processor(task: ModelTask, path: str) -> None:
+    """A vision-language merge is checked on an image, which needs the base's image processor."""
+    if task.name == "IMAGE_TEXT_TO_TEXT" and not os.path.isfile(os.path.join(path, "preprocessor_config.json")):
+        raise IncompatibleAdapterError(
+            f"the vision-language base at {path} has no preprocessor_config.json, so its images cannot be "
+            "processed; pass the full base folder (with its processor files)"
+        )
+
+
 def _adapter_spec(adapter: Adapter) -> AdapterSpec:
     names = ["adapter_config.json", os.path.basename(adapter.weights_file), *adapter.tokenizer_files]
     files = tuple(_entry(adapter.path, n, True) for n in dict.fromkeys(names) if n)
@@ -91,7 +101,8 @@ def _adapter_spec(adapter: Adapter) -> AdapterSpec:
 
 
 def _base_spec(location: BaseLocation, arch: Architecture, weights: BaseWeights, hash_weights: bool) -> BaseSpec:
-    names = (*SIDE_FILES, *TOKENIZER_FILES, *_index_files(location.path), *sentence_transformers_files(location.path))
+    extra = (*PROCESSOR_FILES, *_index_files(location.path), *sentence_transformers_files(location.path))
+    names = (*SIDE_FILES, *TOKENIZER_FILES, *extra)  # the tokenizer and processor ship too: pin them
     side = [n for n in names if os.path.isfile(os.path.join(location.path, n))]
     entries = [_entry(location.path, n, True) for n in side]
     entries += [_entry(location.path, n, hash_weights) for n in weights.files]
