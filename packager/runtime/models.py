@@ -93,14 +93,19 @@ class Engine:
                 return value
         return None
 
-    def generate(self, name: str, prompt_ids: list[int], params: GenerationParams) -> Generation:
-        """Generate for one prompt with the model (and adapter) served as `name`."""
+    def generate(
+        self, name: str, prompt_ids: list[int], params: GenerationParams, inputs: dict | None = None
+    ) -> Generation:
+        """Generate for one prompt with the model (and adapter) served as `name`; `inputs`: what the model takes
+        beside the token ids (a vision model's pixel values)."""
         with self.lock:
             self._select(name, params)
-            new_ids = self._run(self.tokenizers[name], prompt_ids, params)
+            new_ids = self._run(self.tokenizers[name], prompt_ids, params, inputs=inputs)
         return self._finish(self.tokenizers[name], prompt_ids, new_ids, params)
 
-    def stream(self, name: str, prompt_ids: list[int], params: GenerationParams) -> Iterator[str | Generation]:
+    def stream(
+        self, name: str, prompt_ids: list[int], params: GenerationParams, inputs: dict | None = None
+    ) -> Iterator[str | Generation]:
         """Generate as `generate` does, yielding each piece of text once it is final, then the Generation; the
         pieces join to the Generation's text. Closing the iterator early stops the generation."""
         tokenizer, streamer, cancel = self.tokenizers[name], TokenQueue(), Cancelled()
@@ -109,7 +114,7 @@ class Engine:
         with self.lock:
             self._select(name, params)
             worker = threading.Thread(
-                target=self._run_streaming, args=(tokenizer, prompt_ids, params, streamer, cancel)
+                target=self._run_streaming, args=(tokenizer, prompt_ids, params, streamer, cancel, inputs)
             )
             worker.start()
             try:
@@ -127,9 +132,9 @@ class Engine:
             yield result.text[len(emitted) :]
         yield result
 
-    def _run_streaming(self, tokenizer: Any, prompt_ids: list[int], params: GenerationParams, streamer, cancel) -> None:
+    def _run_streaming(self, tokenizer: Any, prompt_ids: list[int], params, streamer, cancel, inputs) -> None:
         try:
-            self._run(tokenizer, prompt_ids, params, streamer=streamer, cancel=cancel)
+            self._run(tokenizer, prompt_ids, params, streamer=streamer, cancel=cancel, inputs=inputs)
         finally:
             streamer.end()  # generate does not call end() when it raises: never leave the reader waiting
 
@@ -140,7 +145,7 @@ class Engine:
             torch.manual_seed(params.seed)
 
     def _run(
-        self, tokenizer: Any, prompt_ids: list[int], params: GenerationParams, streamer=None, cancel=None
+        self, tokenizer: Any, prompt_ids: list[int], params: GenerationParams, streamer=None, cancel=None, inputs=None
     ) -> list[int]:
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": params.temperature > 0}
@@ -158,7 +163,7 @@ class Engine:
             pad = tokenizer.pad_token_id
             kwargs["pad_token_id"] = pad if pad is not None else tokenizer.eos_token_id
         with torch.no_grad():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **(inputs or {}), **kwargs)
         return out[0, start:].tolist()
 
     def _finish(self, tokenizer: Any, prompt: list[int], new_ids: list[int], params: GenerationParams) -> Generation:
@@ -186,7 +191,7 @@ def load_baked(
     from transformers import AutoTokenizer
 
     if task in ENCODER_TASKS:
-        model = _load_transformers(model_dir, quantization, model_class)
+        model = load_transformers(model_dir, quantization, model_class)
         tokenizers = {served_name: AutoTokenizer.from_pretrained(model_dir)}
         return Encoder(model, tokenizers, task, pooling=read_pooling(model_dir))
     if backend == "onnx":
@@ -196,7 +201,7 @@ def load_baked(
 
         model = QuantizedModelForCausalLM.from_pretrained(model_dir)._wrapped
     else:
-        model = _load_transformers(model_dir, quantization, model_class)
+        model = load_transformers(model_dir, quantization, model_class)
     return Engine(model, {served_name: AutoTokenizer.from_pretrained(model_dir)})
 
 
@@ -210,7 +215,8 @@ def _load_onnx(model_dir: str) -> Any:
     return ORTModelForCausalLM.from_pretrained(model_dir, provider=provider)
 
 
-def _load_transformers(model_dir: str, quantization: str, model_class: str = "AutoModelForCausalLM") -> Any:
+def load_transformers(model_dir: str, quantization: str, model_class: str = "AutoModelForCausalLM") -> Any:
+    """The model folder in a transformers Auto class, on the GPU when one is visible, quantized at load if asked."""
     import transformers
 
     auto = getattr(transformers, model_class)
@@ -259,7 +265,7 @@ def load_shared(
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    base = _load_transformers(base_dir, quantization, model_class)
+    base = load_transformers(base_dir, quantization, model_class)
     (first, first_path), *rest = adapters
     model = PeftModel.from_pretrained(base, first_path, adapter_name=first)
     for name, path in rest:

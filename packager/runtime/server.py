@@ -21,14 +21,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from .api_errors import ApiError, error_body
-from .config import ConfigError, RuntimeConfig, load_config
+from .config import ConfigError, load_config
 from .encoder_routes import add_encoder_routes
 from .encoders import Encoder, PoolingUnsupported
+from .loading import load_engine
 from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, HardwareMissing, NoChatTemplate
-from .startup import check_mounted_base, parse_args, serving_port
+from .startup import parse_args, serving_port
 from .streaming import chat_chunk, completion_chunk, sse
 from .verify_base import BaseMismatch
+from .vision import BadImage, VisionEngine
 
 
 class Sampling(BaseModel):
@@ -130,16 +132,12 @@ def create_app(engine: Engine | Encoder) -> FastAPI:
         """OpenAI chat completion through the model's chat template (400 when the model has none); `stream: true`
         answers with server-sent events."""
         name = _model_name(engine, req)
-        messages = [{"role": m.role, "content": _text(m.content)} for m in req.messages]
-        try:
-            ids = engine.encode_chat(name, messages)
-        except NoChatTemplate as exc:
-            raise ApiError(400, str(exc)) from None
+        ids, inputs = _chat_inputs(engine, name, req.messages)
         params = _params(req)
         _check_length(engine, ids, params)
         if req.stream:
-            return _stream(engine, metrics, name, ids, params, chat=True)
-        result = engine.generate(name, ids, params)
+            return _stream(engine, metrics, name, ids, params, chat=True, inputs=inputs)
+        result = engine.generate(name, ids, params, inputs)
         metrics.generated(result.prompt_tokens, result.completion_tokens)
         message = {"role": "assistant", "content": result.text}
         choice = {"index": 0, "message": message, "finish_reason": result.finish_reason}
@@ -175,7 +173,24 @@ def _check_length(engine: Engine, ids: list[int], params: GenerationParams) -> N
         )
 
 
-def _stream(engine: Engine, metrics: Metrics, name: str, ids: list[int], params, chat: bool) -> StreamingResponse:
+def _chat_inputs(engine: Engine, name: str, messages: list[ChatMessage]) -> tuple[list[int], dict | None]:
+    """Token ids of chat messages (and a vision model's pixel inputs); 400 for what the model cannot take."""
+    if isinstance(engine, VisionEngine):
+        try:
+            return engine.encode_image_chat(name, [m.model_dump() for m in messages])
+        except BadImage as exc:
+            raise ApiError(400, str(exc)) from None
+    if any(isinstance(m.content, list) and any(p.get("type") == "image_url" for p in m.content) for m in messages):
+        raise ApiError(400, f"model '{name}' takes no images; send text content only")
+    try:
+        return engine.encode_chat(name, [{"role": m.role, "content": _text(m.content)} for m in messages]), None
+    except NoChatTemplate as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _stream(
+    engine: Engine, metrics: Metrics, name: str, ids: list[int], params, chat: bool, inputs: dict | None = None
+) -> StreamingResponse:
     """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
     kind = "chat.completion.chunk" if chat else "text_completion"
     base = {
@@ -189,7 +204,7 @@ def _stream(engine: Engine, metrics: Metrics, name: str, ids: list[int], params,
         """The role chunk (chat), a chunk per piece of text, the finish chunk, then [DONE]."""
         if chat:
             yield sse(chat_chunk(base, {"role": "assistant", "content": ""}, None))
-        for item in engine.stream(name, ids, params):
+        for item in engine.stream(name, ids, params, inputs):
             if isinstance(item, Generation):
                 metrics.generated(item.prompt_tokens, item.completion_tokens)
                 end = (
@@ -235,18 +250,6 @@ def _response(prefix: str, kind: str, name: str, choice: dict, result: Generatio
         "choices": [choice],
         "usage": usage,
     }
-
-
-def load_engine(config: RuntimeConfig) -> Engine:
-    """Verify the base (shared layout) and load the model(s); raises BaseMismatch before loading anything."""
-    from .models import load_baked, load_shared
-
-    task = {"task": config.task, "model_class": config.model_class}
-    if config.layout == "baked":
-        model_dir, name = config.model_dir or "", config.served_name or ""
-        return load_baked(model_dir, name, config.backend, config.load_quantization, **task)
-    check_mounted_base(config)
-    return load_shared(config.base_dir, config.adapters, config.load_quantization, **task)
 
 
 def main(argv: list[str] | None = None) -> int:

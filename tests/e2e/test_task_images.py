@@ -120,3 +120,35 @@ def test_seq2seq_image_completes_like_peft_generates(runtime_image, docker_clien
         assert text.choices[0].text == tokenizer.decode(out[0, 1:], skip_special_tokens=True)
     finally:
         container.remove(force=True)
+
+
+def test_idefics2_image_answers_a_chat_request_with_an_image(runtime_image, docker_client, tmp_path) -> None:
+    """The PEFT/IDEFICS2 article's adapter kind, packaged baked: the openai client's chat with an image part
+    gets what the merged model generates on the host."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from packager.runtime.vision import load_vision
+
+    base = families.save_idefics2(str(tmp_path / "base"))
+    adapter = families.save_vlm_adapter(base, str(tmp_path / "adapter"))
+    report = _package(tmp_path, runtime_image, [("look", adapter)], "baked", "tasks/idefics2:1", base=base)
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 40, 90)).save(buffer, "PNG")
+    url = f"data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}"
+    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "w5 w6"}]
+    messages = [{"role": "user", "content": content}]
+    host = load_vision(str(tmp_path / "work" / "merged"), ["look"], "none", "AutoModelForImageTextToText")
+    from packager.runtime.models import GenerationParams
+
+    ids, inputs = host.encode_image_chat("look", messages)
+    expected = host.generate("look", ids, GenerationParams(max_tokens=5, temperature=0), inputs).text
+    container, url_base = containers.serve_on_host(docker_client, report.image)
+    try:
+        containers.wait_http(url_base, container)
+        answer = _client(url_base).chat.completions.create(model="look", messages=messages, max_tokens=5, temperature=0)
+        assert answer.choices[0].message.content == expected
+    finally:
+        container.remove(force=True)

@@ -14,6 +14,7 @@ RUN python3 -m pip install --no-cache-dir \
       huggingface_hub==0.36.2 \
       fastapi==0.165.0 \
       uvicorn==0.54.0 \
+      pillow==13.0.0 \
       optimum==2.1.0 \
       optimum-onnx==0.1.0 \
       onnx==1.23.2 \

@@ -16,8 +16,9 @@ from transformers import AutoTokenizer
 
 from packager.artefact.spec import artefact_spec
 from packager.runtime.config import ConfigError, load_config, parse_config
+from packager.runtime.loading import load_engine
 from packager.runtime.models import HardwareMissing, load_time_config
-from packager.runtime.server import create_app, load_engine, main
+from packager.runtime.server import create_app, main
 
 pytestmark = pytest.mark.slow
 PROMPT = "The quick brown fox"

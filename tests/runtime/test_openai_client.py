@@ -18,7 +18,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from packager.runtime import models
 from packager.runtime.config import load_config
-from packager.runtime.server import create_app, load_engine
+from packager.runtime.loading import load_engine
+from packager.runtime.server import create_app
 from tests.runtime.test_server import PROMPT, _host_greedy
 
 MESSAGES = [{"role": "user", "content": "Say something about foxes."}]

@@ -13,8 +13,9 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from packager.runtime.config import load_config
+from packager.runtime.loading import load_engine
 from packager.runtime.models import Engine
-from packager.runtime.server import create_app, load_engine
+from packager.runtime.server import create_app
 
 N = 8
 PROMPT = "The quick brown fox"
@@ -149,3 +150,11 @@ def test_shared_models_and_unknown_adapter(shared: TestClient) -> None:
     assert response.status_code == 404
     assert response.json()["error"]["message"] == "model 'gamma' not found; available: alpha, beta"
     assert shared.post("/v1/completions", json={"prompt": "x"}).status_code == 400
+
+
+def test_a_text_model_refuses_image_parts(baked: TestClient) -> None:
+    """Dropping the image and answering the text alone would be a wrong answer: refuse."""
+    part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    body = {"messages": [{"role": "user", "content": [part, {"type": "text", "text": "what is this?"}]}]}
+    answer = baked.post("/v1/chat/completions", json=body)
+    assert answer.status_code == 400 and "takes no images" in answer.json()["error"]["message"]
