@@ -36,7 +36,7 @@ def find_adapter(path: str, checkpoint: int | None = None) -> tuple[str, int | N
         return checkpoints[newest], newest
     raise AdapterError(
         f"{path} holds no {CONFIG_FILE} and no checkpoint-N folder; pass a PEFT adapter folder "
-        "(saved with save_pretrained) or a training output folder"
+        "(saved with save_pretrained), a training output folder, or a LitGPT finetune_lora output folder"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
 from packager.resolve.adapter import Adapter, load_adapter
 from packager.resolve.architecture import Architecture, inspect_architecture, read_config
 from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights
+from packager.resolve.litgpt import as_peft_adapter, find_run
 from packager.resolve.merge_plan import plan_merge
 from packager.resolve.qlora import apply_qlora, choose_base, qlora_spec
 from packager.tasks import ModelTask, choose_task
@@ -65,7 +67,8 @@ class Resolved:
 
 def resolve(request: ResolveRequest) -> Resolved:
     """Find adapter and base, check they fit, and pin the files (base hashes may be deferred to the merge)."""
-    adapter = load_adapter(request.adapter, request.checkpoint, request.allow_pickle)
+    path, checkpoint, notes = _peft_adapter_path(request)
+    adapter = load_adapter(path, checkpoint, request.allow_pickle)
     choice = choose_base(adapter, request.base, request.revision)
     spec, qlora_notes = qlora_spec(adapter, choice.named_config, request.qlora_merge, request.qlora)
     location = choice.location
@@ -75,6 +78,7 @@ def resolve(request: ResolveRequest) -> Resolved:
     arch = inspect_architecture(location.path, weights.tensors if weights.format == "safetensors" else None, task)
     merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
     merge = apply_qlora(merge, spec, arch, choice.notes + qlora_notes)
+    merge = dataclasses.replace(merge, notes=notes + merge.notes) if notes else merge
     plan = PackagePlan(
         adapter=_adapter_spec(adapter),
         base=_base_spec(location, arch, weights, request.hash_base),
@@ -82,6 +86,15 @@ def resolve(request: ResolveRequest) -> Resolved:
         task=task,
     )
     return Resolved(plan, adapter, arch, weights)
+
+
+def _peft_adapter_path(request: ResolveRequest) -> tuple[str, int | None, tuple[str, ...]]:
+    """The PEFT adapter to resolve: the one named, or the one made from a LitGPT run (with a note saying so)."""
+    run = find_run(request.adapter, request.checkpoint)
+    if run is None:
+        return request.adapter, request.checkpoint, ()
+    converted = as_peft_adapter(run, request.allow_pickle)
+    return converted, None, (f"LitGPT run {run} mapped onto the Hugging Face modules as a PEFT LoRA ({converted})",)
 
 
 def _check_processor(task: ModelTask, path: str) -> None:

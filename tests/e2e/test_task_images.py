@@ -152,3 +152,30 @@ def test_idefics2_image_answers_a_chat_request_with_an_image(runtime_image, dock
         assert answer.choices[0].message.content == expected
     finally:
         container.remove(force=True)
+
+
+def test_a_litgpt_run_packages_into_an_image_that_answers_like_litgpts_merge(runtime_image, docker_client, tmp_path):
+    """`litgpt finetune_lora`'s out/ folder as --adapter: the container's greedy completion is that of LitGPT's
+    own merged model (merge_lora + convert_lit_checkpoint) loaded in transformers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tests import litgpt_runs, models
+
+    base = models.save_base(models.llama_config(num_attention_heads=4, num_key_value_heads=2), str(tmp_path / "hf"))
+    families.save_word_tokenizer(base)
+    run, expected_state = litgpt_runs.save_run(base, str(tmp_path / "out"), litgpt_runs.LORA)
+    report = _package(tmp_path, runtime_image, [("lit", run)], "baked", "tasks/litgpt:1", base=base, allow_pickle=True)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    model.load_state_dict(expected_state)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    ids = tokenizer(TEXTS[0], return_tensors="pt", return_token_type_ids=False)
+    out = model.eval().generate(**ids, max_new_tokens=8, do_sample=False)
+    expected = tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert expected.strip()
+    container = containers.start(docker_client, report.image)
+    try:
+        containers.wait_healthy(container)
+        body = {"model": "lit", "prompt": TEXTS[0], "max_tokens": 8, "temperature": 0}
+        assert containers.call(container, "/v1/completions", body)["choices"][0]["text"] == expected
+    finally:
+        container.remove(force=True)
