@@ -111,12 +111,18 @@ def inputs_for(task: str, vocab: int = 96) -> dict:
     return inputs
 
 
-def save_word_tokenizer(path: str, vocab_size: int = 96) -> str:
-    """A word-level fast tokenizer (`w3 w17 ...`) whose ids fit every family's tiny vocabulary."""
+def save_word_tokenizer(path: str, vocab_size: int = 96, specials_last: bool = False) -> str:
+    """A word-level fast tokenizer (`w3 w17 ...`) whose ids fit every family's tiny vocabulary; `specials_last`
+    puts [PAD], </s> and [UNK] at the top ids, so that a random seq2seq model's favourite low ids decode to words
+    (an answer of skipped special tokens would be empty, and prove nothing)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"[PAD]": 0, "</s>": 1, "[UNK]": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
+    if specials_last:
+        top = vocab_size - 3
+        vocab = {**{f"w{i}": i for i in range(top)}, "[PAD]": top, "</s>": top + 1, "[UNK]": top + 2}
+    else:
+        vocab = {"[PAD]": 0, "</s>": 1, "[UNK]": 2, **{f"w{i}": i for i in range(3, vocab_size)}}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(
@@ -207,12 +213,55 @@ def save_idefics2(path: str, seed: int = 0) -> str:
     return path
 
 
-def save_vlm_adapter(base: str, path: str, seed: int = 1, vision: bool = True) -> str:
-    """A LoRA as the PEFT/IDEFICS2 article trains one (task_type CAUSAL_LM), on the language model's q/v
-    projections and, with `vision`, on the vision tower's too."""
+LLAVA_CHAT = (
+    "{% for m in messages %}USER:{% for c in m['content'] %}{% if c['type'] == 'image' %} <image>"
+    "{% elif c['type'] == 'text' %} {{ c['text'] }}{% endif %}{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %} w3{% endif %}"
+)
+
+
+def save_llava(path: str, seed: int = 0) -> str:
+    """A tiny LLaVA (Llama text model, CLIP vision tower, MLP projector) with its processor (28 px CLIP image
+    processor, a word tokenizer with `<image>`, a chat template)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    text = transformers.LlamaConfig(
+        vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=256, pad_token_id=0,
+    )  # fmt: skip
+    vision = transformers.CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=1, image_size=28, patch_size=14
+    )
+    config = transformers.LlavaConfig(vision_config=vision, text_config=text, image_token_index=99)
+    torch.manual_seed(seed)
+    transformers.LlavaForConditionalGeneration(config).save_pretrained(path)
+    vocab = {"[PAD]": 0, "</s>": 1, "[UNK]": 2, **{f"w{i}": i for i in range(3, 98)}, "USER:": 98, "<image>": 99}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        eos_token="</s>",
+        unk_token="[UNK]",
+        additional_special_tokens=["<image>"],
+    )
+    images = transformers.CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    transformers.LlavaProcessor(
+        image_processor=images, tokenizer=tokenizer, patch_size=14, vision_feature_select_strategy="default",
+        chat_template=LLAVA_CHAT, num_additional_image_tokens=1,
+    ).save_pretrained(path)  # fmt: skip
+    return path
+
+
+VLM_PARTS = {"idefics2": "(text_model|vision_model)", "llava": "(language_model|vision_tower)"}
+
+
+def save_vlm_adapter(base: str, path: str, seed: int = 1, family: str = "idefics2") -> str:
+    """A LoRA as the PEFT/IDEFICS2 article trains one (task_type CAUSAL_LM), on the q/v projections of both the
+    language model and the vision tower."""
     from peft import LoraConfig
 
-    where = "(text_model|vision_model)" if vision else "text_model"
+    where = VLM_PARTS[family]
     config = LoraConfig(
         task_type="CAUSAL_LM",
         r=4,

@@ -35,6 +35,7 @@ class Architecture:
     # a task head, by parameter name with the shape the class builds it in
     num_labels: int | None = None  # the label count the class was built with (classifiers)
     base_prefix: str = ""  # the class's base_model_prefix when its own weights live under it (bert., model.)
+    key_mapping: tuple[tuple[str, str], ...] = ()  # the class's checkpoint-key renames (regex, replacement)
     unexpected: frozenset[str] = frozenset()  # base tensors that class does not use (another task's head)
 
     @property
@@ -94,6 +95,7 @@ def _inspect_architecture(path: str, config_stamp: int, task: ModelTask) -> Arch
         unexpected=frozenset(info.get("unexpected_keys", ())),
         num_labels=getattr(model.config, "num_labels", None) if task.name.endswith("_CLS") else None,
         base_prefix=_nested_prefix(model),
+        key_mapping=tuple((getattr(model, "_checkpoint_conversion_mapping", None) or {}).items()),
     )
 
 

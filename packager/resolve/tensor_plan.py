@@ -12,6 +12,7 @@ from packager.plan import Delta, MergePlan, TensorPlan
 from packager.resolve.adapter import Adapter
 from packager.resolve.architecture import Architecture
 from packager.resolve.base import BaseWeights
+from packager.resolve.key_layout import output_prefix, stored_names
 
 
 def tokenizer_from(adapter: Adapter) -> str:
@@ -36,6 +37,7 @@ class TensorPlanBuilder:
         self.new_tensors: dict[str, tuple[str, str, tuple[int, ...], str]] = {}  # name -> (source, key, shape, dtype)
         self.notes: list[str] = []
         self.config_updates: dict = {}
+        self.stored_as = stored_names(arch, weights)  # the class's name for a tensor -> the files' name
 
     def add_lora(self, module: str, parts: dict[str, str]) -> None:
         """Plan the LoRA delta on `module`'s weight (and bias), checking the module's kind and the factor shapes.
@@ -209,6 +211,8 @@ class TensorPlanBuilder:
         tensors = self.weights.tensors
         if param in tensors:
             return param
+        if param in self.stored_as:
+            return self.stored_as[param]
         similar = [n for n in tensors if n.endswith("." + param) or param.endswith("." + n)]
         return similar[0] if len(similar) == 1 else None
 
@@ -246,7 +250,7 @@ class TensorPlanBuilder:
         first checks that an extended vocabulary reaches every stored embedding."""
         self._check_vocab_consistent()
         self.check_heads_supplied()
-        prefix = self._output_prefix()
+        prefix = output_prefix(self.arch, self.weights, self.new_tensors)
         kept = [info for info in self._base_order() if info.name not in self.arch.unexpected]
         tensors = [self._tensor_plan(info, prefix) for info in kept]
         if self.arch.unexpected:
@@ -283,11 +287,3 @@ class TensorPlanBuilder:
             key, shape = self.sources[info.name]
             return TensorPlan(name, "adapter", key, out_dtype, shape, deltas, stored_as=stored_as)
         return TensorPlan(name, "base", info.name, out_dtype, info.shape, deltas, stored_as=stored_as)
-
-    def _output_prefix(self) -> str:
-        """A base saved without its prefix (a bare BertModel) gets one when the task's class adds a head beside
-        it: transformers adds the prefix to every key of such a file, so the head must be written the same way."""
-        prefix = self.arch.base_prefix
-        if not (prefix and self.new_tensors and any(s == "adapter" for s, *_ in self.new_tensors.values())):
-            return ""
-        return "" if any(name.startswith(prefix + ".") for name in self.weights.tensors) else prefix

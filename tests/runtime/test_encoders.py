@@ -21,7 +21,8 @@ TEXTS = ["w5 w9 w12 w40 w41", "w7 w8"]
 
 
 def _merged(tmp_path, family: str, saved_as: str, task: str, targets: list[str], labels: int | None = None):
-    base = families.save_word_tokenizer(families.save_base(family, saved_as, str(tmp_path / "base")))
+    words = {"vocab_size": 100, "specials_last": True} if family == "t5" else {}
+    base = families.save_word_tokenizer(families.save_base(family, saved_as, str(tmp_path / "base")), **words)
     config = LoraConfig(task_type=task, r=4, lora_alpha=8, target_modules=targets)
     adapter = families.save_task_adapter(base, str(tmp_path / "adapter"), task, config, labels)
     run_merge(ResolveRequest(adapter, base=base), str(tmp_path / "merged"), quiet=True)
@@ -80,7 +81,9 @@ def test_a_seq2seq_model_completes_as_peft_generates(tmp_path) -> None:
     model = PeftModel.from_pretrained(families.load_in_task_class(base, "SEQ_2_SEQ_LM"), adapter).eval()
     ids = tokenizer(TEXTS[0], return_tensors="pt", return_token_type_ids=False)
     out = model.generate(**ids, max_new_tokens=6, do_sample=False)
-    assert answer.json()["choices"][0]["text"] == tokenizer.decode(out[0, 1:], skip_special_tokens=True)
+    expected = tokenizer.decode(out[0, 1:], skip_special_tokens=True)
+    assert len(expected.split()) == out.shape[1] - 1 > 0  # every generated id is a word: nothing to hide
+    assert answer.json()["choices"][0]["text"] == expected
 
 
 @pytest.mark.parametrize(
@@ -156,3 +159,25 @@ def test_a_pooling_packager_cannot_compute_is_refused(tmp_path) -> None:
     with pytest.raises(PoolingUnsupported, match="cls, mean"):
         read_pooling(_st_folder(tmp_path, both))
     assert read_pooling(str(tmp_path / "absent")).describe() == "mean (default: no sentence-transformers config)"
+
+
+def test_the_shared_layout_serves_seq2seq_adapters_as_peft_generates(tmp_path) -> None:
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    from packager.runtime.models import load_shared
+
+    base = families.save_word_tokenizer(
+        families.save_base("t5", "T5ForConditionalGeneration", str(tmp_path / "b")), 100, specials_last=True
+    )
+    config = LoraConfig(task_type="SEQ_2_SEQ_LM", r=4, lora_alpha=8, target_modules=["q", "v"])
+    adapter = families.save_task_adapter(base, str(tmp_path / "a"), "SEQ_2_SEQ_LM", config)
+    engine = load_shared(base, [("t5a", adapter)], task="SEQ_2_SEQ_LM", model_class="AutoModelForSeq2SeqLM")
+    body = {"prompt": TEXTS[0], "max_tokens": 6, "temperature": 0}
+    answer = TestClient(create_app(engine)).post("/v1/completions", json=body)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = PeftModel.from_pretrained(families.load_in_task_class(base, "SEQ_2_SEQ_LM"), adapter).eval()
+    out = model.generate(**tokenizer(TEXTS[0], return_tensors="pt", return_token_type_ids=False), max_new_tokens=6)
+    expected = tokenizer.decode(out[0, 1:], skip_special_tokens=True)
+    assert len(expected.split()) == out.shape[1] - 1 > 0  # every generated id is a word: nothing to hide
+    assert answer.json()["choices"][0]["text"] == expected

@@ -89,3 +89,24 @@ def test_too_many_images_are_a_400(served) -> None:
     parts = [{"type": "image_url", "image_url": {"url": _data_url((1, 2, 3))}}] * 9
     answer = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": parts}]})
     assert answer.status_code == 400 and "at most 8 images" in answer.text
+
+
+def test_the_shared_layout_serves_each_vision_adapter_over_the_base(tmp_path) -> None:
+    """Two LLaVA adapters by name over one base, each answering as PEFT does with that adapter."""
+    from transformers import AutoModelForImageTextToText
+
+    base = families.save_llava(str(tmp_path / "base"))
+    adapters = {
+        f"v{i}": families.save_vlm_adapter(base, str(tmp_path / f"a{i}"), seed=i, family="llava") for i in (1, 2)
+    }
+    engine = load_vision(base, list(adapters), "none", "AutoModelForImageTextToText", adapters)
+    client = TestClient(create_app(engine))
+    messages = _chat(_data_url((30, 160, 20)))
+    ids, inputs = engine.encode_image_chat("v1", messages)
+    for name, folder in adapters.items():
+        body = {"model": name, "messages": messages, "max_tokens": 4, "temperature": 0}
+        answer = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"]
+        model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), folder).eval()
+        with torch.inference_mode():
+            out = model.generate(input_ids=torch.tensor([ids]), **inputs, max_new_tokens=4, do_sample=False)
+        assert answer == engine.tokenizers[name].decode(out[0, len(ids) :], skip_special_tokens=True)
