@@ -37,6 +37,7 @@ demo: install
 #              [BASE_IMAGE=image] [REGISTRY=host:port TAG=repo:tag] [PUSH=1] [REPORT=file] [BUILDER=auto|docker|oci|buildah]
 #              [QUANT=none|int8|int4|bnb-nf4|bnb-int8|fp8] [EXPORT=none|onnx] [QLORA_MERGE=w16|simulate-nf4] [WORK=dir]
 #              [RUNTIME=packager|vllm|auto] [DRY_RUN=1: print the whole plan, do nothing]
+#              [TASK=SEQ_CLS|FEATURE_EXTRACTION|...] [CHECKPOINT=N] [ALLOW_PICKLE=1: .bin/.pth weights, LitGPT runs]
 # Without ADAPTER(S), a tiny demo base + adapter is generated in demo/. Without DOCKER_HOST, a private engine is
 # started (make engine-up); without BASE_IMAGE, the runtime base image is built locally (make base-image).
 LAYOUT ?= baked
@@ -64,7 +65,8 @@ if [ -z "$$base_image" ]; then base_image=$$($(PY) scripts/base_image.py --runti
 endef
 JOB_FLAGS = --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) --runtime $(RUNTIME) \
 	$(if $(BASE),--base "$(BASE)") $(if $(TAG),--tag "$(if $(REGISTRY),$(REGISTRY)/)$(TAG)") \
-	--quantize $(QUANT) --export $(EXPORT) --work "$(WORK)" $(if $(QLORA_MERGE),--qlora-merge $(QLORA_MERGE))
+	--quantize $(QUANT) --export $(EXPORT) --work "$(WORK)" $(if $(QLORA_MERGE),--qlora-merge $(QLORA_MERGE)) \
+	$(if $(TASK),--task $(TASK)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ALLOW_PICKLE),--allow-pickle)
 
 package: install
 	@set -e; $(JOB_SETUP); \

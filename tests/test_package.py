@@ -261,3 +261,18 @@ def test_the_base_never_answers_to_an_adapters_name(demo_adapter, capsys) -> Non
     assert main(args) == 0
     vllm = json.loads(capsys.readouterr().out)["image"]["runtime"]["vllm"]
     assert vllm["base_name"] == "base-base"  # the demo base's folder is called base, like the adapter
+
+
+def test_package_takes_a_runs_chosen_checkpoint(demo_adapter, tmp_path, capsys) -> None:
+    import json
+    import shutil
+
+    from packager.cli.main import main
+
+    for step in (5, 9):
+        shutil.copytree(demo_adapter, tmp_path / "run" / f"checkpoint-{step}")
+    args = ["package", "--adapter", f"demo={tmp_path / 'run'}", "--layout", "baked", "--dry-run", "--json"]
+    args += ["--base-image", "packager-runtime:x", "--runtime", "packager"]
+    assert main(args) == 0 and json.loads(capsys.readouterr().out)["adapter"]["checkpoint"] == 9  # the newest
+    assert main([*args, "--checkpoint", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["adapter"]["checkpoint"] == 5

@@ -78,6 +78,12 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", choices=CLI_CHOICES, help="merged dtype (baked)")
     p.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt weights (weights_only=True)")
     p.add_argument(
+        "--checkpoint",
+        type=int,
+        metavar="N",
+        help="a training run's checkpoint-N (or LitGPT step-N) instead of the newest",
+    )
+    p.add_argument(
         "--base-image",
         default=os.environ.get("PACKAGER_BASE_IMAGE"),
         metavar="IMAGE",
@@ -163,6 +169,7 @@ def _package_request(args: argparse.Namespace):
         args.max_model_len,
         args.device,
         args.task,
+        args.checkpoint,
     )
 
 

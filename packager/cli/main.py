@@ -37,7 +37,9 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
         "--base", metavar="PATH|HUB_ID", help="base model; default: base_model_name_or_path from the adapter config"
     )
     p.add_argument("--revision", help="hub revision of the base (default: the adapter config's, else main)")
-    p.add_argument("--checkpoint", type=int, metavar="N", help="use checkpoint-N instead of the newest")
+    p.add_argument(
+        "--checkpoint", type=int, metavar="N", help="use checkpoint-N (a LitGPT run: step-N) instead of the newest"
+    )
     p.add_argument(
         "--dtype",
         default="auto",
@@ -189,6 +191,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         plan = resolve(_request(args, hash_base=False)).plan
         print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
         return 0
+    if spec.transforms and resolve(_request(args, hash_base=False)).plan.task.name != "CAUSAL_LM":
+        raise UserInputError("--quantize and --export apply to causal LMs; merge this model without them")
     outcome = run_merge(
         _request(args, hash_base=False),
         args.output,

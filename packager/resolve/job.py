@@ -58,6 +58,7 @@ class PackageRequest:
     max_model_len: int | None = None  # vLLM: default the base's max_position_embeddings
     device: str = "cpu"  # cpu | cuda: the hardware the image is built for
     task: str | None = None  # --task: the model class (default: the adapter's task_type, else the base's)
+    checkpoint: int | None = None  # --checkpoint: a run's checkpoint-N / step-N (default: the newest)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def resolve_request(request: PackageRequest, path: str) -> ResolveRequest:
         path,
         request.base,
         request.revision,
-        None,
+        request.checkpoint,
         request.dtype,
         request.allow_pickle,
         hash_base=False,

@@ -20,6 +20,11 @@ from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormat
 from packager.model_files import TOKENIZER_FILES
 
 LORA_FILE = "lit_model.pth.lora"
+LORA_SAFETENSORS = "lit_model.lora.safetensors"  # the same tensors, converted once (no pickle to trust)
+CONVERT = (
+    "python -c \"import torch, safetensors.torch as st; st.save_file(torch.load('lit_model.pth.lora', "
+    "weights_only=True)['model'], 'lit_model.lora.safetensors')\" in that folder"
+)
 OTHER_METHODS = {"lit_model.pth.adapter": "adapter", "lit_model.pth.adapter_v2": "adapter_v2"}
 STEP_DIR = re.compile(r"^step-(\d+)$")
 # LitGPT module -> the Hugging Face Llama module it becomes (qkv is split into three)
@@ -42,6 +47,9 @@ def find_run(path: str, checkpoint: int | None = None) -> str | None:
     steps = {int(m.group(1)): os.path.join(path, n) for n in os.listdir(path) if (m := STEP_DIR.match(n))}
     if checkpoint is not None and checkpoint in steps:
         return _checked(steps[checkpoint])
+    if checkpoint is not None and any(_is_checkpoint(f) for f in steps.values()):
+        found = ", ".join(str(n) for n in sorted(steps))
+        raise AdapterError(f"{path} has no step-{checkpoint:06d} (found steps: {found}); pick one of those")
     for folder in (path, os.path.join(path, "final")):
         if _is_checkpoint(folder):
             return _checked(folder)
@@ -51,12 +59,13 @@ def find_run(path: str, checkpoint: int | None = None) -> str | None:
 
 def _is_checkpoint(folder: str) -> bool:
     names = set(os.listdir(folder)) if os.path.isdir(folder) else set()
-    return "hyperparameters.yaml" in names and bool({LORA_FILE, *OTHER_METHODS} & names)
+    return "hyperparameters.yaml" in names and bool({LORA_FILE, LORA_SAFETENSORS, *OTHER_METHODS} & names)
 
 
 def _checked(folder: str) -> str:
     for name, method in OTHER_METHODS.items():
-        if os.path.isfile(os.path.join(folder, name)) and not os.path.isfile(os.path.join(folder, LORA_FILE)):
+        lora = any(os.path.isfile(os.path.join(folder, n)) for n in (LORA_FILE, LORA_SAFETENSORS))
+        if os.path.isfile(os.path.join(folder, name)) and not lora:
             raise IncompatibleAdapterError(
                 f"{folder} is a LitGPT `{method}` run: its prefix and gating modules do not fold into the weights, "
                 "so there is nothing to merge; fine-tune with `litgpt finetune_lora` instead, or serve it with LitGPT"
@@ -66,11 +75,12 @@ def _checked(folder: str) -> str:
 
 def as_peft_adapter(folder: str, allow_pickle: bool) -> str:
     """The PEFT adapter made from the LitGPT checkpoint `folder` (once per content, in packager's cache)."""
-    lora_path = os.path.join(folder, LORA_FILE)
-    if not allow_pickle:
+    converted = os.path.join(folder, LORA_SAFETENSORS)
+    lora_path = converted if os.path.isfile(converted) else os.path.join(folder, LORA_FILE)
+    if lora_path != converted and not allow_pickle:
         raise UnsafeFormatError(
             f"{lora_path} is a pickle (torch.save), which can run code when loaded; pass --allow-pickle if you trust "
-            "it (it is then loaded with weights_only=True)"
+            f"it (it is then loaded with weights_only=True), or convert it: {CONVERT}"
         )
     config, hparams = _yaml(folder, "model_config.yaml"), _yaml(folder, "hyperparameters.yaml")
     if config.get("mlp_class_name") != "LLaMAMLP" or config.get("n_expert"):
@@ -87,9 +97,9 @@ def as_peft_adapter(folder: str, allow_pickle: bool) -> str:
 
 def _target(lora_path: str, folder: str) -> str:
     digest = hashlib.sha256()
-    for name in (LORA_FILE, "model_config.yaml", "hyperparameters.yaml"):
-        with open(os.path.join(folder, name), "rb") as f:
-            digest.update(f.read() if name != LORA_FILE else hashlib.sha256(f.read()).digest())
+    for path in (lora_path, os.path.join(folder, "model_config.yaml"), os.path.join(folder, "hyperparameters.yaml")):
+        with open(path, "rb") as f:
+            digest.update(hashlib.sha256(f.read()).digest())
     root = os.environ.get("PACKAGER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "packager")
     return os.path.join(root, "litgpt", digest.hexdigest()[:16])
 
@@ -98,8 +108,13 @@ def _write_adapter(folder: str, lora_path: str, config: dict, hparams: dict, tar
     import torch
     from safetensors.torch import save_file
 
-    state = torch.load(lora_path, map_location="cpu", weights_only=True)
-    state = state.get("model", state)
+    if lora_path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(lora_path)
+    else:
+        state = torch.load(lora_path, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
     r, alpha = int(hparams.get("lora_r", 8)), hparams.get("lora_alpha", 16)
     tensors = peft_tensors(state, {**config, **hparams}, r)
     staging = f"{target}.tmp-{os.getpid()}"

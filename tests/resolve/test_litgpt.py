@@ -3,11 +3,13 @@ LitGPT's own merge_lora + convert_lit_checkpoint make of it; non-LoRA methods an
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from packager.errors import IncompatibleAdapterError, UnsafeFormatError
+from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormatError
 from packager.merge.run import run_merge
 from packager.resolve.litgpt import find_run
 from packager.resolve.resolver import ResolveRequest
@@ -43,6 +45,8 @@ def test_the_newest_step_or_a_chosen_one_is_found(tmp_path) -> None:
     assert find_run(str(tmp_path)).endswith("step-000200")
     assert find_run(str(tmp_path), checkpoint=100).endswith("step-000100")
     assert find_run(str(tmp_path / "step-000100")).endswith("step-000100") and find_run(str(tmp_path / "x")) is None
+    with pytest.raises(AdapterError, match=r"no step-000300 .found steps: 100, 200"):
+        find_run(str(tmp_path), checkpoint=300)
 
 
 def test_an_adapter_v2_run_is_refused_with_what_works(tmp_path) -> None:
@@ -62,3 +66,10 @@ def test_the_pickled_checkpoint_needs_allow_pickle(base, tmp_path, capsys) -> No
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "lit_model.pth.lora is a pickle" in err and err.count("\n") == 1
     assert not (tmp_path / "cli").exists()
+    # the conversion the message gives, then no pickle is needed
+    import subprocess
+    import sys
+
+    command = err.split("or convert it: ")[1].split(" in that folder")[0].replace("python ", sys.executable + " ", 1)
+    subprocess.run(command, shell=True, check=True, cwd=os.path.join(run, "final"))
+    assert main(["merge", "--adapter", run, "--base", base, "--output", str(tmp_path / "cli")]) == 0

@@ -100,3 +100,15 @@ def test_every_served_task_round_trips_through_runtime_json() -> None:
     for task in SERVED_TASKS:
         config = RuntimeConfig("baked", model_dir="/m", served_name="x", task=task, model_class=TASKS[task][0])
         assert parse_config(config.to_json(), "/", env={}) == config
+
+
+def test_quantize_and_export_refuse_a_model_that_is_not_a_causal_lm(classifier, tmp_path, capsys) -> None:
+    from packager.artefact.make import check_causal_lm
+    from packager.cli.main import main
+
+    args = ["merge", "--adapter", classifier[1], "--base", classifier[0], "--output", str(tmp_path / "m")]
+    assert main([*args, "--quantize", "int8"]) == 2
+    assert "apply to causal LMs" in capsys.readouterr().err and not (tmp_path / "m").exists()  # before the merge
+    assert main(args) == 0  # the classifier itself merges
+    with pytest.raises(UserInputError, match="is a SEQ_CLS model"):
+        check_causal_lm(str(tmp_path / "m"))  # `packager quantize` / `export` on the merged folder
