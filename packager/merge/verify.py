@@ -117,12 +117,29 @@ def image_inputs(base_path: str) -> dict[str, torch.Tensor]:
 def model_outputs(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     """What the model answers, as one float tensor: logits, start/end logits (QA) or hidden states (embeddings)."""
     model.eval()
+    if _needs_one_row_at_a_time(model, inputs):
+        rows = [{"input_ids": ids[mask.bool()][None]} for ids, mask in zip(*_ids_and_mask(inputs), strict=True)]
+        return torch.cat([model_outputs(model, row) for row in rows])
     output = model(**{k: v.to(model.dtype) if v.is_floating_point() else v for k, v in inputs.items()})
     if getattr(output, "logits", None) is not None:
         return output.logits.float()
     if getattr(output, "start_logits", None) is not None:
         return torch.stack([output.start_logits, output.end_logits], -1).float()
     return output.last_hidden_state.float()
+
+
+def _needs_one_row_at_a_time(model, inputs: dict[str, torch.Tensor]) -> bool:
+    """A decoder classifier without a pad_token_id finds no last token in a padded batch (transformers refuses
+    batches then): such a model is checked one unpadded row at a time."""
+    config = getattr(model, "config", None)
+    classifier = type(getattr(model, "base_model", model)).__name__.endswith("ForSequenceClassification") or (
+        type(model).__name__.endswith("ForSequenceClassification")
+    )
+    return classifier and getattr(config, "pad_token_id", 0) is None and inputs["input_ids"].shape[0] > 1
+
+
+def _ids_and_mask(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return inputs["input_ids"], inputs.get("attention_mask", torch.ones_like(inputs["input_ids"]))
 
 
 def load_merged(path: str, dtype: torch.dtype, task: ModelTask):

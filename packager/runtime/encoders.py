@@ -99,6 +99,8 @@ class Encoder:
         self.lock = threading.Lock()
         model_forward = model.get_base_model().forward if adapters is not None else model.forward
         self._forward_args = set(inspect.signature(model_forward).parameters)
+        for tokenizer in tokenizers.values():
+            _padding_for_batches(model, tokenizer)
 
     @property
     def pooling(self) -> str | None:
@@ -153,6 +155,16 @@ class Encoder:
                 self.model.set_adapter(self.adapters[name])
             result = self.model(**taken)
         return batch, getattr(result, output).cpu()
+
+
+def _padding_for_batches(model: Any, tokenizer: Any) -> None:
+    """Decoder tokenizers (Llama, Qwen) often have no pad token, and a decoder classifier finds each input's last
+    token by the config's pad_token_id: use EOS for both, as fine-tuning scripts do, so a batch can be padded."""
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = model.config
+    if getattr(config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id
 
 
 def _token(tokenizer: Any, token_id: int, probs: torch.Tensor, labels: dict) -> dict[str, Any]:

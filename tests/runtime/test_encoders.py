@@ -181,3 +181,29 @@ def test_the_shared_layout_serves_seq2seq_adapters_as_peft_generates(tmp_path) -
     expected = tokenizer.decode(out[0, 1:], skip_special_tokens=True)
     assert len(expected.split()) == out.shape[1] - 1 > 0  # every generated id is a word: nothing to hide
     assert answer.json()["choices"][0]["text"] == expected
+
+
+def test_a_decoder_classifier_without_a_pad_token_classifies_a_batch_as_one_by_one(tmp_path) -> None:
+    """Qwen2 with no pad_token_id in its config and a tokenizer without a pad token, as decoder bases ship."""
+    import json as json_module
+
+    from transformers import AutoTokenizer
+
+    base = families.save_base("qwen2", "Qwen2ForCausalLM", str(tmp_path / "base"))
+    config = json_module.loads((tmp_path / "base" / "config.json").read_text())
+    config.pop("pad_token_id", None)
+    (tmp_path / "base" / "config.json").write_text(json_module.dumps(config))
+    families.save_word_tokenizer(base)
+    tokenizer_config = json_module.loads((tmp_path / "base" / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("pad_token", None)
+    (tmp_path / "base" / "tokenizer_config.json").write_text(json_module.dumps(tokenizer_config))
+    assert AutoTokenizer.from_pretrained(base).pad_token is None
+    lora = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    adapter = families.save_task_adapter(base, str(tmp_path / "adapter"), "SEQ_CLS", lora, 3)
+    run_merge(ResolveRequest(adapter, base=base), str(tmp_path / "merged"), quiet=True)
+    engine = load_baked(str(tmp_path / "merged"), "m", task="SEQ_CLS", model_class=TASKS["SEQ_CLS"][0])
+    client = TestClient(create_app(engine))
+    batch = client.post("/classify", json={"input": TEXTS})
+    assert batch.status_code == 200, batch.text
+    alone = [client.post("/classify", json={"input": t}).json()["data"][0]["probs"] for t in TEXTS]
+    torch.testing.assert_close(torch.tensor([d["probs"] for d in batch.json()["data"]]), torch.tensor(alone))
