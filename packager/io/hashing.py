@@ -21,9 +21,13 @@ CHUNK = 64 << 20  # big reads: a background hashing thread gives the GIL back le
 Stamped = tuple[str, str] | None  # (file identity when hashed, sha256), None when the file changed while hashed
 
 
+def cache_root() -> str:
+    """packager's cache folder: env PACKAGER_CACHE, else ~/.cache/packager."""
+    return os.environ.get("PACKAGER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "packager")
+
+
 def _cache_path() -> str:
-    root = os.environ.get("PACKAGER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "packager")
-    return os.path.join(root, "sha256.json")
+    return os.path.join(cache_root(), "sha256.json")
 
 
 def _stamp(path: str) -> str:

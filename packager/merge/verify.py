@@ -131,11 +131,9 @@ def model_outputs(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 def _needs_one_row_at_a_time(model, inputs: dict[str, torch.Tensor]) -> bool:
     """A decoder classifier without a pad_token_id finds no last token in a padded batch (transformers refuses
     batches then): such a model is checked one unpadded row at a time."""
-    config = getattr(model, "config", None)
-    classifier = type(getattr(model, "base_model", model)).__name__.endswith("ForSequenceClassification") or (
-        type(model).__name__.endswith("ForSequenceClassification")
-    )
-    return classifier and getattr(config, "pad_token_id", 0) is None and inputs["input_ids"].shape[0] > 1
+    classifier = type(model).__name__.endswith("ForSequenceClassification")  # PeftModelFor... too
+    pad = getattr(getattr(model, "config", None), "pad_token_id", 0)
+    return classifier and pad is None and inputs["input_ids"].shape[0] > 1
 
 
 def _ids_and_mask(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,7 @@ import shutil
 from typing import Any
 
 from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormatError
+from packager.io.hashing import cache_root
 from packager.model_files import TOKENIZER_FILES
 
 LORA_FILE = "lit_model.pth.lora"
@@ -100,8 +101,7 @@ def _target(lora_path: str, folder: str) -> str:
     for path in (lora_path, os.path.join(folder, "model_config.yaml"), os.path.join(folder, "hyperparameters.yaml")):
         with open(path, "rb") as f:
             digest.update(hashlib.sha256(f.read()).digest())
-    root = os.environ.get("PACKAGER_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "packager")
-    return os.path.join(root, "litgpt", digest.hexdigest()[:16])
+    return os.path.join(cache_root(), "litgpt", digest.hexdigest()[:16])
 
 
 def _write_adapter(folder: str, lora_path: str, config: dict, hparams: dict, target: str) -> None:

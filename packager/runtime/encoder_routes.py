@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
 
-from .api_errors import ApiError
+from .api_errors import ApiError, served_name
 from .encoders import Encoder
 from .metrics import Metrics
 
@@ -78,7 +78,7 @@ def _base64(vector: list[float]) -> str:
 
 def _checked(engine: Encoder, req: EncodeRequest) -> tuple[str, list[str], int]:
     """The served name, the inputs as a list and their token count; 400 for what the model cannot take."""
-    name = _name(engine, req.model)
+    name = served_name(engine.names, req.model)
     texts = [req.input] if isinstance(req.input, str) else list(req.input)
     if len(texts) > MAX_INPUTS or not all(texts):
         raise ApiError(400, f"input must be 1 to {MAX_INPUTS} non-empty strings")
@@ -89,14 +89,3 @@ def _checked(engine: Encoder, req: EncodeRequest) -> tuple[str, list[str], int]:
             400, f"This model's maximum context length is {limit} tokens. However, an input has {max(counts)} tokens."
         )
     return name, texts, sum(counts)
-
-
-def _name(engine: Encoder, model: str | None) -> str:
-    available = ", ".join(engine.names)
-    if model is None:
-        if len(engine.names) == 1:
-            return engine.names[0]
-        raise ApiError(400, f"`model` is required; available: {available}")
-    if model not in engine.names:
-        raise ApiError(404, f"model '{model}' not found; available: {available}")
-    return model

@@ -262,14 +262,9 @@ def load_shared(
 ) -> Engine | Encoder:
     """The base from `base_dir` in the task's class with every adapter loaded by name; an adapter's own tokenizer
     wins over the base's."""
-    from peft import PeftModel
     from transformers import AutoTokenizer
 
-    base = load_transformers(base_dir, quantization, model_class)
-    (first, first_path), *rest = adapters
-    model = PeftModel.from_pretrained(base, first_path, adapter_name=first)
-    for name, path in rest:
-        model.load_adapter(path, adapter_name=name)
+    model = with_adapters(load_transformers(base_dir, quantization, model_class), adapters)
     base_tokenizer = AutoTokenizer.from_pretrained(base_dir)
     tokenizers = {
         name: AutoTokenizer.from_pretrained(path) if _has_tokenizer(path) else base_tokenizer for name, path in adapters
@@ -278,6 +273,17 @@ def load_shared(
     if task in ENCODER_TASKS:
         return Encoder(model, tokenizers, task, names, read_pooling(base_dir))
     return Engine(model, tokenizers, names)
+
+
+def with_adapters(base: Any, adapters: Sequence[tuple[str, str]]) -> Any:
+    """`base` with every PEFT adapter loaded under its name: ((name, folder), ...), at least one."""
+    from peft import PeftModel
+
+    (first, first_path), *rest = adapters
+    model = PeftModel.from_pretrained(base, first_path, adapter_name=first)
+    for name, path in rest:
+        model.load_adapter(path, adapter_name=name)
+    return model
 
 
 def _has_tokenizer(path: str) -> bool:

@@ -20,14 +20,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from .api_errors import ApiError, error_body
+from .api_errors import ApiError, error_body, served_name
 from .config import ConfigError, load_config
 from .encoder_routes import add_encoder_routes
 from .encoders import Encoder, PoolingUnsupported
 from .loading import load_engine
 from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, HardwareMissing, NoChatTemplate
-from .startup import parse_args, serving_port
+from .startup import exit_code, parse_args, serving_port
 from .streaming import chat_chunk, completion_chunk, sse
 from .verify_base import BaseMismatch
 from .vision import BadImage, VisionEngine
@@ -150,14 +150,7 @@ def _model_name(engine: Engine, req: Sampling) -> str:
     """The served name the request asks for; omitted is fine when only one model is served."""
     if req.n != 1:
         raise ApiError(400, "n > 1 is not supported by this server; send n requests")
-    available = ", ".join(engine.names)
-    if req.model is None:
-        if len(engine.names) == 1:
-            return engine.names[0]
-        raise ApiError(400, f"`model` is required; available: {available}")
-    if req.model not in engine.names:
-        raise ApiError(404, f"model '{req.model}' not found; available: {available}")
-    return req.model
+    return served_name(engine.names, req.model)
 
 
 def _check_length(engine: Engine, ids: list[int], params: GenerationParams) -> None:
@@ -252,6 +245,9 @@ def _response(prefix: str, kind: str, name: str, choice: dict, result: Generatio
     }
 
 
+EXIT_CODES = {ConfigError: 2, PoolingUnsupported: 2, BaseMismatch: 3, HardwareMissing: 4}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Start-up: config, base check, model load, then serve; one `error:` line and exit 2/3 on bad input."""
     args = parse_args("packager_runtime.server", "Serve the packaged model.", argv)
@@ -260,15 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         port = serving_port(args, config)
         engine = load_engine(config)
-    except (ConfigError, PoolingUnsupported) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except BaseMismatch as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except HardwareMissing as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 4
+    except tuple(EXIT_CODES) as exc:
+        return exit_code(exc, EXIT_CODES)
     import uvicorn
 
     print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from .config import ConfigError, RuntimeConfig
 from .verify_base import load_lock, verify_base
@@ -39,3 +40,9 @@ def check_mounted_base(config: RuntimeConfig) -> None:
         return
     lock = load_lock(config.lock) if config.verify_base != "off" and config.lock else {}
     verify_base(config.base_dir, lock, config.verify_base)
+
+
+def exit_code(exc: Exception, codes: dict[type[Exception], int]) -> int:
+    """A start-up failure's one `error:` line on stderr, and its exit code from `codes` (by exception class)."""
+    print(f"error: {exc}", file=sys.stderr)
+    return next(code for kind, code in codes.items() if isinstance(exc, kind))

@@ -10,7 +10,7 @@ import io
 import re
 from typing import Any
 
-from .models import Engine, load_transformers
+from .models import Engine, load_transformers, with_adapters
 
 MAX_IMAGES = 8
 MAX_IMAGE_BYTES = 20 << 20
@@ -53,12 +53,7 @@ def load_vision(
 
     model = load_transformers(model_dir, quantization, model_class)
     if adapters:
-        from peft import PeftModel
-
-        (first, path), *rest = adapters.items()
-        model = PeftModel.from_pretrained(model, path, adapter_name=first)
-        for name, folder in rest:
-            model.load_adapter(folder, adapter_name=name)
+        model = with_adapters(model, list(adapters.items()))
     processor = AutoProcessor.from_pretrained(model_dir)
     return VisionEngine(model, dict.fromkeys(names, processor), {n: n for n in names} if adapters else None)
 

@@ -15,7 +15,7 @@ import sys
 
 from .config import ConfigError, RuntimeConfig, load_config
 from .cpu_tuning import CpuTuning, tune_for_cpu
-from .startup import check_mounted_base, parse_args, serving_port
+from .startup import check_mounted_base, exit_code, parse_args, serving_port
 from .verify_base import BaseMismatch
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -80,6 +80,9 @@ def fit_to_machine(config: RuntimeConfig, environ: dict[str, str]) -> CpuTuning 
     return tuning
 
 
+EXIT_CODES = {ConfigError: 2, BaseMismatch: 3, NotEnoughShm: 4}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Check, then replace this process with vLLM; one `error:` line and exit 2/3 on bad config or base."""
     args = parse_args("packager_runtime.vllm_launch", "Serve with vLLM.", argv)
@@ -91,15 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         port = serving_port(args, config)
         check_shm()
         tuning = fit_to_machine(config, dict(os.environ))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except BaseMismatch as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    except NotEnoughShm as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 4
+    except tuple(EXIT_CODES) as exc:
+        return exit_code(exc, EXIT_CODES)
     command = vllm_argv(config, args.host, port, dtype=tuning.dtype if tuning else None)
     sys.stdout.flush()
     sys.stderr.flush()
