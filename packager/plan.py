@@ -170,6 +170,7 @@ class ImagePlan:
     engine_reason: str = "packager's own server"  # why runtime.engine serves this image
     device: str = "cpu"  # cpu | cuda: cuda images request the GPU in compose and cannot be built here
     runtime_packages: tuple[str, ...] = ()  # pinned pip requirements the Dockerfile installs on a CUDA base
+    model_image: str = ""  # shared: the pushed base-model image (REPO@sha256:...) the manifests mount, if any
 
     @property
     def engine(self) -> str:
@@ -262,4 +263,6 @@ class PackagePlan:
             "tag": image.tag,
             "files": [entry_dict(f) for f in files],
         }
+        if image.model_image:  # only when set, so other locks stay byte-identical
+            data["model_image"] = image.model_image
         return {**data, "build_files": [entry_dict(f) for f in build]} if build else data

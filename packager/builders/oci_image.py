@@ -84,7 +84,7 @@ def image_config(recipe: ImageRecipe, base_config: dict[str, Any], diff_ids: lis
         User=recipe.user,
         ExposedPorts={p: {} for p in recipe.exposed},
         Entrypoint=recipe.entrypoint,
-        Cmd=None,
+        Cmd=recipe.cmd,
     )
     if recipe.healthcheck:
         config["Healthcheck"] = recipe.healthcheck

@@ -40,3 +40,15 @@ def hash_base_ahead(adapter: str, base: str | None, checkpoint: int | None = Non
     from packager.resolve.folders import local_base_weight_paths
 
     hash_ahead(local_base_weight_paths(adapter, base, checkpoint))
+
+
+def parse_size(text: str) -> int:
+    """A size flag: `500MB`, `5GB`, `2GiB` or plain bytes."""
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
+    upper = text.strip().upper()
+    for unit, factor in units.items():
+        if upper.endswith(unit) and upper[: -len(unit)].replace(".", "", 1).isdigit():
+            return int(float(upper[: -len(unit)]) * factor)
+    if upper.isdigit():
+        return int(upper)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size like 500MB or 5GB")

@@ -121,7 +121,8 @@ def _add_credential_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
 
 
-def _password(args: argparse.Namespace) -> str | None:
+def password_from_stdin(args: argparse.Namespace) -> str | None:
+    """The registry password from stdin with --password-stdin, else None (the docker login is used)."""
     if not getattr(args, "password_stdin", False):
         return None
     if args.username is None:
@@ -158,7 +159,7 @@ def _package_request(args: argparse.Namespace):
         args.builder,
         getattr(args, "push", False),
         getattr(args, "username", None),
-        _password(args),
+        password_from_stdin(args),
         not args.no_verify,
         getattr(args, "quiet", False),
         spec_from_args(args, args.layout),
@@ -182,7 +183,7 @@ def cmd_package(args: argparse.Namespace) -> int:
     from packager.cli.report import print_package
     from packager.package import package
 
-    report = package(request, log=_stderr)
+    report = package(request, log=stderr_line)
     data = report.to_dict()
     if args.report:
         with open(args.report, "w") as f:
@@ -209,7 +210,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from packager.package import render_job
     from packager.resolve.job import plan_package
 
-    rendered = render_job(plan_package(request), request, log=_stderr)
+    rendered = render_job(plan_package(request), request, log=stderr_line)
     if args.json:
         print(
             json.dumps(
@@ -235,7 +236,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from packager.package import build_context
 
     tag = image_ref(args.tag or _context_tag(args.context))
-    built = build_context(get_builder(args.builder), args.context, tag, _stderr)
+    built = build_context(get_builder(args.builder), args.context, tag, stderr_line)
     if args.json:
         print(json.dumps(built.__dict__, default=lambda o: o.__dict__, indent=2))
     else:
@@ -271,12 +272,13 @@ def cmd_push(args: argparse.Namespace) -> int:
     builder = get_builder(args.builder or ("oci" if args.context else "docker"))
     image = args.image
     if args.context:  # the oci builder assembles the image from the context, then streams it
-        image = builder.build(BuildRequest(args.context, target), log=_stderr).tag
-    result = builder.push(PushRequest(image, target, args.username, _password(args)), log=_stderr)
+        image = builder.build(BuildRequest(args.context, target), log=stderr_line).tag
+    result = builder.push(PushRequest(image, target, args.username, password_from_stdin(args)), log=stderr_line)
     uploaded = result.pushed_bytes / 1e6
     print(f"pushed {result.target}@{result.digest} ({result.seconds:.1f}s, {uploaded:.1f} MB uploaded)")
     return 0
 
 
-def _stderr(line: str) -> None:
+def stderr_line(line: str) -> None:
+    """Progress goes to stderr, so stdout stays the report."""
     print(line, file=sys.stderr)

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from packager import __version__
 from packager.cli.artefact import add_artefact_commands, add_artefact_flags
-from packager.cli.common import add_qlora_flags, add_task_flag, hash_base_ahead
+from packager.cli.common import add_qlora_flags, add_task_flag, hash_base_ahead, parse_size
 from packager.dtypes import CLI_CHOICES
 from packager.errors import PackagerError, UserInputError
 
@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=8.0,
         help="skip parity for bases larger than this (it loads the model twice); default 8",
     )
-    p.add_argument("--max-shard-size", type=_size, default="5GB", metavar="SIZE", help="output shard size (e.g. 2GB)")
+    p.add_argument(
+        "--max-shard-size", type=parse_size, default="5GB", metavar="SIZE", help="output shard size (e.g. 2GB)"
+    )
     p.add_argument("--dry-run", action="store_true", help="resolve and check, print the plan, write nothing")
     p.set_defaults(func=_cmd_merge)
 
@@ -113,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merged", required=True, metavar="DIR", help="the merged model folder")
     p.set_defaults(func=_cmd_verify)
 
+    from packager.cli.base_image import add_base_image_command
     from packager.cli.container import add_container_commands
 
     add_container_commands(sub, common)
+    add_base_image_command(sub, common)
     add_artefact_commands(sub, common)
 
     p = sub.add_parser(
@@ -124,17 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="demo", metavar="DIR", help="where to write base/ and adapter/ (default: demo)")
     p.set_defaults(func=_cmd_demo)
     return parser
-
-
-def _size(text: str) -> int:
-    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
-    upper = text.strip().upper()
-    for unit, factor in units.items():
-        if upper.endswith(unit) and upper[: -len(unit)].replace(".", "", 1).isdigit():
-            return int(float(upper[: -len(unit)]) * factor)
-    if upper.isdigit():
-        return int(upper)
-    raise argparse.ArgumentTypeError(f"{text!r} is not a size like 500MB or 5GB")
 
 
 def _request(args: argparse.Namespace, hash_base: bool = True):

@@ -120,7 +120,7 @@ def _place(staging: str, placement: Placement) -> FileEntry:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     source = os.path.realpath(placement.source)
     if placement.owned:
-        _link_or_copy(source, target)
+        link_or_copy(source, target)
     else:
         shutil.copyfile(source, target)  # the user's file: a copy we may stamp, never their inode
     entry = placement.entry
@@ -133,7 +133,7 @@ def _place(staging: str, placement: Placement) -> FileEntry:
     return FileEntry(placement.image_path, size, digest)
 
 
-def _link_or_copy(source: str, target: str) -> None:
+def link_or_copy(source: str, target: str) -> None:
     """A hard link costs no disk; fall back to a copy across filesystems."""
     try:
         os.link(source, target)

@@ -1,5 +1,5 @@
 """The one Dockerfile parser: packager's templates use a small, fixed instruction set (FROM, COPY --chown, ENV,
-LABEL, USER, EXPOSE, HEALTHCHECK, ENTRYPOINT); the oci builder assembles images from it, and the report and the
+LABEL, USER, EXPOSE, HEALTHCHECK, ENTRYPOINT, CMD); the oci builder assembles images from it, and the report and the
 buildah builder read layers and the base image from it."""
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class ImageRecipe:
     exposed: list[str] = field(default_factory=list)
     healthcheck: dict[str, Any] | None = None
     entrypoint: list[str] = field(default_factory=list)
+    cmd: list[str] | None = None
 
 
 def parse_dockerfile(text: str) -> ImageRecipe:
@@ -92,4 +93,5 @@ _HANDLERS = {
     "EXPOSE": lambda r, rest: r.exposed.extend(p if "/" in p else f"{p}/tcp" for p in rest.split()),
     "HEALTHCHECK": _healthcheck,
     "ENTRYPOINT": lambda r, rest: setattr(r, "entrypoint", json.loads(rest)),
+    "CMD": lambda r, rest: setattr(r, "cmd", json.loads(rest)),
 }

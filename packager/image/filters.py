@@ -82,6 +82,17 @@ def pip_pin(value: str) -> str:
     return value
 
 
+RELATIVE_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
+
+
+def relative_path(value: str) -> str:
+    """A model file's path inside its folder (`config.json`, `1_Pooling/config.json`): no `..`, no leading `/`,
+    nothing a JSON COPY line or a YAML key could be broken out of."""
+    if not RELATIVE_PATH.match(value or "") or ".." in value.split("/"):
+        raise UserInputError(f"{value!r} is not a plain relative file path; rename the file")
+    return value
+
+
 FILTERS = {
     "image_ref": image_ref,
     "safe_name": safe_name,
@@ -90,4 +101,5 @@ FILTERS = {
     "yaml_string": yaml_string,
     "compose_path": compose_path,
     "pip_pin": pip_pin,
+    "relative_path": relative_path,
 }

@@ -22,7 +22,8 @@ from packager.runtime.config import BACKENDS, LOAD_QUANTIZATIONS
 LAYOUTS = ("baked", "shared")
 
 
-def _environment() -> jinja2.Environment:
+def template_environment() -> jinja2.Environment:
+    """jinja2 over templates/: StrictUndefined (a missing value fails), no autoescape, the quoting filters."""
     loader = jinja2.FileSystemLoader(str(resources.files("packager.templates")))
     env = jinja2.Environment(
         loader=loader,
@@ -85,6 +86,8 @@ def labels(plan: PackagePlan, accuracy: str | None = None) -> list[tuple[str, st
         values["io.packager.accuracy"] = accuracy
     if image.layout == "shared":
         values["io.packager.base-mount"] = BASE_MOUNT
+        if image.model_image:
+            values["io.packager.base.image"] = image.model_image
     return sorted(values.items())
 
 
@@ -115,7 +118,7 @@ def template_context(plan: PackagePlan, weights: list[str], accuracy: str | None
 def render_files(plan: PackagePlan, weights: list[str], accuracy: str | None = None) -> dict[str, str]:
     """Every rendered text file of the build context, by name (`weights`: the model's weight files, baked)."""
     image = validate(plan)
-    env, context = _environment(), template_context(plan, weights, accuracy)
+    env, context = template_environment(), template_context(plan, weights, accuracy)
     files = {
         "Dockerfile": env.get_template(f"Dockerfile.{image.layout}.j2").render(context),
         ".dockerignore": env.get_template("dockerignore.j2").render(context),

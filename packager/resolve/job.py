@@ -18,6 +18,7 @@ from packager.io.hashing import sha256_file
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
 from packager.resolve.architecture import read_config
 from packager.resolve.gpu_images import gpu_base
+from packager.resolve.model_images import model_image_for
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.runtime.config import SERVED_TASKS, RuntimeConfig, VllmSettings
@@ -59,6 +60,7 @@ class PackageRequest:
     device: str = "cpu"  # cpu | cuda: the hardware the image is built for
     task: str | None = None  # --task: the model class (default: the adapter's task_type, else the base's)
     checkpoint: int | None = None  # --checkpoint: a run's checkpoint-N / step-N (default: the newest)
+    base_model_image: str | None = None  # shared: the pushed base-model image (default: the one package-base recorded)
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,9 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
     plan = PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served, task=first.task)
     engine = _engine(request, choice, plan, _base_name(plan), [s.spec for s in served])
     runtime = dataclasses.replace(runtime, **engine)
-    return dataclasses.replace(plan, image=_image(request, "shared", runtime, choice, first.base.path))
+    image = _image(request, "shared", runtime, choice, first.base.path)
+    image = dataclasses.replace(image, model_image=model_image_for(request.base_model_image, base.files))
+    return dataclasses.replace(plan, image=image)
 
 
 def _base_name(plan: PackagePlan) -> str:

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from packager.errors import IncompatibleAdapterError, OutputError
 from packager.io.hashing import sha256_file
 from packager.model_files import PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
-from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
+from packager.plan import AdapterSpec, BaseSpec, FileEntry, Fingerprint, PackagePlan
 from packager.resolve.adapter import Adapter, load_adapter
 from packager.resolve.architecture import Architecture, inspect_architecture, read_config
-from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights
+from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights, locate_base
+from packager.resolve.known_architectures import fingerprint_from_config
 from packager.resolve.litgpt import as_peft_adapter, find_run
 from packager.resolve.merge_plan import plan_merge
 from packager.resolve.qlora import apply_qlora, choose_base, qlora_spec
@@ -81,7 +82,7 @@ def resolve(request: ResolveRequest) -> Resolved:
     merge = dataclasses.replace(merge, notes=notes + merge.notes) if notes else merge
     plan = PackagePlan(
         adapter=_adapter_spec(adapter),
-        base=_base_spec(location, arch, weights, request.hash_base),
+        base=_base_spec(location, arch.fingerprint, weights, request.hash_base),
         merge=merge,
         task=task,
     )
@@ -113,19 +114,27 @@ def _adapter_spec(adapter: Adapter) -> AdapterSpec:
     return AdapterSpec(adapter.path, adapter.checkpoint, adapter.peft_type, settings, files)
 
 
-def _base_spec(location: BaseLocation, arch: Architecture, weights: BaseWeights, hash_weights: bool) -> BaseSpec:
+def resolve_base(hint: str, revision: str | None = None, allow_pickle: bool = False) -> BaseSpec:
+    """A base model alone (a folder, or a hub id in the Hugging Face cache), every file pinned by sha256; torch-free
+    (the fingerprint comes from config.json)."""
+    location = locate_base(hint, revision, explicit=True)
+    weights = index_base_weights(location.path, allow_pickle)
+    return _base_spec(location, fingerprint_from_config(read_config(location.path)), weights, True)
+
+
+def _base_spec(location: BaseLocation, fingerprint: Fingerprint, weights: BaseWeights, hashed: bool) -> BaseSpec:
     extra = (*PROCESSOR_FILES, *_index_files(location.path), *sentence_transformers_files(location.path))
     names = (*SIDE_FILES, *TOKENIZER_FILES, *extra)  # the tokenizer and processor ship too: pin them
     side = [n for n in names if os.path.isfile(os.path.join(location.path, n))]
     entries = [_entry(location.path, n, True) for n in side]
-    entries += [_entry(location.path, n, hash_weights) for n in weights.files]
+    entries += [_entry(location.path, n, hashed) for n in weights.files]
     return BaseSpec(
         location.path,
         location.source,
         location.repo_id,
         location.revision,
         location.commit,
-        arch.fingerprint,
+        fingerprint,
         weights.format,
         tuple(entries),
     )

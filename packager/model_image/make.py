@@ -1,0 +1,119 @@
+"""`packager package-base`: resolve the base alone -> plan -> context -> build -> push -> record.
+
+The record (resolve.model_images) is what lets a later shared-layout `package` of an adapter on this base pin the
+image by digest in its lock, labels and manifests without being told.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from packager.builders import get_builder
+from packager.builders.base import BuildRequest, PushRequest
+from packager.image.reference import split_target
+from packager.model_image.context import write_model_context
+from packager.model_image.plan import DEFAULT_MAX_LAYER_BYTES, ModelImagePlan, default_tag, plan_model_image
+from packager.model_image.runnable import ensure_runnable_image
+from packager.resolve.job import choose_builder
+from packager.resolve.model_images import ModelImageRecord, remember_model_image
+from packager.resolve.resolver import resolve_base
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BaseImageRequest:
+    """What the user asked `package-base` for; every field maps to a CLI flag."""
+
+    base: str
+    revision: str | None = None
+    tag: str | None = None
+    from_image: str | None = None  # the runnable FROM image (default: packager's busybox image, built here)
+    builder: str = "auto"
+    push: bool = False
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES
+    work: str = "packager-build"
+    allow_pickle: bool = False
+
+
+@dataclass(frozen=True)
+class BaseImageReport:
+    """What `package-base` built and pushed: where the image is, what it holds, what it cost."""
+
+    tag: str
+    reference: str | None  # REPO@sha256:... once pushed
+    digest: str | None
+    base_id: str
+    files_key: str
+    files: int
+    layers: list[dict[str, Any]]
+    size: int
+    builder: str
+    timings: dict[str, float]
+    pushed_bytes: int | None = None
+    skipped_layers: int | None = None
+    record: str | None = None  # where the record for later `package` runs was written
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report (`--json`, `--report`)."""
+        return dataclasses.asdict(self)
+
+
+def plan_base_image(request: BaseImageRequest, runnable: str | None = None) -> ModelImagePlan:
+    """Resolve and pin the base, then freeze the image's plan (no engine needed when `runnable` is given)."""
+    base = resolve_base(request.base, request.revision, request.allow_pickle)
+    builder = choose_builder(request.builder, request.push)
+    runnable = runnable or request.from_image or ensure_runnable_image()
+    tag = request.tag or default_tag(base)
+    return plan_model_image(base, tag, runnable, builder, request.push, request.max_layer_bytes)
+
+
+def package_base(request: BaseImageRequest, log: Log = print) -> BaseImageReport:
+    """Every step; on failure nothing is recorded as pushed."""
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    builder = get_builder(choose_builder(request.builder, request.push))  # fails fast without an engine
+    plan = plan_base_image(request)
+    timings["resolve"] = time.monotonic() - started
+    os.makedirs(request.work, exist_ok=True)
+    context = write_model_context(plan, os.path.join(request.work, "base-context"))
+    timings["render"] = time.monotonic() - started - timings["resolve"]
+    log(f"base {plan.base.label_id}: {len(plan.base.files)} files in {len(plan.layers)} layers -> {plan.tag}")
+    built = builder.build(BuildRequest(context.path, plan.tag), log=log)
+    timings["build"] = built.seconds
+    if not request.push:
+        return _report(plan, built, None, timings, None)
+    pushed = builder.push(PushRequest(plan.tag, plan.tag, request.username, request.password), log)
+    timings["push"] = pushed.seconds
+    repository, _ = split_target(plan.tag)
+    record = ModelImageRecord(f"{repository}@{pushed.digest}", plan.tag, plan.base.label_id, plan.files_key)
+    return _report(plan, built, pushed, timings, remember_model_image(record))
+
+
+def _report(plan: ModelImagePlan, built, pushed, timings: dict[str, float], record: str | None) -> BaseImageReport:
+    repository, _ = split_target(plan.tag)
+    names = ["runnable base"] * (len(built.layers) - len(plan.layers)) + [layer.name for layer in plan.layers]
+    return BaseImageReport(
+        tag=plan.tag,
+        reference=f"{repository}@{pushed.digest}" if pushed else None,
+        digest=pushed.digest if pushed else None,
+        base_id=plan.base.label_id,
+        files_key=plan.files_key,
+        files=len(plan.base.files),
+        layers=[
+            {**dataclasses.asdict(layer), "content": name} for layer, name in zip(built.layers, names, strict=False)
+        ],
+        size=built.size,
+        builder=built.builder,
+        timings=timings,
+        pushed_bytes=pushed.pushed_bytes if pushed else None,
+        skipped_layers=pushed.skipped_layers if pushed else None,
+        record=record,
+    )

@@ -1,0 +1,109 @@
+"""The frozen plan of a base-model image: which base (every file pinned), which layers, what it starts FROM, its
+tag and labels. Built once by `plan_model_image`; the context, the labels and the record derive from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from packager import __version__
+from packager.errors import UserInputError
+from packager.image.filters import image_ref, relative_path
+from packager.model_files import is_weight_file
+from packager.plan import BaseSpec, FileEntry
+from packager.resolve.model_images import files_key
+
+MODELS_DIR = "/models"  # where KServe's modelcar and an ImageVolume's `subPath: models` find the files
+DEFAULT_MAX_LAYER_BYTES = 10 * 10**9  # the common registry cap on one layer (Docker Hub, GHCR, Quay)
+
+
+@dataclass(frozen=True)
+class ModelLayer:
+    """One layer of the image: a weight file on its own, or every small file together (`meta`)."""
+
+    name: str  # the layer's folder in the context: weights/<file> or meta
+    files: tuple[FileEntry, ...]
+
+    @property
+    def size(self) -> int:
+        """The bytes of file content in the layer."""
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class ModelImagePlan:
+    """A base model as an image: its files under /models, a layer per weight file, labels naming every file."""
+
+    base: BaseSpec
+    tag: str
+    runnable_image: str  # the FROM image: sh, ln, sleep (model_image.runnable)
+    builder: str
+    push: bool
+    max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES
+    packager_version: str = __version__
+
+    @property
+    def files_key(self) -> str:
+        """The base's identity (sha256 over every file's path and sha256): what records and labels key on."""
+        return files_key(self.base.files)
+
+    @property
+    def layers(self) -> tuple[ModelLayer, ...]:
+        """Every small file in one layer, then each weight file in a layer of its own (sorted): a registry that
+        has a weight file's layer never receives it again."""
+        meta = tuple(f for f in self.base.files if not is_weight_file(f.path))
+        weights = sorted((f for f in self.base.files if is_weight_file(f.path)), key=lambda f: f.path)
+        return (ModelLayer("meta", meta), *(ModelLayer(f"weights/{f.path}", (f,)) for f in weights))
+
+    def labels(self) -> list[tuple[str, str]]:
+        """OCI labels plus packager's: the base's id, revision and the sha256 of every file; sorted."""
+        files = {f.path: f.sha256 for f in sorted(self.base.files, key=lambda f: f.path)}
+        values = {
+            "org.opencontainers.image.title": self.base.label_id,
+            "org.opencontainers.image.description": f"base model {self.base.label_id} for packager's shared layout",
+            "org.opencontainers.image.base.name": self.runnable_image,
+            "io.packager.version": self.packager_version,
+            "io.packager.kind": "base-model",
+            "io.packager.models-dir": MODELS_DIR,
+            "io.packager.base.id": self.base.label_id,
+            "io.packager.base.revision": self.base.commit or self.base.revision or "",
+            "io.packager.base.files-key": self.files_key,
+            "io.packager.base.files": json.dumps(files, separators=(",", ":")),
+        }
+        return sorted(values.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (what --dry-run --json prints)."""
+        data = dataclasses.asdict(self)
+        data["layers"] = [{"name": layer.name, "bytes": layer.size} for layer in self.layers]
+        return data
+
+
+def plan_model_image(
+    base: BaseSpec, tag: str, runnable_image: str, builder: str, push: bool, max_layer_bytes: int
+) -> ModelImagePlan:
+    """Check the inputs and freeze the plan: every file hashed and plainly named, every layer under the cap."""
+    image_ref(tag)
+    image_ref(runnable_image)
+    if any(not f.sha256 for f in base.files):
+        raise UserInputError("every base file must be pinned by sha256 before it goes into an image; rerun")
+    for entry in base.files:
+        relative_path(entry.path)
+    plan = ModelImagePlan(base, tag, runnable_image, builder, push, max_layer_bytes)
+    too_big = [layer for layer in plan.layers if layer.size > max_layer_bytes]
+    if too_big:
+        raise UserInputError(
+            f"{too_big[0].name} is {too_big[0].size / 1e9:.2f} GB, above --max-layer-size "
+            f"{max_layer_bytes / 1e9:.2f} GB; re-shard the base (save_pretrained(max_shard_size=...)) or raise "
+            "--max-layer-size to what your registry accepts"
+        )
+    return plan
+
+
+def default_tag(base: BaseSpec) -> str:
+    """`packager/<base name>-base:<first 12 hex of the files key>`: the same base always gets the same tag."""
+    name = re.sub(r"[^a-z0-9]+", "-", base.label_id.lower()).strip("-") or "model"
+    return f"packager/{name}-base:{files_key(base.files)[:12]}"

@@ -1,0 +1,87 @@
+"""Which pushed base-model image holds a base: `packager package-base` records every image it pushes, keyed by
+the base's pinned files, so a later shared-layout `package` of an adapter on that base finds the image (and its
+digest) by itself and writes it into the lock, the labels and the manifests.
+
+A record is only a hint where to find the bytes: the key is the sha256 of every base file, so a record can only
+match the very same files, and the image's start-up check still verifies the mounted base against the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+
+from packager.errors import UserInputError
+from packager.io.hashing import cache_root
+from packager.plan import FileEntry
+
+PINNED_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ModelImageRecord:
+    """A pushed base-model image: where it is (pinned by digest), and the base it holds."""
+
+    reference: str  # registry/repo@sha256:...
+    tag: str  # registry/repo:tag as pushed
+    base_id: str
+    files_key: str
+
+
+def files_key(files: tuple[FileEntry, ...]) -> str:
+    """The identity of a base's content: sha256 over every (path, sha256) pair, sorted."""
+    if any(not f.sha256 for f in files):
+        raise ValueError("every base file must be hashed before it can be looked up")
+    lines = "".join(f"{f.path}\0{f.sha256}\n" for f in sorted(files, key=lambda f: f.path))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _folder() -> str:
+    return os.path.join(cache_root(), "model-images")
+
+
+def remember_model_image(record: ModelImageRecord) -> str:
+    """Write the record (atomically); returns its path."""
+    os.makedirs(_folder(), exist_ok=True)
+    path = os.path.join(_folder(), f"{record.files_key}.json")
+    fd, tmp = tempfile.mkstemp(dir=_folder())
+    with os.fdopen(fd, "w") as f:
+        json.dump(asdict(record), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def find_model_image(files: tuple[FileEntry, ...]) -> ModelImageRecord | None:
+    """The record of a pushed image holding exactly these base files, or None."""
+    if any(not f.sha256 for f in files):
+        return None
+    try:
+        with open(os.path.join(_folder(), f"{files_key(files)}.json")) as f:
+            data = json.load(f)
+        record = ModelImageRecord(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+    return record if PINNED_REF.match(record.reference) else None
+
+
+def pinned_reference(value: str) -> str:
+    """A `--base-model-image` given by hand: it must name its digest, or the manifests would not be pinned."""
+    if not PINNED_REF.match(value or ""):
+        raise UserInputError(
+            f"--base-model-image {value!r} is not pinned by digest; give it as REGISTRY/REPO@sha256:<64 hex> "
+            "(what `packager package-base` prints)"
+        )
+    return value
+
+
+def model_image_for(explicit: str | None, files: tuple[FileEntry, ...]) -> str:
+    """The base-model image a shared image runs beside: the one named, else the one `package-base` pushed for
+    exactly these base files, else "" (the base then comes from a host folder or a volume)."""
+    if explicit:
+        return pinned_reference(explicit)
+    record = find_model_image(files)
+    return record.reference if record else ""
