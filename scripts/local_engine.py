@@ -34,6 +34,8 @@ REQUIRED_BINARIES = {
     "htpasswd": "apache2-utils",
     "buildah": "buildah",
     "skopeo": "skopeo",
+    "busybox": "busybox-static",  # the runnable layer of base-model images (package-base)
+    "docker-compose": "docker-compose",  # `docker-compose config -q` validates rendered compose files (1.29)
 }
 ENGINE_START_TIMEOUT = 30.0
 ENGINE_STOP_TIMEOUT = 20.0

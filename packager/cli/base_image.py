@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from packager.cli.common import parse_size
-from packager.cli.container import BUILDER_HELP, password_from_stdin, stderr_line
+from packager.cli.common import parse_size, password_from_stdin, stderr_line
+from packager.cli.container import BUILDER_HELP
 
 DESCRIPTION = """\
 Put a base model into an OCI image: its files under /models, one uncompressed layer per weight file (a registry

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from packager.errors import UserInputError
 
 
 def add_qlora_flags(p: argparse.ArgumentParser) -> None:
@@ -52,3 +55,49 @@ def parse_size(text: str) -> int:
     if upper.isdigit():
         return int(upper)
     raise argparse.ArgumentTypeError(f"{text!r} is not a size like 500MB or 5GB")
+
+
+def add_deploy_flags(p: argparse.ArgumentParser) -> None:
+    """--target, --base-volume, --replicas and --base-model-image: the manifests beside the image."""
+    from packager.plan import BASE_VOLUMES, DEPLOY_TARGETS
+
+    p.add_argument(
+        "--target",
+        action="append",
+        choices=DEPLOY_TARGETS,
+        help="manifests to write into WORK/deploy (repeat; default: all): compose (compose.yaml), kubernetes "
+        "(Deployment + Service, the base as an ImageVolume or a claim), kserve (InferenceService; with vLLM on "
+        "a shared base also an LLMInferenceService); the image is pinned by digest once pushed",
+    )
+    p.add_argument(
+        "--base-volume",
+        default="auto",
+        choices=BASE_VOLUMES,
+        help="shared layout: how pods get the base. image: the pushed base-model image (ImageVolume, KServe "
+        "oci://, a compose volume filled from it); pvc: a claim filled by a loader Job; bind: a host folder "
+        "(compose); volume: a named volume you fill (compose); auto (default): image when one was pushed",
+    )
+    p.add_argument("--replicas", type=int, default=1, help="pods (Kubernetes, KServe); default 1")
+    p.add_argument(
+        "--base-model-image",
+        metavar="REPO@sha256:...",
+        help="shared layout: the base-model image to mount (default: the one `packager package-base --push` "
+        "recorded for this base's files)",
+    )
+
+
+def password_from_stdin(args: argparse.Namespace) -> str | None:
+    """The registry password from stdin with --password-stdin, else None (the docker login is used)."""
+    if not getattr(args, "password_stdin", False):
+        return None
+    if args.username is None:
+        raise UserInputError("--password-stdin needs --username")
+    password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise UserInputError("--password-stdin read an empty password; pipe it in: echo $PASS | packager ...")
+    return password
+
+
+def stderr_line(line: str) -> None:
+    """Progress goes to stderr, so stdout stays the report."""
+    print(line, file=sys.stderr)

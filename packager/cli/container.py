@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 from packager.cli.artefact import add_artefact_flags, spec_from_args
-from packager.cli.common import add_qlora_flags, add_task_flag
+from packager.cli.common import add_deploy_flags, add_qlora_flags, add_task_flag, password_from_stdin, stderr_line
 from packager.dtypes import CLI_CHOICES
 from packager.errors import UserInputError
 
@@ -109,6 +108,7 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
         "vllm/vllm-openai image, the GPU requested in compose); no GPU image can be pulled or run here",
     )
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (merged model, context)")
+    add_deploy_flags(p)
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
     add_artefact_flags(p)
     add_qlora_flags(p)
@@ -119,18 +119,6 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
 def _add_credential_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--username", help="registry user (default: your docker login)")
     p.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
-
-
-def password_from_stdin(args: argparse.Namespace) -> str | None:
-    """The registry password from stdin with --password-stdin, else None (the docker login is used)."""
-    if not getattr(args, "password_stdin", False):
-        return None
-    if args.username is None:
-        raise UserInputError("--password-stdin needs --username")
-    password = sys.stdin.readline().rstrip("\n")
-    if not password:
-        raise UserInputError("--password-stdin read an empty password; pipe it in: echo $PASS | packager ...")
-    return password
 
 
 def _package_request(args: argparse.Namespace):
@@ -144,6 +132,7 @@ def _package_request(args: argparse.Namespace):
     if not getattr(args, "dry_run", False):
         hash_base_ahead(adapters[0][1], args.base)
 
+    from packager.plan import DEPLOY_TARGETS, DeploySpec
     from packager.resolve.job import PackageRequest
 
     return PackageRequest(
@@ -171,6 +160,8 @@ def _package_request(args: argparse.Namespace):
         args.device,
         args.task,
         args.checkpoint,
+        args.base_model_image,
+        DeploySpec(tuple(dict.fromkeys(args.target or DEPLOY_TARGETS)), args.base_volume, args.replicas),
     )
 
 
@@ -219,6 +210,7 @@ def cmd_render(args: argparse.Namespace) -> int:
                     "lock": rendered.context.lock_path,
                     "files": [f.__dict__ for f in rendered.context.files],
                     "notes": list(rendered.notes),
+                    "manifests": rendered.manifests,
                     "timings": rendered.timings,
                 },
                 indent=2,
@@ -277,8 +269,3 @@ def cmd_push(args: argparse.Namespace) -> int:
     uploaded = result.pushed_bytes / 1e6
     print(f"pushed {result.target}@{result.digest} ({result.seconds:.1f}s, {uploaded:.1f} MB uploaded)")
     return 0
-
-
-def stderr_line(line: str) -> None:
-    """Progress goes to stderr, so stdout stays the report."""
-    print(line, file=sys.stderr)

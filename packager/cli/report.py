@@ -81,6 +81,8 @@ def print_rendered(rendered: Rendered) -> None:
     for note in rendered.notes:
         print(f"  note:    {note}")
     print(f"  build:   docker build {context.path}   (or: buildah bud, kaniko, `packager build {context.path}`)")
+    for path in rendered.manifests.values():
+        print(f"  deploy:  {path}  (the image by tag; `packager package --push` pins its digest)")
     print("  timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in rendered.timings.items()))
 
 
@@ -128,7 +130,10 @@ def print_package(report: PackageReport) -> None:
         print(f"  pushed:   {report.image}@{report.digest} ({(report.pushed_bytes or 0) / 1e6:.1f} MB uploaded)")
     print(f"  serves:   {', '.join(report.adapters)} on port {report.port}")
     if report.base_mount:
-        print(f"  base:     mount the base read-only at {report.base_mount} (see {report.context}/compose.yaml)")
+        source = f"from {report.base_model_image}" if report.base_model_image else "read-only"
+        print(f"  base:     mounted {source} at {report.base_mount}, checked against the lock at start")
+    for name, path in report.manifests.items():
+        print(f"  deploy:   {path}" + ("" if report.digest else "  (the image by tag: pass --push to pin its digest)"))
     if report.artefact:
         _print_artefact(report.artefact)
     for note in report.notes:

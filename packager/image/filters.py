@@ -82,6 +82,27 @@ def pip_pin(value: str) -> str:
     return value
 
 
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def dns_label(value: str) -> str:
+    """A Kubernetes object name (RFC 1123 label): lowercase letters, digits and '-', at most 63 characters."""
+    if not DNS_LABEL.match(value or ""):
+        raise UserInputError(
+            f"{value!r} is not a valid Kubernetes name; use lowercase letters, digits and '-' (at most 63)"
+        )
+    return value
+
+
+def json_string(value: object) -> str:
+    """A YAML double-quoted (JSON) string for Kubernetes manifests: no control characters; nothing doubled
+    (Kubernetes does not interpolate `$` outside `$(VAR)` in env values, which packager never writes)."""
+    text = str(value)
+    if CONTROL.search(text):
+        raise UserInputError(f"{text!r} contains a newline or control character; remove it")
+    return json.dumps(text)
+
+
 RELATIVE_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 
 
@@ -102,4 +123,6 @@ FILTERS = {
     "compose_path": compose_path,
     "pip_pin": pip_pin,
     "relative_path": relative_path,
+    "dns_label": dns_label,
+    "json_string": json_string,
 }

@@ -1,4 +1,5 @@
-"""The build context's text files, rendered from the plan: Dockerfile, .dockerignore and compose.yaml.
+"""The build context's text files, rendered from the plan: Dockerfile and .dockerignore (the manifests that
+run the image are deploy/'s).
 
 Pure: plan in, file texts out (`context.py` does the I/O). Every user value passes a validation or quoting
 filter (`filters.py`) on its way into a template.
@@ -123,6 +124,4 @@ def render_files(plan: PackagePlan, weights: list[str], accuracy: str | None = N
         "Dockerfile": env.get_template(f"Dockerfile.{image.layout}.j2").render(context),
         ".dockerignore": env.get_template("dockerignore.j2").render(context),
     }
-    if image.layout == "shared":
-        files["compose.yaml"] = env.get_template("compose.shared.yaml.j2").render(context)
     return files

@@ -13,8 +13,7 @@ from packager import __version__
 from packager.errors import UserInputError
 from packager.image.filters import image_ref, relative_path
 from packager.model_files import is_weight_file
-from packager.plan import BaseSpec, FileEntry
-from packager.resolve.model_images import files_key
+from packager.plan import BaseSpec, FileEntry, files_key
 
 MODELS_DIR = "/models"  # where KServe's modelcar and an ImageVolume's `subPath: models` find the files
 DEFAULT_MAX_LAYER_BYTES = 10 * 10**9  # the common registry cap on one layer (Docker Hub, GHCR, Quay)

@@ -9,13 +9,14 @@ import re
 from dataclasses import dataclass, field
 
 from packager.artefact.spec import ArtefactSpec, artefact_spec
+from packager.deploy.values import check_deploy
 from packager.dtypes import CONFIG_NAME, DTYPE_OF_CONFIG, SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.image.filters import image_ref
 from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_DIR
 from packager.image.reference import registry_host, split_target
 from packager.io.hashing import sha256_file
-from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
+from packager.plan import AdapterSpec, BaseSpec, DeploySpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
 from packager.resolve.architecture import read_config
 from packager.resolve.gpu_images import gpu_base
 from packager.resolve.model_images import model_image_for
@@ -61,6 +62,7 @@ class PackageRequest:
     task: str | None = None  # --task: the model class (default: the adapter's task_type, else the base's)
     checkpoint: int | None = None  # --checkpoint: a run's checkpoint-N / step-N (default: the newest)
     base_model_image: str | None = None  # shared: the pushed base-model image (default: the one package-base recorded)
+    deploy: DeploySpec = field(default_factory=DeploySpec)  # --target, --base-volume, --replicas
 
 
 @dataclass(frozen=True)
@@ -97,9 +99,9 @@ def plan_package(request: PackageRequest) -> Job:
         request.device,
         task.name,
     )
-    if request.layout == "baked":
-        return Job(_baked_plan(request, inputs[0], choice), inputs)
-    return Job(_shared_plan(request, inputs, choice), inputs)
+    baked = request.layout == "baked"
+    plan = _baked_plan(request, inputs[0], choice) if baked else _shared_plan(request, inputs, choice)
+    return Job(dataclasses.replace(plan, deploy=request.deploy), inputs)
 
 
 def _served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelTask:
@@ -151,6 +153,7 @@ def _check_request(request: PackageRequest) -> None:
         raise UserInputError(f"port {request.port} is out of range; use 1-65535")
     if request.push and registry_host(request.tag) == "docker.io":
         raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{request.tag}")
+    check_deploy(request.deploy, request.layout)
     spec = request.artefact
     artefact_spec(spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol)  # bad combos
 

@@ -8,7 +8,6 @@ match the very same files, and the image's start-up check still verifies the mou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 from packager.errors import UserInputError
 from packager.io.hashing import cache_root
-from packager.plan import FileEntry
+from packager.plan import FileEntry, files_key
 
 PINNED_REF = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
 
@@ -30,14 +29,6 @@ class ModelImageRecord:
     tag: str  # registry/repo:tag as pushed
     base_id: str
     files_key: str
-
-
-def files_key(files: tuple[FileEntry, ...]) -> str:
-    """The identity of a base's content: sha256 over every (path, sha256) pair, sorted."""
-    if any(not f.sha256 for f in files):
-        raise ValueError("every base file must be hashed before it can be looked up")
-    lines = "".join(f"{f.path}\0{f.sha256}\n" for f in sorted(files, key=lambda f: f.path))
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _folder() -> str:

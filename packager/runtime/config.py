@@ -11,7 +11,7 @@ Schema (a JSON object; unknown keys are rejected; relative paths are taken from 
       served_name  str, the name /v1/models lists           required
       backend      "transformers" | "quanto" | "onnx", default "transformers": how model_dir is loaded
     shared:
-      base_dir     str, where the base is mounted (read-only), default "/base"
+      base_dir     str, where the base is mounted (read-only), default "/base"    env PACKAGER_BASE_DIR overrides
       adapters     {name: PEFT adapter folder}, non-empty   required
       lock         str, the packager lock with the base files   required unless verify_base is "off"
       verify_base  "quick" | "full" | "off", default "quick"    env PACKAGER_VERIFY_BASE overrides
@@ -53,6 +53,7 @@ VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras"
 VLLM_QUANTIZATIONS = (None, "bitsandbytes", "fp8")
 VLLM_DEVICES = ("cpu", "cuda")
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
+BASE_DIR_ENV = "PACKAGER_BASE_DIR"  # where a platform puts the base instead (KServe: /mnt/models)
 COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm", "task", "model_class"}
 LAYOUT_KEYS = {
     "baked": {"model_dir", "served_name", "backend"},
@@ -125,7 +126,8 @@ class RuntimeConfig:
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> RuntimeConfig:
-    """Read and validate runtime.json; PACKAGER_VERIFY_BASE in `env` (default os.environ) overrides verify_base."""
+    """Read and validate runtime.json; PACKAGER_VERIFY_BASE and PACKAGER_BASE_DIR in `env` (default os.environ)
+    override verify_base and base_dir."""
     try:
         with open(path) as f:
             data = json.load(f)
@@ -222,7 +224,7 @@ def _shared(data: dict, port: int, root: str, env: Mapping[str, str]) -> Runtime
     lock = _path(data, "lock", root) if data.get("lock") is not None else None
     if lock is None and verify != "off":
         raise ConfigError("runtime config: shared layout needs `lock` (the base files to verify) or verify_base off")
-    base_dir = _join(root, data.get("base_dir", "/base"), "base_dir")
+    base_dir = _join(root, env.get(BASE_DIR_ENV) or data.get("base_dir", "/base"), "base_dir")
     return RuntimeConfig("shared", port, base_dir=base_dir, adapters=pairs, lock=lock, verify_base=verify)
 
 

@@ -1,0 +1,1 @@
+"""Manifests beside the image: compose, Kubernetes and KServe, rendered from the plan."""

@@ -1,0 +1,113 @@
+"""What the manifests are made of, derived from the plan and where the image went: names, image references, how
+the base reaches each pod, GPU, probes, user. Pure; each value still passes a filter inside its template."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from packager import __version__
+from packager.errors import UserInputError
+from packager.image.filters import dns_label, image_ref
+from packager.image.paths import BASE_MOUNT
+from packager.plan import BASE_VOLUMES, DEPLOY_TARGETS, DeploySpec, ImagePlan, PackagePlan, files_key
+
+RUNTIME_UID = 10001  # the USER of every packager image (Dockerfile templates)
+KSERVE_MODEL_DIR = "/mnt/models"  # where KServe puts what STORAGE_URI / spec.model.uri names
+# The lowest Kubernetes each shape needs: ImageVolume is on by default from 1.35 (beta; GA in 1.36), and
+# `subPath` into an image volume needs 1.33; everything else is stable API long before 1.27.
+K8S_MIN = {"image": "1.35", "pvc": "1.27", "none": "1.27"}
+VOLUMES_FOR = {"compose": ("image", "bind", "volume"), "kubernetes": ("image", "pvc"), "kserve": ("image", "pvc")}
+
+
+def check_deploy(spec: DeploySpec, layout: str) -> None:
+    """Refuse unknown targets, volumes and replica counts before any heavy work."""
+    unknown = [t for t in spec.targets if t not in DEPLOY_TARGETS]
+    if unknown:
+        raise UserInputError(f"unknown --target {unknown[0]!r}; use {', '.join(DEPLOY_TARGETS)}")
+    if spec.base_volume not in BASE_VOLUMES:
+        raise UserInputError(f"unknown --base-volume {spec.base_volume!r}; use one of {', '.join(BASE_VOLUMES)}")
+    if not 0 <= spec.replicas <= 1000:
+        raise UserInputError(f"--replicas {spec.replicas} is out of range; use 0-1000")
+    if layout == "shared" and spec.base_volume != "auto":
+        for target in spec.targets:
+            if spec.base_volume not in VOLUMES_FOR[target]:
+                raise UserInputError(
+                    f"--base-volume {spec.base_volume} does not apply to --target {target}; "
+                    f"use one of {', '.join(VOLUMES_FOR[target])} (or auto)"
+                )
+
+
+def base_volume(plan: PackagePlan, target: str) -> str:
+    """How the base reaches this target's pods: none (baked), else the plan's choice, auto resolved."""
+    image = _image(plan)
+    if image.layout != "shared":
+        return "none"
+    chosen = plan.deploy.base_volume
+    if chosen == "auto":
+        chosen = "image" if image.model_image else ("bind" if target == "compose" else "pvc")
+    if chosen == "image" and not image.model_image:
+        raise UserInputError(
+            "--base-volume image needs the base as a pushed image; run `packager package-base --push` first "
+            "(it is then found by itself) or pass --base-model-image REPO@sha256:..."
+        )
+    return chosen
+
+
+def k8s_name(plan: PackagePlan) -> str:
+    """The Deployment/Service/InferenceService name: the image's service name as an RFC 1123 label."""
+    served = _image(plan).runtime.served_name or "packager"
+    name = re.sub(r"[^a-z0-9-]+", "-", served.lower()).strip("-")[:40].strip("-")
+    return dns_label(name or "packager")
+
+
+def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str, Any]:
+    """The values the `target` template renders: `reference` is the image (pinned by digest once pushed)."""
+    image = _image(plan)
+    volume = base_volume(plan, target)
+    name = k8s_name(plan)
+    return {
+        "packager_version": __version__,
+        "name": name,
+        "image": image_ref(reference),
+        "layout": image.layout,
+        "engine": image.engine,
+        "device": image.device,
+        "port": image.port,
+        "replicas": plan.deploy.replicas,
+        "uid": RUNTIME_UID,
+        "adapters": [s.name for s in plan.served],
+        "base_id": plan.base.label_id,
+        "base_volume": volume,
+        "base_mount": BASE_MOUNT,
+        "base_source": image.base_source,
+        "model_image": image.model_image,
+        "model_dir": KSERVE_MODEL_DIR,
+        "claim": f"{name}-base",
+        "claim_size": _claim_size(plan),
+        "volume_name": f"packager-base-{_base_key(plan)}",
+        "base_name": image.runtime.vllm.base_name if image.runtime.vllm else "",
+        "start_failures": 60 if image.engine == "vllm" else 30,  # x 10 s: vLLM's cold start is longer
+        "k8s_min": K8S_MIN[volume] if volume in K8S_MIN else K8S_MIN["none"],
+    }
+
+
+def _image(plan: PackagePlan) -> ImagePlan:
+    if plan.image is None:
+        raise UserInputError("the plan has no image to deploy; plan it with `packager package` or `render`")
+    return plan.image
+
+
+def _claim_size(plan: PackagePlan) -> str:
+    """The base's bytes plus a tenth, in whole GiB (a claim smaller than the base fails its loader Job)."""
+    total = sum(f.size for f in plan.base.files)
+    return f"{max(1, math.ceil(total * 1.1 / 2**30))}Gi"
+
+
+def _base_key(plan: PackagePlan) -> str:
+    """A short, stable key of the base's content, so two bases never share one named volume."""
+    try:
+        return files_key(plan.base.files)[:12]
+    except ValueError:  # not hashed (a dry run): name the volume by the base instead
+        return re.sub(r"[^a-z0-9]+", "-", plan.base.label_id.lower()).strip("-")[:24] or "base"
