@@ -302,8 +302,9 @@ def test_unknown_layout_is_refused(demo, capsys) -> None:
 
 def test_compose_file_mounts_the_base_read_only(shared) -> None:
     report, _ = shared
-    compose = Path(report.context, "compose.yaml").read_text()
+    compose = Path(report.manifests["compose.yaml"]).read_text()
     assert 'target: "/base"' in compose and "read_only: true" in compose
+    assert Path(report.context, "compose.yaml").exists() is False  # manifests do not go into the build context
 
 
 @pytest.fixture()

@@ -69,9 +69,7 @@ def test_rendered_files_match_golden(plan, prefix, accuracy) -> None:
     files = render_files(plan, WEIGHTS if prefix.startswith("baked") else [], accuracy)
     for name, text in files.items():
         _golden(f"{prefix}.{name.lstrip('.')}", text)
-    assert set(files) == (
-        {"Dockerfile", ".dockerignore"} | ({"compose.yaml"} if prefix.startswith("shared") else set())
-    )
+    assert set(files) == {"Dockerfile", ".dockerignore"}  # the manifests are deploy/'s
 
 
 def test_runtime_is_told_how_to_load_the_artefact() -> None:
@@ -148,12 +146,6 @@ def test_label_values_cannot_break_out(revision) -> None:
 def test_label_dollar_is_not_expanded() -> None:
     dockerfile = render_files(plans.with_base(BAKED, commit="$HOME${PATH}"), WEIGHTS)["Dockerfile"]
     assert '"\\$HOME\\${PATH}"' in dockerfile
-
-
-@pytest.mark.parametrize("path", ["/srv/x}\nservices: {}", "/srv/$HOME", 'relative/"x"'])
-def test_compose_base_path_is_validated(path) -> None:
-    with pytest.raises(UserInputError, match="base path"):
-        render_files(plans.with_image(SHARED, base_source=path), [])
 
 
 def test_unknown_layout_is_refused() -> None:
