@@ -68,6 +68,10 @@ def print_job(plan: PackagePlan) -> None:
     print(f"build:   {image.builder} builder ({reproducible}); {push}")
     print(f"engine:  {image.engine} ({image.engine_reason})")
     print(f"runtime: {json.dumps(image.runtime.to_json(), sort_keys=True)}")
+    if image.model_image:
+        print(f"base:    mounted from the base image {image.model_image}")
+    if plan.deploy.targets:
+        print(f"deploy:  {', '.join(plan.deploy.targets)} (base volume {plan.deploy.base_volume})")
     later = sum(1 for f in plan.base.files if f.sha256 is None)
     deferred = f" ({later} base weight files are hashed while the merge reads them)" if later else ""
     print(f"pinned:  {plan.pinned_files} input files{deferred}")
@@ -132,7 +136,7 @@ def print_package(report: PackageReport) -> None:
     if report.base_mount:
         source = f"from {report.base_model_image}" if report.base_model_image else "read-only"
         print(f"  base:     mounted {source} at {report.base_mount}, checked against the lock at start")
-    for name, path in report.manifests.items():
+    for path in report.manifests.values():
         print(f"  deploy:   {path}" + ("" if report.digest else "  (the image by tag: pass --push to pin its digest)"))
     if report.artefact:
         _print_artefact(report.artefact)

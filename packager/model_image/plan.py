@@ -94,12 +94,18 @@ def plan_model_image(
     plan = ModelImagePlan(base, tag, runnable_image, builder, push, max_layer_bytes)
     too_big = [layer for layer in plan.layers if layer.size > max_layer_bytes]
     if too_big:
+        layer = too_big[0]
+        what = "the non-weight files together are" if layer.name == "meta" else f"{layer.name} is"
+        fix = "" if layer.name == "meta" else "re-shard the base (save_pretrained(max_shard_size=...)) or "
         raise UserInputError(
-            f"{too_big[0].name} is {too_big[0].size / 1e9:.2f} GB, above --max-layer-size "
-            f"{max_layer_bytes / 1e9:.2f} GB; re-shard the base (save_pretrained(max_shard_size=...)) or raise "
+            f"{what} {_size(layer.size)}, above --max-layer-size {_size(max_layer_bytes)}; {fix}raise "
             "--max-layer-size to what your registry accepts"
         )
     return plan
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 10**8 else f"{n / 1e6:.2f} MB" if n >= 10**5 else f"{n} bytes"
 
 
 def default_tag(base: BaseSpec) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from packager.errors import BaseNotFoundError, IncompatibleAdapterError
+from packager.errors import BaseNotFoundError, CorruptFileError, IncompatibleAdapterError
 from packager.plan import Fingerprint
 from packager.resolve.known_architectures import (
     INPUT_EMBEDDING,
@@ -51,8 +51,14 @@ def read_config(path: str) -> dict:
         raise BaseNotFoundError(
             f"{path} has no config.json, so it is not a Hugging Face model folder; pass the right --base"
         )
-    with open(config_path) as f:
-        return json.load(f)
+    try:
+        with open(config_path) as f:
+            config = json.load(f)
+    except ValueError as exc:
+        raise CorruptFileError(f"{config_path} is not valid JSON ({exc}); restore the base's config.json") from None
+    if not isinstance(config, dict):
+        raise CorruptFileError(f"{config_path} is not a JSON object; restore the base's config.json")
+    return config
 
 
 def inspect_architecture(path: str, tensors: dict | None = None, task: ModelTask | None = None) -> Architecture:

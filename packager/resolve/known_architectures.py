@@ -40,7 +40,8 @@ def known_module_kinds(config: dict, tensors: dict) -> dict[str, str] | None:
 
 
 def fingerprint_from_config(config: dict) -> Fingerprint:
-    """The base's Fingerprint straight from config.json (needs tie_word_embeddings; `known_module_kinds` checks it)."""
+    """The base's Fingerprint straight from config.json (a config without tie_word_embeddings ties them, as
+    transformers' PretrainedConfig defaults)."""
     dtype = config.get("torch_dtype") or config.get("dtype")
     return Fingerprint(
         architectures=tuple(config.get("architectures") or ()),
@@ -49,5 +50,5 @@ def fingerprint_from_config(config: dict) -> Fingerprint:
         num_hidden_layers=config.get("num_hidden_layers"),
         vocab_size=config.get("vocab_size"),
         dtype=str(dtype) if dtype is not None else None,
-        tie_word_embeddings=bool(config["tie_word_embeddings"]),
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", True)),
     )

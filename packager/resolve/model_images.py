@@ -56,7 +56,7 @@ def find_model_image(files: tuple[FileEntry, ...]) -> ModelImageRecord | None:
         record = ModelImageRecord(**data)
     except (OSError, ValueError, TypeError):
         return None
-    return record if PINNED_REF.match(record.reference) else None
+    return record if PINNED_REF.match(record.reference) and record.files_key == files_key(files) else None
 
 
 def pinned_reference(value: str) -> str:
