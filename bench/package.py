@@ -1,10 +1,12 @@
-"""Benchmark: baked package of the TinyLlama-1.1B-dims merged model, build + push per builder, against a floor.
+"""Benchmark: packaging the TinyLlama-1.1B-dims model, against floors.
 
-The floor is what any builder must at least do with the same bytes: tar the context, sha256 it, and upload it
-raw as one blob to the same registry on 127.0.0.1. Each builder run starts from a fresh registry and builds
-without cache, so every layer is really built and pushed.
+- builders: a baked package of the merged model, build + push per builder. The floor is what any builder must
+  at least do with the same bytes: tar the context, sha256 it, upload it raw as one blob to the same registry on
+  127.0.0.1. Each builder run starts from a fresh registry and builds without cache.
+- base, adapter, pods: the shared layout at scale (bench/scale.py): the base as an image vs its floor and
+  re-pushed; a second adapter against a pushed base and runtime; N pods to healthy on one volume vs own copies.
 
-    python bench/package.py [--repeats 2] [--builders docker,buildah]
+    python bench/package.py [--parts builders,base,adapter,pods] [--repeats 2] [--builders docker,buildah] [--pods 3]
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from packager.plan import FileEntry  # noqa: E402
 from packager.resolve.job import PackageRequest, plan_package  # noqa: E402
 from scripts import base_image, local_engine  # noqa: E402
 
-ENGINE_ROOT = "/var/tmp/packager-bench-engine"
+ENGINE_ROOT = os.environ.get("PACKAGER_BENCH_ENGINE_ROOT", "/var/tmp/packager-engine")  # make package's engine
 
 
 def merged_model(work: Path) -> Path:
@@ -191,22 +193,75 @@ def table(results: dict[str, list[tuple[float, float]]], weights_gb: float) -> s
     return "\n".join(lines)
 
 
+def scale(work: Path, runtime: str, repeats: int, pods: int, parts: list[str]) -> str:
+    """The shared-layout parts: base push vs floor and re-push, a second adapter, pods to healthy."""
+    import docker
+    import scale as bench_scale
+
+    base, adapter = model_paths(SPECS["1b"], work)
+    ensure_models(SPECS["1b"], work)
+    subprocess.run([str(ROOT / ".venv" / "bin" / "packager"), "demo", "--output", str(work / "demo")], check=True)
+    served = bench_scale.served_base(base, work / "demo" / "base", work)
+    weights_gb = sum(p.stat().st_size for p in served.glob("*.safetensors")) / 1e9
+    rows = [f"shared layout, base {weights_gb:.2f} GB of weights ({len(list(served.glob('*.safetensors')))} files)"]
+    rows += ["", "| step | run | seconds | bytes sent / stored |", "|---|---|---:|---:|"]
+    for run in range(1, repeats + 1):
+        registry = fresh_registry(work / "bench-registry")
+        storage = os.path.join(registry.root, "storage", "docker", "registry", "v2", "blobs")
+        try:
+            first, reference = bench_scale.push_base(served, registry.url, "bench/base:1", work / "base-work")
+            again, _ = bench_scale.push_base(served, registry.url, "bench/base:2", work / "base-work")
+            floor_s = floor(str(work / "base-work" / "base-context"), registry.url)
+            rows += [f"| package-base (oci) | {run} | {first.seconds:.1f} | {first.bytes / 1e9:.3f} GB |"]
+            rows += [f"| floor: tar + sha256 + raw upload | {run} | {floor_s:.1f} | same bytes, one blob |"]
+            rows += [f"| package-base again, unchanged | {run} | {again.seconds:.1f} | {again.bytes} B |"]
+            if "adapter" in parts or "pods" in parts:
+                seed, _ = bench_scale.package_adapter(adapter, served, runtime, registry.url, "first", work, storage)
+                second_dir = bench_scale.second_adapter(adapter, work)
+                second, image = bench_scale.package_adapter(
+                    second_dir, served, runtime, registry.url, "second", work, storage
+                )
+                own = sum(f.stat().st_size for f in second_dir.iterdir())
+                rows += [f"| shared image, first adapter (runtime uploaded) | {run} | {seed.seconds:.1f} | "]
+                rows[-1] += f"{seed.bytes / 1e6:.1f} MB |"
+                rows += [f"| shared image, second adapter | {run} | {second.seconds:.1f} | {second.bytes / 1e6:.1f}"]
+                rows[-1] += f" MB ({second.bytes / own:.2f}x its {own / 1e6:.1f} MB) |"
+            if "pods" in parts:
+                client = docker.DockerClient(base_url=os.environ["DOCKER_HOST"], timeout=600)
+                client.images.pull(image)
+                client.images.pull(reference)
+                for shared in (True, False):
+                    seconds = bench_scale.pods_to_healthy(client, image, reference, pods, shared)
+                    what = "one shared volume" if shared else "a copy each"
+                    rows += [f"| {pods} pods to healthy, {what} | {run} | {seconds:.1f} | |"]
+        finally:
+            local_engine.stop_registry(registry)
+        print("\n".join(rows), file=sys.stderr)
+    return "\n".join(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="builders,base,adapter,pods", help="what to measure (default all)")
+    parser.add_argument("--pods", type=int, default=3, help="pods for the pods part (default 3)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per path (default 2)")
     parser.add_argument("--builders", default="oci,docker,buildah", help="comma-separated builders (default all)")
     parser.add_argument("--work", default=str(BENCH_DIR / "work"), help="work folder (default bench/work)")
     args = parser.parse_args()
     work = Path(args.work)
+    parts = args.parts.split(",")
     local_engine.ensure_packages()
     engine = local_engine.start_engine(ENGINE_ROOT)
     os.environ["DOCKER_HOST"] = engine.docker_host
     try:
-        merged = merged_model(work)
         runtime = base_image.ensure_base_image(engine.docker_host)
-        context = render(merged, runtime, work)
-        weights = sum(p.stat().st_size for p in merged.glob("*.safetensors")) / 1e9
-        print(table(measure(args.builders.split(","), args.repeats, context, work, runtime), weights))
+        if "builders" in parts:
+            merged = merged_model(work)
+            context = render(merged, runtime, work)
+            weights = sum(p.stat().st_size for p in merged.glob("*.safetensors")) / 1e9
+            print(table(measure(args.builders.split(","), args.repeats, context, work, runtime), weights))
+        if {"base", "adapter", "pods"} & set(parts):
+            print(scale(work, runtime, args.repeats, args.pods, parts))
     finally:
         local_engine.stop_engine(engine)
     return 0

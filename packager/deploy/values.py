@@ -58,8 +58,10 @@ def base_volume(plan: PackagePlan, target: str) -> str:
 def k8s_name(plan: PackagePlan) -> str:
     """The Deployment/Service/InferenceService name: the image's service name as an RFC 1123 label."""
     served = _image(plan).runtime.served_name or "packager"
-    name = re.sub(r"[^a-z0-9-]+", "-", served.lower()).strip("-")[:40].strip("-")
-    return dns_label(name or "packager")
+    name = re.sub(r"[^a-z0-9-]+", "-", served.lower()).strip("-")
+    if name[:1].isdigit():  # Service and InferenceService names are RFC 1035 labels: a letter first
+        name = f"packager-{name}"
+    return dns_label(name[:40].strip("-") or "packager")
 
 
 def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str, Any]:
@@ -67,6 +69,8 @@ def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str,
     image = _image(plan)
     volume = base_volume(plan, target)
     name = k8s_name(plan)
+    if image.model_image and "@sha256:" not in image_ref(image.model_image):
+        raise UserInputError(f"the base image {image.model_image!r} is not pinned by digest; give REPO@sha256:...")
     return {
         "packager_version": __version__,
         "name": name,

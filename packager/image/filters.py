@@ -24,7 +24,7 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def image_ref(value: str) -> str:
     """A container image reference such as `registry:5000/team/model:1.0`; anything else is refused."""
-    if not IMAGE_REF.match(value or ""):
+    if not IMAGE_REF.fullmatch(value or ""):
         raise UserInputError(
             f"{value!r} is not a valid image reference; "
             "use [registry[:port]/]name[:tag] in lowercase, e.g. acme/model:1"
@@ -34,14 +34,14 @@ def image_ref(value: str) -> str:
 
 def safe_name(value: str) -> str:
     """A file, adapter or service name: letters, digits, dot, dash, underscore; no path separators."""
-    if not SAFE_NAME.match(value or "") or value in (".", ".."):
+    if not SAFE_NAME.fullmatch(value or "") or value in (".", ".."):
         raise UserInputError(f"{value!r} is not a valid name; use letters, digits, '.', '-' and '_' only")
     return value
 
 
 def label_key(value: str) -> str:
     """An image label key: lowercase letters, digits, '.', '-' and '_'; anything else is refused."""
-    if not LABEL_KEY.match(value or ""):
+    if not LABEL_KEY.fullmatch(value or ""):
         raise UserInputError(f"{value!r} is not a valid label key; use lowercase letters, digits, '.', '-', '_'")
     return value
 
@@ -64,7 +64,7 @@ def yaml_string(value: object) -> str:
 
 def compose_path(value: str) -> str:
     """An absolute host path used inside a quoted compose string."""
-    if not SAFE_PATH.match(value or ""):
+    if not SAFE_PATH.fullmatch(value or ""):
         raise UserInputError(
             f"{value!r} cannot be used as the base path in compose.yaml; "
             "use an absolute path without quotes, $ or braces"
@@ -77,7 +77,7 @@ PIP_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!-]*$
 
 def pip_pin(value: str) -> str:
     """An exact pip requirement, `name==version`: nothing else reaches a RUN line."""
-    if not PIP_PIN.match(value):
+    if not PIP_PIN.fullmatch(value):
         raise UserInputError(f"invalid pip requirement {value!r}; give it as name==version")
     return value
 
@@ -87,7 +87,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 def dns_label(value: str) -> str:
     """A Kubernetes object name (RFC 1123 label): lowercase letters, digits and '-', at most 63 characters."""
-    if not DNS_LABEL.match(value or ""):
+    if not DNS_LABEL.fullmatch(value or ""):
         raise UserInputError(
             f"{value!r} is not a valid Kubernetes name; use lowercase letters, digits and '-' (at most 63)"
         )
@@ -109,7 +109,7 @@ RELATIVE_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z
 def relative_path(value: str) -> str:
     """A model file's path inside its folder (`config.json`, `1_Pooling/config.json`): no `..`, no leading `/`,
     nothing a JSON COPY line or a YAML key could be broken out of."""
-    if not RELATIVE_PATH.match(value or "") or ".." in value.split("/"):
+    if not RELATIVE_PATH.fullmatch(value or "") or ".." in value.split("/"):
         raise UserInputError(f"{value!r} is not a plain relative file path; rename the file")
     return value
 

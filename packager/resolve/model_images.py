@@ -56,12 +56,12 @@ def find_model_image(files: tuple[FileEntry, ...]) -> ModelImageRecord | None:
         record = ModelImageRecord(**data)
     except (OSError, ValueError, TypeError):
         return None
-    return record if PINNED_REF.match(record.reference) and record.files_key == files_key(files) else None
+    return record if PINNED_REF.fullmatch(record.reference) and record.files_key == files_key(files) else None
 
 
 def pinned_reference(value: str) -> str:
     """A `--base-model-image` given by hand: it must name its digest, or the manifests would not be pinned."""
-    if not PINNED_REF.match(value or ""):
+    if not PINNED_REF.fullmatch(value or ""):
         raise UserInputError(
             f"--base-model-image {value!r} is not pinned by digest; give it as REGISTRY/REPO@sha256:<64 hex> "
             "(what `packager package-base` prints)"

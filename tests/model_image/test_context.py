@@ -163,3 +163,17 @@ def test_layer_tar_entries_have_fixed_times_owner_and_modes(plan, tmp_path) -> N
             assert hashlib.sha256(files[f"models/{entry.path}"]).hexdigest() == entry.sha256
         seen += files
     assert sorted(seen) == sorted(f"models/{f.path}" for f in plan.base.files)
+
+
+def test_hadolint_passes_the_base_model_dockerfile(plan, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(render_dockerfile(plan))
+    proc = subprocess.run(
+        [hadolint, "-f", "json", "--failure-threshold", "warning", str(dockerfile)], capture_output=True
+    )
+    findings = json.loads(proc.stdout or b"[]")
+    assert proc.returncode == 0 and not [f for f in findings if f["level"] in ("error", "warning")], findings
