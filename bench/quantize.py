@@ -44,8 +44,14 @@ ARTEFACTS = {
     "onnx-fp32": ["--export", "onnx"],
     "onnx-int8": ["--export", "onnx", "--quantize", "int8"],
 }
-BACKENDS = {"merged": "transformers", "quanto-int8": "quanto", "quanto-int4": "quanto", "onnx-fp32": "onnx",
-            "onnx-int8": "onnx", "optimum-cli": "onnx"}
+BACKENDS = {
+    "merged": "transformers",
+    "quanto-int8": "quanto",
+    "quanto-int4": "quanto",
+    "onnx-fp32": "onnx",
+    "onnx-int8": "onnx",
+    "optimum-cli": "onnx",
+}
 PROBE = """
 import json, sys, time
 started = time.perf_counter()
@@ -103,9 +109,7 @@ def ensure_merged(work: Path, env: dict[str, str]) -> Path:
     return merged
 
 
-def make_artefacts(
-    merged: Path, work: Path, env: dict[str, str], repeats: int, only: list[str]
-) -> dict[str, Made]:
+def make_artefacts(merged: Path, work: Path, env: dict[str, str], repeats: int, only: list[str]) -> dict[str, Made]:
     """Each artefact once (onnx-fp32 and optimum-cli alternately, `repeats` times each)."""
     made = {name: Made() for name in [*ARTEFACTS, "optimum-cli"] if name in only}
     logs = work / "logs"

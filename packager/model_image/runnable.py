@@ -90,9 +90,7 @@ def ensure_runnable_image(engine_url: str | None = None) -> str:
             return tag
         except docker.errors.ImageNotFound:
             repository, version = tag.split(":")
-            api.import_image_from_data(
-                layer, repository=repository, tag=version, changes=[CONFIG_CHANGE]
-            )
+            api.import_image_from_data(layer, repository=repository, tag=version, changes=[CONFIG_CHANGE])
     except (docker.errors.DockerException, OSError) as exc:
         raise EngineError(f"cannot reach the Docker engine at {url} ({exc}); start it (make engine-up)") from None
     return tag
