@@ -175,8 +175,8 @@ def _timed(timings: dict[str, float], name: str, step: Callable[[], Any]) -> Any
 
 def _base_notes(plan: PackagePlan) -> list[str]:
     """The shared image runs as uid 10001: a base with owner-only files (safetensors writes 0600) is unreadable."""
-    if plan.image is None or plan.image.layout != "shared":
-        return []
+    if plan.image is None or plan.image.layout != "shared" or plan.image.model_image:
+        return []  # a base-model image's files are 0644 whatever the folder's were
     base_path = plan.base.path
     private = [e.path for e in plan.base.files if not os.stat(os.path.join(base_path, e.path)).st_mode & 0o004]
     if not private:

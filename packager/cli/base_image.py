@@ -13,7 +13,8 @@ Put a base model into an OCI image: its files under /models, one uncompressed la
 that has a layer never receives it again), deterministic tars, labels naming the base and the sha256 of every
 file, FROM a minimal busybox image built here (sh, ln, sleep: what KServe's modelcar sidecar runs). With --push
 the digest is recorded, so a later `packager package --layout shared` of an adapter on this base pins the image
-in its lock, labels and manifests (Kubernetes ImageVolume, KServe oci://, compose volume).
+in its lock, labels and manifests (Kubernetes ImageVolume, KServe oci://, compose volume). A safetensors file
+above --max-layer-size is split at tensor boundaries into files that each fit (the index rewritten).
 
 example:
   packager package-base --base ./llama-base --tag 127.0.0.1:5000/llama-base:v1 --push
@@ -44,7 +45,8 @@ def add_base_image_command(sub: argparse._SubParsersAction, common: argparse.Arg
         type=parse_size,
         default="10GB",
         metavar="SIZE",
-        help="refuse a weight file bigger than your registry's layer cap (default 10GB)",
+        help="your registry's cap on one layer (default 10GB): a safetensors file above it is split at tensor "
+        "boundaries into several files (the index rewritten), so each layer fits",
     )
     p.add_argument("--allow-pickle", action="store_true", help="accept a base with .bin weights only")
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (WORK/base-context)")
@@ -72,7 +74,7 @@ def cmd_package_base(args: argparse.Namespace) -> int:
         args.allow_pickle,
     )
     if args.dry_run:
-        plan = plan_base_image(request, runnable=args.from_image or "packager-modelbase:dry-run")
+        plan = plan_base_image(request, runnable=args.from_image or "packager-modelbase:dry-run", dry_run=True)
         print(json.dumps(plan.to_dict(), indent=2, default=str) if args.json else _plan_text(plan))
         return 0
     report = package_base(request, log=(lambda _line: None) if getattr(args, "quiet", False) else stderr_line)
@@ -87,6 +89,7 @@ def cmd_package_base(args: argparse.Namespace) -> int:
 
 def _plan_text(plan) -> str:
     lines = [f"plan (dry run): {plan.base.label_id} -> {plan.tag} with the {plan.builder} builder"]
+    lines += [f"  split:  {name} (above --max-layer-size; at tensor boundaries)" for name in plan.split]
     lines += [f"  layer {layer.name}: {len(layer.files)} files, {layer.size / 1e6:.1f} MB" for layer in plan.layers]
     return "\n".join(lines)
 

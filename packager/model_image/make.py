@@ -15,10 +15,21 @@ from typing import Any
 
 from packager.builders import get_builder
 from packager.builders.base import BuildRequest, PushRequest
-from packager.image.reference import split_target
+from packager.errors import UserInputError
+from packager.image.reference import registry_host, split_target
+from packager.model_files import is_weight_file
 from packager.model_image.context import write_model_context
-from packager.model_image.plan import DEFAULT_MAX_LAYER_BYTES, ModelImagePlan, default_tag, plan_model_image
+from packager.model_image.plan import (
+    DEFAULT_MAX_LAYER_BYTES,
+    ModelImagePlan,
+    ModelLayer,
+    check_layer_fits,
+    default_tag,
+    plan_model_image,
+)
+from packager.model_image.reshard import plan_splits, planned_base, write_split_base
 from packager.model_image.runnable import ensure_runnable_image
+from packager.plan import files_key
 from packager.resolve.job import choose_builder
 from packager.resolve.model_images import ModelImageRecord, remember_model_image
 from packager.resolve.resolver import resolve_base
@@ -60,19 +71,35 @@ class BaseImageReport:
     pushed_bytes: int | None = None
     skipped_layers: int | None = None
     record: str | None = None  # where the record for later `package` runs was written
+    split: list[str] = field(default_factory=list)  # base files split at tensor boundaries to fit the layer cap
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (`--json`, `--report`)."""
         return dataclasses.asdict(self)
 
 
-def plan_base_image(request: BaseImageRequest, runnable: str | None = None) -> ModelImagePlan:
-    """Resolve and pin the base, then freeze the image's plan (no engine needed when `runnable` is given)."""
+def plan_base_image(request: BaseImageRequest, runnable: str | None = None, dry_run: bool = False) -> ModelImagePlan:
+    """Resolve and pin the base, split weight files above the layer cap (written to WORK/base-split unless a dry
+    run), then freeze the image's plan (no engine needed when `runnable` is given)."""
     base = resolve_base(request.base, request.revision, request.allow_pickle)
     builder = choose_builder(request.builder, request.push)
     runnable = runnable or request.from_image or ensure_runnable_image()
     tag = request.tag or default_tag(base)
-    return plan_model_image(base, tag, runnable, builder, request.push, request.max_layer_bytes)
+    if request.push and registry_host(tag) == "docker.io":
+        raise UserInputError(f"--push needs a tag that names a registry, e.g. --tag 127.0.0.1:5000/{tag}")
+    meta = ModelLayer("meta", tuple(f for f in base.files if not is_weight_file(f.path)))
+    check_layer_fits(meta, request.max_layer_bytes)  # before any split: splitting weights cannot help it
+    splits = plan_splits(base, request.max_layer_bytes)
+    image_base = base
+    if splits:
+        split_to = os.path.join(request.work, "base-split")
+        os.makedirs(request.work, exist_ok=True)
+        image_base = planned_base(base, splits) if dry_run else write_split_base(base, splits, split_to)
+    split = tuple(s.source for s in splits)
+    key = files_key(base.files) if splits else ""
+    return plan_model_image(
+        image_base, tag, runnable, builder, request.push, request.max_layer_bytes, split, key, dry_run
+    )
 
 
 def package_base(request: BaseImageRequest, log: Log = print) -> BaseImageReport:
@@ -93,7 +120,8 @@ def package_base(request: BaseImageRequest, log: Log = print) -> BaseImageReport
     pushed = builder.push(PushRequest(plan.tag, plan.tag, request.username, request.password), log)
     timings["push"] = pushed.seconds
     repository, _ = split_target(plan.tag)
-    record = ModelImageRecord(f"{repository}@{pushed.digest}", plan.tag, plan.base.label_id, plan.files_key)
+    files = tuple(dataclasses.asdict(f) for f in plan.base.files) if plan.split else ()
+    record = ModelImageRecord(f"{repository}@{pushed.digest}", plan.tag, plan.base.label_id, plan.lookup_key, files)
     return _report(plan, built, pushed, timings, remember_model_image(record))
 
 
@@ -116,4 +144,5 @@ def _report(plan: ModelImagePlan, built, pushed, timings: dict[str, float], reco
         pushed_bytes=pushed.pushed_bytes if pushed else None,
         skipped_layers=pushed.skipped_layers if pushed else None,
         record=record,
+        split=list(plan.split),
     )

@@ -42,12 +42,22 @@ class ModelImagePlan:
     builder: str
     push: bool
     max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES
+    split: tuple[str, ...] = ()  # the base's weight files split at tensor boundaries to fit max_layer_bytes
+    source_files_key: str = ""  # split: the key of the base as resolved (what a shared package looks it up by)
     packager_version: str = __version__
 
     @property
     def files_key(self) -> str:
         """The base's identity (sha256 over every file's path and sha256): what records and labels key on."""
-        return files_key(self.base.files)
+        try:
+            return files_key(self.base.files)
+        except ValueError:  # a dry run of a split: the parts are not written, so not hashed, yet
+            return ""
+
+    @property
+    def lookup_key(self) -> str:
+        """What the record is filed under: the key of the base as resolved (before any split)."""
+        return self.source_files_key or self.files_key
 
     @property
     def layers(self) -> tuple[ModelLayer, ...]:
@@ -72,6 +82,9 @@ class ModelImagePlan:
             "io.packager.base.files-key": self.files_key,
             "io.packager.base.files": json.dumps(files, separators=(",", ":")),
         }
+        if self.split:
+            values["io.packager.base.split-from"] = json.dumps(list(self.split), separators=(",", ":"))
+            values["io.packager.base.source-files-key"] = self.source_files_key
         return sorted(values.items())
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,29 +95,44 @@ class ModelImagePlan:
 
 
 def plan_model_image(
-    base: BaseSpec, tag: str, runnable_image: str, builder: str, push: bool, max_layer_bytes: int
+    base: BaseSpec,
+    tag: str,
+    runnable_image: str,
+    builder: str,
+    push: bool,
+    max_layer_bytes: int,
+    split: tuple[str, ...] = (),
+    source_files_key: str = "",
+    dry_run: bool = False,
 ) -> ModelImagePlan:
-    """Check the inputs and freeze the plan: every file hashed and plainly named, every layer under the cap."""
+    """Check the inputs and freeze the plan: every file hashed (but in a dry run) and plainly named, every layer
+    under the cap (`base`: the files as the image holds them, after any split)."""
     image_ref(tag)
     image_ref(runnable_image)
-    if any(not f.sha256 for f in base.files):
+    if not dry_run and any(not f.sha256 for f in base.files):
         raise UserInputError("every base file must be pinned by sha256 before it goes into an image; rerun")
     for entry in base.files:
         relative_path(entry.path)
-    plan = ModelImagePlan(base, tag, runnable_image, builder, push, max_layer_bytes)
-    too_big = [layer for layer in plan.layers if layer.size > max_layer_bytes]
-    if too_big:
-        layer = too_big[0]
-        what = "the non-weight files together are" if layer.name == "meta" else f"{layer.name} is"
-        fix = "" if layer.name == "meta" else "re-shard the base (save_pretrained(max_shard_size=...)) or "
-        raise UserInputError(
-            f"{what} {_size(layer.size)}, above --max-layer-size {_size(max_layer_bytes)}; {fix}raise "
-            "--max-layer-size to what your registry accepts"
-        )
+    plan = ModelImagePlan(base, tag, runnable_image, builder, push, max_layer_bytes, split, source_files_key)
+    for layer in plan.layers:
+        check_layer_fits(layer, max_layer_bytes)
     return plan
 
 
-def _size(n: int) -> str:
+def check_layer_fits(layer: ModelLayer, max_layer_bytes: int) -> None:
+    """Refuse a layer above the cap, naming what is too big and the fix."""
+    if layer.size <= max_layer_bytes:
+        return
+    what = "the non-weight files together are" if layer.name == "meta" else f"{layer.name} is"
+    fix = "" if layer.name == "meta" else "re-shard the base (save_pretrained(max_shard_size=...)) or "
+    raise UserInputError(
+        f"{what} {human_size(layer.size)}, above --max-layer-size {human_size(max_layer_bytes)}; {fix}raise "
+        "--max-layer-size to what your registry accepts"
+    )
+
+
+def human_size(n: int) -> str:
+    """Bytes for a message: GB, MB or plain bytes, whichever reads best."""
     return f"{n / 1e9:.2f} GB" if n >= 10**8 else f"{n / 1e6:.2f} MB" if n >= 10**5 else f"{n} bytes"
 
 

@@ -259,8 +259,9 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
     engine = _engine(request, choice, plan, _base_name(plan), [s.spec for s in served])
     runtime = dataclasses.replace(runtime, **engine)
     image = _image(request, "shared", runtime, choice, first.base.path)
-    image = dataclasses.replace(image, model_image=model_image_for(request.base_model_image, base.files))
-    return dataclasses.replace(plan, image=image)
+    model_image, mounted = model_image_for(request.base_model_image, base.files)
+    image = dataclasses.replace(image, model_image=model_image)
+    return dataclasses.replace(plan, base=dataclasses.replace(base, files=mounted), image=image)
 
 
 def _base_name(plan: PackagePlan) -> str:

@@ -28,7 +28,8 @@ class ModelImageRecord:
     reference: str  # registry/repo@sha256:...
     tag: str  # registry/repo:tag as pushed
     base_id: str
-    files_key: str
+    files_key: str  # of the base as resolved: what a shared package looks the record up by
+    files: tuple[dict, ...] = ()  # the image's files when they differ (a split base): what pods get mounted
 
 
 def _folder() -> str:
@@ -53,7 +54,7 @@ def find_model_image(files: tuple[FileEntry, ...]) -> ModelImageRecord | None:
     try:
         with open(os.path.join(_folder(), f"{files_key(files)}.json")) as f:
             data = json.load(f)
-        record = ModelImageRecord(**data)
+        record = ModelImageRecord(**{**data, "files": tuple(data.get("files") or ())})
     except (OSError, ValueError, TypeError):
         return None
     return record if PINNED_REF.fullmatch(record.reference) and record.files_key == files_key(files) else None
@@ -69,10 +70,13 @@ def pinned_reference(value: str) -> str:
     return value
 
 
-def model_image_for(explicit: str | None, files: tuple[FileEntry, ...]) -> str:
-    """The base-model image a shared image runs beside: the one named, else the one `package-base` pushed for
-    exactly these base files, else "" (the base then comes from a host folder or a volume)."""
+def model_image_for(explicit: str | None, files: tuple[FileEntry, ...]) -> tuple[str, tuple[FileEntry, ...]]:
+    """The base-model image a shared image runs beside and the files it mounts: the one named (with `files`),
+    else the one `package-base` pushed for exactly these base files (with the split files it holds, if it split
+    any), else ("", files): the base then comes from a host folder or a volume."""
     if explicit:
-        return pinned_reference(explicit)
+        return pinned_reference(explicit), files
     record = find_model_image(files)
-    return record.reference if record else ""
+    if record is None:
+        return "", files
+    return record.reference, tuple(FileEntry(**f) for f in record.files) or files

@@ -97,10 +97,22 @@ def test_a_layer_above_the_cap(demo, cache, capsys) -> None:
     assert "re-shard" not in line  # re-sharding cannot shrink the tokenizer and config
 
 
-def test_a_weight_file_above_the_cap(demo, cache, capsys) -> None:
-    cap = str(os.path.getsize(os.path.join(demo["base"], "model.safetensors")) - 1)  # meta fits, weights do not
+def test_a_weight_file_above_the_cap_is_split(demo, cache, tmp_path, capsys) -> None:
+    cap = os.path.getsize(os.path.join(demo["base"], "model.safetensors")) - 1  # meta fits, the weights do not
+    flags = ["--base", demo["base"], "--dry-run", "--json", "--from", "busy:1", "--max-layer-size", str(cap)]
+    assert package_base(*flags, "--work", str(tmp_path)) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["split"] == ["model.safetensors"] and all(layer["bytes"] <= cap for layer in plan["layers"])
+    assert [layer["name"] for layer in plan["layers"]][1:] == [
+        "weights/model-part-00001-of-00002.safetensors",
+        "weights/model-part-00002-of-00002.safetensors",
+    ]
+
+
+def test_a_tensor_above_the_cap_is_refused(demo, cache, capsys) -> None:
+    cap = "50KB"  # the embedding alone (98 kB) is bigger; the non-weight files (15 kB) fit
     code = package_base("--base", demo["base"], "--dry-run", "--from", "busy:1", "--max-layer-size", cap)
-    assert_clean_failure(capsys, code, "weights/model.safetensors", "--max-layer-size", "max_shard_size")
+    assert_clean_failure(capsys, code, "alone is", "a tensor cannot be split", "--max-layer-size")
 
 
 def test_a_size_that_is_not_a_size(demo, cache, capsys) -> None:

@@ -140,7 +140,7 @@ UNPINNED = ["127.0.0.1:5000/acme/tiny-base:1", "acme/tiny-base", MODEL + "\n---"
 def test_a_model_image_given_by_hand_must_be_pinned_by_digest(value: str) -> None:
     with pytest.raises(UserInputError, match="not pinned by digest"):
         model_image_for(value, ())
-    assert pinned_reference(MODEL) == model_image_for(MODEL, ()) == MODEL
+    assert pinned_reference(MODEL) == model_image_for(MODEL, ())[0] == MODEL
 
 
 @pytest.mark.parametrize("path", [*BAD_PATHS, "/srv/x\n"])

@@ -35,13 +35,22 @@ def bases(tmp_path_factory) -> dict[str, str]:
     return folders  # files stay 0600: the base image's layers make them 0644, so uid 10001 can read them
 
 
-def _push_base(path: str, tag: str, work: str):
-    request = BaseImageRequest(path, tag=tag, push=True, builder="oci", work=work)
+def _push_base(path: str, tag: str, work: str, max_layer_bytes: int = 10**10):
+    request = BaseImageRequest(path, tag=tag, push=True, builder="oci", work=work, max_layer_bytes=max_layer_bytes)
     return package_base(request, log=lambda _line: None)
 
 
 @pytest.fixture(scope="module")
-def base_image(bases, registry, tmp_path_factory):
+def cache(tmp_path_factory):
+    """This module's own record of pushed base images: other modules package shared images of the same demo base
+    and must not find these."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PACKAGER_CACHE", str(tmp_path_factory.mktemp("scale-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def base_image(bases, registry, cache, tmp_path_factory):
     return _push_base(bases["base"], f"{registry.url}/scale/base:1", str(tmp_path_factory.mktemp("base-work")))
 
 
@@ -160,3 +169,34 @@ def test_a_second_adapter_against_a_pushed_base_and_runtime_costs_about_its_own_
     print(f"\nsecond adapter: {stored} B stored in the registry for a {adapter_bytes} B adapter")
     assert late.digest != shared.digest and late.base_model_image == shared.base_model_image
     assert stored <= 1.1 * adapter_bytes, (stored, adapter_bytes)
+
+
+def test_a_base_split_to_fit_a_layer_cap_serves_as_peft(bases, runtime_image, registry, docker_client, tmp_path):
+    """A registry capping layers at 300 kB: the base's weight file is split at tensor boundaries, the shared image
+    checks the volume against the split files, and answers as PEFT does on the unsplit base."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cap = 300_000
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PACKAGER_CACHE", str(tmp_path / "cache"))
+        split = _push_base(bases["base"], f"{registry.url}/scale/split-base:1", str(tmp_path / "b"), cap)
+        image = _package_shared(runtime_image, [("sql", bases["sql"])], f"{registry.url}/scale/split:1", str(tmp_path))
+    assert split.split == ["model.safetensors"] and all(layer["size"] <= cap + 10_000 for layer in split.layers[1:])
+    lock = json.loads(Path(image.lock).read_text())
+    assert any("-part-" in entry["path"] for entry in lock["base"]["files"])
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(bases["base"]), bases["sql"])
+    expected = _greedy(model, AutoTokenizer.from_pretrained(bases["base"]), PROMPT, 12)
+    volume = "scale-split-base"
+    _fill_volume(docker_client, split.reference, volume)
+    pulled = f"{image.image.rsplit(':', 1)[0]}@{image.digest}"
+    docker_client.images.pull(pulled)
+    pod = docker_client.containers.run(
+        pulled, detach=True, network_mode="none", volumes={volume: {"bind": "/base", "mode": "ro"}}
+    )
+    try:
+        containers.wait_healthy(pod)
+        assert _completion(pod, "sql") == expected
+    finally:
+        pod.remove(force=True)
+        docker_client.volumes.get(volume).remove(force=True)

@@ -69,12 +69,12 @@ def test_an_unhashed_file_list_finds_nothing() -> None:
     remember_model_image(record())
     unhashed = (*FILES[:2], dataclasses.replace(FILES[2], sha256=None))
     assert find_model_image(unhashed) is None
-    assert model_image_for(None, unhashed) == ""
+    assert model_image_for(None, unhashed) == ("", unhashed)
 
 
 def test_no_record_finds_nothing() -> None:
     assert find_model_image(FILES) is None
-    assert model_image_for(None, FILES) == ""
+    assert model_image_for(None, FILES) == ("", FILES)
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_a_corrupt_record_finds_nothing(content) -> None:
     with open(path, "w", encoding="latin-1") as f:
         f.write(content)
     assert find_model_image(FILES) is None
-    assert model_image_for(None, FILES) == ""
+    assert model_image_for(None, FILES) == ("", FILES)
 
 
 def test_a_record_without_a_digest_finds_nothing() -> None:
@@ -120,8 +120,8 @@ def test_pinned_reference_refuses_a_reference_without_a_digest(value) -> None:
 
 def test_model_image_for_prefers_the_explicit_one() -> None:
     remember_model_image(record())
-    assert model_image_for(OTHER, FILES) == OTHER
-    assert model_image_for(None, FILES) == REFERENCE
-    assert model_image_for("", FILES) == REFERENCE
+    assert model_image_for(OTHER, FILES) == (OTHER, FILES)
+    assert model_image_for(None, FILES) == (REFERENCE, FILES)  # a record without split files mounts FILES
+    assert model_image_for("", FILES) == (REFERENCE, FILES)
     with pytest.raises(UserInputError, match="@sha256"):
         model_image_for("acme/base:1", FILES)  # a recorded image does not excuse an unpinned explicit one
