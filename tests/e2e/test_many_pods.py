@@ -127,10 +127,11 @@ def test_three_pods_share_one_read_only_base_volume_and_answer_as_peft(bases, sh
         for pod in pods:
             for name in ("sql", "chat"):
                 assert _completion(pod, name) == expected[name], (pod.name, name)
-        extra = [docker_client.api.containers(filters={"id": pod.id}, size=True)[0]["SizeRw"] for pod in pods]
+        listed = [docker_client.api.containers(filters={"id": pod.id}, size=True)[0] for pod in pods]
+        extra = [entry.get("SizeRw", 0) for entry in listed]  # the engine leaves it out when nothing was written
         base_bytes = sum(layer["size"] for layer in base_image.layers if layer["content"] != "runnable base")
         print(f"\nbytes each pod adds: {extra} (the base, {base_bytes} B, is stored once in {volume})")
-        assert all(size < base_bytes / 10 for size in extra), extra  # no pod holds a copy of the base
+        assert all(size < 64_000 for size in extra), extra  # no copy of the base, and (no bytecode) next to nothing
     finally:
         for pod in pods:
             pod.remove(force=True)

@@ -11,6 +11,7 @@ COPY --chown=10001:10001 ["runtime/", "/"]
 COPY --chown=10001:10001 ["config/", "/"]
 
 ENV PYTHONPATH=/opt/packager:/opt/runtime \
+    PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     HF_HOME=/tmp/hf \
     HF_HUB_OFFLINE=1 \
