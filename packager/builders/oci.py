@@ -21,6 +21,7 @@ from packager.builders.base import (
     PushRequest,
     PushResult,
 )
+from packager.builders.blob_locations import remember_blobs, source_repository
 from packager.builders.oci_image import image_config, layer_tar
 from packager.builders.registry_client import CHUNK_BYTES, RegistryClient
 from packager.errors import EngineError, RegistryError, UserInputError
@@ -77,7 +78,8 @@ class OciBuilder:
         host = registry_host(request.target)
         client = RegistryClient(host, repository.removeprefix(f"{host}/"), request.username, request.password)
         base_count = len(layers) - len(recipe.layers)
-        missing = [layer for layer in layers if not client.blob_exists(layer.digest)]
+        name = repository.removeprefix(f"{host}/")
+        missing = [layer for layer in layers if not _present(client, host, name, layer.digest)]
         pushed = 0
         if any(layer in missing for layer in layers[:base_count]):
             pushed += self._push_base_layers(client, recipe.base, layers[:base_count], log)
@@ -88,6 +90,7 @@ class OciBuilder:
         config_digest = client.upload_bytes(json.dumps(config, sort_keys=True).encode())
         manifest = _manifest(config_digest, len(json.dumps(config, sort_keys=True).encode()), layers)
         digest = client.put_manifest(tag, manifest, MANIFEST_TYPE)
+        remember_blobs(host, name, [layer.digest for layer in layers] + [config_digest])
         return PushResult(
             self.name, request.target, digest, time.monotonic() - started, 1, pushed, len(layers) - len(missing)
         )
@@ -128,6 +131,14 @@ class OciBuilder:
                         raise RegistryError(f"base image layer {digest} does not match the engine's diff ids")
                     pushed += size
         return pushed
+
+
+def _present(client: RegistryClient, host: str, repository: str, digest: str) -> bool:
+    """The repository has the blob, or now does: mounted from another repository packager pushed it to."""
+    if client.blob_exists(digest):
+        return True
+    source = source_repository(host, digest, repository)
+    return source is not None and client.mount_blob(digest, source)
 
 
 def _hash_layer(context: str, copy, log: Log) -> Layer:

@@ -35,6 +35,17 @@ class RegistryClient:
         status, _, _ = self._request("HEAD", f"/v2/{self.repository}/blobs/{digest}")
         return status == 200
 
+    def mount_blob(self, digest: str, source: str) -> bool:
+        """Ask the registry to link `digest` from repository `source` into this one (no bytes sent); False when
+        it cannot (then the upload it opened instead is cancelled)."""
+        query = urllib.parse.urlencode({"mount": digest, "from": source})
+        status, headers, _ = self._request("POST", f"/v2/{self.repository}/blobs/uploads/?{query}")
+        if status == 201:
+            return True
+        if status == 202 and headers.get("location"):
+            self._request("DELETE", headers["location"])
+        return False
+
     def upload(self, chunks: Iterable[bytes]) -> tuple[str, int]:
         """Stream a blob; returns its (digest, size). The registry checks the digest when the upload closes."""
         status, headers, body = self._request("POST", f"/v2/{self.repository}/blobs/uploads/")
