@@ -13,11 +13,12 @@ import os
 import sys
 import time
 import uuid
+from contextlib import closing
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from .api_errors import ApiError, error_body, served_name
@@ -28,7 +29,7 @@ from .loading import load_engine
 from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, HardwareMissing, NoChatTemplate
 from .startup import exit_code, parse_args, serving_port
-from .streaming import chat_chunk, completion_chunk, sse
+from .streaming import ClosingStreamingResponse, chat_chunk, completion_chunk, sse
 from .verify_base import BaseMismatch
 from .vision import BadImage, VisionEngine
 
@@ -183,7 +184,7 @@ def _chat_inputs(engine: Engine, name: str, messages: list[ChatMessage]) -> tupl
 
 def _stream(
     engine: Engine, metrics: Metrics, name: str, ids: list[int], params, chat: bool, inputs: dict | None = None
-) -> StreamingResponse:
+) -> ClosingStreamingResponse:
     """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
     kind = "chat.completion.chunk" if chat else "text_completion"
     base = {
@@ -197,18 +198,21 @@ def _stream(
         """The role chunk (chat), a chunk per piece of text, the finish chunk, then [DONE]."""
         if chat:
             yield sse(chat_chunk(base, {"role": "assistant", "content": ""}, None))
-        for item in engine.stream(name, ids, params, inputs):
-            if isinstance(item, Generation):
-                metrics.generated(item.prompt_tokens, item.completion_tokens)
-                end = (
-                    chat_chunk(base, {}, item.finish_reason) if chat else completion_chunk(base, "", item.finish_reason)
-                )
-                yield sse(end)
-            else:
-                yield sse(chat_chunk(base, {"content": item}, None) if chat else completion_chunk(base, item, None))
+        with closing(engine.stream(name, ids, params, inputs)) as items:
+            for item in items:
+                if isinstance(item, Generation):
+                    metrics.generated(item.prompt_tokens, item.completion_tokens)
+                    end = (
+                        chat_chunk(base, {}, item.finish_reason)
+                        if chat
+                        else completion_chunk(base, "", item.finish_reason)
+                    )
+                    yield sse(end)
+                else:
+                    yield sse(chat_chunk(base, {"content": item}, None) if chat else completion_chunk(base, item, None))
         yield sse("[DONE]")
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return ClosingStreamingResponse(events())
 
 
 def _params(req: Sampling) -> GenerationParams:

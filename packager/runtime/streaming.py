@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
+import anyio
 import torch
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 
 class TokenQueue:
@@ -76,3 +79,21 @@ def completion_chunk(base: dict[str, Any], text: str, finish: str | None) -> dic
 def chat_chunk(base: dict[str, Any], delta: dict[str, str], finish: str | None) -> dict[str, Any]:
     """A streamed /v1/chat/completions chunk."""
     return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse of a generator that is closed however the response ends. Starlette cancels a response
+    whose client left but leaves its iterator suspended, to be closed by the garbage collector, which may not come
+    for a long time: the generation's `finally` (stop generating, release the engine's lock) must run now."""
+
+    def __init__(self, content: Generator[str, None, None], media_type: str = "text/event-stream") -> None:
+        super().__init__(content, media_type=media_type)
+        self._content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # shielded: this runs while the response is being cancelled; the close joins the generation thread
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._content.close)
