@@ -54,6 +54,19 @@ def _greedy(model, tokenizer, prompt: str, n: int) -> str:
     return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
+def peft_answers(base: str, adapters: dict[str, str], n: int = 12) -> dict[str, str]:
+    """PEFT's greedy completion of PROMPT for each adapter (name -> folder) on `base`: what a container must say."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    answers = {}
+    for name, adapter in adapters.items():
+        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter)
+        answers[name] = _greedy(model, tokenizer, PROMPT, n)
+    return answers
+
+
 def _completion(container, model: str, n: int = 12) -> str:
     body = {"model": model, "prompt": PROMPT, "max_tokens": n, "temperature": 0}
     return containers.call(container, "/v1/completions", body)["choices"][0]["text"]
@@ -186,15 +199,8 @@ def shared(demo, runtime_image, registry, tmp_path_factory):
 
 
 def test_shared_container_serves_each_adapter_like_peft(shared, demo, docker_client) -> None:
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     report, _ = shared
-    tokenizer = AutoTokenizer.from_pretrained(demo["base"])
-    expected = {}
-    for name in ("sql", "chat"):
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(demo["base"]), demo[name])
-        expected[name] = _greedy(model, tokenizer, PROMPT, 12)
+    expected = peft_answers(demo["base"], {name: demo[name] for name in ("sql", "chat")})
     assert expected["sql"] != expected["chat"], "the adapters must differ, or this test proves nothing"
     container = containers.start(docker_client, report.image, base_dir=demo["base"])
     try:

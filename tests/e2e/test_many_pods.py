@@ -16,7 +16,7 @@ from packager.model_image.make import BaseImageRequest, package_base
 from packager.package import PackageRequest, package
 from packager.plan import DeploySpec
 from tests.e2e import containers
-from tests.e2e.test_containers import PROMPT, _completion, _greedy
+from tests.e2e.test_containers import _completion, peft_answers
 
 pytestmark = pytest.mark.e2e
 PODS = 3
@@ -113,14 +113,7 @@ def _fill_volume(client, reference: str, name: str) -> None:
 
 
 def test_three_pods_share_one_read_only_base_volume_and_answer_as_peft(bases, shared, base_image, docker_client):
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(bases["base"])
-    expected = {}
-    for name in ("sql", "chat"):
-        model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(bases["base"]), bases[name])
-        expected[name] = _greedy(model, tokenizer, PROMPT, 12)
+    expected = peft_answers(bases["base"], {name: bases[name] for name in ("sql", "chat")})
     assert expected["sql"] != expected["chat"], "the adapters must differ, or this test proves nothing"
     image = f"{shared.image.rsplit(':', 1)[0]}@{shared.digest}"
     docker_client.images.pull(image)
@@ -184,9 +177,6 @@ def test_a_second_adapter_against_a_pushed_base_and_runtime_costs_about_its_own_
 def test_a_base_split_to_fit_a_layer_cap_serves_as_peft(bases, runtime_image, registry, docker_client, tmp_path):
     """A registry capping layers at 300 kB: the base's weight file is split at tensor boundaries, the shared image
     checks the volume against the split files, and answers as PEFT does on the unsplit base."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     cap = 300_000
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PACKAGER_CACHE", str(tmp_path / "cache"))
@@ -195,8 +185,7 @@ def test_a_base_split_to_fit_a_layer_cap_serves_as_peft(bases, runtime_image, re
     assert split.split == ["model.safetensors"] and all(layer["size"] <= cap + 10_000 for layer in split.layers[1:])
     lock = json.loads(Path(image.lock).read_text())
     assert any("-part-" in entry["path"] for entry in lock["base"]["files"])
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(bases["base"]), bases["sql"])
-    expected = _greedy(model, AutoTokenizer.from_pretrained(bases["base"]), PROMPT, 12)
+    expected = peft_answers(bases["base"], {"sql": bases["sql"]})["sql"]
     volume = "scale-split-base"
     _fill_volume(docker_client, split.reference, volume)
     pulled = f"{image.image.rsplit(':', 1)[0]}@{image.digest}"
