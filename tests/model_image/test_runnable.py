@@ -18,9 +18,6 @@ from packager.model_image import runnable
 from packager.model_image.runnable import _is_static, find_busybox, runnable_tag, runnable_tar
 
 BUSYBOX = "/bin/busybox"
-needs_busybox = pytest.mark.skipif(
-    not os.path.isfile(BUSYBOX), reason="/bin/busybox is missing (apt-get install busybox-static)"
-)
 DYNAMIC = next((p for p in ("/bin/ls", "/usr/bin/ls", "/bin/sh") if os.path.isfile(p)), None)
 
 
@@ -37,14 +34,23 @@ def _elf(program_types: list[int]) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def layer() -> bytes:
+def busybox() -> str:
+    """Debian's static busybox at /bin/busybox; apt-installs it (with every other missing Debian package) when
+    absent, as `make test` does for the engine."""
     if not os.path.isfile(BUSYBOX):
-        pytest.skip("/bin/busybox is missing (apt-get install busybox-static)")
-    return runnable_tar(BUSYBOX)
+        from scripts import local_engine
+
+        local_engine.ensure_packages()
+    assert os.path.isfile(BUSYBOX), "busybox-static is not installed and could not be installed"
+    return BUSYBOX
 
 
-@needs_busybox
-def test_busybox_here_is_static() -> None:
+@pytest.fixture(scope="module")
+def layer(busybox: str) -> bytes:
+    return runnable_tar(busybox)
+
+
+def test_busybox_here_is_static(busybox: str) -> None:
     assert _is_static(BUSYBOX) is True
     assert find_busybox() in (*runnable.BUSYBOX_PATHS, shutil.which("busybox"))
 
