@@ -119,18 +119,22 @@ def package_base(request: BaseImageRequest, log: Log = print) -> BaseImageReport
         return _report(plan, built, None, timings, None)
     pushed = builder.push(PushRequest(plan.tag, plan.tag, request.username, request.password), log)
     timings["push"] = pushed.seconds
-    repository, _ = split_target(plan.tag)
     files = tuple(dataclasses.asdict(f) for f in plan.base.files) if plan.split else ()
-    record = ModelImageRecord(f"{repository}@{pushed.digest}", plan.tag, plan.base.label_id, plan.lookup_key, files)
+    record = ModelImageRecord(_reference(plan, pushed), plan.tag, plan.base.label_id, plan.lookup_key, files)
     return _report(plan, built, pushed, timings, remember_model_image(record))
 
 
-def _report(plan: ModelImagePlan, built, pushed, timings: dict[str, float], record: str | None) -> BaseImageReport:
+def _reference(plan: ModelImagePlan, pushed) -> str:
+    """REPO@sha256:... of the pushed image."""
     repository, _ = split_target(plan.tag)
+    return f"{repository}@{pushed.digest}"
+
+
+def _report(plan: ModelImagePlan, built, pushed, timings: dict[str, float], record: str | None) -> BaseImageReport:
     names = ["runnable base"] * (len(built.layers) - len(plan.layers)) + [layer.name for layer in plan.layers]
     return BaseImageReport(
         tag=plan.tag,
-        reference=f"{repository}@{pushed.digest}" if pushed else None,
+        reference=_reference(plan, pushed) if pushed else None,
         digest=pushed.digest if pushed else None,
         base_id=plan.base.label_id,
         files_key=plan.files_key,

@@ -20,12 +20,12 @@ from packager.image.context import link_or_copy
 from packager.io.hashing import sha256_file
 from packager.io.safetensors_format import TensorInfo, encode_header, read_header
 from packager.io.staging import staged_directory
+from packager.io.writer import INDEX_FILE as INDEX
 from packager.model_files import is_weight_file
 from packager.model_image.plan import human_size
 from packager.plan import BaseSpec, FileEntry
 from packager.runtime.fingerprint import sample_sha256
 
-INDEX = "model.safetensors.index.json"
 COPY_BYTES = 64 << 20
 
 
@@ -88,18 +88,20 @@ def _part_size(tensors: list[TensorInfo], metadata: dict[str, str]) -> int:
 
 def planned_base(base: BaseSpec, splits: tuple[SplitFile, ...]) -> BaseSpec:
     """The base as the image will hold it, before anything is written (a dry run): parts sized, not hashed."""
-    if not splits:
-        return base
+    return _planned(base, splits, _index_text(base, splits)) if splits else base
+
+
+def _planned(base: BaseSpec, splits: tuple[SplitFile, ...], index: str) -> BaseSpec:
     sources = {s.source for s in splits}
     files = [f for f in base.files if f.path not in sources and f.path != INDEX]
     files += [FileEntry(p.name, p.size) for s in splits for p in s.parts]
-    files.append(FileEntry(INDEX, len(_index_text(base, splits).encode())))
+    files.append(FileEntry(INDEX, len(index.encode())))
     return dataclasses.replace(base, files=tuple(sorted(files, key=lambda f: f.path)))
 
 
 def write_split_base(base: BaseSpec, splits: tuple[SplitFile, ...], output: str) -> BaseSpec:
     """Write the split base to `output` (atomically) and pin its files: sha256 and the sampled fingerprint."""
-    sources = {s.source for s in splits}
+    sources, index = {s.source for s in splits}, _index_text(base, splits)
     with staged_directory(output, force=True) as staging:
         for entry in base.files:
             if entry.path not in sources and entry.path != INDEX:
@@ -109,8 +111,8 @@ def write_split_base(base: BaseSpec, splits: tuple[SplitFile, ...], output: str)
         for split in splits:
             _write_parts(os.path.join(base.path, split.source), split, staging)
         with open(os.path.join(staging, INDEX), "w") as f:
-            f.write(_index_text(base, splits))
-    files = tuple(_pinned(output, f.path) for f in planned_base(base, splits).files)
+            f.write(index)
+    files = tuple(_pinned(output, f.path) for f in _planned(base, splits, index).files)
     return dataclasses.replace(base, path=os.path.abspath(output), files=files)
 
 
@@ -137,30 +139,24 @@ def _index_text(base: BaseSpec, splits: tuple[SplitFile, ...]) -> str:
         with open(path) as f:
             index = json.load(f)
     else:
-        index = {"metadata": {"total_size": _tensor_bytes(base)}, "weight_map": _weight_map(base)}
+        index = _new_index(base)
     for split in splits:
         for part in split.parts:
             index["weight_map"].update(dict.fromkeys(part.tensors, part.name))
     return json.dumps(index, indent=2, sort_keys=True) + "\n"
 
 
-def _weight_map(base: BaseSpec) -> dict[str, str]:
-    """Every tensor of an index-less base, by the file that holds it."""
-    found: dict[str, str] = {}
-    for entry in base.files:
-        if entry.path.endswith(".safetensors"):
-            full = os.path.join(base.path, entry.path)
-            found.update(dict.fromkeys(read_header(full, os.path.getsize(full))[0], entry.path))
-    return found
-
-
-def _tensor_bytes(base: BaseSpec) -> int:
+def _new_index(base: BaseSpec) -> dict:
+    """The index of an index-less base: every tensor by the file that holds it, and their total bytes."""
+    weight_map: dict[str, str] = {}
     total = 0
     for entry in base.files:
         if entry.path.endswith(".safetensors"):
             full = os.path.join(base.path, entry.path)
-            total += sum(t.nbytes for t in read_header(full, os.path.getsize(full))[0].values())
-    return total
+            tensors = read_header(full, os.path.getsize(full))[0]
+            weight_map.update(dict.fromkeys(tensors, entry.path))
+            total += sum(t.nbytes for t in tensors.values())
+    return {"metadata": {"total_size": total}, "weight_map": weight_map}
 
 
 def _pinned(folder: str, name: str) -> FileEntry:
