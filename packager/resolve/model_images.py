@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 
 from packager.errors import UserInputError
+from packager.image.filters import image_ref
 from packager.io.hashing import cache_root
 from packager.plan import FileEntry, files_key
 
@@ -67,7 +68,7 @@ def pinned_reference(value: str) -> str:
             f"--base-model-image {value!r} is not pinned by digest; give it as REGISTRY/REPO@sha256:<64 hex> "
             "(what `packager package-base` prints)"
         )
-    return value
+    return image_ref(value)  # the grammar the manifests check: refused here, before the merge, not at render
 
 
 def model_image_for(explicit: str | None, files: tuple[FileEntry, ...]) -> tuple[str, tuple[FileEntry, ...]]:

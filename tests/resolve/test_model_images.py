@@ -118,6 +118,12 @@ def test_pinned_reference_refuses_a_reference_without_a_digest(value) -> None:
     assert "@sha256" in caught.value.message and "--base-model-image" in caught.value.message
 
 
+@pytest.mark.parametrize("value", [f"Acme/Base@{DIGEST}", f"acme/base;x@{DIGEST}", f"acme//base@{DIGEST}"])
+def test_pinned_reference_refuses_what_the_manifests_would(value) -> None:
+    with pytest.raises(UserInputError, match="not a valid image reference"):
+        pinned_reference(value)
+
+
 def test_model_image_for_prefers_the_explicit_one() -> None:
     remember_model_image(record())
     assert model_image_for(OTHER, FILES) == (OTHER, FILES)
