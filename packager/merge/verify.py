@@ -10,6 +10,7 @@ import torch
 
 from packager.errors import ParityError
 from packager.merge.reference import compute_dtype, load_peft_model, reference_name, simulates_4bit, stored_dtype
+from packager.resolve.load_check import folder_report
 from packager.resolve.resolver import Resolved
 from packager.tasks import ModelTask
 
@@ -141,33 +142,27 @@ def _ids_and_mask(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.
 
 
 def load_merged(path: str, dtype: torch.dtype, task: ModelTask):
-    """The merged model in the plan's class; LoadError unless every weight it needs came from the files."""
+    """The merged model in the plan's class; ParityError unless every weight it needs came from the files."""
+    check_loads_cleanly(path, task)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model, info = task.model_class().from_pretrained(path, dtype=dtype, output_loading_info=True)
-    _check_loading_info(path, task, info)
-    return model
+        return task.model_class().from_pretrained(path, dtype=dtype)
 
 
 def check_loads_cleanly(path: str, task: ModelTask) -> None:
-    """The merged folder, loaded on the meta device in the plan's class (no weight read): refuse a missing,
-    unexpected or mis-shaped weight, which transformers would otherwise fill at random or drop."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _, info = task.model_class().from_pretrained(path, device_map="meta", output_loading_info=True)
-    _check_loading_info(path, task, info)
-
-
-def _check_loading_info(path: str, task: ModelTask, info: dict) -> None:
-    problems = {
-        kind: list(info.get(key) or ())
-        for kind, key in (
-            ("missing", "missing_keys"),
-            ("unexpected", "unexpected_keys"),
-            ("mis-shaped", "mismatched_keys"),
+    """Refuse a merged folder with a missing, unexpected or mis-shaped weight in the plan's class, which
+    transformers would otherwise fill at random or drop. Reads the config and the safetensors headers, no
+    weight (tests/merge/test_memory.py measures it)."""
+    report = folder_report(path, task)
+    found = [
+        f"{kind}: {', '.join(map(str, names[:3]))}"
+        for kind, names in (
+            ("missing", report.missing),
+            ("unexpected", report.unexpected),
+            ("mis-shaped", [f"{n} {list(s)} (built {list(b)})" for n, s, b in report.mismatched]),
         )
-    }
-    found = [f"{kind}: {', '.join(map(str, names[:3]))}" for kind, names in problems.items() if names]
+        if names
+    ]
     if found:
         raise ParityError(
             f"the merged model at {path} does not load cleanly as {task.auto_class} ({'; '.join(found)}); "

@@ -1,11 +1,11 @@
-"""What the base model is made of, read from its config by building it on the meta device (no weights)."""
+"""What the base model is made of, read from its config by building it on the meta device and from its
+safetensors headers (no weight is read)."""
 
 from __future__ import annotations
 
 import functools
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from packager.resolve.known_architectures import (
     fingerprint_from_config,
     known_module_kinds,
 )
+from packager.resolve.load_check import LoadReport, load_report, meta_model, stored_shapes
 from packager.tasks import ModelTask
 
 
@@ -83,22 +84,21 @@ def inspect_meta_architecture(path: str, task: ModelTask | None = None) -> Archi
 
 @functools.lru_cache(maxsize=8)
 def _inspect_architecture(path: str, config_stamp: int, task: ModelTask) -> Architecture:
-    from transformers import AutoConfig
     from transformers.pytorch_utils import Conv1D
 
     read_config(path)
-    config, model, info = _meta_load(path, task)
+    config, model, report = _meta_load(path, task)
     names = {id(module): name for name, module in model.named_modules()}
     kinds = {name: _kind(module, Conv1D) for name, module in model.named_modules() if name}
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return Architecture(
-        fingerprint=_fingerprint(config if config is not None else AutoConfig.from_pretrained(path)),
+        fingerprint=_fingerprint(config),
         module_kinds=kinds,
         input_embedding=names.get(id(model.get_input_embeddings())),
         output_embedding=names.get(id(output)) if output is not None else None,
         model_class=type(model).__name__,
-        missing=_shapes(model, info.get("missing_keys", ())),
-        unexpected=frozenset(info.get("unexpected_keys", ())),
+        missing=_shapes(model, report.missing),
+        unexpected=frozenset(report.unexpected),
         num_labels=getattr(model.config, "num_labels", None) if task.name.endswith("_CLS") else None,
         base_prefix=_nested_prefix(model),
         key_mapping=tuple((getattr(model, "_checkpoint_conversion_mapping", None) or {}).items()),
@@ -115,30 +115,29 @@ def _shapes(model: Any, names) -> dict[str, tuple[int, ...]]:
     return {n: tuple(state[n].shape) for n in sorted(names) if n in state}
 
 
-def _meta_load(path: str, task: ModelTask) -> tuple[Any, Any, dict]:
-    """The base in the task's class on the meta device: no weight is read, the files' keys are matched as
-    transformers matches them (prefixes stripped or added), and the loading report says what is missing."""
-    from transformers import AutoConfig
-
+def _meta_load(path: str, task: ModelTask) -> tuple[Any, Any, LoadReport]:
+    """The base in the task's class on the meta device, and what loading its files would report (read from the
+    safetensors headers, so no weight is read); a pickled base is not opened before --allow-pickle."""
     try:
-        config = AutoConfig.from_pretrained(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if not _has_loadable_weights(path):
-                with torch.device("meta"):
-                    return config, task.model_class().from_config(config), {}
-            model, info = task.model_class().from_pretrained(path, device_map="meta", output_loading_info=True)
+        config, model = meta_model(path, task)
+        report = load_report(model, stored_shapes(path)) if _has_loadable_weights(path) else LoadReport()
     except (ValueError, KeyError, OSError) as exc:
         raise IncompatibleAdapterError(
             f"transformers cannot build the base at {path} as {task.auto_class} for task {task.name} "
             f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}); "
             "pass the right --base, or --task for another model class"
         ) from None
-    return config, model, info
+    if report.mismatched:
+        name, stored, built = report.mismatched[0]
+        raise CorruptFileError(
+            f"the base at {path} stores {name} with shape {list(stored)}, but its config.json builds it as "
+            f"{list(built)}; the config and the weights are from different models: restore the base's config.json"
+        )
+    return config, model, report
 
 
 def _has_loadable_weights(path: str) -> bool:
-    """Safetensors the meta load can read headers of (a pickled base is not opened before --allow-pickle)."""
+    """Safetensors whose headers can be read (a pickled base is not opened before --allow-pickle)."""
     return any(n.endswith(".safetensors") for n in os.listdir(path))
 
 

@@ -1,0 +1,82 @@
+"""Llama models of any size that cost no disk and no time to make: the safetensors header is written and the data
+left as a hole in a sparse file (zeros when read). With a small LoRA written beside it by hand, they let a test
+merge or quantize a model many times the size of what the streaming steps keep in memory, and measure that."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+from safetensors.torch import save_file
+
+from packager.io.safetensors_format import element_size, encode_header
+
+
+def llama_shapes(hidden: int, intermediate: int, layers: int, vocab: int) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a Llama (untied, full multi-head attention) by name."""
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (vocab, hidden)}
+    for i in range(layers):
+        layer = f"model.layers.{i}"
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            shapes[f"{layer}.self_attn.{proj}.weight"] = (hidden, hidden)
+        shapes[f"{layer}.mlp.gate_proj.weight"] = (intermediate, hidden)
+        shapes[f"{layer}.mlp.up_proj.weight"] = (intermediate, hidden)
+        shapes[f"{layer}.mlp.down_proj.weight"] = (hidden, intermediate)
+        shapes[f"{layer}.input_layernorm.weight"] = (hidden,)
+        shapes[f"{layer}.post_attention_layernorm.weight"] = (hidden,)
+    shapes["model.norm.weight"] = (hidden,)
+    shapes["lm_head.weight"] = (vocab, hidden)
+    return shapes
+
+
+def save_sparse_llama(path: str, hidden: int, intermediate: int, layers: int, vocab: int, dtype: str = "BF16") -> int:
+    """A Llama folder whose one weights file is a header plus a hole; returns the weights' size in bytes."""
+    os.makedirs(path, exist_ok=True)
+    shapes = llama_shapes(hidden, intermediate, layers, vocab)
+    header = encode_header([(name, dtype, shape) for name, shape in shapes.items()], {"format": "pt"})
+    size = sum(torch.Size(s).numel() for s in shapes.values()) * element_size(dtype)
+    with open(os.path.join(path, "model.safetensors"), "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + size)
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
+        "intermediate_size": intermediate, "num_hidden_layers": layers, "num_attention_heads": hidden // 64,
+        "num_key_value_heads": hidden // 64, "vocab_size": vocab, "max_position_embeddings": 256,
+        "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16" if dtype == "BF16" else "float32",
+    }  # fmt: skip
+    with open(os.path.join(path, "config.json"), "w") as f:
+        json.dump(config, f)
+    return size
+
+
+def save_lora_by_hand(path: str, base: str, hidden: int, layers: int, r: int = 8) -> str:
+    """A PEFT LoRA on every q_proj and v_proj, with random factors, written as PEFT writes it."""
+    os.makedirs(path, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for i in range(layers):
+        for proj in ("q_proj", "v_proj"):
+            key = f"base_model.model.model.layers.{i}.self_attn.{proj}"
+            tensors[f"{key}.lora_A.weight"] = torch.randn(r, hidden, generator=generator) * 0.01
+            tensors[f"{key}.lora_B.weight"] = torch.randn(hidden, r, generator=generator) * 0.01
+    save_file(tensors, os.path.join(path, "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base, "r": r, "lora_alpha": 2 * r,
+        "target_modules": ["q_proj", "v_proj"], "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
+    }  # fmt: skip
+    with open(os.path.join(path, "adapter_config.json"), "w") as f:
+        json.dump(config, f)
+    return path
+
+
+def peak_rss_bytes(argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Run `argv` to completion (it must succeed) and return its peak resident memory, from the kernel's rusage."""
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = process.stdout.read() if process.stdout else b""
+    _pid, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    assert process.returncode == 0, output.decode(errors="replace")[-2000:]
+    return usage.ru_maxrss * 1024 if sys.platform != "darwin" else usage.ru_maxrss
