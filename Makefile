@@ -11,7 +11,7 @@ BASE ?=
 OUT ?= out/merged
 DTYPE ?= auto
 
-.PHONY: install test lint package package-base render merge demo bench bench-serve clean engine-up engine-down base-image
+.PHONY: install oracle test lint package package-base render merge demo bench bench-serve clean engine-up engine-down base-image
 
 install: $(VENV)/.installed
 
@@ -27,7 +27,19 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps kserve==0.21.0
 	touch $@
 
-test: install
+# llm-compressor, the oracle packager's compressed-tensors checkpoints are proven equal to (tests only): a venv of its
+# own, since it pins torch<=2.11 and compressed-tensors 0.16 where packager has 2.13 and 0.17 (it runs on 2.13)
+ORACLE ?= .venv-llmcompressor
+oracle: $(ORACLE)/.installed
+
+$(ORACLE)/.installed: Makefile
+	test -x $(ORACLE)/bin/python || python3 -m venv $(ORACLE)
+	$(ORACLE)/bin/python -m pip install --quiet torch==2.13.0 transformers==4.57.6 compressed-tensors==0.16.0 \
+		accelerate==1.16.0 datasets==5.0.1 loguru==0.7.3 pyyaml==6.0.3 pillow==12.2.0
+	$(ORACLE)/bin/python -m pip install --quiet --no-deps llmcompressor==0.11.0
+	touch $@
+
+test: install oracle
 	$(PY) -m pytest
 
 lint: install

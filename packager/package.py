@@ -94,15 +94,16 @@ def render_job(job: Job, request: PackageRequest, log: Log = print, timings: dic
     """Merge (baked), make the artefact (if asked) and write the build context into `request.work`."""
     timings = dict(timings or {})
     os.makedirs(request.work, exist_ok=True)
-    plan, notes, model, merged = job.plan, _base_notes(job.plan), None, ()
+    plan, notes, model, merged, artefact = job.plan, _base_notes(job.plan), None, (), None
     if plan.merge is not None:
         outcome = _timed(timings, "merge", lambda: _merge(job, request))
         plan = dataclasses.replace(plan, base=outcome.result.plan.base)  # the base, now pinned by sha256
         merged = outcome.result.files
         model = ModelFiles(outcome.output, merged)
         notes += _merge_notes(outcome)
-    artefact = _artefact(plan, model, request, timings, _quiet_log(request, log)) if model else None
-    if artefact is not None:
+        artefact = outcome.artefact  # a compressed-tensors checkpoint, quantized as the merge streamed
+    if model and plan.artefact.transforms:  # an ONNX export of the merge
+        artefact = _artefact(plan, model, request, timings, _quiet_log(request, log))
         model = ModelFiles(artefact.path, hash_outputs(artefact.path))
     context = _timed(
         timings,
@@ -147,23 +148,23 @@ def _merge(job: Job, request: PackageRequest) -> MergeOutcome:
         verify=request.verify,
         max_shard_bytes=DEFAULT_MAX_LAYER_BYTES,
         quiet=request.quiet,
+        max_accuracy_loss=request.artefact.max_accuracy_loss,
     )
 
 
 def _merge_notes(outcome: MergeOutcome) -> list[str]:
-    notes = list(outcome.result.plan.merge.notes) if outcome.result.plan.merge else []
+    plan = outcome.result.plan
+    notes = list(plan.merge.notes) if plan.merge else []
+    notes += list(plan.quantize.notes) if plan.quantize else []
     return notes + ([outcome.parity.summary()] if outcome.parity else [])
 
 
-def _artefact(plan: PackagePlan, model: ModelFiles, request, timings, log: Log) -> ArtefactReport | None:
-    """Quantize or export the merged model when the plan says so; the image then serves that artefact."""
-    if not plan.artefact.transforms:
-        return None
+def _artefact(plan: PackagePlan, model: ModelFiles, request, timings, log: Log) -> ArtefactReport:
+    """Export the merged model to ONNX; the image then serves that artefact."""
     from packager.artefact.make import make_artefact
 
-    step = "export" if plan.artefact.backend == "onnx" else "quantize"
     output = os.path.join(request.work, "artefact")
-    return _timed(timings, step, lambda: make_artefact(model.folder, plan.artefact, output, force=True, log=log))
+    return _timed(timings, "export", lambda: make_artefact(model.folder, plan.artefact, output, force=True, log=log))
 
 
 def _timed(timings: dict[str, float], name: str, step: Callable[[], Any]) -> Any:

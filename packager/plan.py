@@ -12,6 +12,7 @@ from typing import Any
 
 from packager import __version__
 from packager.artefact.spec import ArtefactSpec
+from packager.lock import entry_dict, plan_lock
 from packager.model_files import is_weight_file
 from packager.runtime.config import RuntimeConfig
 from packager.tasks import ModelTask
@@ -25,14 +26,6 @@ class FileEntry:
     size: int
     sha256: str | None = None
     sample_sha256: str | None = None  # shared layout: the sampled fingerprint the runtime checks at start
-
-
-def entry_dict(entry: FileEntry) -> dict[str, Any]:
-    """A lock entry; `sample_sha256` only where set, so merge locks keep their shape."""
-    data = dataclasses.asdict(entry)
-    if data["sample_sha256"] is None:
-        del data["sample_sha256"]
-    return data
 
 
 def files_key(files: tuple[FileEntry, ...]) -> str:
@@ -112,6 +105,25 @@ class MergePlan:
     def changed_tensors(self) -> int:
         """How many output tensors differ from the base's (a delta added, or taken from the adapter)."""
         return sum(1 for t in self.tensors if t.deltas or t.source == "adapter")
+
+
+@dataclass(frozen=True)
+class QuantizePlan:
+    """How the merged weights are quantized as they stream out: a compressed-tensors scheme, its group size,
+    which weight tensors it applies to, and the Linear modules it leaves alone (config.json's `ignore`)."""
+
+    scheme: str  # packager's name: w8a8, w8a16, w4a16, fp8
+    preset: str  # the compressed-tensors preset it is: W8A8, W8A16, W4A16, FP8_DYNAMIC
+    group_size: int | None  # columns per weight scale (w8a16, w4a16); None: one scale per output channel
+    targets: tuple[str, ...] = field(repr=False)  # the weight tensors quantized, by name
+    ignore: tuple[str, ...] = ("lm_head",)
+    notes: tuple[str, ...] = ()
+
+    def summary(self) -> dict[str, Any]:
+        """The plan without its long target list (what --dry-run prints and the lock records)."""
+        data = dataclasses.asdict(self)
+        data["targets"] = f"{len(self.targets)} weight tensors"
+        return data
 
 
 @dataclass(frozen=True)
@@ -226,6 +238,7 @@ class PackagePlan:
     image: ImagePlan | None = None
     task: ModelTask = field(default_factory=ModelTask)  # the transformers class the model is built with
     deploy: DeploySpec = field(default_factory=DeploySpec)  # manifests: not in the lock (they do not make the image)
+    quantize: QuantizePlan | None = None  # the merged weights quantized in the same stream (compressed-tensors)
 
     @property
     def pinned_files(self) -> int:
@@ -238,6 +251,8 @@ class PackagePlan:
         data = dataclasses.asdict(self)
         if self.merge is not None and not with_tensors:
             data["merge"]["tensors"] = f"{len(self.merge.tensors)} tensors, {self.merge.changed_tensors} changed"
+        if self.quantize is not None and not with_tensors:
+            data["quantize"] = self.quantize.summary()
         if self.image is not None:
             data["image"] = {**data["image"], "runtime": self.image.runtime.to_json()}
             data["image"]["reproducible"] = self.image.reproducible
@@ -250,44 +265,6 @@ class PackagePlan:
         image_files: tuple[FileEntry, ...] = (),
         build_files: tuple[FileEntry, ...] = (),
     ) -> dict[str, Any]:
-        """The lock file's content: inputs pinned by sha256, what the merge wrote (`output`), the artefact's
-        report, every file the image holds (`image_files`) and the context's own build files (`build_files`:
-        Dockerfile, .dockerignore, compose.yaml); no timestamps, so it diffs cleanly. How the image
-        is built (builder, push) is left out: the same inputs give the same image whichever builder runs."""
-        lock: dict[str, Any] = {
-            "packager_version": self.packager_version,
-            "adapter": self.adapter.to_dict(),
-            "base": self.base.to_dict(),
-        }
-        if self.task.name != "CAUSAL_LM":  # only when set, so causal-LM locks stay byte-identical
-            lock["task"] = {"name": self.task.name, "class": self.task.auto_class}
-        if self.merge is not None:
-            lock["merge"] = self._merge_lock(self.merge)
-        if self.served:
-            lock["adapters"] = {s.name: s.spec.to_dict() for s in self.served}
-        if output:
-            lock["output"] = {"files": [entry_dict(f) for f in output]}
-        if artefact is not None:
-            lock["artefact"] = artefact
-        if self.image is not None:
-            lock["image"] = self._image_lock(self.image, image_files, build_files)
-        return lock
-
-    @staticmethod
-    def _merge_lock(merge: MergePlan) -> dict[str, Any]:
-        data: dict[str, Any] = {"engine": merge.engine, "dtype": merge.dtype, "tokenizer_from": merge.tokenizer_from}
-        if merge.qlora:  # only when set, so other locks stay byte-identical
-            data["qlora"] = dataclasses.asdict(merge.qlora)
-        return data
-
-    @staticmethod
-    def _image_lock(image: ImagePlan, files: tuple[FileEntry, ...], build: tuple[FileEntry, ...]) -> dict[str, Any]:
-        data = {
-            "layout": image.layout,
-            "base_image": image.base_image,
-            "tag": image.tag,
-            "files": [entry_dict(f) for f in files],
-        }
-        if image.model_image:  # only when set, so other locks stay byte-identical
-            data["model_image"] = image.model_image
-        return {**data, "build_files": [entry_dict(f) for f in build]} if build else data
+        """The lock file's content (see packager/lock.py): inputs pinned by sha256, what the merge wrote, the
+        artefact's report, every file the image holds and the context's own build files."""
+        return plan_lock(self, output, artefact, image_files, build_files)

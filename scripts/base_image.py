@@ -34,8 +34,9 @@ DEBOOTSTRAP_INCLUDES = ("python3", "ca-certificates")
 PYTHON_PACKAGES = (
     "torch", "transformers", "peft", "safetensors", "tokenizers", "huggingface_hub",
     "jinja2", "fastapi", "uvicorn",
-    # quantized and exported artefacts: optimum-quanto (int8/int4), optimum-onnx + onnxruntime (ONNX)
-    "optimum-quanto", "optimum-onnx", "optimum", "onnx", "onnxruntime",
+    # quantized and exported artefacts: compressed-tensors checkpoints (loaded by transformers), optimum-onnx +
+    # onnxruntime (ONNX)
+    "compressed-tensors", "optimum-onnx", "optimum", "onnx", "onnxruntime",
     # vision-language models: their image processors take PIL images
     "pillow",
 )
@@ -50,7 +51,7 @@ IMAGE_CHANGES = (
     "ENV HF_HUB_OFFLINE=1",
 )
 CHECK_SCRIPT = (
-    "import torch, transformers, peft, fastapi, uvicorn, onnxruntime, optimum.quanto, optimum.onnxruntime, PIL; "
+    "import torch, transformers, peft, fastapi, uvicorn, onnxruntime, compressed_tensors, optimum.onnxruntime, PIL; "
     "print('ok')"
 )
 # The vLLM runtime (`--runtime vllm`): PyPI's CPU build, which needs exactly the local CPU torch. pip also brings

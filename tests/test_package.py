@@ -34,7 +34,7 @@ def test_adapter_arguments(tmp_path) -> None:
 def test_load_time_quantization_is_explained_to_whoever_runs_the_image() -> None:
     from packager.artefact.spec import artefact_spec, load_time_note
 
-    assert load_time_note(artefact_spec("int8")) == []
+    assert load_time_note(artefact_spec("w8a8")) == []
     (note,) = load_time_note(artefact_spec("bnb-nf4", layout="shared"))
     assert note.startswith("bnb-nf4: the weights are quantized by the runtime") and "exits with code 4" in note
 

@@ -1,9 +1,10 @@
 """Accuracy of a transformed model (quantized, exported) against the model it came from, in numbers people read:
-logits distance, top-1 agreement, greedy-continuation agreement and perplexity on a text the project ships.
+perplexity on a text the project ships, top-1 agreement and KL divergence of the next-token distributions,
+logits distance, and greedy-continuation agreement where the whole model runs at once.
 
-Both models are called the Hugging Face way (`model(input_ids=, attention_mask=, past_key_values=, use_cache=)`
-returning `.logits` and `.past_key_values`), so a transformers model, an optimum-quanto one and an ONNX Runtime
-`ORTModelForCausalLM` are measured by the same code. Greedy continuations use the KV cache, as serving does.
+Every artefact's figures come from `compare_logits`, whatever produced the logits: a compressed-tensors checkpoint
+run module by module (quantize/measure.py), or an ONNX Runtime `ORTModelForCausalLM` called the Hugging Face way
+(`model(input_ids=, attention_mask=, past_key_values=, use_cache=)`), whose greedy continuations use the KV cache.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any
 
 import torch
 
+from packager.errors import ValidationError
+
 CausalLM = Any  # transformers-style: model(input_ids=..., attention_mask=..., ...) -> output with .logits
-# Sized so that measuring costs about what an exporter's own validation does (bench/RESULTS.md): the first 128
-# tokens of the shipped text (~two thirds of it with a 32k-vocabulary tokenizer) and 8 greedy tokens per prompt.
-MAX_TEXT_TOKENS = 128
+# The shipped text (~170 tokens with a 32k-vocabulary tokenizer) and, where the whole model runs, 8 greedy tokens
+# per prompt; a larger vocabulary's logits are compared a chunk of positions at a time.
+MAX_TEXT_TOKENS = 256
+POSITIONS_PER_CHUNK = 32
 NEW_TOKENS = 8
 DEFAULT_PROMPTS = (
     "The adapter names the base",
@@ -32,31 +36,75 @@ DEFAULT_PROMPTS = (
 
 @dataclass(frozen=True)
 class AccuracyReport:
-    """How closely a transformed model follows the model it came from."""
+    """How closely a transformed model follows the model it came from, on the shipped text (and, where the whole
+    model runs at once, on greedy continuations of a few prompts)."""
 
     max_abs_logit_diff: float
     mean_abs_logit_diff: float
     top1_agreement: float  # share of positions where both models rank the same token first
-    greedy_token_agreement: float  # share of generated tokens that match, position by position
-    greedy_exact_prompts: float  # share of prompts whose whole greedy continuation matches
+    kl_divergence: float  # mean KL(reference || candidate) of the next-token distributions, in nats
     perplexity_reference: float
     perplexity_candidate: float
+    greedy_token_agreement: float | None = None  # share of generated tokens that match, position by position
+    greedy_exact_prompts: float | None = None  # share of prompts whose whole greedy continuation matches
+    tokens: int = 0  # how many tokens of the shipped text were measured
 
     @property
     def perplexity_change(self) -> float:
         """The candidate's relative perplexity change (0.01 = 1% higher than the reference)."""
         return self.perplexity_candidate / self.perplexity_reference - 1.0
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | None]:
         """The figures as a dict, perplexity_change included."""
         return {**dataclasses.asdict(self), "perplexity_change": self.perplexity_change}
 
     def summary(self) -> str:
         """The figures on one line for people."""
+        greedy = "" if self.greedy_token_agreement is None else f", greedy tokens {self.greedy_token_agreement:.1%}"
         return (
-            f"logits max |diff| {self.max_abs_logit_diff:.3g} (mean {self.mean_abs_logit_diff:.3g}), top-1 "
-            f"{self.top1_agreement:.1%}, greedy tokens {self.greedy_token_agreement:.1%}, perplexity "
-            f"{self.perplexity_reference:.3f} -> {self.perplexity_candidate:.3f} ({self.perplexity_change:+.2%})"
+            f"perplexity {self.perplexity_reference:.3f} -> {self.perplexity_candidate:.3f} "
+            f"({self.perplexity_change:+.2%}), top-1 {self.top1_agreement:.1%}, KL {self.kl_divergence:.3g}, "
+            f"logits max |diff| {self.max_abs_logit_diff:.3g} (mean {self.mean_abs_logit_diff:.3g}){greedy}"
+        )
+
+
+def compare_logits(reference: torch.Tensor, candidate: torch.Tensor, ids: torch.Tensor) -> AccuracyReport:
+    """The figures of two models' (1, n, vocab) logits on the same token ids: every artefact is measured here.
+    Positions are taken a chunk at a time, so the softmaxes cost a few chunks, not the whole sequence again."""
+    totals = dict.fromkeys(("max", "abs", "top1", "kl", "nll_p", "nll_q"), 0.0)
+    positions = reference.shape[1]
+    for start in range(0, positions, POSITIONS_PER_CHUNK):
+        p = reference[0, start : start + POSITIONS_PER_CHUNK].float()
+        q = candidate[0, start : start + POSITIONS_PER_CHUNK].float()
+        diff = (p - q).abs()
+        totals["max"] = max(totals["max"], diff.max().item())
+        totals["abs"] += diff.sum().item()
+        totals["top1"] += (p.argmax(-1) == q.argmax(-1)).sum().item()
+        log_p, log_q = torch.log_softmax(p, -1), torch.log_softmax(q, -1)
+        totals["kl"] += (log_p.exp() * (log_p - log_q)).sum().item()
+        targets = ids[0, start + 1 : start + 1 + len(p)]
+        totals["nll_p"] -= log_p[: len(targets)].gather(-1, targets[:, None]).sum().item()
+        totals["nll_q"] -= log_q[: len(targets)].gather(-1, targets[:, None]).sum().item()
+    predicted = positions - 1
+    return AccuracyReport(
+        max_abs_logit_diff=totals["max"],
+        mean_abs_logit_diff=totals["abs"] / reference[0].numel(),
+        top1_agreement=totals["top1"] / positions,
+        kl_divergence=max(totals["kl"] / positions, 0.0),
+        perplexity_reference=math.exp(totals["nll_p"] / predicted),
+        perplexity_candidate=math.exp(totals["nll_q"] / predicted),
+        tokens=positions,
+    )
+
+
+def check_accuracy(report: AccuracyReport, limit: float, what: str, hint: str) -> None:
+    """Refuse an artefact whose perplexity rose more than `limit` (relative), naming the figure and the way out."""
+    if report.perplexity_change > limit:
+        raise ValidationError(
+            f"{what} raised perplexity on the shipped text by {report.perplexity_change:.1%} "
+            f"({report.perplexity_reference:.3f} -> {report.perplexity_candidate:.3f}; limit {limit:.1%} from "
+            f"--max-accuracy-loss); nothing was written; {hint}, or pass --max-accuracy-loss "
+            f"{math.ceil(report.perplexity_change * 100 + 1) / 100:g} to accept it"
         )
 
 
@@ -100,23 +148,15 @@ def prompt_batch(encoded: list[list[int]]) -> torch.Tensor:
 
 
 def compare(run: ReferenceRun, candidate: CausalLM) -> AccuracyReport:
-    """The candidate's figures against a recorded reference run."""
+    """The candidate's figures against a recorded reference run (the text, and greedy continuations)."""
     with torch.no_grad():
-        cand_logits = full_logits(candidate, run.text_ids)
-    diff = (run.logits - cand_logits).abs()
-    top1 = (run.logits.argmax(-1) == cand_logits.argmax(-1)).float().mean().item()
+        report = compare_logits(run.logits, full_logits(candidate, run.text_ids), run.text_ids)
     matches, exact = [], 0
     for expected, produced in zip(run.continuations, greedy(candidate, run.prompts, run.new_tokens), strict=True):
         matches += [a == b for a, b in zip(expected, produced, strict=True)]
         exact += expected == tuple(produced)
-    return AccuracyReport(
-        max_abs_logit_diff=diff.max().item(),
-        mean_abs_logit_diff=diff.mean().item(),
-        top1_agreement=top1,
-        greedy_token_agreement=sum(matches) / len(matches),
-        greedy_exact_prompts=exact / len(run.prompts),
-        perplexity_reference=perplexity(run.logits, run.text_ids),
-        perplexity_candidate=perplexity(cand_logits, run.text_ids),
+    return dataclasses.replace(
+        report, greedy_token_agreement=sum(matches) / len(matches), greedy_exact_prompts=exact / len(run.prompts)
     )
 
 

@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Callable
 
 from packager.artefact.accuracy import AccuracyReport, ReferenceRun, compare, record_reference
-from packager.artefact.quantize import load_merged
 from packager.artefact.spec import (
     ArtefactReport,
     ArtefactSpec,
@@ -71,6 +70,19 @@ def export_onnx(
         write_artefact_report(report, staging)
     log(f"export: {report.summary()}")
     return report
+
+
+def load_merged(merged_dir: str, dtype: str = "auto"):
+    """The merged model and its tokenizer, as the runtime would load them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoModelForCausalLM.from_pretrained(
+            merged_dir, dtype=torch.float32 if dtype == "fp32" else "auto"
+        ).eval()
+    return model, AutoTokenizer.from_pretrained(merged_dir)
 
 
 def check_exportable(model_type: str) -> None:

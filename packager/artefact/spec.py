@@ -1,8 +1,10 @@
-"""What the image serves, decided from the flags before any work: the merged model as is, weight-only
-quantized (optimum-quanto), exported to ONNX (optionally int8), or quantized by the runtime at load (GPU).
+"""What the image serves, decided from the flags before any work: the merged model as is, quantized into a
+compressed-tensors checkpoint in the merge's own stream (w8a8, w8a16, w4a16, fp8: what vLLM loads), exported to
+ONNX (optionally int8), or quantized by the runtime at load (GPU).
 
-`ArtefactSpec` is pure and frozen; `quantize.py` and `onnx_export.py` produce the artefacts, and the report of
-each (`ArtefactReport`) travels into the package summary, the JSON report and an image label.
+`ArtefactSpec` is pure and frozen; the merge stream writes the compressed-tensors checkpoints and
+`onnx_export.py` the ONNX artefacts; the report of each (`ArtefactReport`) travels into the package summary, the
+JSON report and an image label.
 """
 
 from __future__ import annotations
@@ -16,19 +18,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from packager.artefact.schemes import SCHEMES
 from packager.errors import UserInputError
-from packager.runtime.config import LOAD_QUANTIZATIONS
 
 if TYPE_CHECKING:
     from packager.artefact.accuracy import AccuracyReport
 
-STORED = ("int8", "int4")  # weights written quantized into the image
-# quantized by the runtime at load time, on a CUDA GPU: the runtime's own vocabulary, so the two cannot drift
-LOAD_TIME = tuple(q for q in LOAD_QUANTIZATIONS if q != "none")
-QUANTIZE_CHOICES = ("none", *STORED, *LOAD_TIME)
+STREAMED = tuple(SCHEMES)  # compressed-tensors checkpoints, quantized as the merge writes them
+ONNX_INT8 = "int8"  # onnxruntime's dynamic int8 quantization of an ONNX export
+# quantized by the runtime at load time, on a CUDA GPU: flag -> runtime.json's load_quantization
+LOAD_TIME = {"bnb-nf4": "bnb-nf4", "bnb-int8": "bnb-int8", "fp8-load": "fp8"}
+QUANTIZE_CHOICES = ("none", *STREAMED, ONNX_INT8, *LOAD_TIME)
+# the names of packager before compressed-tensors (optimum-quanto artefacts no engine loads): what to use now
+RENAMED = {
+    "int8": "w8a16 (int8 weights) or w8a8 (int8 weights and activations)",
+    "int4": "w4a16 (int4 weights)",
+}
 EXPORT_CHOICES = ("none", "onnx")
 GRANULARITIES = ("auto", "per-channel", "per-tensor")
 ARTEFACT_REPORT = "packager.artefact.json"
+DEFAULT_MAX_ACCURACY_LOSS = 0.10  # the perplexity increase (relative) an artefact may cost before it is refused
 
 
 @dataclass(frozen=True)
@@ -39,22 +48,26 @@ class ArtefactSpec:
     export: str = "none"
     granularity: str = "auto"  # ONNX int8 only: per-channel or per-tensor scales, auto = measure both
     onnx_atol: float = 1e-3  # max |logits diff| of the fp32 ONNX model vs PyTorch before it is refused
+    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS  # relative perplexity increase allowed
 
     @property
     def backend(self) -> str:
-        """The runtime's model loader: transformers, quanto (stored int8/int4) or onnx (onnxruntime)."""
-        if self.export == "onnx":
-            return "onnx"
-        return "quanto" if self.quantize in STORED else "transformers"
+        """The runtime's model loader: transformers (compressed-tensors checkpoints included) or onnx."""
+        return "onnx" if self.export == "onnx" else "transformers"
+
+    @property
+    def streamed(self) -> bool:
+        """True when the merge writes a compressed-tensors checkpoint in its own stream."""
+        return self.quantize in STREAMED
 
     @property
     def load_quantization(self) -> str:
-        """A GPU quantization the runtime applies when it loads the model, or "none"."""
-        return self.quantize if self.quantize in LOAD_TIME else "none"
+        """A GPU quantization the runtime applies when it loads the model (runtime.json's name), or "none"."""
+        return LOAD_TIME.get(self.quantize, "none")
 
     @property
     def transforms(self) -> bool:
-        """True when packager writes a new artefact after the merge."""
+        """True when packager writes a new artefact after the merge (an ONNX export)."""
         return self.backend != "transformers"
 
     @property
@@ -71,31 +84,39 @@ def artefact_spec(
     layout: str = "baked",
     granularity: str = "auto",
     onnx_atol: float = 1e-3,
+    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS,
 ) -> ArtefactSpec:
     """Validate a combination of flags; every refusal says what works instead."""
-    _choice("--quantize", quantize, QUANTIZE_CHOICES)
+    _check_quantize(quantize, export)
     _choice("--export", export, EXPORT_CHOICES)
     _choice("--onnx-granularity", granularity, GRANULARITIES)
-    if export == "onnx" and quantize == "int4":
+    if export == "onnx" and quantize not in ("none", ONNX_INT8):
         raise UserInputError(
-            "--quantize int4 with --export onnx is not supported (onnxruntime dynamic quantization is int8); "
-            "use --quantize int8 with ONNX, or int4 without --export"
+            f"--quantize {quantize} does not apply to ONNX (onnxruntime quantizes dynamically to int8); "
+            "use --export onnx --quantize int8, or drop --export onnx"
         )
-    if export == "onnx" and quantize in LOAD_TIME:
+    if layout == "shared" and export != "none":
         raise UserInputError(
-            f"--quantize {quantize} is applied by the PyTorch runtime at load time, not to ONNX; "
-            "drop --export onnx, or use --quantize int8 for an int8 ONNX model"
+            "the shared layout serves the base with adapters, so it cannot be exported; use --layout baked"
         )
-    if layout == "shared" and (quantize in STORED or export != "none"):
-        raise UserInputError(
-            "the shared layout serves the unmodified base with adapters, so it cannot be stored quantized or "
-            "exported; use --layout baked (load-time --quantize bnb-nf4|bnb-int8|fp8 works with both layouts)"
-        )
-    if granularity != "auto" and not (export == "onnx" and quantize == "int8"):
+    if granularity != "auto" and not (export == "onnx" and quantize == ONNX_INT8):
         raise UserInputError("--onnx-granularity applies to --export onnx --quantize int8 only; drop it")
     if not onnx_atol > 0:
         raise UserInputError(f"--onnx-atol must be positive, got {onnx_atol}")
-    return ArtefactSpec(quantize, export, granularity, onnx_atol)
+    if not max_accuracy_loss > 0:
+        raise UserInputError(
+            f"--max-accuracy-loss must be positive (0.1 = 10% higher perplexity), got {max_accuracy_loss}"
+        )
+    return ArtefactSpec(quantize, export, granularity, onnx_atol, max_accuracy_loss)
+
+
+def _check_quantize(quantize: str, export: str) -> None:
+    if quantize in RENAMED and not (quantize == ONNX_INT8 and export == "onnx"):
+        raise UserInputError(
+            f"--quantize {quantize} (optimum-quanto) is gone: no serving engine loads it; use --quantize "
+            f"{RENAMED[quantize]}: compressed-tensors checkpoints vLLM serves (int8 stays for --export onnx)"
+        )
+    _choice("--quantize", quantize, QUANTIZE_CHOICES)
 
 
 def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -107,12 +128,12 @@ def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
 class ArtefactReport:
     """One quantized or exported artefact, measured against the unquantized merge it came from."""
 
-    kind: str  # e.g. quanto-int8, onnx-fp32, onnx-int8
+    kind: str  # e.g. compressed-tensors-w8a8, onnx-fp32, onnx-int8
     path: str
     size_bytes: int
     reference_size_bytes: int
     seconds: float
-    accuracy: AccuracyReport
+    accuracy: AccuracyReport | None  # None: not measured (--no-verify)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -124,27 +145,29 @@ class ArtefactReport:
         """The report as JSON-ready data, with size_ratio and the accuracy figures."""
         data = dataclasses.asdict(self)
         data["size_ratio"] = round(self.size_ratio, 4)
-        data["accuracy"] = self.accuracy.to_dict()
+        data["accuracy"] = self.accuracy.to_dict() if self.accuracy else None
         return data
 
     def summary(self) -> str:
         """One line for people: kind, size, ratio to the merge, and accuracy."""
-        return (
-            f"{self.kind}: {self.size_bytes / 1e6:.1f} MB ({self.size_ratio:.2f}x the merge), {self.accuracy.summary()}"
-        )
+        accuracy = self.accuracy.summary() if self.accuracy else "accuracy not measured (--no-verify)"
+        return f"{self.kind}: {self.size_bytes / 1e6:.1f} MB ({self.size_ratio:.2f}x the merge), {accuracy}"
 
     def label(self) -> str:
         """Compact JSON for the image label `io.packager.accuracy`."""
         acc = self.accuracy
-        figures = {
-            "kind": self.kind,
-            "size_ratio": round(self.size_ratio, 4),
+        figures: dict[str, Any] = {"kind": self.kind, "size_ratio": round(self.size_ratio, 4)}
+        if acc is None:
+            return json.dumps(figures, separators=(",", ":"), sort_keys=True)
+        figures |= {
             "max_abs_logit_diff": _round(acc.max_abs_logit_diff),
             "mean_abs_logit_diff": _round(acc.mean_abs_logit_diff),
             "top1": round(acc.top1_agreement, 4),
-            "greedy": round(acc.greedy_token_agreement, 4),
+            "kl": _round(acc.kl_divergence),
             "ppl_change": round(acc.perplexity_change, 5),
         }
+        if acc.greedy_token_agreement is not None:
+            figures["greedy"] = round(acc.greedy_token_agreement, 4)
         return json.dumps(figures, separators=(",", ":"), sort_keys=True)
 
 

@@ -9,10 +9,11 @@ import sys
 from collections.abc import Callable
 
 from packager.artefact.make import make_artefact
+from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import (
+    DEFAULT_MAX_ACCURACY_LOSS,
     EXPORT_CHOICES,
     GRANULARITIES,
-    QUANTIZE_CHOICES,
     ArtefactSpec,
     artefact_spec,
 )
@@ -20,16 +21,26 @@ from packager.errors import UserInputError
 
 
 def add_artefact_flags(p: argparse.ArgumentParser) -> None:
-    """Add --quantize, --export, --onnx-granularity and --onnx-atol to a command."""
+    """Add --quantize, --export, --max-accuracy-loss, --onnx-granularity and --onnx-atol to a command."""
+    schemes = "; ".join(s.describe for s in SCHEMES.values())
     p.add_argument(
         "--quantize",
         default="none",
-        choices=QUANTIZE_CHOICES,
-        help="int8/int4: weight-only, stored quantized (optimum-quanto; with --export onnx: onnxruntime int8). "
-        "bnb-nf4/bnb-int8/fp8: quantized by the runtime at load time on a CUDA GPU (default: none)",
+        metavar="SCHEME",
+        help=f"compressed-tensors checkpoints, quantized as the merge streams (vLLM serves them): {schemes}. "
+        "int8 with --export onnx: onnxruntime's dynamic int8. bnb-nf4/bnb-int8/fp8-load: quantized by the runtime "
+        "at load time on a CUDA GPU. Default: none",
     )
     p.add_argument(
         "--export", default="none", choices=EXPORT_CHOICES, help="onnx: serve with onnxruntime (default: none)"
+    )
+    p.add_argument(
+        "--max-accuracy-loss",
+        type=float,
+        default=DEFAULT_MAX_ACCURACY_LOSS,
+        metavar="X",
+        help="refuse a quantized or exported model whose perplexity on the shipped text rises by more than X "
+        f"(relative; default {DEFAULT_MAX_ACCURACY_LOSS:g}, i.e. {DEFAULT_MAX_ACCURACY_LOSS * 100:.0f}%%)",
     )
     p.add_argument(
         "--onnx-granularity",
@@ -49,7 +60,9 @@ def add_artefact_flags(p: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace, layout: str = "baked") -> ArtefactSpec:
     """The validated ArtefactSpec for the parsed flags and `layout`."""
-    return artefact_spec(args.quantize, args.export, layout, args.onnx_granularity, args.onnx_atol)
+    return artefact_spec(
+        args.quantize, args.export, layout, args.onnx_granularity, args.onnx_atol, args.max_accuracy_loss
+    )
 
 
 def add_artefact_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -57,15 +70,18 @@ def add_artefact_commands(sub: argparse._SubParsersAction, common: argparse.Argu
     p = sub.add_parser(
         "quantize",
         parents=[common],
-        help="quantize and/or export a merged model, with an accuracy report",
-        description="Quantize (int8/int4 weight-only) and/or export to ONNX a merged model folder (`packager merge` "
-        "output). The artefact is measured against the merged model: size, logits difference, top-1 and greedy "
-        "agreement, perplexity on a text packager ships. Written atomically to --output.",
+        help="quantize (compressed-tensors) or export (ONNX) a merged model, with an accuracy report",
+        description="Quantize a merged model folder (`packager merge` output) into a compressed-tensors checkpoint "
+        "(w8a8, w8a16, w4a16, fp8: streamed tensor by tensor, memory flat in model size), or export it to ONNX "
+        "(optionally int8). The result is measured against the merged model on a text packager ships: "
+        "perplexity, top-1 agreement, KL divergence, logits difference, size; refused past --max-accuracy-loss. "
+        "Written atomically to --output.",
     )
     p.add_argument("--model", required=True, metavar="DIR", help="merged model folder (packager merge --output)")
     p.add_argument("--output", required=True, metavar="DIR", help="folder for the artefact (must not exist)")
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a summary")
+    p.add_argument("--no-verify", action="store_true", help="skip the accuracy measurement (compressed-tensors)")
     add_artefact_flags(p)
     p.set_defaults(func=cmd_quantize)
 
@@ -75,9 +91,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     spec = writable_spec(args)
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         raise UserInputError(f"{args.model} is not a model folder (no config.json); pass a `packager merge` output")
-    if not spec.transforms:
-        raise UserInputError("nothing to do: pass --quantize int8|int4 and/or --export onnx")
-    report = make_artefact(args.model, spec, args.output, args.force, stderr_log(args))
+    if not (spec.transforms or spec.streamed):
+        raise UserInputError("nothing to do: pass --quantize w8a8|w8a16|w4a16|fp8 and/or --export onnx")
+    if spec.streamed:
+        from packager.quantize.run import quantize_merged
+
+        report = quantize_merged(args.model, spec, args.output, args.force, not args.no_verify, stderr_log(args))
+    else:
+        report = make_artefact(args.model, spec, args.output, args.force, stderr_log(args))
     print(json.dumps(report.to_dict(), indent=2)) if args.json else print(report.summary())
     return 0
 

@@ -181,7 +181,12 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from packager.resolve.resolver import resolve
 
     if args.dry_run:
-        plan = resolve(_request(args, hash_base=False)).plan
+        resolved = resolve(_request(args, hash_base=False))
+        if spec.streamed:
+            from packager.resolve.quantize_plan import with_quantization
+
+            resolved = with_quantization(resolved, spec.quantize)
+        plan = resolved.plan
         print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
         return 0
     if spec.transforms and resolve(_request(args, hash_base=False)).plan.task.name != "CAUSAL_LM":
@@ -190,13 +195,17 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         _request(args, hash_base=False),
         args.output,
         force=args.force,
+        quantize=spec.quantize if spec.streamed else "none",
         verify=not args.no_verify,
         verify_max_bytes=int(args.verify_max_gb * 1e9),
         max_shard_bytes=args.max_shard_size,
         quiet=args.quiet,
+        max_accuracy_loss=spec.max_accuracy_loss,
     )
     artefact = (
-        make_artefact(args.output, spec, artefact_output, args.force, stderr_log(args)) if spec.transforms else None
+        make_artefact(args.output, spec, artefact_output, args.force, stderr_log(args))
+        if spec.transforms
+        else outcome.artefact
     )
     if args.json:
         print(json.dumps({**merge_report(outcome), "artefact": artefact and artefact.to_dict()}, indent=2, default=str))

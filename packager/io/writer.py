@@ -19,6 +19,7 @@ from packager.io.output_file import OutputFile
 from packager.io.pipeline import InlinePipeline, Pipeline
 from packager.io.safetensors_format import DTYPE_NAMES, element_size, encode_header
 
+DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 

@@ -7,8 +7,10 @@ import os
 import time
 from dataclasses import dataclass
 
+from packager.artefact.spec import DEFAULT_MAX_ACCURACY_LOSS, ArtefactReport
 from packager.io.staging import check_target, staged_directory
-from packager.merge.stream import DEFAULT_MAX_SHARD_BYTES, MergeResult, merge_adapter
+from packager.io.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor
+from packager.merge.stream import MergeResult, merge_adapter
 from packager.merge.verify import DEFAULT_MAX_VERIFY_BYTES, ParityReport, check_loads_cleanly, check_parity
 from packager.progress import Progress
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
@@ -25,13 +27,21 @@ class MergeOutcome:
     parity: ParityReport | None
     parity_skipped: str | None
     timings: dict[str, float]
+    artefact: ArtefactReport | None = None  # the compressed-tensors checkpoint, when the merge quantized
 
 
-def run_merge(request: ResolveRequest, output: str, force: bool = False, **options) -> MergeOutcome:
-    """Resolve `request`, then merge it into `output` (see `merge_resolved` for the options)."""
+def run_merge(
+    request: ResolveRequest, output: str, force: bool = False, quantize: str = "none", **options
+) -> MergeOutcome:
+    """Resolve `request`, then merge it into `output`, quantized as it streams with a compressed-tensors
+    `quantize` scheme (see `merge_resolved` for the options)."""
     check_target(output, force)  # before resolving: an existing output fails at once
     started = time.monotonic()
     resolved = resolve(request)
+    if quantize != "none":
+        from packager.resolve.quantize_plan import with_quantization
+
+        resolved = with_quantization(resolved, quantize)
     outcome = merge_resolved(resolved, output, force, **options)
     return dataclasses.replace(outcome, timings={"resolve": time.monotonic() - started, **outcome.timings})
 
@@ -44,8 +54,10 @@ def merge_resolved(
     verify_max_bytes: int = DEFAULT_MAX_VERIFY_BYTES,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     quiet: bool = False,
+    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS,
 ) -> MergeOutcome:
-    """Merge an already resolved adapter into `output`; on any failure nothing is left at `output`."""
+    """Merge an already resolved adapter into `output` (quantized as it streams when the plan says so); on any
+    failure, a refused accuracy included, nothing is left at `output`."""
     check_target(output, force)
     timings: dict[str, float] = {}
     progress = Progress("merge", quiet)
@@ -54,6 +66,10 @@ def merge_resolved(
         result = merge_adapter(resolved, staging, max_shard_bytes, progress)
         timings["merge"] = time.monotonic() - started
         check_loads_cleanly(staging, resolved.plan.task)  # always, even unverified: no weight left to random init
+        if resolved.plan.quantize is not None:
+            artefact = _measure_quantized(resolved, staging, output, verify, max_accuracy_loss, progress, timings)
+            skipped = "quantized as it streamed: measured against the unquantized merge instead (the artefact)"
+            return MergeOutcome(os.path.abspath(output), resolved, result, None, skipped, timings, artefact)
         parity, skipped = None, _skip_reason(resolved, verify, verify_max_bytes)
         if skipped is None:
             progress.note("checking logits parity against PEFT ...")
@@ -61,6 +77,24 @@ def merge_resolved(
             parity = check_parity(resolved, staging)
             timings["verify"] = time.monotonic() - started
     return MergeOutcome(os.path.abspath(output), resolved, result, parity, skipped, timings)
+
+
+def _measure_quantized(
+    resolved: Resolved, staging: str, output: str, verify: bool, limit: float, progress: Progress, timings: dict
+) -> ArtefactReport:
+    """The quantized checkpoint's accuracy against the unquantized merge (unless --no-verify), refused past
+    `limit`, and its report."""
+    from packager.merge.merged_source import measure_merge
+    from packager.quantize.measure import check_quantized, quantized_report
+
+    plan, accuracy, started = resolved.plan.quantize, None, time.monotonic()
+    if verify:
+        progress.note(f"measuring {plan.scheme} against the unquantized merge on the shipped text ...")
+        accuracy = measure_merge(resolved, staging)
+        check_quantized(accuracy, plan, limit)
+        timings["verify"] = time.monotonic() - started
+    unquantized = sum(OutputTensor(t.name, t.dtype, t.shape).nbytes for t in resolved.plan.merge.tensors)
+    return quantized_report(staging, output, plan, accuracy, unquantized, timings["merge"])
 
 
 def _skip_reason(resolved: Resolved, verify: bool, max_bytes: int) -> str | None:

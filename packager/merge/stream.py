@@ -18,16 +18,15 @@ from packager.io.pipeline import BufferRing, Pipeline
 from packager.io.reader import SafetensorsShard, open_shard
 from packager.io.safetensors_format import DTYPES
 from packager.io.staging import check_free_space
-from packager.io.writer import OutputTensor, ShardedWriter, assign_shards
+from packager.io.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor, ShardedWriter, assign_shards
 from packager.merge.lora_math import Workspace, check_adapter_finite, check_finite, merge_into
 from packager.model_files import LOCK_FILE, PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
 from packager.plan import FileEntry, PackagePlan, QLoRASpec, TensorPlan
 from packager.progress import Progress
+from packager.quantize.tensors import Quantizer, write_quantization_config
 from packager.resolve.adapter import AdapterWeights
 from packager.resolve.qlora import round_trip
 from packager.resolve.resolver import Resolved
-
-DEFAULT_MAX_SHARD_BYTES = 5 * 10**9
 
 
 @dataclass(frozen=True)
@@ -48,14 +47,14 @@ def merge_adapter(
     plan = resolved.plan
     check_free_space(staging, sum(_nbytes(t) for t in plan.merge.tensors) or _base_bytes(plan))
     if plan.merge.engine == "peft":
-        from packager.merge.peft_engine import merge_with_peft
-
-        merge_with_peft(resolved, staging, max_shard_bytes, progress)
+        _merge_with_peft(resolved, staging, max_shard_bytes, progress)
         base_hashes: dict[str, str] = {}
     else:
         with _one_torch_thread():
             base_hashes = _stream_merge(resolved, staging, max_shard_bytes, progress)
     copy_side_files(resolved, staging)
+    if plan.quantize is not None and plan.merge.engine != "peft":  # the PEFT path's quantizer wrote it
+        write_quantization_config(staging, plan.quantize)
     plan = _with_base_hashes(plan, base_hashes)
     files = hash_outputs(staging)
     write_merged_lock(plan, files, staging)
@@ -65,7 +64,8 @@ def merge_adapter(
 def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progress: Progress) -> dict[str, str]:
     """Read each base file once, in order, write each output tensor as soon as it is made; return base sha256s."""
     plan, weights = resolved.plan, resolved.weights
-    layout = [OutputTensor(t.name, t.dtype, t.shape) for t in plan.merge.tensors]
+    quantizer = Quantizer(plan.quantize)  # quantized right after each is merged, before it is written
+    layout = quantizer.layout([OutputTensor(t.name, t.dtype, t.shape) for t in plan.merge.tensors])
     adapter, workspace = AdapterWeights(resolved.adapter), Workspace()
     specs = {t.stored_as or t.name: t for t in plan.merge.tensors}  # by the base's name for the tensor
     hashes = {}
@@ -83,7 +83,8 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
                 spec = specs.get(name)
                 if spec is None:
                     continue  # a tensor the task's class does not use (another task's head): left out
-                writer.write(spec.name, build_tensor(spec, tensor, adapter, workspace, outputs, plan.merge.qlora))
+                merged = build_tensor(spec, tensor, adapter, workspace, outputs, plan.merge.qlora)
+                write_all(writer, quantizer.outputs(spec.name, merged))
                 outputs.release()
             hashes[file_name] = settle(shard.path, known) if known is not None else shard.sha256
             remember(shard.path, hashes[file_name])
@@ -91,12 +92,34 @@ def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progre
         for spec in plan.merge.tensors:
             if (spec.stored_as or spec.name) not in weights.tensors:  # not stored: an untied lm_head, a task head
                 base = _read_base_tensor(resolved, spec.source_key)
-                writer.write(spec.name, build_tensor(spec, base, adapter, workspace, outputs, plan.merge.qlora))
+                merged = build_tensor(spec, base, adapter, workspace, outputs, plan.merge.qlora)
+                write_all(writer, quantizer.outputs(spec.name, merged))
                 outputs.release()
         writer.close()
     for name, digest in writer.sha256.items():
         remember(os.path.join(staging, name), digest)
     return hashes
+
+
+def _merge_with_peft(resolved: Resolved, staging: str, max_shard_bytes: int, progress: Progress) -> None:
+    """PEFT's merge (it holds the model); a quantized plan then streams that merge through the quantizer."""
+    from packager.merge.peft_engine import merge_with_peft
+
+    if resolved.plan.quantize is None:
+        merge_with_peft(resolved, staging, max_shard_bytes, progress)
+        return
+    from packager.quantize.folder import quantize_folder
+
+    unquantized = os.path.join(staging, ".unquantized")
+    merge_with_peft(resolved, unquantized, max_shard_bytes, progress)
+    quantize_folder(unquantized, staging, resolved.plan.quantize, max_shard_bytes, progress)
+    shutil.rmtree(unquantized)
+
+
+def write_all(writer: ShardedWriter, tensors) -> None:
+    """Hand each (name, tensor) to the writer, in order."""
+    for name, tensor in tensors:
+        writer.write(name, tensor)
 
 
 @contextmanager

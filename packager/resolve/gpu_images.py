@@ -1,6 +1,7 @@
 """What a `--device cuda` image starts FROM when no `--base-image` is named: vLLM's own pinned release image for
 the vLLM runtime, and PyTorch's pinned CUDA image plus packager's serving stack for packager's own server
-(onnxruntime-gpu for ONNX artefacts, optimum-quanto for quanto ones, bitsandbytes for load-time bnb schemes).
+(compressed-tensors for quantized checkpoints, onnxruntime-gpu for ONNX artefacts, bitsandbytes for load-time bnb
+schemes).
 
 Nothing here can be pulled on the machines that build packager: these images are rendered and checked with
 hadolint and golden files, never run, in its tests.
@@ -20,10 +21,10 @@ SERVING_STACK = (
     "fastapi==0.165.0",
     "uvicorn==0.54.0",
     "pillow==13.0.0",
+    "compressed-tensors==0.17.0",
 )
 BACKEND_STACK = {
     "transformers": (),
-    "quanto": ("optimum-quanto==0.2.7",),
     "onnx": ("optimum==2.1.0", "optimum-onnx==0.1.0", "onnx==1.23.2", "onnxruntime-gpu==1.31.1"),
 }
 BITSANDBYTES = ("bitsandbytes==0.50.2",)

@@ -20,10 +20,11 @@ from packager.plan import AdapterSpec, BaseSpec, DeploySpec, FileEntry, ImagePla
 from packager.resolve.architecture import read_config
 from packager.resolve.gpu_images import gpu_base
 from packager.resolve.model_images import model_image_for
+from packager.resolve.quantize_plan import with_quantization
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
-from packager.runtime.config import SERVED_TASKS, RuntimeConfig, VllmSettings
-from packager.runtime.encoders import PoolingUnsupported, read_pooling
+from packager.resolve.served_task import served_task
+from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.runtime.fingerprint import sample_sha256
 from packager.tasks import ModelTask
 
@@ -85,7 +86,9 @@ def plan_package(request: PackageRequest) -> Job:
     """Check the request, resolve every adapter once, and freeze the whole job into one plan."""
     _check_request(request)
     inputs = tuple(resolve(resolve_request(request, path)) for _, path in request.adapters)
-    task = _served_task(request, inputs)
+    task = served_task(request, inputs)
+    if request.artefact.streamed and request.layout == "baked":  # quantized as the merge streams
+        inputs = (with_quantization(inputs[0], request.artefact.quantize),)
     if request.artefact.export == "onnx":  # before the merge: the base decides whether it can be exported
         from packager.artefact.onnx_export import check_exportable
 
@@ -102,34 +105,6 @@ def plan_package(request: PackageRequest) -> Job:
     baked = request.layout == "baked"
     plan = _baked_plan(request, inputs[0], choice) if baked else _shared_plan(request, inputs, choice)
     return Job(dataclasses.replace(plan, deploy=request.deploy), inputs)
-
-
-def _served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelTask:
-    """The one task every adapter of the image shares, if packager's images serve it; refused in one line else."""
-    tasks = {item.plan.task for item in inputs}
-    if len({t.name for t in tasks}) > 1:
-        names = ", ".join(sorted(t.name for t in tasks))
-        raise UserInputError(f"the adapters are for different tasks ({names}); package each task as its own image")
-    task = inputs[0].plan.task
-    if task.name not in SERVED_TASKS:
-        raise UserInputError(
-            f"packager merges {task.name} adapters but its images do not serve that task yet; use `packager merge` "
-            f"and serve the merged folder yourself, or pass --task with one of {', '.join(SERVED_TASKS)}"
-        )
-    if request.layout == "shared" and task.name in ("SEQ_CLS", "TOKEN_CLS"):
-        raise UserInputError(
-            f"the shared layout does not serve {task.name} adapters yet (each one's head needs its own label "
-            "count at load); use --layout baked"
-        )
-    if task.name == "FEATURE_EXTRACTION":
-        try:
-            read_pooling(inputs[0].plan.base.path)  # the server pools as the base's sentence-transformers says
-        except PoolingUnsupported as exc:
-            raise UserInputError(str(exc)) from None
-    spec = request.artefact
-    if task.name != "CAUSAL_LM" and (spec.backend != "transformers" or spec.load_quantization != "none"):
-        raise UserInputError(f"--quantize and --export apply to causal LMs; package the {task.name} model without them")
-    return task
 
 
 def _runtime_task(task: ModelTask) -> dict[str, str]:
@@ -155,7 +130,9 @@ def _check_request(request: PackageRequest) -> None:
         raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{request.tag}")
     check_deploy(request.deploy, request.layout)
     spec = request.artefact
-    artefact_spec(spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol)  # bad combos
+    artefact_spec(  # bad combinations, before any heavy work
+        spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol, spec.max_accuracy_loss
+    )
 
 
 def resolve_request(request: PackageRequest, path: str) -> ResolveRequest:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.plan import AdapterSpec
@@ -52,6 +53,7 @@ def choose_runtime(
         raise UserInputError(f"unknown --runtime {requested!r}; use one of {', '.join(RUNTIMES)}")
     length = base_config.get("max_position_embeddings")
     length = length if isinstance(length, int) and length > 0 else None
+    _check_scheme_device(artefact, device, layout)
     if requested == "packager":
         return RuntimeChoice("packager", "asked for with --runtime packager", length)
     model_reason = _model_unservable(base_config, artefact, device)
@@ -63,7 +65,26 @@ def choose_runtime(
         return RuntimeChoice("packager", f"vLLM cannot serve it here: {model_reason}", length)
     if layout == "shared":
         _check_adapters_for_vllm(adapters)
-    return RuntimeChoice("vllm", "causal-LM text generation vLLM serves here (continuous batching, streaming)", length)
+    what = f"a compressed-tensors {artefact.quantize} checkpoint" if artefact.streamed else "causal-LM text generation"
+    return RuntimeChoice("vllm", f"{what} vLLM serves here (continuous batching, streaming)", length)
+
+
+def _check_scheme_device(artefact: ArtefactSpec, device: str, layout: str) -> None:
+    """A quantization scheme whose kernels the target device lacks is refused before any work, whatever runtime
+    was asked for: its point is the engine's quantized kernels (LoRA on a quantized base: the LoRA kernels too)."""
+    if not artefact.streamed:
+        return
+    scheme = SCHEMES[artefact.quantize]
+    devices = scheme.lora_devices if layout == "shared" else scheme.vllm_devices
+    if device in devices:
+        return
+    what = "LoRA adapters on a base quantized with it" if layout == "shared" else "it"
+    others = [s.name for s in SCHEMES.values() if device in (s.lora_devices if layout == "shared" else s.vllm_devices)]
+    instead = f", or --quantize {' or '.join(others)} on {device.upper()}" if others else ""
+    raise UserInputError(
+        f"--quantize {scheme.name}: vLLM serves {what} on {' and '.join(d.upper() for d in devices)}, not on "
+        f"--device {device} ({scheme.cpu_note}); use --device {devices[0]}{instead}"
+    )
 
 
 def head_dim(config: dict[str, Any]) -> int | None:

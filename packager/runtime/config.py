@@ -9,7 +9,7 @@ Schema (a JSON object; unknown keys are rejected; relative paths are taken from 
     baked:
       model_dir    str, the merged model folder             required
       served_name  str, the name /v1/models lists           required
-      backend      "transformers" | "quanto" | "onnx", default "transformers": how model_dir is loaded
+      backend      "transformers" | "onnx", default "transformers": how model_dir is loaded
     shared:
       base_dir     str, where the base is mounted (read-only), default "/base"    env PACKAGER_BASE_DIR overrides
       adapters     {name: PEFT adapter folder}, non-empty   required
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 VERIFY_MODES = ("quick", "full", "off")
-BACKENDS = ("transformers", "quanto", "onnx")
+BACKENDS = ("transformers", "onnx")
 LOAD_QUANTIZATIONS = ("none", "bnb-nf4", "bnb-int8", "fp8")
 ENGINES = ("packager", "vllm")
 # what each task's model answers on (the class comes from the plan's task table, written into runtime.json)

@@ -194,14 +194,8 @@ def load_baked(
         model = load_transformers(model_dir, quantization, model_class)
         tokenizers = {served_name: AutoTokenizer.from_pretrained(model_dir)}
         return Encoder(model, tokenizers, task, pooling=read_pooling(model_dir))
-    if backend == "onnx":
-        model = _load_onnx(model_dir)
-    elif backend == "quanto":
-        from optimum.quanto import QuantizedModelForCausalLM
-
-        model = QuantizedModelForCausalLM.from_pretrained(model_dir)._wrapped
-    else:
-        model = load_transformers(model_dir, quantization, model_class)
+    # a compressed-tensors checkpoint loads through transformers, which decompresses it
+    model = _load_onnx(model_dir) if backend == "onnx" else load_transformers(model_dir, quantization, model_class)
     return Engine(model, {served_name: AutoTokenizer.from_pretrained(model_dir)})
 
 

@@ -60,3 +60,35 @@ def test_cached_greedy_equals_greedy_over_the_whole_sequence(demo) -> None:
         for _ in range(10):  # alone, no cache, the whole sequence each step
             tokens = torch.cat([tokens, full_logits(model, tokens)[:, -1].argmax(-1, keepdim=True)], dim=1)
         assert produced == tokens[0, batch.shape[1] :].tolist()
+
+
+def test_compare_logits_matches_the_whole_sequence_formulas() -> None:
+    """Chunked over positions, the figures equal the textbook formulas over the whole sequence at once."""
+    from packager.artefact.accuracy import POSITIONS_PER_CHUNK, compare_logits
+
+    generator = torch.Generator().manual_seed(0)
+    n, vocab = 3 * POSITIONS_PER_CHUNK + 5, 50
+    ids = torch.randint(0, vocab, (1, n), generator=generator)
+    p = torch.randn(1, n, vocab, generator=generator) * 3
+    q = p + torch.randn(1, n, vocab, generator=generator) * 0.5
+    report = compare_logits(p, q, ids)
+    log_p, log_q = p.log_softmax(-1), q.log_softmax(-1)
+    assert report.kl_divergence == pytest.approx((log_p.exp() * (log_p - log_q)).sum(-1).mean().item(), rel=1e-5)
+    assert report.perplexity_reference == pytest.approx(perplexity(p, ids), rel=1e-5)
+    assert report.perplexity_candidate == pytest.approx(perplexity(q, ids), rel=1e-5)
+    assert report.top1_agreement == pytest.approx((p.argmax(-1) == q.argmax(-1)).float().mean().item())
+    assert report.max_abs_logit_diff == pytest.approx((p - q).abs().max().item())
+    assert report.tokens == n
+    same = compare_logits(p, p, ids)
+    assert same.kl_divergence == 0 and same.perplexity_change == 0 and same.top1_agreement == 1
+
+
+def test_an_artefact_past_the_limit_is_refused_naming_the_figure() -> None:
+    from packager.artefact.accuracy import AccuracyReport, check_accuracy
+    from packager.errors import ValidationError
+
+    report = AccuracyReport(1.0, 0.1, 0.8, 0.05, 10.0, 11.5)
+    check_accuracy(report, 0.2, "--quantize w4a16", "try another")  # +15% under a 20% limit: accepted
+    with pytest.raises(ValidationError, match=r"raised perplexity.*by 15\.0% \(10\.000 -> 11\.500; limit 10\.0%.*"
+                       r"try another, or pass --max-accuracy-loss 0\.16"):  # fmt: skip
+        check_accuracy(report, 0.1, "--quantize w4a16", "try another")

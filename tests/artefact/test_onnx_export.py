@@ -8,8 +8,7 @@ import os
 import pytest
 import torch
 
-from packager.artefact.onnx_export import export_onnx, load_ort
-from packager.artefact.quantize import load_merged
+from packager.artefact.onnx_export import export_onnx, load_merged, load_ort
 from packager.artefact.spec import artefact_spec
 from packager.errors import ValidationError
 

@@ -15,6 +15,7 @@ RUN python3 -m pip install --no-cache-dir \
       fastapi==0.165.0 \
       uvicorn==0.54.0 \
       pillow==13.0.0 \
+      compressed-tensors==0.17.0 \
       optimum==2.1.0 \
       optimum-onnx==0.1.0 \
       onnx==1.23.2 \

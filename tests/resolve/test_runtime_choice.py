@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.plan import AdapterSpec
@@ -26,7 +27,6 @@ def test_auto_picks_vllm_for_a_llama_it_serves() -> None:
     [
         ({**LLAMA, "hidden_size": 64}, ArtefactSpec(), "head size 16"),
         ({**LLAMA, "architectures": ["GPT2LMHeadModel"]}, ArtefactSpec(), "GPT2LMHeadModel"),
-        (LLAMA, ArtefactSpec("int8"), "int8 artefact"),
         (LLAMA, ArtefactSpec("none", "onnx"), "onnx"),
         (LLAMA, ArtefactSpec("bnb-int8"), "bnb-int8"),
     ],
@@ -53,6 +53,34 @@ def test_adapters_vllm_refuses_are_refused_for_the_shared_layout_with_the_baked_
         choose_runtime("auto", "shared", LLAMA, ArtefactSpec(), [_adapter(), _adapter(**settings)])
     assert choose_runtime("auto", "baked", LLAMA, ArtefactSpec(), [_adapter(**settings)]).engine == "vllm"  # merged
     assert choose_runtime("packager", "shared", LLAMA, ArtefactSpec(), [_adapter(**settings)]).engine == "packager"
+
+
+@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+def test_a_quantized_checkpoint_goes_to_vllm_where_its_kernels_run_and_is_refused_elsewhere(scheme) -> None:
+    spec = ArtefactSpec(scheme)
+    for device in ("cpu", "cuda"):
+        if device in SCHEMES[scheme].vllm_devices:
+            choice = choose_runtime("auto", "baked", LLAMA, spec, [_adapter()], device=device)
+            assert choice.engine == "vllm" and f"compressed-tensors {scheme} checkpoint" in choice.reason
+            continue
+        for runtime in ("auto", "vllm", "packager"):  # its point is the engine's kernels: refused before any work
+            with pytest.raises(UserInputError, match=rf"--quantize {scheme}: vLLM serves it on CUDA, not on "
+                               rf"--device {device} \(.*\); use --device cuda"):  # fmt: skip
+                choose_runtime(runtime, "baked", LLAMA, spec, [_adapter()], device=device)
+
+
+def test_w4a16_on_cpu_is_refused_with_the_measured_reason_and_what_runs_there() -> None:
+    with pytest.raises(UserInputError, match=r"w4a16: .*only in its AVX-512 build.*use --device cuda, or --quantize "
+                       r"w8a8 or fp8 on CPU"):  # fmt: skip
+        choose_runtime("auto", "baked", LLAMA, ArtefactSpec("w4a16"), [_adapter()])
+
+
+def test_lora_on_a_quantized_base_takes_the_schemes_whose_lora_kernels_run_on_the_device() -> None:
+    fp8 = choose_runtime("auto", "shared", LLAMA, ArtefactSpec("fp8"), [_adapter()])
+    assert fp8.engine == "vllm"
+    with pytest.raises(UserInputError, match=r"w8a8: vLLM serves LoRA adapters on a base quantized with it on CUDA, "
+                       r"not on --device cpu \(without AMX.*\); use --device cuda, or --quantize fp8 on CPU"):  # fmt: skip
+        choose_runtime("auto", "shared", LLAMA, ArtefactSpec("w8a8"), [_adapter()])
 
 
 def test_lora_rank_is_the_smallest_vllm_allows_that_holds_every_adapter() -> None:

@@ -1,5 +1,5 @@
-"""The runtime serves quantized (optimum-quanto) and ONNX artefacts with the same API, answering exactly like
-those artefacts generate on the host; GPU-only load-time quantization refuses to start without a GPU (exit 4).
+"""The runtime serves quantized (compressed-tensors, through transformers) and ONNX artefacts with the same API,
+answering exactly like those artefacts generate on the host; GPU-only load-time quantization refuses to start without a GPU (exit 4).
 
 The GPU paths (bnb-nf4, bnb-int8, fp8 on CUDA) cannot run on these machines: only their refusal and the
 configuration objects they build are tested here."""
@@ -27,11 +27,12 @@ PROMPT = "The quick brown fox"
 @pytest.fixture(scope="module")
 def artefacts(tiny: dict[str, str], tmp_path_factory) -> dict[str, str]:
     from packager.artefact.onnx_export import export_onnx
-    from packager.artefact.quantize import quantize_merged
+    from packager.quantize.run import quantize_merged
 
     root, quiet = tmp_path_factory.mktemp("artefacts"), (lambda _: None)
+    w8a8 = quantize_merged(tiny["merged"], artefact_spec("w8a8"), str(root / "w8a8"), False, False, quiet)
     return {
-        "quanto": quantize_merged(tiny["merged"], "int8", str(root / "int8"), log=quiet).path,
+        "transformers": w8a8.path,
         "onnx": export_onnx(tiny["merged"], artefact_spec("int8", "onnx"), str(root / "onnx"), log=quiet).path,
     }
 
@@ -41,12 +42,12 @@ def _host_model(backend: str, folder: str):
         from optimum.onnxruntime import ORTModelForCausalLM
 
         return ORTModelForCausalLM.from_pretrained(folder)
-    from packager.artefact.quantize import load_quantized
+    from transformers import AutoModelForCausalLM
 
-    return load_quantized(folder)
+    return AutoModelForCausalLM.from_pretrained(folder)  # a compressed-tensors checkpoint, as transformers loads it
 
 
-@pytest.mark.parametrize("backend", ["quanto", "onnx"])
+@pytest.mark.parametrize("backend", ["transformers", "onnx"])
 def test_api_answers_like_the_artefact_on_the_host(artefacts, backend, tmp_path: Path) -> None:
     folder = artefacts[backend]
     config = tmp_path / "runtime.json"

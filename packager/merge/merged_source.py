@@ -1,0 +1,59 @@
+"""The unquantized merge as a source of weights for a module-by-module forward pass (artefact/lazy_model.py): each
+merged tensor made again, when asked for, from the base and the adapter by the stream's own `build_tensor`.
+Nothing unquantized is written when the merge quantizes as it goes; this is what the quantized checkpoint is
+measured against."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from packager.io.pipeline import BufferRing, InlinePipeline
+from packager.io.reader import SafetensorsShard, open_shard
+from packager.merge.lora_math import Workspace
+from packager.merge.stream import build_tensor
+from packager.plan import TensorPlan
+from packager.resolve.adapter import AdapterWeights
+from packager.resolve.load_check import stored_names
+from packager.resolve.resolver import Resolved
+
+
+class MergedSource:
+    """The merged weights, made one at a time from the base and the adapter by the merge's own `build_tensor`."""
+
+    def __init__(self, resolved: Resolved, model: torch.nn.Module) -> None:
+        self._resolved = resolved
+        self._specs = {t.name: t for t in resolved.plan.merge.tensors}
+        self._names = stored_names(model, list(self._specs))
+        self._adapter, self._workspace = AdapterWeights(resolved.adapter), Workspace()
+        self._pickled: tuple[str, dict] | None = None
+
+    def __call__(self, name: str) -> torch.Tensor:
+        spec = self._specs[self._names[name]]
+        outputs = BufferRing(InlinePipeline(), count=1)
+        merged = build_tensor(spec, self._base(spec), self._adapter, self._workspace, outputs, self._qlora)
+        return merged.to(torch.float32, copy=True)  # owned: the ring's buffer is reused by the next call
+
+    @property
+    def _qlora(self):
+        return self._resolved.plan.merge.qlora
+
+    def _base(self, spec: TensorPlan) -> torch.Tensor | None:
+        weights = self._resolved.weights
+        name = next((n for n in (spec.stored_as or spec.name, spec.source_key) if n in weights.tensors), None)
+        if spec.source == "adapter" or name is None:
+            return None
+        path = os.path.join(self._resolved.plan.base.path, weights.tensor_file[name])
+        if weights.format != "pickle":
+            return SafetensorsShard(path).read(name)
+        if self._pickled is None or self._pickled[0] != path:  # a pickle is read whole: keep one file's state
+            self._pickled = (path, dict(open_shard(path, "pickle").iter_tensors()))
+        return self._pickled[1][name]
+
+
+def measure_merge(resolved: Resolved, folder: str):
+    """The quantized merge in `folder` against the unquantized merge of `resolved`'s base and adapter."""
+    from packager.quantize.measure import measure
+
+    return measure(folder, resolved.plan.quantize, lambda model: MergedSource(resolved, model))

@@ -1,0 +1,90 @@
+"""Quantize an already merged model folder the way the merge does it: each tensor read once, quantized if the plan
+says so, and written straight into the output shards, so memory stays about one tensor whatever the model size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from packager.errors import UserInputError
+from packager.io.pipeline import Pipeline
+from packager.io.reader import SafetensorsShard
+from packager.io.writer import INDEX_FILE, OutputTensor, ShardedWriter, assign_shards
+from packager.model_files import LOCK_FILE
+from packager.plan import QuantizePlan
+from packager.progress import Progress
+from packager.quantize.tensors import Quantizer, write_quantization_config
+from packager.resolve.architecture import inspect_architecture, read_config
+from packager.resolve.base import index_base_weights
+from packager.resolve.folders import safetensors_files
+from packager.resolve.quantize_plan import plan_quantization
+from packager.tasks import ModelTask, base_task
+
+NOT_COPIED = (INDEX_FILE, LOCK_FILE, "packager.artefact.json")
+
+
+def plan_folder_quantization(folder: str, scheme: str) -> QuantizePlan:
+    """The QuantizePlan of a merged causal-LM folder (its config and safetensors headers only)."""
+    config = read_config(folder)
+    task = base_task(config)
+    if task not in (None, "CAUSAL_LM"):
+        raise UserInputError(
+            f"--quantize {scheme} writes compressed-tensors checkpoints of causal LMs, and the model at {folder} is "
+            f"a {task} model; quantize embeddings and classifiers with --export onnx --quantize int8"
+        )
+    if "quantization_config" in config:
+        method = config["quantization_config"].get("quant_method", "unknown")
+        raise UserInputError(
+            f"{folder} is quantized already ({method}); quantize the unquantized merge (`packager merge` output)"
+        )
+    weights = index_base_weights(folder, allow_pickle=False)
+    arch = inspect_architecture(folder, weights.tensors, ModelTask())
+    tensors = [(t.name, t.dtype, t.shape) for t in weights.tensors.values()]
+    return plan_quantization(scheme, arch, tensors, config)
+
+
+def quantize_folder(
+    source: str, target: str, plan: QuantizePlan, max_shard_bytes: int, progress: Progress | None = None
+) -> None:
+    """Write the quantized model into `target` (an empty staging folder): every tensor of `source` in file order,
+    the plan's targets compressed, then the side files and config.json with its quantization_config."""
+    progress = progress or Progress("quantize", quiet=True)
+    shards = [SafetensorsShard(os.path.join(source, name)) for name in safetensors_files(source)]
+    quantizer = Quantizer(plan)
+    layout = quantizer.layout([OutputTensor(t.name, t.dtype, t.shape) for shard in shards for t in _ordered(shard)])
+    with Pipeline() as pipeline:
+        writer = ShardedWriter(target, assign_shards(layout, max_shard_bytes), pipeline)
+        for shard in shards:
+            progress.start(os.path.basename(shard.path), shard.size)
+            for name, tensor in shard.iter_tensors(pipeline, hash_bytes=False):
+                progress.advance(tensor.numel() * tensor.element_size())
+                for out_name, out in quantizer.outputs(name, tensor):
+                    writer.write(out_name, out)
+            progress.finish()
+        writer.close()
+    copy_model_files(source, target)
+    write_quantization_config(target, plan)
+
+
+def _ordered(shard: SafetensorsShard):
+    return sorted(shard.tensors.values(), key=lambda t: t.start)
+
+
+def copy_model_files(source: str, target: str) -> None:
+    """Every file of a model folder but its weights, their index and packager's own records (config, tokenizer,
+    generation and processor configs, sentence-transformers' modules), sub-folders included."""
+    for root, _dirs, names in os.walk(source):
+        for name in names:
+            relative = os.path.relpath(os.path.join(root, name), source)
+            if name.endswith(".safetensors") or relative in NOT_COPIED:
+                continue
+            os.makedirs(os.path.dirname(os.path.join(target, relative)), exist_ok=True)
+            shutil.copy2(os.path.join(root, name), os.path.join(target, relative))
+
+
+def quantization_of(folder: str) -> dict | None:
+    """The folder's config.json quantization_config, if any."""
+    with open(os.path.join(folder, "config.json")) as f:
+        return json.load(f).get("quantization_config")

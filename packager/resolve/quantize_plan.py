@@ -1,0 +1,102 @@
+"""Decide, before any weight is read, how a model is quantized: which weight tensors (every Linear but the output
+projection and MoE routers, as llm-compressor's standard recipes leave them), with what group size, and refuse a
+scheme the model's shapes cannot take, naming the layer and what works instead."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+from packager.artefact.schemes import GROUP_SIZES, SCHEMES
+from packager.errors import UserInputError
+from packager.plan import QuantizePlan
+from packager.resolve.architecture import Architecture, read_config
+from packager.resolve.resolver import Resolved
+
+FLOAT_DTYPES = ("BF16", "F16", "F32")
+EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+
+
+def plan_quantization(
+    scheme: str,
+    arch: Architecture,
+    tensors: Iterable[tuple[str, str, tuple[int, ...]]],
+    config: dict[str, Any],
+) -> QuantizePlan:
+    """The QuantizePlan for `scheme` over the model's output tensors (name, safetensors dtype, shape)."""
+    chosen = SCHEMES[scheme]
+    linear = {name for name, kind in arch.module_kinds.items() if kind == "linear"}
+    shapes = {
+        name.removesuffix(".weight"): (dtype, shape) for name, dtype, shape in tensors if name.endswith(".weight")
+    }
+    routers = _routers(linear, shapes, config)
+    quantized = sorted(
+        m
+        for m in linear & set(shapes)
+        if m != arch.output_embedding and m not in routers and shapes[m][0] in FLOAT_DTYPES and len(shapes[m][1]) == 2
+    )
+    if not quantized:
+        raise UserInputError(
+            f"--quantize {scheme}: this model has no Linear layer to quantize ({_kinds(arch)}); compressed-tensors "
+            "quantizes torch Linear layers (GPT-2's Conv1D are not): package it without --quantize"
+        )
+    ignore = sorted(m for m in linear & set(shapes) if m not in quantized)
+    group, notes = _group_size(scheme, {m: shapes[m][1][1] for m in quantized}) if chosen.grouped else (None, ())
+    return QuantizePlan(scheme, chosen.preset, group, tuple(f"{m}.weight" for m in quantized), tuple(ignore), notes)
+
+
+def _routers(linear: set[str], shapes: dict[str, tuple[str, tuple[int, ...]]], config: dict[str, Any]) -> set[str]:
+    """A mixture-of-experts model's router layers (out features = the expert count): left unquantized, as
+    llm-compressor's MoE recipes and vLLM's MoE layers expect."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    experts = next((text[k] for k in EXPERT_COUNT_KEYS if isinstance(text.get(k), int)), None)
+    if not experts:
+        return set()
+    return {
+        m
+        for m in linear
+        if m in shapes and shapes[m][1][:1] == (experts,) and m.rsplit(".", 1)[-1] in {"gate", "router"}
+    }
+
+
+def _group_size(scheme: str, widths: dict[str, int]) -> tuple[int, tuple[str, ...]]:
+    """The preset's group size (128) when every quantized layer's input width is a multiple of it, else the largest
+    smaller one that is; none fits: refused."""
+    fits = [size for size in GROUP_SIZES if all(w % size == 0 for w in widths.values())]
+    if not fits:
+        module, width = _odd(widths, GROUP_SIZES[-1])
+        raise UserInputError(
+            f"--quantize {scheme} quantizes in groups of input columns, and {module} takes {width}, not a multiple "
+            f"of any group size packager uses ({', '.join(map(str, GROUP_SIZES))}); use --quantize w8a8 (per channel)"
+        )
+    if fits[0] == GROUP_SIZES[0]:
+        return fits[0], ()
+    module, width = _odd(widths, GROUP_SIZES[0])
+    return fits[0], (
+        f"{scheme}: group size {fits[0]}, not {GROUP_SIZES[0]}: {module} takes {width} input columns, not a multiple "
+        f"of {GROUP_SIZES[0]} (vLLM's Marlin GPU kernels need {GROUP_SIZES[0]})",
+    )
+
+
+def _odd(widths: dict[str, int], size: int) -> tuple[str, int]:
+    return next((m, w) for m, w in sorted(widths.items()) if w % size)
+
+
+def _kinds(arch: Architecture) -> str:
+    kinds = sorted({k for k in arch.module_kinds.values() if k != "other"})
+    return "its layers are " + ", ".join(kinds) if kinds else "no weight layers found"
+
+
+def with_quantization(resolved: Resolved, scheme: str) -> Resolved:
+    """`resolved` with its plan quantizing the merged weights as they stream out (a causal LM only)."""
+    task = resolved.plan.task
+    if task.name != "CAUSAL_LM":
+        raise UserInputError(
+            f"--quantize {scheme} writes compressed-tensors checkpoints of causal LMs, and this is a {task.name} "
+            "model; package it without --quantize (embeddings and classifiers: --export onnx --quantize int8)"
+        )
+    merge = resolved.plan.merge
+    tensors = [(t.name, t.dtype, t.shape) for t in merge.tensors]
+    plan = plan_quantization(scheme, resolved.architecture, tensors, read_config(resolved.plan.base.path))
+    return dataclasses.replace(resolved, plan=dataclasses.replace(resolved.plan, quantize=plan))

@@ -1,0 +1,43 @@
+"""The one task an image serves: every adapter's, one the images serve, in a layout and with an artefact that
+take it; refused in one line otherwise, before any heavy work."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from packager.errors import UserInputError
+from packager.resolve.resolver import Resolved
+from packager.runtime.config import SERVED_TASKS
+from packager.runtime.encoders import PoolingUnsupported, read_pooling
+from packager.tasks import ModelTask
+
+if TYPE_CHECKING:
+    from packager.resolve.job import PackageRequest
+
+
+def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelTask:
+    """The one task every adapter of the image shares, if packager's images serve it; refused in one line else."""
+    tasks = {item.plan.task for item in inputs}
+    if len({t.name for t in tasks}) > 1:
+        names = ", ".join(sorted(t.name for t in tasks))
+        raise UserInputError(f"the adapters are for different tasks ({names}); package each task as its own image")
+    task = inputs[0].plan.task
+    if task.name not in SERVED_TASKS:
+        raise UserInputError(
+            f"packager merges {task.name} adapters but its images do not serve that task yet; use `packager merge` "
+            f"and serve the merged folder yourself, or pass --task with one of {', '.join(SERVED_TASKS)}"
+        )
+    if request.layout == "shared" and task.name in ("SEQ_CLS", "TOKEN_CLS"):
+        raise UserInputError(
+            f"the shared layout does not serve {task.name} adapters yet (each one's head needs its own label "
+            "count at load); use --layout baked"
+        )
+    if task.name == "FEATURE_EXTRACTION":
+        try:
+            read_pooling(inputs[0].plan.base.path)  # the server pools as the base's sentence-transformers says
+        except PoolingUnsupported as exc:
+            raise UserInputError(str(exc)) from None
+    spec = request.artefact
+    if task.name != "CAUSAL_LM" and (spec.transforms or spec.streamed or spec.load_quantization != "none"):
+        raise UserInputError(f"--quantize and --export apply to causal LMs; package the {task.name} model without them")
+    return task
