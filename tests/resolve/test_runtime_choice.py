@@ -78,8 +78,8 @@ def test_w4a16_on_cpu_is_refused_with_the_measured_reason_and_what_runs_there() 
 def test_lora_on_a_quantized_base_takes_the_schemes_whose_lora_kernels_run_on_the_device() -> None:
     fp8 = choose_runtime("auto", "shared", LLAMA, ArtefactSpec("fp8"), [_adapter()])
     assert fp8.engine == "vllm"
-    with pytest.raises(UserInputError, match=r"w8a8: vLLM serves LoRA adapters on a base quantized with it on CUDA, "
-                       r"not on --device cpu \(without AMX.*\); use --device cuda, or --quantize fp8 on CPU"):  # fmt: skip
+    refusal = r"w8a8: vLLM serves LoRA adapters on a base quantized with it on CUDA, not on --device cpu \(without AMX"
+    with pytest.raises(UserInputError, match=refusal + r".*\); use --device cuda, or --quantize fp8 on CPU"):
         choose_runtime("auto", "shared", LLAMA, ArtefactSpec("w8a8"), [_adapter()])
 
 

@@ -1,5 +1,6 @@
 """The runtime serves quantized (compressed-tensors, through transformers) and ONNX artefacts with the same API,
-answering exactly like those artefacts generate on the host; GPU-only load-time quantization refuses to start without a GPU (exit 4).
+answering exactly like those artefacts generate on the host; GPU-only load-time quantization refuses to start
+without a GPU (exit 4).
 
 The GPU paths (bnb-nf4, bnb-int8, fp8 on CUDA) cannot run on these machines: only their refusal and the
 configuration objects they build are tested here."""
