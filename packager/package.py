@@ -25,7 +25,7 @@ from packager.image.reference import split_target
 from packager.merge.run import MergeOutcome, merge_resolved
 from packager.merge.stream import hash_outputs
 from packager.plan import PackagePlan
-from packager.resolve.job import Job, PackageRequest, choose_builder, plan_package
+from packager.resolve.job import Job, PackageRequest, choose_builder, plan_package, sampled_base
 
 __all__ = ["PackageReport", "PackageRequest", "Rendered", "choose_builder", "package", "render_job"]
 
@@ -105,6 +105,9 @@ def render_job(job: Job, request: PackageRequest, log: Log = print, timings: dic
     if model and plan.artefact.transforms:  # an ONNX export of the merge
         artefact = _artefact(plan, model, request, timings, _quiet_log(request, log))
         model = ModelFiles(artefact.path, hash_outputs(artefact.path))
+    if plan.image.base_to_make:
+        plan, artefact = _timed(timings, "quantize", lambda: _quantized_base(job, plan, request, log))
+        notes += _adapter_notes(artefact)
     context = _timed(
         timings,
         "render",
@@ -165,6 +168,38 @@ def _artefact(plan: PackagePlan, model: ModelFiles, request, timings, log: Log) 
 
     output = os.path.join(request.work, "artefact")
     return _timed(timings, "export", lambda: make_artefact(model.folder, plan.artefact, output, force=True, log=log))
+
+
+def _quantized_base(job: Job, plan: PackagePlan, request: PackageRequest, log: Log) -> tuple[PackagePlan, Any]:
+    """Shared layout, --quantize: the base quantized into WORK/base-SCHEME (the folder to mount at /base), pinned
+    in the plan, measured against the 16-bit base alone and under each adapter."""
+    from packager.merge.merged_source import measure_adapter_on
+    from packager.quantize.base import quantize_base
+    from packager.quantize.measure import quantized_report
+    from packager.resolve.resolver import resolve_base
+
+    quantize, target, started = plan.quantize, plan.image.base_to_make, time.monotonic()
+    accuracy = quantize_base(plan.base, quantize, target, plan.artefact.max_accuracy_loss, _quiet_log(request, log))
+    made = sampled_base(resolve_base(target))
+    report = quantized_report(target, target, quantize, accuracy, _weights_bytes(plan), time.monotonic() - started)
+    pairs = zip(plan.served, job.inputs, strict=True)
+    drift = {served.name: measure_adapter_on(target, quantize, item).to_dict() for served, item in pairs}
+    report = dataclasses.replace(report, details={**report.details, "adapters": drift})
+    base = dataclasses.replace(plan.base, files=made.files)  # what pods mount and the start-up check verifies
+    return dataclasses.replace(plan, base=base), report
+
+
+def _weights_bytes(plan: PackagePlan) -> int:
+    return sum(f.size for f in plan.base.files if f.path.endswith(".safetensors"))
+
+
+def _adapter_notes(report: ArtefactReport) -> list[str]:
+    kind = report.kind.removeprefix("compressed-tensors-")
+    return [
+        f"adapter {name} on the {kind} base, against the 16-bit base: perplexity "
+        f"{acc['perplexity_change']:+.2%}, top-1 {acc['top1_agreement']:.1%}, KL {acc['kl_divergence']:.3g}"
+        for name, acc in report.details["adapters"].items()
+    ]
 
 
 def _timed(timings: dict[str, float], name: str, step: Callable[[], Any]) -> Any:

@@ -127,6 +127,15 @@ class QuantizePlan:
 
 
 @dataclass(frozen=True)
+class StepMemory:
+    """A step's expected peak resident memory, and what the figure is made of (resolve/memory.py)."""
+
+    step: str  # merge, quantize, measure, verify, export
+    peak_bytes: int
+    basis: str
+
+
+@dataclass(frozen=True)
 class AdapterSpec:
     """A resolved adapter: its folder, checkpoint, PEFT type and settings, and its pinned files."""
 
@@ -192,6 +201,7 @@ class ImagePlan:
     device: str = "cpu"  # cpu | cuda: cuda images request the GPU in compose and cannot be built here
     runtime_packages: tuple[str, ...] = ()  # pinned pip requirements the Dockerfile installs on a CUDA base
     model_image: str = ""  # shared: the pushed base-model image (REPO@sha256:...) the manifests mount, if any
+    base_to_make: str = ""  # shared, --quantize: the folder render quantizes the base into ("": an image holds it)
 
     @property
     def engine(self) -> str:
@@ -239,6 +249,7 @@ class PackagePlan:
     task: ModelTask = field(default_factory=ModelTask)  # the transformers class the model is built with
     deploy: DeploySpec = field(default_factory=DeploySpec)  # manifests: not in the lock (they do not make the image)
     quantize: QuantizePlan | None = None  # the merged weights quantized in the same stream (compressed-tensors)
+    memory: tuple[StepMemory, ...] = ()  # each step's expected peak, checked against the machine before any work
 
     @property
     def pinned_files(self) -> int:

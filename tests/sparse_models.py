@@ -72,11 +72,21 @@ def save_lora_by_hand(path: str, base: str, hidden: int, layers: int, r: int = 8
     return path
 
 
+# Started from a small launcher: Linux keeps a process's peak RSS across exec, so a command forked straight from a
+# big process (pytest, with torch loaded) would report that process's size as its own peak.
+LAUNCHER = """
+import os, subprocess, sys
+process = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+output = process.stdout.read()
+_pid, status, usage = os.wait4(process.pid, 0)
+sys.stderr.buffer.write(output[-2000:])
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def peak_rss_bytes(argv: list[str], env: dict[str, str] | None = None) -> int:
     """Run `argv` to completion (it must succeed) and return its peak resident memory, from the kernel's rusage."""
-    process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    output = process.stdout.read() if process.stdout else b""
-    _pid, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    assert process.returncode == 0, output.decode(errors="replace")[-2000:]
-    return usage.ru_maxrss * 1024 if sys.platform != "darwin" else usage.ru_maxrss
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, *argv], env=env, capture_output=True, text=True)
+    code, kib = map(int, done.stdout.split())
+    assert code == 0, done.stderr
+    return kib * 1024

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from packager.artefact.schemes import SCHEMES
+from packager.artefact.spec import DEFAULT_MAX_ACCURACY_LOSS
 from packager.cli.common import parse_size, password_from_stdin, stderr_line
 from packager.cli.container import BUILDER_HELP
 
@@ -49,6 +51,20 @@ def add_base_image_command(sub: argparse._SubParsersAction, common: argparse.Arg
         "boundaries into several files (the index rewritten), so each layer fits",
     )
     p.add_argument("--allow-pickle", action="store_true", help="accept a base with .bin weights only")
+    p.add_argument(
+        "--quantize",
+        default="none",
+        choices=["none", *SCHEMES],
+        help="quantize the base first (compressed-tensors, streamed, measured against the 16-bit base): the image "
+        "a shared `package --quantize SCHEME` serves LoRA adapters on with vLLM (default: none)",
+    )
+    p.add_argument(
+        "--max-accuracy-loss",
+        type=float,
+        default=DEFAULT_MAX_ACCURACY_LOSS,
+        metavar="X",
+        help="with --quantize: refuse a base whose perplexity on the shipped text rises by more than X (default 0.1)",
+    )
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (WORK/base-context)")
     p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
     p.add_argument("--dry-run", action="store_true", help="resolve and pin the base, print the plan, build nothing")
@@ -72,6 +88,8 @@ def cmd_package_base(args: argparse.Namespace) -> int:
         args.max_layer_size,
         args.work,
         args.allow_pickle,
+        args.quantize,
+        args.max_accuracy_loss,
     )
     if args.dry_run:
         plan = plan_base_image(request, runnable=args.from_image or "packager-modelbase:dry-run", dry_run=True)
@@ -89,6 +107,8 @@ def cmd_package_base(args: argparse.Namespace) -> int:
 
 def _plan_text(plan) -> str:
     lines = [f"plan (dry run): {plan.base.label_id} -> {plan.tag} with the {plan.builder} builder"]
+    if plan.quantization:
+        lines.append(f"  quantize: {plan.quantization} first (streamed into WORK/base-{plan.quantization})")
     lines += [f"  split:  {name} (above --max-layer-size; at tensor boundaries)" for name in plan.split]
     lines += [f"  layer {layer.name}: {len(layer.files)} files, {layer.size / 1e6:.1f} MB" for layer in plan.layers]
     return "\n".join(lines)
@@ -96,6 +116,8 @@ def _plan_text(plan) -> str:
 
 def _report_text(report) -> str:
     lines = [f"built {report.tag} ({report.size / 1e6:.1f} MB, {report.files} files, {len(report.layers)} layers)"]
+    if report.quantized:
+        lines.append(f"  quantized: {report.quantized['kind']}: {report.quantized['summary']}")
     if report.reference:
         sent = (report.pushed_bytes or 0) / 1e6
         lines.append(f"  pushed: {report.reference} ({sent:.1f} MB sent, {report.skipped_layers} layers already there)")

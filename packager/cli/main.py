@@ -177,7 +177,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
     from packager.artefact.make import make_artefact
     from packager.cli.report import merge_report, print_merge, print_plan
-    from packager.merge.run import run_merge
+    from packager.merge.run import run_merge, with_memory
     from packager.resolve.resolver import resolve
 
     if args.dry_run:
@@ -186,7 +186,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
             from packager.resolve.quantize_plan import with_quantization
 
             resolved = with_quantization(resolved, spec.quantize)
-        plan = resolved.plan
+        plan = with_memory(resolved, not args.no_verify).plan
         print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
         return 0
     if spec.transforms and resolve(_request(args, hash_base=False)).plan.task.name != "CAUSAL_LM":

@@ -7,7 +7,8 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from packager.plan import PackagePlan
+from packager.plan import PackagePlan, QuantizePlan
+from packager.resolve.memory import available_memory
 
 if TYPE_CHECKING:  # importing package.py at run time would pull in the container modules
     from packager.package import PackageReport, Rendered
@@ -47,8 +48,23 @@ def print_plan(plan: PackagePlan, lock_path: str | None) -> None:
         print(line)
     if plan.merge is not None and plan.merge.engine == "stream":
         print(f"tensors: {plan.merge.changed_tensors} of {len(plan.merge.tensors)} change")
+    if plan.quantize is not None:
+        print(f"quantize: {_describe_quantize(plan.quantize)}")
+        for note in plan.quantize.notes:
+            print(f"note:    {note}")
+    if plan.memory:
+        steps = ", ".join(f"{s.step} {s.peak_bytes / 1e9:.2f} GB ({s.basis})" for s in plan.memory)
+        print(f"memory:  {steps}; this machine has {available_memory() / 1e9:.1f} GB available")
     if lock_path:
         print(f"lock:    {lock_path} ({plan.pinned_files} files pinned by sha256)")
+
+
+def _describe_quantize(quantize: QuantizePlan) -> str:
+    group = f", groups of {quantize.group_size} columns" if quantize.group_size else ""
+    return (
+        f"{quantize.scheme} (compressed-tensors {quantize.preset}{group}) as the merge streams: "
+        f"{len(quantize.targets)} weight tensors; left unquantized: {', '.join(quantize.ignore)}"
+    )
 
 
 def print_job(plan: PackagePlan) -> None:
@@ -152,8 +168,13 @@ def _print_artefact(artefact: dict) -> None:
         f"  model:    {artefact['kind']}, {artefact['size_bytes'] / 1e6:.1f} MB "
         f"({artefact['size_ratio']:.2f}x the unquantized merge)"
     )
+    if acc is None:
+        print("  accuracy: not measured (--no-verify)")
+        return
+    greedy = acc.get("greedy_token_agreement")
     print(
-        f"  accuracy: logits max |diff| {acc['max_abs_logit_diff']:.3g} (mean {acc['mean_abs_logit_diff']:.3g}), "
-        f"top-1 {acc['top1_agreement']:.1%}, greedy tokens {acc['greedy_token_agreement']:.1%}, perplexity "
-        f"{acc['perplexity_reference']:.3f} -> {acc['perplexity_candidate']:.3f} ({acc['perplexity_change']:+.2%})"
+        f"  accuracy: perplexity {acc['perplexity_reference']:.3f} -> {acc['perplexity_candidate']:.3f} "
+        f"({acc['perplexity_change']:+.2%}) on {acc['tokens']} tokens of the shipped text, top-1 "
+        f"{acc['top1_agreement']:.1%}, KL {acc['kl_divergence']:.3g}, logits max |diff| "
+        f"{acc['max_abs_logit_diff']:.3g}" + ("" if greedy is None else f", greedy tokens {greedy:.1%}")
     )

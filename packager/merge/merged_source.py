@@ -9,11 +9,13 @@ import os
 
 import torch
 
+from packager.artefact.accuracy import AccuracyReport
+from packager.artefact.lazy_model import WeightSource
 from packager.io.pipeline import BufferRing, InlinePipeline
 from packager.io.reader import SafetensorsShard, open_shard
 from packager.merge.lora_math import Workspace
 from packager.merge.stream import build_tensor
-from packager.plan import TensorPlan
+from packager.plan import QuantizePlan, TensorPlan
 from packager.resolve.adapter import AdapterWeights
 from packager.resolve.load_check import stored_names
 from packager.resolve.resolver import Resolved
@@ -22,8 +24,9 @@ from packager.resolve.resolver import Resolved
 class MergedSource:
     """The merged weights, made one at a time from the base and the adapter by the merge's own `build_tensor`."""
 
-    def __init__(self, resolved: Resolved, model: torch.nn.Module) -> None:
+    def __init__(self, resolved: Resolved, model: torch.nn.Module, base: WeightSource | None = None) -> None:
         self._resolved = resolved
+        self._base_weights = base  # the base's weights from elsewhere (a quantized base), by the class's names
         self._specs = {t.name: t for t in resolved.plan.merge.tensors}
         self._names = stored_names(model, list(self._specs))
         self._adapter, self._workspace = AdapterWeights(resolved.adapter), Workspace()
@@ -32,7 +35,8 @@ class MergedSource:
     def __call__(self, name: str) -> torch.Tensor:
         spec = self._specs[self._names[name]]
         outputs = BufferRing(InlinePipeline(), count=1)
-        merged = build_tensor(spec, self._base(spec), self._adapter, self._workspace, outputs, self._qlora)
+        base = self._base_weights(name) if self._base_weights and spec.source == "base" else self._base(spec)
+        merged = build_tensor(spec, base, self._adapter, self._workspace, outputs, self._qlora)
         return merged.to(torch.float32, copy=True)  # owned: the ring's buffer is reused by the next call
 
     @property
@@ -52,8 +56,22 @@ class MergedSource:
         return self._pickled[1][name]
 
 
-def measure_merge(resolved: Resolved, folder: str):
+def measure_merge(resolved: Resolved, folder: str) -> AccuracyReport:
     """The quantized merge in `folder` against the unquantized merge of `resolved`'s base and adapter."""
     from packager.quantize.measure import measure
 
     return measure(folder, resolved.plan.quantize, lambda model: MergedSource(resolved, model))
+
+
+def measure_adapter_on(quantized: str, plan: QuantizePlan, resolved: Resolved) -> AccuracyReport:
+    """How far an adapter's answers move on a base quantized by `plan` (in `quantized`): the adapter on the 16-bit
+    base against its deltas added to the quantized base's dequantized weights, the activations of the base's
+    quantized layers quantized as vLLM runs them (vLLM adds the LoRA path beside, in 16-bit: a close model)."""
+    from packager.quantize.measure import measure
+    from packager.quantize.sources import FolderSource
+
+    def on_quantized(model: torch.nn.Module) -> WeightSource:
+        """The adapter's merged tensors, made on the quantized base's weights."""
+        return MergedSource(resolved, model, base=FolderSource(quantized, model, plan))
+
+    return measure(quantized, plan, lambda model: MergedSource(resolved, model), on_quantized)

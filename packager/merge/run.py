@@ -13,6 +13,7 @@ from packager.io.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor
 from packager.merge.stream import MergeResult, merge_adapter
 from packager.merge.verify import DEFAULT_MAX_VERIFY_BYTES, ParityReport, check_loads_cleanly, check_parity
 from packager.progress import Progress
+from packager.resolve.memory import available_memory, check_memory, plan_memory
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 
 
@@ -42,6 +43,7 @@ def run_merge(
         from packager.resolve.quantize_plan import with_quantization
 
         resolved = with_quantization(resolved, quantize)
+    resolved = with_memory(resolved, options.get("verify", True))
     outcome = merge_resolved(resolved, output, force, **options)
     return dataclasses.replace(outcome, timings={"resolve": time.monotonic() - started, **outcome.timings})
 
@@ -97,6 +99,13 @@ def _measure_quantized(
     return quantized_report(staging, output, plan, accuracy, unquantized, timings["merge"])
 
 
+def with_memory(resolved: Resolved, verify: bool) -> Resolved:
+    """`resolved` with each step's expected peak memory in its plan, refused now if a step cannot fit."""
+    memory = plan_memory(resolved.plan, verify)
+    check_memory(memory)
+    return dataclasses.replace(resolved, plan=dataclasses.replace(resolved.plan, memory=memory))
+
+
 def _skip_reason(resolved: Resolved, verify: bool, max_bytes: int) -> str | None:
     if not verify:
         return "--no-verify"
@@ -105,5 +114,11 @@ def _skip_reason(resolved: Resolved, verify: bool, max_bytes: int) -> str | None
         return (
             f"base weights are {size / 1e9:.1f} GB (> --verify-max-gb {max_bytes / 1e9:g}); "
             "run `packager verify` on a larger machine"
+        )
+    needed = next((s.peak_bytes for s in resolved.plan.memory if s.step == "verify"), 0)
+    if needed > available_memory():
+        return (
+            f"the parity check would need about {needed / 1e9:.1f} GB of memory and this machine has "
+            f"{available_memory() / 1e9:.1f} GB available; run `packager verify` on a larger machine"
         )
     return None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from packager.artefact.spec import DEFAULT_MAX_ACCURACY_LOSS
 from packager.builders import get_builder
 from packager.builders.base import BuildRequest, PushRequest
 from packager.errors import UserInputError
@@ -29,7 +30,7 @@ from packager.model_image.plan import (
 )
 from packager.model_image.reshard import plan_splits, planned_base, write_split_base
 from packager.model_image.runnable import ensure_runnable_image
-from packager.plan import files_key
+from packager.plan import BaseSpec, files_key
 from packager.resolve.job import choose_builder
 from packager.resolve.model_images import ModelImageRecord, remember_model_image
 from packager.resolve.resolver import resolve_base
@@ -52,6 +53,8 @@ class BaseImageRequest:
     max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES
     work: str = "packager-build"
     allow_pickle: bool = False
+    quantize: str = "none"  # a compressed-tensors scheme: the image holds the base quantized (WORK/base-SCHEME)
+    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS
 
 
 @dataclass(frozen=True)
@@ -72,16 +75,21 @@ class BaseImageReport:
     skipped_layers: int | None = None
     record: str | None = None  # where the record for later `package` runs was written
     split: list[str] = field(default_factory=list)  # base files split at tensor boundaries to fit the layer cap
+    quantized: dict[str, Any] | None = None  # --quantize: the scheme, and the base's accuracy against 16-bit
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (`--json`, `--report`)."""
         return dataclasses.asdict(self)
 
 
-def plan_base_image(request: BaseImageRequest, runnable: str | None = None, dry_run: bool = False) -> ModelImagePlan:
-    """Resolve and pin the base, split weight files above the layer cap (written to WORK/base-split unless a dry
-    run), then freeze the image's plan (no engine needed when `runnable` is given)."""
+def plan_base_image(
+    request: BaseImageRequest, runnable: str | None = None, dry_run: bool = False, log: Log = print
+) -> ModelImagePlan:
+    """Resolve and pin the base, quantize it (--quantize, into WORK/base-SCHEME) and split weight files above the
+    layer cap (into WORK/base-split) unless a dry run, then freeze the image's plan (no engine needed when
+    `runnable` is given)."""
     base = resolve_base(request.base, request.revision, request.allow_pickle)
+    base, quantized_key, accuracy = _quantized(base, request, dry_run, log)
     builder = choose_builder(request.builder, request.push)
     runnable = runnable or request.from_image or ensure_runnable_image()
     tag = request.tag or default_tag(base)
@@ -96,10 +104,30 @@ def plan_base_image(request: BaseImageRequest, runnable: str | None = None, dry_
         os.makedirs(request.work, exist_ok=True)
         image_base = planned_base(base, splits) if dry_run else write_split_base(base, splits, split_to)
     split = tuple(s.source for s in splits)
-    key = files_key(base.files) if splits else ""
-    return plan_model_image(
+    key = quantized_key or (files_key(base.files) if splits else "")
+    plan = plan_model_image(
         image_base, tag, runnable, builder, request.push, request.max_layer_bytes, split, key, dry_run
     )
+    quantization = request.quantize if request.quantize != "none" else ""
+    return dataclasses.replace(plan, quantization=quantization, accuracy=accuracy)
+
+
+def _quantized(base: BaseSpec, request: BaseImageRequest, dry_run: bool, log: Log):
+    """The base the image holds: as resolved, or quantized into WORK/base-SCHEME (a dry run only plans it), with
+    the key a shared package finds it by and its accuracy against the 16-bit base."""
+    if request.quantize == "none":
+        return base, "", None
+    from packager.quantize.base import quantize_base
+    from packager.resolve.quantize_plan import base_folder, plan_folder_quantization, quantized_key
+
+    plan = plan_folder_quantization(base.path, request.quantize)
+    key = quantized_key(base.files, plan)
+    if dry_run:
+        return base, key, None
+    target = base_folder(request.work, plan)
+    os.makedirs(request.work, exist_ok=True)
+    accuracy = quantize_base(base, plan, target, request.max_accuracy_loss, log)
+    return resolve_base(target), key, accuracy.to_dict()
 
 
 def package_base(request: BaseImageRequest, log: Log = print) -> BaseImageReport:
@@ -107,7 +135,7 @@ def package_base(request: BaseImageRequest, log: Log = print) -> BaseImageReport
     timings: dict[str, float] = {}
     started = time.monotonic()
     builder = get_builder(choose_builder(request.builder, request.push))  # fails fast without an engine
-    plan = plan_base_image(request)
+    plan = plan_base_image(request, log=log)
     timings["resolve"] = time.monotonic() - started
     os.makedirs(request.work, exist_ok=True)
     context = write_model_context(plan, os.path.join(request.work, "base-context"))
@@ -119,7 +147,8 @@ def package_base(request: BaseImageRequest, log: Log = print) -> BaseImageReport
         return _report(plan, built, None, timings, None)
     pushed = builder.push(PushRequest(plan.tag, plan.tag, request.username, request.password), log)
     timings["push"] = pushed.seconds
-    files = tuple(dataclasses.asdict(f) for f in plan.base.files) if plan.split else ()
+    # the image's own files, when they are not the base's as resolved (split, quantized): what pods get mounted
+    files = tuple(dataclasses.asdict(f) for f in plan.base.files) if plan.source_files_key else ()
     record = ModelImageRecord(_reference(plan, pushed), plan.tag, plan.base.label_id, plan.lookup_key, files)
     return _report(plan, built, pushed, timings, remember_model_image(record))
 
@@ -149,4 +178,16 @@ def _report(plan: ModelImagePlan, built, pushed, timings: dict[str, float], reco
         skipped_layers=pushed.skipped_layers if pushed else None,
         record=record,
         split=list(plan.split),
+        quantized=_quantized_report(plan),
     )
+
+
+def _quantized_report(plan: ModelImagePlan) -> dict[str, Any] | None:
+    if not plan.quantization:
+        return None
+    from packager.artefact.accuracy import AccuracyReport
+
+    accuracy = dict(plan.accuracy or {})
+    accuracy.pop("perplexity_change", None)
+    summary = AccuracyReport(**accuracy).summary() if accuracy else "not measured"
+    return {"kind": f"compressed-tensors-{plan.quantization}", "accuracy": plan.accuracy, "summary": summary}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from packager import __version__
@@ -43,8 +43,10 @@ class ModelImagePlan:
     push: bool
     max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES
     split: tuple[str, ...] = ()  # the base's weight files split at tensor boundaries to fit max_layer_bytes
-    source_files_key: str = ""  # split: the key of the base as resolved (what a shared package looks it up by)
+    source_files_key: str = ""  # split, quantized: the key a shared package looks this image up by
     packager_version: str = __version__
+    quantization: str = ""  # a compressed-tensors scheme the base was quantized with (package-base --quantize)
+    accuracy: dict[str, Any] | None = field(default=None, repr=False)  # the quantized base against 16-bit
 
     @property
     def files_key(self) -> str:
@@ -84,7 +86,10 @@ class ModelImagePlan:
         }
         if self.split:
             values["io.packager.base.split-from"] = json.dumps(list(self.split), separators=(",", ":"))
+        if self.source_files_key:
             values["io.packager.base.source-files-key"] = self.source_files_key
+        if self.quantization:
+            values["io.packager.base.quantization"] = self.quantization
         return sorted(values.items())
 
     def to_dict(self) -> dict[str, Any]:

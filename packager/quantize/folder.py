@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 
-from packager.errors import UserInputError
 from packager.io.pipeline import Pipeline
 from packager.io.reader import SafetensorsShard
 from packager.io.writer import INDEX_FILE, OutputTensor, ShardedWriter, assign_shards
@@ -16,33 +15,9 @@ from packager.model_files import LOCK_FILE
 from packager.plan import QuantizePlan
 from packager.progress import Progress
 from packager.quantize.tensors import Quantizer, write_quantization_config
-from packager.resolve.architecture import inspect_architecture, read_config
-from packager.resolve.base import index_base_weights
 from packager.resolve.folders import safetensors_files
-from packager.resolve.quantize_plan import plan_quantization
-from packager.tasks import ModelTask, base_task
 
 NOT_COPIED = (INDEX_FILE, LOCK_FILE, "packager.artefact.json")
-
-
-def plan_folder_quantization(folder: str, scheme: str) -> QuantizePlan:
-    """The QuantizePlan of a merged causal-LM folder (its config and safetensors headers only)."""
-    config = read_config(folder)
-    task = base_task(config)
-    if task not in (None, "CAUSAL_LM"):
-        raise UserInputError(
-            f"--quantize {scheme} writes compressed-tensors checkpoints of causal LMs, and the model at {folder} is "
-            f"a {task} model; quantize embeddings and classifiers with --export onnx --quantize int8"
-        )
-    if "quantization_config" in config:
-        method = config["quantization_config"].get("quant_method", "unknown")
-        raise UserInputError(
-            f"{folder} is quantized already ({method}); quantize the unquantized merge (`packager merge` output)"
-        )
-    weights = index_base_weights(folder, allow_pickle=False)
-    arch = inspect_architecture(folder, weights.tensors, ModelTask())
-    tensors = [(t.name, t.dtype, t.shape) for t in weights.tensors.values()]
-    return plan_quantization(scheme, arch, tensors, config)
 
 
 def quantize_folder(

@@ -29,12 +29,17 @@ def measure_folder(reference: str, folder: str, plan: QuantizePlan) -> AccuracyR
     return measure(folder, plan, lambda model: FolderSource(reference, model))
 
 
-def measure(folder: str, plan: QuantizePlan, reference: Callable[[torch.nn.Module], WeightSource]) -> AccuracyReport:
-    """The quantized checkpoint in `folder` against the weights `reference(model)` gives, on the shipped text."""
+Sources = Callable[[torch.nn.Module], WeightSource]
+
+
+def measure(folder: str, plan: QuantizePlan, reference: Sources, candidate: Sources | None = None) -> AccuracyReport:
+    """The quantized checkpoint in `folder` (or the weights `candidate(model)` gives, run as its scheme runs them)
+    against the weights `reference(model)` gives, on the shipped text."""
     model = _skeleton(folder)
     ids = text_ids(folder)
     expected = lazy_logits(model, reference(model), ids)
-    found = lazy_logits(model, FolderSource(folder, model, plan), ids, activation_quantizer(plan))
+    found_in = candidate(model) if candidate else FolderSource(folder, model, plan)
+    found = lazy_logits(model, found_in, ids, activation_quantizer(plan))
     return compare_logits(expected, found, ids)
 
 

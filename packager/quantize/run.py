@@ -11,8 +11,9 @@ from packager.io.staging import check_target, staged_directory
 from packager.io.writer import DEFAULT_MAX_SHARD_BYTES
 from packager.model_files import WEIGHT_SUFFIXES
 from packager.progress import Progress
-from packager.quantize.folder import plan_folder_quantization, quantize_folder
+from packager.quantize.folder import quantize_folder
 from packager.quantize.measure import check_quantized, measure_folder, quantized_report
+from packager.resolve.quantize_plan import plan_folder_quantization
 
 
 def quantize_merged(

@@ -19,8 +19,9 @@ from packager.io.hashing import sha256_file
 from packager.plan import AdapterSpec, BaseSpec, DeploySpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
 from packager.resolve.architecture import read_config
 from packager.resolve.gpu_images import gpu_base
+from packager.resolve.memory import check_memory, plan_memory
 from packager.resolve.model_images import model_image_for
-from packager.resolve.quantize_plan import with_quantization
+from packager.resolve.quantize_plan import base_folder, shared_quantized_base, with_quantization
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.resolve.served_task import served_task
@@ -104,7 +105,9 @@ def plan_package(request: PackageRequest) -> Job:
     )
     baked = request.layout == "baked"
     plan = _baked_plan(request, inputs[0], choice) if baked else _shared_plan(request, inputs, choice)
-    return Job(dataclasses.replace(plan, deploy=request.deploy), inputs)
+    memory = plan_memory(plan, request.verify)
+    check_memory(memory)  # before any heavy work: a step that cannot fit is refused now, not killed later
+    return Job(dataclasses.replace(plan, deploy=request.deploy, memory=memory), inputs)
 
 
 def _runtime_task(task: ModelTask) -> dict[str, str]:
@@ -231,11 +234,17 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
         load_quantization=request.artefact.load_quantization,
         **_runtime_task(first.task),
     )
-    base = _with_sampled_hashes(first.base)
+    base = sampled_base(first.base)
     plan = PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served, task=first.task)
     engine = _engine(request, choice, plan, _base_name(plan), [s.spec for s in served])
     runtime = dataclasses.replace(runtime, **engine)
     image = _image(request, "shared", runtime, choice, first.base.path)
+    if request.artefact.streamed:  # LoRA on a quantized base: the one package-base pushed, or made at render
+        quantize, model_image, mounted, make = shared_quantized_base(request.artefact.quantize, base, request)
+        folder = base_folder(request.work, quantize)  # where a bind mount finds it
+        image = dataclasses.replace(image, model_image=model_image, base_source=folder, base_to_make=folder * make)
+        plan = dataclasses.replace(plan, quantize=quantize)
+        return dataclasses.replace(plan, base=dataclasses.replace(base, files=mounted), image=image)
     model_image, mounted = model_image_for(request.base_model_image, base.files)
     image = dataclasses.replace(image, model_image=model_image)
     return dataclasses.replace(plan, base=dataclasses.replace(base, files=mounted), image=image)
@@ -260,7 +269,7 @@ def _check_servable_unmerged(name: str, item: Resolved, base_path: str) -> None:
         )
 
 
-def _with_sampled_hashes(base: BaseSpec) -> BaseSpec:
+def sampled_base(base: BaseSpec) -> BaseSpec:
     """Every base file's sha256 and sampled fingerprint: what the image's start-up check compares."""
     files = tuple(_sampled(base.path, entry) for entry in base.files)
     return BaseSpec(**{**base.__dict__, "files": files})

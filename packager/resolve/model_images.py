@@ -48,17 +48,19 @@ def remember_model_image(record: ModelImageRecord) -> str:
     return path
 
 
-def find_model_image(files: tuple[FileEntry, ...]) -> ModelImageRecord | None:
-    """The record of a pushed image holding exactly these base files, or None."""
+def find_model_image(files: tuple[FileEntry, ...], key: str | None = None) -> ModelImageRecord | None:
+    """The record of a pushed image holding exactly these base files (or what `key` names: these files
+    quantized), or None."""
     if any(not f.sha256 for f in files):
         return None
+    key = key or files_key(files)
     try:
-        with open(os.path.join(_folder(), f"{files_key(files)}.json")) as f:
+        with open(os.path.join(_folder(), f"{key}.json")) as f:
             data = json.load(f)
         record = ModelImageRecord(**{**data, "files": tuple(data.get("files") or ())})
     except (OSError, ValueError, TypeError):
         return None
-    return record if PINNED_REF.fullmatch(record.reference) and record.files_key == files_key(files) else None
+    return record if PINNED_REF.fullmatch(record.reference) and record.files_key == key else None
 
 
 def pinned_reference(value: str) -> str:

@@ -5,14 +5,19 @@ scheme the model's shapes cannot take, naming the layer and what works instead."
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 from collections.abc import Iterable
 from typing import Any
 
 from packager.artefact.schemes import GROUP_SIZES, SCHEMES
 from packager.errors import UserInputError
-from packager.plan import QuantizePlan
-from packager.resolve.architecture import Architecture, read_config
+from packager.plan import BaseSpec, FileEntry, QuantizePlan, files_key
+from packager.resolve.architecture import Architecture, inspect_architecture, read_config
+from packager.resolve.base import index_base_weights
+from packager.resolve.model_images import find_model_image, pinned_reference
 from packager.resolve.resolver import Resolved
+from packager.tasks import ModelTask, base_task
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
 EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
@@ -41,7 +46,7 @@ def plan_quantization(
             f"--quantize {scheme}: this model has no Linear layer to quantize ({_kinds(arch)}); compressed-tensors "
             "quantizes torch Linear layers (GPT-2's Conv1D are not): package it without --quantize"
         )
-    ignore = sorted(m for m in linear & set(shapes) if m not in quantized)
+    ignore = sorted(linear - set(quantized))  # a tied lm_head too: stored or not, the class builds it as a Linear
     group, notes = _group_size(scheme, {m: shapes[m][1][1] for m in quantized}) if chosen.grouped else (None, ())
     return QuantizePlan(scheme, chosen.preset, group, tuple(f"{m}.weight" for m in quantized), tuple(ignore), notes)
 
@@ -100,3 +105,48 @@ def with_quantization(resolved: Resolved, scheme: str) -> Resolved:
     tensors = [(t.name, t.dtype, t.shape) for t in merge.tensors]
     plan = plan_quantization(scheme, resolved.architecture, tensors, read_config(resolved.plan.base.path))
     return dataclasses.replace(resolved, plan=dataclasses.replace(resolved.plan, quantize=plan))
+
+
+def shared_quantized_base(scheme: str, base: BaseSpec, request: Any) -> tuple[QuantizePlan, str, tuple, bool]:
+    """A shared image on the base quantized with `scheme`: (its QuantizePlan, the base-model image holding it, the
+    files pods mount, whether render must make it). The image `package-base --quantize` recorded for these very
+    files and scheme gives its files; otherwise render quantizes the base into WORK/base-SCHEME and pins it."""
+    plan = plan_folder_quantization(base.path, scheme)
+    record = find_model_image(base.files, quantized_key(base.files, plan))
+    if record is not None and not request.base_model_image:
+        return plan, record.reference, tuple(FileEntry(**f) for f in record.files), False
+    image = pinned_reference(request.base_model_image) if request.base_model_image else ""
+    return plan, image, base.files, True
+
+
+def plan_folder_quantization(folder: str, scheme: str) -> QuantizePlan:
+    """The QuantizePlan of a merged causal-LM folder (its config and safetensors headers only)."""
+    config = read_config(folder)
+    task = base_task(config)
+    if task not in (None, "CAUSAL_LM"):
+        raise UserInputError(
+            f"--quantize {scheme} writes compressed-tensors checkpoints of causal LMs, and the model at {folder} is "
+            f"a {task} model; quantize embeddings and classifiers with --export onnx --quantize int8"
+        )
+    if "quantization_config" in config:
+        method = config["quantization_config"].get("quant_method", "unknown")
+        raise UserInputError(
+            f"{folder} is quantized already ({method}); quantize the unquantized merge (`packager merge` output)"
+        )
+    weights = index_base_weights(folder, allow_pickle=False)
+    arch = inspect_architecture(folder, weights.tensors, ModelTask())
+    tensors = [(t.name, t.dtype, t.shape) for t in weights.tensors.values()]
+    return plan_quantization(scheme, arch, tensors, config)
+
+
+def quantized_key(files: tuple[FileEntry, ...], plan: QuantizePlan) -> str:
+    """What a quantized base is recorded and looked up by: the 16-bit base's files and how they were quantized."""
+    import compressed_tensors
+
+    recipe = f"{files_key(files)}\0{plan.preset}\0{plan.group_size}\0{compressed_tensors.__version__}"
+    return hashlib.sha256(recipe.encode()).hexdigest()
+
+
+def base_folder(work: str, plan: QuantizePlan) -> str:
+    """Where a job writes the quantized base (the folder a shared image's /base is mounted from)."""
+    return os.path.abspath(os.path.join(work, f"base-{plan.scheme}"))

@@ -8,6 +8,11 @@ Two defaults of vLLM's CPU build cost most of its throughput on small machines:
 - on a machine with few CPUs vLLM keeps one for its API server and binds the model's threads to the rest,
   half the machine on 2 CPUs; packager binds them to every CPU the container may use, unless the caller set
   VLLM_CPU_OMP_THREADS_BIND or VLLM_CPU_NUM_OF_RESERVED_CPU.
+
+And one that breaks it: vLLM's sampler ranks the tokens of a `logprobs` request with a torch.compile'd function,
+which needs a C++ compiler the CPU image does not carry: the first such request killed the engine (HTTP 500, then
+every request). The model already runs eagerly (--enforce-eager), so TorchDynamo is switched off
+(TORCHDYNAMO_DISABLE=1) and that function runs eagerly too, unless the caller set the variable.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 HALF_DTYPES = ("bfloat16", "float16")
 FEW_CPUS = 4  # up to this many, the API server shares the cores instead of holding one back
 BIND_ENV = ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU")
+EAGER_ENV = "TORCHDYNAMO_DISABLE"
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ def tune_for_cpu(dtype: str, environ: dict[str, str], flags: frozenset[str] | No
     """Everything above for this machine: the CPUs this process may run on and the flags of /proc/cpuinfo."""
     chosen, why = serving_dtype(dtype, cpu_flags() if flags is None else flags, environ)
     env = thread_env(sorted(os.sched_getaffinity(0)), environ)
+    env |= {} if EAGER_ENV in environ else {EAGER_ENV: "1"}  # no compiler in the image: no torch.compile
     notes = (why,) if why else ()
     if env:
         notes += (f"binding vLLM's threads to CPUs {env['VLLM_CPU_OMP_THREADS_BIND']} (none held back)",)

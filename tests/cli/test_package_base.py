@@ -196,3 +196,42 @@ def test_a_config_without_tie_word_embeddings_is_planned(demo, cache, tmp_path, 
 def test_a_broken_config_is_one_line(demo, cache, tmp_path, capsys, text) -> None:
     folder = _base_copy(demo, tmp_path, lambda _c: text)
     assert_clean_failure(capsys, package_base("--base", folder, "--dry-run", "--from", "busy:1"), "config.json")
+
+
+def test_package_base_quantize_dry_run_plans_the_quantized_base(demo, cache, tmp_path, capsys) -> None:
+    flags = ["--base", demo["base"], "--dry-run", "--from", "busy:1", "--work", str(tmp_path / "work")]
+    assert package_base(*flags, "--quantize", "fp8", "--json") == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["quantization"] == "fp8" and len(plan["source_files_key"]) == 64
+    assert not (tmp_path / "work").exists()  # a dry run quantizes nothing
+    assert package_base(*flags, "--quantize", "fp8") == 0
+    assert "quantize: fp8 first" in capsys.readouterr().out
+    assert_clean_failure(capsys, package_base(*flags, "--quantize", "int4"), "--quantize", "int4")
+
+
+def test_a_shared_package_on_a_quantized_base_finds_the_recorded_image_or_plans_to_make_it(
+    demo, cache, tmp_path, capsys
+) -> None:
+    from packager.resolve.quantize_plan import plan_folder_quantization, quantized_key
+
+    assert _package_shared(demo, tmp_path, "--quantize", "fp8") == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["quantize"]["preset"] == "FP8_DYNAMIC" and plan["image"]["model_image"] == ""
+    assert plan["image"]["base_source"] == str((tmp_path / "work" / "base-fp8").resolve())  # made at render
+    assert plan["image"]["runtime"]["engine"] == "vllm"
+    base = resolve_base(demo["base"])
+    key = quantized_key(base.files, plan_folder_quantization(demo["base"], "fp8"))
+    files = ({"path": "model.safetensors", "size": 1, "sha256": "ef" * 32},)
+    tag = "127.0.0.1:5000/acme/demo-base-fp8:1"
+    remember_model_image(ModelImageRecord(REFERENCE, tag, base.label_id, key, files))
+    assert _package_shared(demo, tmp_path, "--quantize", "fp8") == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["image"]["model_image"] == REFERENCE
+    assert [f["sha256"] for f in plan["base"]["files"]] == ["ef" * 32]  # what pods mount: the quantized files
+    assert _package_shared(demo, tmp_path) == 0  # the 16-bit base is another image: not this record
+    assert json.loads(capsys.readouterr().out)["image"]["model_image"] == ""
+
+
+def test_lora_on_a_w8a8_base_is_refused_on_cpu(demo, cache, tmp_path, capsys) -> None:
+    code = _package_shared(demo, tmp_path, "--quantize", "w8a8")
+    assert_clean_failure(capsys, code, "LoRA adapters on a base quantized with it", "--quantize fp8 on CPU")

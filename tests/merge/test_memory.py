@@ -34,6 +34,14 @@ def sparse(tmp_path_factory) -> dict[str, tuple[str, str, int]]:
     return made
 
 
+def planned_merge_peak(base: str, adapter: str) -> int:
+    from packager.resolve.memory import plan_memory
+    from packager.resolve.resolver import ResolveRequest, resolve
+
+    plan = resolve(ResolveRequest(adapter, base=base, hash_base=False)).plan
+    return next(s.peak_bytes for s in plan_memory(plan, verify=False) if s.step == "merge")
+
+
 def merge_peak(base: str, adapter: str, output: str) -> int:
     argv = [*PACKAGER, "merge", "--adapter", adapter, "--base", base, "--output", output, "--no-verify", "--quiet"]
     return peak_rss_bytes(argv, env={**os.environ, "HF_HUB_OFFLINE": "1"})
@@ -47,6 +55,8 @@ def test_a_merge_holds_no_more_for_a_model_many_times_its_buffers(sparse, tmp_pa
     # the streaming buffers: two reads and two outputs of the largest tensor, plus an fp32 workspace (~40 MB)
     assert big - tiny < 80 * MB, f"peak {big / MB:.0f} MiB vs {tiny / MB:.0f} MiB for a tiny model ({size / MB:.0f} MB)"
     assert os.path.getsize(tmp_path / "big" / "model.safetensors") > size - MB  # it did write the whole model
+    planned = planned_merge_peak(big_base, big_adapter)
+    assert big <= planned, f"peak {big / MB:.0f} MiB above the {planned / MB:.0f} MiB the plan stated"  # it holds
 
 
 CHECK = """

@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from packager.artefact.spec import artefact_spec
 from packager.merge.run import run_merge
-from packager.quantize.folder import plan_folder_quantization
 from packager.quantize.run import quantize_merged
+from packager.resolve.quantize_plan import plan_folder_quantization
 from packager.resolve.resolver import ResolveRequest
 from tests import models
 

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from packager.errors import UserInputError
-from packager.quantize.folder import plan_folder_quantization
+from packager.resolve.quantize_plan import plan_folder_quantization
 from tests import models
 
 
@@ -25,6 +25,7 @@ def test_every_linear_but_the_output_projection_is_quantized(bases) -> None:
 def test_a_tied_output_projection_is_left_alone_too(bases) -> None:
     plan = plan_folder_quantization(bases["llama-tied"], "fp8")
     assert not any("embed" in t or "lm_head" in t for t in plan.targets) and plan.preset == "FP8_DYNAMIC"
+    assert plan.ignore == ("lm_head",)  # not stored (tied), still a Linear the loaders must leave alone
 
 
 def test_grouped_schemes_fall_back_to_a_group_size_that_fits_and_say_so(bases) -> None:

@@ -72,6 +72,7 @@ def test_the_launcher_starts_vllm_fitted_to_a_small_avx2_machine(tmp_path, monke
     argv, env = _launch(tmp_path, monkeypatch, config, AVX2, {0, 1})
     assert argv[argv.index("--dtype") + 1] == "float32" and "--enforce-eager" in argv
     assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0,1" and env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0"
+    assert env["TORCHDYNAMO_DISABLE"] == "1"  # no compiler in the image: logprobs requests must not compile
     err = capsys.readouterr().err
     assert "serving the bfloat16 weights in float32" in err and "binding vLLM's threads to CPUs 0,1" in err
 
@@ -81,4 +82,4 @@ def test_a_gpu_image_is_left_as_the_plan_says(tmp_path, monkeypatch) -> None:
     config = RuntimeConfig("baked", model_dir="/m", served_name="x", engine="vllm", vllm=settings)
     argv, env = _launch(tmp_path, monkeypatch, config, AVX2, {0, 1})
     assert argv[argv.index("--dtype") + 1] == "bfloat16" and "--enforce-eager" not in argv
-    assert "VLLM_CPU_OMP_THREADS_BIND" not in env
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in env and "TORCHDYNAMO_DISABLE" not in env

@@ -1,0 +1,64 @@
+"""Accuracy on real weights (SmolLM2-135M-Instruct + a LoRA), where random weights cannot tell: each scheme's
+perplexity change on the shipped text stays within what its bits allow, and a broken quantizer is refused by the
+accuracy gate with nothing written (issue 17). The figures for the README and bench come from bench/quantize.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from packager.artefact.spec import artefact_spec
+from packager.errors import ValidationError
+from packager.merge.run import run_merge
+from packager.quantize.run import quantize_merged
+from packager.resolve.resolver import ResolveRequest
+from tests import real_models
+
+pytestmark = pytest.mark.slow
+QUIET = {"log": lambda _line: None}
+# the issue's bounds on the relative perplexity increase (a quick fake-quantized measurement of the bare model gave
+# w8a16 +0.75%, w8a8 +1.9%); fp8 keeps 3 mantissa bits per channel, between the two
+BOUNDS = {"w8a16": 0.015, "w8a8": 0.03, "fp8": 0.03}
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory) -> str:
+    root = tmp_path_factory.mktemp("smollm2")
+    base = real_models.smollm2()
+    adapter = real_models.save_lora(base, str(root / "adapter"))
+    run_merge(ResolveRequest(adapter, base=base), str(root / "merged"), quiet=True)  # parity with PEFT checked
+    return str(root / "merged")
+
+
+@pytest.fixture(scope="module")
+def reports(merged, tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("smollm2-quantized")
+    return {
+        s: quantize_merged(merged, artefact_spec(s), str(root / s), False, True, **QUIET) for s in (*BOUNDS, "w4a16")
+    }
+
+
+@pytest.mark.parametrize("scheme", sorted(BOUNDS))
+def test_eight_bit_schemes_cost_little_perplexity_on_real_weights(reports, scheme) -> None:
+    accuracy = reports[scheme].accuracy
+    assert accuracy.tokens > 150 and 5 < accuracy.perplexity_reference < 200  # a real model on real text
+    assert abs(accuracy.perplexity_change) <= BOUNDS[scheme], accuracy.summary()
+    assert accuracy.top1_agreement > 0.85 and accuracy.kl_divergence < 0.05
+
+
+def test_four_bits_cost_more_than_eight_and_fall_back_to_groups_of_64(reports) -> None:
+    w4, w8 = reports["w4a16"], reports["w8a16"]
+    assert w4.details["group_size"] == 64  # hidden 576 is not a multiple of 128
+    assert w4.accuracy.perplexity_change > 2 * abs(w8.accuracy.perplexity_change)
+    assert w4.accuracy.kl_divergence > w8.accuracy.kl_divergence and w4.size_bytes < w8.size_bytes
+
+
+def test_a_broken_quantizer_is_refused_by_the_accuracy_gate(merged, tmp_path, monkeypatch) -> None:
+    """Planted: scales 16x too large (most weights round to zero). The gate must see it and write nothing."""
+    import compressed_tensors.quantization.utils as utils
+
+    real = utils.calculate_qparams
+    monkeypatch.setattr(utils, "calculate_qparams", lambda *a, **k: (lambda s, z: (s * 16, z))(*real(*a, **k)))
+    with pytest.raises(ValidationError, match=r"--quantize w8a16 raised perplexity on the shipped text by .*%.*limit "
+                       r"10\.0% from --max-accuracy-loss.*nothing was written"):  # fmt: skip
+        quantize_merged(merged, artefact_spec("w8a16"), str(tmp_path / "broken"), False, True, **QUIET)
+    assert not (tmp_path / "broken").exists() and not list(tmp_path.iterdir())
