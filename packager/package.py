@@ -167,7 +167,7 @@ def _artefact(plan: PackagePlan, model: ModelFiles, request, timings, log: Log) 
     from packager.artefact.make import make_artefact
 
     output = os.path.join(request.work, "artefact")
-    return _timed(timings, "export", lambda: make_artefact(model.folder, plan.artefact, output, force=True, log=log))
+    return _timed(timings, "export", lambda: make_artefact(model.folder, plan.artefact, output, True, log, plan.task))
 
 
 def _quantized_base(job: Job, plan: PackagePlan, request: PackageRequest, log: Log) -> tuple[PackagePlan, Any]:

@@ -118,6 +118,8 @@ class QuantizePlan:
     targets: tuple[str, ...] = field(repr=False)  # the weight tensors quantized, by name
     ignore: tuple[str, ...] = ("lm_head",)
     notes: tuple[str, ...] = ()
+    calibration: str | None = None  # GPTQ on this text file ("": the one packager ships); None: round-to-nearest
+    smoothing: float | None = None  # calibrated w8a8: SmoothQuant's strength (norms and Linears rescaled first)
 
     def summary(self) -> dict[str, Any]:
         """The plan without its long target list (what --dry-run prints and the lock records)."""

@@ -58,6 +58,19 @@ class AccuracyReport:
         """The figures as a dict, perplexity_change included."""
         return {**dataclasses.asdict(self), "perplexity_change": self.perplexity_change}
 
+    def figures(self) -> dict[str, float]:
+        """The compact figures of the image label."""
+        figures = {
+            "max_abs_logit_diff": float(f"{self.max_abs_logit_diff:.4g}"),
+            "mean_abs_logit_diff": float(f"{self.mean_abs_logit_diff:.4g}"),
+            "top1": round(self.top1_agreement, 4),
+            "kl": float(f"{self.kl_divergence:.4g}"),
+            "ppl_change": round(self.perplexity_change, 5),
+        }
+        if self.greedy_token_agreement is not None:
+            figures["greedy"] = round(self.greedy_token_agreement, 4)
+        return figures
+
     def summary(self) -> str:
         """The figures on one line for people."""
         greedy = "" if self.greedy_token_agreement is None else f", greedy tokens {self.greedy_token_agreement:.1%}"
@@ -106,6 +119,45 @@ def check_accuracy(report: AccuracyReport, limit: float, what: str, hint: str) -
             f"--max-accuracy-loss); nothing was written; {hint}, or pass --max-accuracy-loss "
             f"{math.ceil(report.perplexity_change * 100 + 1) / 100:g} to accept it"
         )
+
+
+@dataclass(frozen=True)
+class EncoderAccuracy:
+    """How closely an embedding model or classifier follows the merge it came from, on texts of the shipped text:
+    the cosine of the embeddings as served (pooled), or the share of labels unchanged (per token for TOKEN_CLS)."""
+
+    items: int  # texts (embeddings, SEQ_CLS) or tokens (TOKEN_CLS) compared
+    max_abs_diff: float  # of the embeddings, or of the class probabilities
+    cosine_mean: float | None = None
+    cosine_min: float | None = None
+    label_agreement: float | None = None
+
+    @property
+    def loss(self) -> float:
+        """What --max-accuracy-loss bounds: 1 - the lowest cosine, or the share of labels that changed."""
+        return 1 - (self.cosine_min if self.cosine_min is not None else self.label_agreement or 0.0)
+
+    @property
+    def rank(self) -> tuple[float, float]:
+        """Higher is closer to the merge (to choose between candidates)."""
+        return (-self.loss, -self.max_abs_diff)
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The figures as a dict."""
+        return dataclasses.asdict(self)
+
+    def summary(self) -> str:
+        """The figures on one line for people."""
+        if self.cosine_min is not None:
+            what = f"embeddings cosine {self.cosine_mean:.4f} mean / {self.cosine_min:.4f} min"
+        else:
+            what = f"labels unchanged {self.label_agreement:.1%}"
+        return f"{what} over {self.items} items, max |diff| {self.max_abs_diff:.3g}"
+
+    def figures(self) -> dict[str, float]:
+        """The compact figures of the image label."""
+        keys = ("cosine_mean", "cosine_min", "label_agreement", "max_abs_diff")
+        return {k: float(f"{getattr(self, k):.4g}") for k in keys if getattr(self, k) is not None}
 
 
 def eval_text() -> str:

@@ -26,6 +26,7 @@ def build_empty(config: Any, model_class: Any) -> torch.nn.Module:
     with warnings.catch_warnings(), init_empty_weights(include_buffers=False):
         warnings.simplefilter("ignore")
         model = model_class.from_config(config, dtype=torch.float32)
+    model.tie_weights()  # empty weights are not tied by the constructor; tied, a source maps one name to the other
     return model.eval()
 
 
@@ -35,28 +36,34 @@ def lazy_logits(
 ) -> torch.Tensor:
     """(batch, n, vocab) fp32 logits of `ids` through `model` (from `build_empty`), each module's weights read
     from `source` while it runs; `input_hook` may change what chosen modules see (fake-quantized activations)."""
-    with _weights_on_demand(model, source, input_hook):
+    with weights_on_demand(model, source, input_hook):
         return model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits.float()
 
 
 @contextlib.contextmanager
-def _weights_on_demand(model: torch.nn.Module, source: WeightSource, input_hook: InputHook | None) -> Iterator[None]:
+def weights_on_demand(
+    model: torch.nn.Module, source: WeightSource, input_hook: InputHook | None = None
+) -> Iterator[None]:
+    """Within the block, every module that holds parameters reads them from `source` as it starts and gives them
+    back as it ends (and sees its input through `input_hook`, if given)."""
     names = {id(module): name for name, module in model.named_modules()}
-    handles = []
+    handles, originals = [], []
     for module in model.modules():
-        own = [n for n, _ in module.named_parameters(recurse=False)]
+        own = {n: p for n, p in module._parameters.items() if p is not None}
         if own:
-            prefix = names[id(module)]
-            handles.append(module.register_forward_pre_hook(_loader(prefix, own, source, input_hook)))
+            originals.append((module, own))
+            handles.append(module.register_forward_pre_hook(_loader(names[id(module)], own, source, input_hook)))
             handles.append(module.register_forward_hook(_unloader(own)))
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
+        for module, own in originals:  # as built, ties included, even when a forward stopped half way
+            module._parameters.update(own)
 
 
-def _loader(prefix: str, own: list[str], source: WeightSource, input_hook: InputHook | None):
+def _loader(prefix: str, own: dict, source: WeightSource, input_hook: InputHook | None):
     def load(module: torch.nn.Module, args: tuple) -> tuple | None:
         """Give the module its weights from the source (and its input to the hook) before it runs."""
         for name in own:
@@ -69,11 +76,9 @@ def _loader(prefix: str, own: list[str], source: WeightSource, input_hook: Input
     return load
 
 
-def _unloader(own: list[str]):
+def _unloader(own: dict):
     def unload(module: torch.nn.Module, _args: tuple, _output: Any) -> None:
-        """Put the module's weights back on the meta device once it has run."""
-        for name in own:
-            param = module._parameters[name]
-            module._parameters[name] = torch.nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=False)
+        """Give the module back its meta parameters (ties included) once it has run."""
+        module._parameters.update(own)
 
     return unload

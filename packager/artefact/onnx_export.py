@@ -85,19 +85,23 @@ def load_merged(merged_dir: str, dtype: str = "auto"):
     return model, AutoTokenizer.from_pretrained(merged_dir)
 
 
-def check_exportable(model_type: str) -> None:
-    """Refuse, before any heavy work, a model type optimum-onnx has no text-generation export for."""
+def supported_tasks(model_type: str) -> set[str]:
+    """The tasks optimum-onnx exports this model type for (none for an unknown type)."""
     _import_optimum()
     from optimum.exporters.onnx import model_configs  # noqa: F401  (registers the ONNX export configs)
     from optimum.exporters.tasks import TasksManager
 
     try:
-        tasks = TasksManager.get_supported_tasks_for_model_type(
-            model_type, exporter="onnx", library_name="transformers"
+        return set(
+            TasksManager.get_supported_tasks_for_model_type(model_type, exporter="onnx", library_name="transformers")
         )
     except KeyError:
-        tasks = {}
-    if TASK not in tasks:
+        return set()
+
+
+def check_exportable(model_type: str) -> None:
+    """Refuse, before any heavy work, a model type optimum-onnx has no text-generation export for."""
+    if TASK not in supported_tasks(model_type):
         raise UserInputError(
             f"optimum-onnx cannot export model type {model_type!r} for {TASK}; drop --export onnx "
             "(the PyTorch runtime serves it, --quantize int8|int4 included)"
@@ -149,7 +153,7 @@ def _quantize_int8(
     for choice in candidates:
         folder = os.path.join(staging, f"int8-{choice}")
         with phases(f"int8 {choice}", f"int8 dynamic quantization, {choice} scales"):
-            _quantize_dynamic(fp32_dir, folder, per_channel=choice == "per-channel")
+            quantize_dynamic_into(fp32_dir, folder, per_channel=choice == "per-channel")
         with phases(f"measure {choice}", f"measuring int8 {choice}"):
             measured[choice] = compare(reference, load_ort(folder))
         phases.log(f"export: int8 {choice}: {measured[choice].summary()}")
@@ -173,7 +177,9 @@ def _error_rank(report: AccuracyReport) -> tuple[float, float, float]:
     return (1 - report.top1_agreement, 1 - report.greedy_token_agreement, report.mean_abs_logit_diff)
 
 
-def _quantize_dynamic(fp32_dir: str, folder: str, per_channel: bool) -> None:
+def quantize_dynamic_into(fp32_dir: str, folder: str, per_channel: bool) -> None:
+    """onnxruntime's dynamic int8 quantization of the fp32 export in `fp32_dir` into a new `folder`, with the
+    export's other files (config, tokenizer)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     os.makedirs(folder)

@@ -58,4 +58,5 @@ SCHEMES = {
         ),
     )
 }  # fmt: skip
+SMOOTHING_STRENGTH = 0.5  # calibrated w8a8: SmoothQuant first, at llm-compressor's SmoothQuantModifier default
 GROUP_SIZES = (128, 64, 32)  # the preset's 128 first; a smaller one only where the model's widths need it

@@ -22,7 +22,7 @@ from packager.artefact.schemes import SCHEMES
 from packager.errors import UserInputError
 
 if TYPE_CHECKING:
-    from packager.artefact.accuracy import AccuracyReport
+    from packager.artefact.accuracy import AccuracyReport, EncoderAccuracy
 
 STREAMED = tuple(SCHEMES)  # compressed-tensors checkpoints, quantized as the merge writes them
 ONNX_INT8 = "int8"  # onnxruntime's dynamic int8 quantization of an ONNX export
@@ -49,6 +49,7 @@ class ArtefactSpec:
     granularity: str = "auto"  # ONNX int8 only: per-channel or per-tensor scales, auto = measure both
     onnx_atol: float = 1e-3  # max |logits diff| of the fp32 ONNX model vs PyTorch before it is refused
     max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS  # relative perplexity increase allowed
+    calibrate: str | None = None  # GPTQ on this text ("": the shipped one); None: round-to-nearest
 
     @property
     def backend(self) -> str:
@@ -85,6 +86,7 @@ def artefact_spec(
     granularity: str = "auto",
     onnx_atol: float = 1e-3,
     max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS,
+    calibrate: str | None = None,
 ) -> ArtefactSpec:
     """Validate a combination of flags; every refusal says what works instead."""
     _check_quantize(quantize, export)
@@ -107,7 +109,12 @@ def artefact_spec(
         raise UserInputError(
             f"--max-accuracy-loss must be positive (0.1 = 10% higher perplexity), got {max_accuracy_loss}"
         )
-    return ArtefactSpec(quantize, export, granularity, onnx_atol, max_accuracy_loss)
+    if calibrate is not None and (quantize not in STREAMED or layout == "shared"):
+        raise UserInputError(
+            "--calibrate runs GPTQ for --quantize w4a16|w8a16|w8a8 in the baked layout (a merged model); pass one, "
+            "or drop --calibrate"
+        )
+    return ArtefactSpec(quantize, export, granularity, onnx_atol, max_accuracy_loss, calibrate)
 
 
 def _check_quantize(quantize: str, export: str) -> None:
@@ -133,7 +140,7 @@ class ArtefactReport:
     size_bytes: int
     reference_size_bytes: int
     seconds: float
-    accuracy: AccuracyReport | None  # None: not measured (--no-verify)
+    accuracy: AccuracyReport | EncoderAccuracy | None  # None: not measured (--no-verify)
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -155,24 +162,9 @@ class ArtefactReport:
 
     def label(self) -> str:
         """Compact JSON for the image label `io.packager.accuracy`."""
-        acc = self.accuracy
         figures: dict[str, Any] = {"kind": self.kind, "size_ratio": round(self.size_ratio, 4)}
-        if acc is None:
-            return json.dumps(figures, separators=(",", ":"), sort_keys=True)
-        figures |= {
-            "max_abs_logit_diff": _round(acc.max_abs_logit_diff),
-            "mean_abs_logit_diff": _round(acc.mean_abs_logit_diff),
-            "top1": round(acc.top1_agreement, 4),
-            "kl": _round(acc.kl_divergence),
-            "ppl_change": round(acc.perplexity_change, 5),
-        }
-        if acc.greedy_token_agreement is not None:
-            figures["greedy"] = round(acc.greedy_token_agreement, 4)
+        figures |= self.accuracy.figures() if self.accuracy else {}
         return json.dumps(figures, separators=(",", ":"), sort_keys=True)
-
-
-def _round(value: float) -> float:
-    return float(f"{value:.4g}")
 
 
 def write_artefact_report(report: ArtefactReport, folder: str) -> None:

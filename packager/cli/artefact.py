@@ -32,6 +32,14 @@ def add_artefact_flags(p: argparse.ArgumentParser) -> None:
         "at load time on a CUDA GPU. Default: none",
     )
     p.add_argument(
+        "--calibrate",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help='quantize by GPTQ, layer by layer, on a calibration text (a .txt, or a .jsonl of {"text": ...}; '
+        "alone: the text packager ships) instead of round-to-nearest; w4a16 gains the most",
+    )
+    p.add_argument(
         "--export", default="none", choices=EXPORT_CHOICES, help="onnx: serve with onnxruntime (default: none)"
     )
     p.add_argument(
@@ -61,7 +69,13 @@ def add_artefact_flags(p: argparse.ArgumentParser) -> None:
 def spec_from_args(args: argparse.Namespace, layout: str = "baked") -> ArtefactSpec:
     """The validated ArtefactSpec for the parsed flags and `layout`."""
     return artefact_spec(
-        args.quantize, args.export, layout, args.onnx_granularity, args.onnx_atol, args.max_accuracy_loss
+        args.quantize,
+        args.export,
+        layout,
+        args.onnx_granularity,
+        args.onnx_atol,
+        args.max_accuracy_loss,
+        args.calibrate,
     )
 
 

@@ -185,17 +185,21 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         if spec.streamed:
             from packager.resolve.quantize_plan import with_quantization
 
-            resolved = with_quantization(resolved, spec.quantize)
+            resolved = with_quantization(resolved, spec.quantize, spec.calibrate)
         plan = with_memory(resolved, not args.no_verify).plan
         print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
         return 0
-    if spec.transforms and resolve(_request(args, hash_base=False)).plan.task.name != "CAUSAL_LM":
-        raise UserInputError("--quantize and --export apply to causal LMs; merge this model without them")
+    task = resolve(_request(args, hash_base=False)).plan.task if spec.transforms else None
+    if task is not None and task.name not in ("CAUSAL_LM", "FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS"):
+        raise UserInputError(
+            f"--export onnx serves causal LMs, embeddings and classifiers; merge this {task.name} model without it"
+        )
     outcome = run_merge(
         _request(args, hash_base=False),
         args.output,
         force=args.force,
         quantize=spec.quantize if spec.streamed else "none",
+        calibrate=spec.calibrate,
         verify=not args.no_verify,
         verify_max_bytes=int(args.verify_max_gb * 1e9),
         max_shard_bytes=args.max_shard_size,
@@ -203,7 +207,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         max_accuracy_loss=spec.max_accuracy_loss,
     )
     artefact = (
-        make_artefact(args.output, spec, artefact_output, args.force, stderr_log(args))
+        make_artefact(args.output, spec, artefact_output, args.force, stderr_log(args), task)
         if spec.transforms
         else outcome.artefact
     )

@@ -75,3 +75,23 @@ def measure_adapter_on(quantized: str, plan: QuantizePlan, resolved: Resolved) -
         return MergedSource(resolved, model, base=FolderSource(quantized, model, plan))
 
     return measure(quantized, plan, lambda model: MergedSource(resolved, model), on_quantized)
+
+
+def calibrate_merge(resolved: Resolved, spill: str, log) -> dict[str, str]:
+    """GPTQ for the quantized weights of the merge `resolved` plans, run on the merged weights made again from base
+    and adapter (nothing unquantized is written), into `spill`: weight name -> its compressed tensors' file."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from packager.artefact.lazy_model import build_empty
+    from packager.quantize.calibrate import calibrate, calibration_batch, calibration_text, load_tokenizer
+
+    plan = resolved.plan
+    config = AutoConfig.from_pretrained(plan.base.path)
+    for key, value in plan.merge.config_updates.items():
+        setattr(config, key, value)
+    model = build_empty(config, AutoModelForCausalLM)
+    tokenizer_folder = resolved.adapter.path if plan.merge.tokenizer_from == "adapter" else plan.base.path
+    text = calibration_text(plan.quantize.calibration or "")
+    ids = calibration_batch(load_tokenizer(tokenizer_folder), text)
+    dtypes = {t.name: t.dtype for t in plan.merge.tensors}
+    return calibrate(model, MergedSource(resolved, model), plan.quantize, ids, dtypes, spill, log)

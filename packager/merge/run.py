@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from packager.io.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor
 from packager.merge.stream import MergeResult, merge_adapter
 from packager.merge.verify import DEFAULT_MAX_VERIFY_BYTES, ParityReport, check_loads_cleanly, check_parity
 from packager.progress import Progress
+from packager.quantize.calibrate import SPILL
 from packager.resolve.memory import available_memory, check_memory, plan_memory
 from packager.resolve.resolver import Resolved, ResolveRequest, resolve
 
@@ -32,17 +34,22 @@ class MergeOutcome:
 
 
 def run_merge(
-    request: ResolveRequest, output: str, force: bool = False, quantize: str = "none", **options
+    request: ResolveRequest,
+    output: str,
+    force: bool = False,
+    quantize: str = "none",
+    calibrate: str | None = None,
+    **options,
 ) -> MergeOutcome:
     """Resolve `request`, then merge it into `output`, quantized as it streams with a compressed-tensors
-    `quantize` scheme (see `merge_resolved` for the options)."""
+    `quantize` scheme, by GPTQ on the `calibrate` text if given (see `merge_resolved` for the options)."""
     check_target(output, force)  # before resolving: an existing output fails at once
     started = time.monotonic()
     resolved = resolve(request)
     if quantize != "none":
         from packager.resolve.quantize_plan import with_quantization
 
-        resolved = with_quantization(resolved, quantize)
+        resolved = with_quantization(resolved, quantize, calibrate)
     resolved = with_memory(resolved, options.get("verify", True))
     outcome = merge_resolved(resolved, output, force, **options)
     return dataclasses.replace(outcome, timings={"resolve": time.monotonic() - started, **outcome.timings})
@@ -65,7 +72,9 @@ def merge_resolved(
     progress = Progress("merge", quiet)
     with staged_directory(output, force) as staging:
         started = time.monotonic()
-        result = merge_adapter(resolved, staging, max_shard_bytes, progress)
+        calibrated = calibrate_stream(resolved, staging, progress)
+        result = merge_adapter(resolved, staging, max_shard_bytes, progress, calibrated)
+        shutil.rmtree(os.path.join(staging, SPILL), ignore_errors=True)
         timings["merge"] = time.monotonic() - started
         check_loads_cleanly(staging, resolved.plan.task)  # always, even unverified: no weight left to random init
         if resolved.plan.quantize is not None:
@@ -97,6 +106,17 @@ def _measure_quantized(
         timings["verify"] = time.monotonic() - started
     unquantized = sum(OutputTensor(t.name, t.dtype, t.shape).nbytes for t in resolved.plan.merge.tensors)
     return quantized_report(staging, output, plan, accuracy, unquantized, timings["merge"])
+
+
+def calibrate_stream(resolved: Resolved, staging: str, progress: Progress) -> dict[str, str]:
+    """--calibrate: GPTQ's weights, made before the stream (into the staging folder's spill), which writes them."""
+    quantize = resolved.plan.quantize
+    if quantize is None or quantize.calibration is None:
+        return {}
+    from packager.merge.merged_source import calibrate_merge
+
+    progress.note(f"calibrating {quantize.scheme} by GPTQ on {quantize.calibration or 'the shipped text'} ...")
+    return calibrate_merge(resolved, os.path.join(staging, SPILL), progress.note)
 
 
 def with_memory(resolved: Resolved, verify: bool) -> Resolved:

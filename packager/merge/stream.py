@@ -39,9 +39,14 @@ class MergeResult:
 
 
 def merge_adapter(
-    resolved: Resolved, staging: str, max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, progress: Progress | None = None
+    resolved: Resolved,
+    staging: str,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    progress: Progress | None = None,
+    calibrated: dict[str, str] | None = None,
 ) -> MergeResult:
-    """Write the merged model into `staging` (an empty folder); the caller renames it into place."""
+    """Write the merged model into `staging` (an empty folder); the caller renames it into place. `calibrated`:
+    GPTQ's compressed weights by name (--calibrate), written in place of round-to-nearest."""
     progress = progress or Progress("merge", quiet=True)
     started = time.monotonic()
     plan = resolved.plan
@@ -51,7 +56,7 @@ def merge_adapter(
         base_hashes: dict[str, str] = {}
     else:
         with _one_torch_thread():
-            base_hashes = _stream_merge(resolved, staging, max_shard_bytes, progress)
+            base_hashes = _stream_merge(resolved, staging, max_shard_bytes, progress, calibrated or {})
     copy_side_files(resolved, staging)
     if plan.quantize is not None and plan.merge.engine != "peft":  # the PEFT path's quantizer wrote it
         write_quantization_config(staging, plan.quantize)
@@ -61,10 +66,12 @@ def merge_adapter(
     return MergeResult(plan, files, time.monotonic() - started)
 
 
-def _stream_merge(resolved: Resolved, staging: str, max_shard_bytes: int, progress: Progress) -> dict[str, str]:
+def _stream_merge(
+    resolved: Resolved, staging: str, max_shard_bytes: int, progress: Progress, calibrated: dict[str, str]
+) -> dict[str, str]:
     """Read each base file once, in order, write each output tensor as soon as it is made; return base sha256s."""
     plan, weights = resolved.plan, resolved.weights
-    quantizer = Quantizer(plan.quantize)  # quantized right after each is merged, before it is written
+    quantizer = Quantizer(plan.quantize, calibrated)  # quantized right after each is merged, before it is written
     layout = quantizer.layout([OutputTensor(t.name, t.dtype, t.shape) for t in plan.merge.tensors])
     adapter, workspace = AdapterWeights(resolved.adapter), Workspace()
     specs = {t.stored_as or t.name: t for t in plan.merge.tensors}  # by the base's name for the tensor

@@ -21,13 +21,19 @@ NOT_COPIED = (INDEX_FILE, LOCK_FILE, "packager.artefact.json")
 
 
 def quantize_folder(
-    source: str, target: str, plan: QuantizePlan, max_shard_bytes: int, progress: Progress | None = None
+    source: str,
+    target: str,
+    plan: QuantizePlan,
+    max_shard_bytes: int,
+    progress: Progress | None = None,
+    calibrated: dict[str, str] | None = None,
 ) -> None:
     """Write the quantized model into `target` (an empty staging folder): every tensor of `source` in file order,
-    the plan's targets compressed, then the side files and config.json with its quantization_config."""
+    the plan's targets compressed (GPTQ's where `calibrated` has them), then the side files and config.json with
+    its quantization_config."""
     progress = progress or Progress("quantize", quiet=True)
     shards = [SafetensorsShard(os.path.join(source, name)) for name in safetensors_files(source)]
-    quantizer = Quantizer(plan)
+    quantizer = Quantizer(plan, calibrated)
     layout = quantizer.layout([OutputTensor(t.name, t.dtype, t.shape) for shard in shards for t in _ordered(shard)])
     with Pipeline() as pipeline:
         writer = ShardedWriter(target, assign_shards(layout, max_shard_bytes), pipeline)

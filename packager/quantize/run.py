@@ -3,6 +3,8 @@ against the folder it came from, refuse it past the accuracy limit, and move it 
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from collections.abc import Callable
 
@@ -11,9 +13,10 @@ from packager.io.staging import check_target, staged_directory
 from packager.io.writer import DEFAULT_MAX_SHARD_BYTES
 from packager.model_files import WEIGHT_SUFFIXES
 from packager.progress import Progress
+from packager.quantize.calibrate import SPILL, calibrate_folder
 from packager.quantize.folder import quantize_folder
 from packager.quantize.measure import check_quantized, measure_folder, quantized_report
-from packager.resolve.quantize_plan import plan_folder_quantization
+from packager.resolve.quantize_plan import plan_folder_quantization, with_calibration
 
 
 def quantize_merged(
@@ -21,12 +24,18 @@ def quantize_merged(
 ) -> ArtefactReport:
     """Quantize the merged model in `model_dir` into `output` with spec.quantize (a compressed-tensors scheme)."""
     check_target(output, force)
-    plan = plan_folder_quantization(model_dir, spec.quantize)
+    plan = with_calibration(plan_folder_quantization(model_dir, spec.quantize), spec.calibrate)
     for note in plan.notes:
         log(f"quantize: {note}")
     started = time.monotonic()
     with staged_directory(output, force) as staging:
-        quantize_folder(model_dir, staging, plan, DEFAULT_MAX_SHARD_BYTES, Progress("quantize", quiet=False))
+        calibrated = {}
+        if plan.calibration is not None:
+            log(f"quantize: calibrating {plan.scheme} by GPTQ on {plan.calibration or 'the shipped text'} ...")
+            calibrated = calibrate_folder(model_dir, plan, os.path.join(staging, SPILL), log)
+        progress = Progress("quantize", quiet=False)
+        quantize_folder(model_dir, staging, plan, DEFAULT_MAX_SHARD_BYTES, progress, calibrated)
+        shutil.rmtree(os.path.join(staging, SPILL), ignore_errors=True)
         seconds = time.monotonic() - started
         accuracy = None
         if verify:

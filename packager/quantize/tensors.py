@@ -47,14 +47,20 @@ def observed_range(weight: torch.Tensor, args) -> tuple[torch.Tensor, torch.Tens
 def compress_weight(weight: torch.Tensor, preset: str, group_size: int | None) -> dict[str, torch.Tensor]:
     """One Linear weight (out, in) as its compressed tensors by local name (weight, weight_scale, weight_packed,
     weight_shape, ...), sorted by name."""
-    from compressed_tensors.compressors import BaseCompressor
     from compressed_tensors.quantization.utils import calculate_qparams
 
     scheme = compression_scheme(preset, group_size)
     low, high = observed_range(weight, scheme.weights)
     scale, zero_point = calculate_qparams(low, high, scheme.weights)
+    return compress_state({"weight": weight, "weight_scale": scale, "weight_zero_point": zero_point}, scheme)
+
+
+def compress_state(state: dict[str, torch.Tensor], scheme) -> dict[str, torch.Tensor]:
+    """A weight and its quantization parameters (weight, weight_scale, weight_zero_point) as the format's
+    compressor stores them, sorted by name (the weight may already sit on the grid, as GPTQ leaves it)."""
+    from compressed_tensors.compressors import BaseCompressor
+
     compressor = BaseCompressor.get_value_from_registry(scheme.format)
-    state = {"weight": weight, "weight_scale": scale, "weight_zero_point": zero_point}
     return dict(sorted(compressor.compress(state, scheme).items()))
 
 
@@ -74,9 +80,10 @@ class Quantizer:
     """Turns the merge's output tensors into the quantized checkpoint's: the plan's targets become their
     compressed tensors, everything else passes through. With no plan it changes nothing."""
 
-    def __init__(self, plan: QuantizePlan | None) -> None:
+    def __init__(self, plan: QuantizePlan | None, calibrated: dict[str, str] | None = None) -> None:
         self.plan = plan
         self._targets = frozenset(plan.targets) if plan else frozenset()
+        self._calibrated = calibrated or {}  # weight name -> the file GPTQ wrote its compressed tensors into
 
     def layout(self, tensors: list[OutputTensor]) -> list[OutputTensor]:
         """The output layout: each target replaced, in place, by its compressed tensors."""
@@ -93,11 +100,23 @@ class Quantizer:
     def outputs(self, name: str, tensor: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
         """The tensors to write for one merged tensor, in layout order."""
         if name not in self._targets:
-            yield name, tensor
+            yield name, self._replaced(name) if name in self._calibrated else tensor
             return
         module = name.removesuffix("weight")
-        for local, compressed in compress_weight(tensor, self.plan.preset, self.plan.group_size).items():
-            yield module + local, compressed
+        if name in self._calibrated:
+            from safetensors.torch import load_file
+
+            compressed = dict(sorted(load_file(self._calibrated[name]).items()))
+        else:
+            compressed = compress_weight(tensor, self.plan.preset, self.plan.group_size)
+        for local, part in compressed.items():
+            yield module + local, part
+
+    def _replaced(self, name: str) -> torch.Tensor:
+        """A tensor calibration changed without quantizing it (a norm's weight, smoothed)."""
+        from safetensors.torch import load_file
+
+        return load_file(self._calibrated[name])["tensor"]
 
 
 def write_quantization_config(folder: str, plan: QuantizePlan) -> None:

@@ -89,11 +89,13 @@ def plan_package(request: PackageRequest) -> Job:
     inputs = tuple(resolve(resolve_request(request, path)) for _, path in request.adapters)
     task = served_task(request, inputs)
     if request.artefact.streamed and request.layout == "baked":  # quantized as the merge streams
-        inputs = (with_quantization(inputs[0], request.artefact.quantize),)
+        inputs = (with_quantization(inputs[0], request.artefact.quantize, request.artefact.calibrate),)
     if request.artefact.export == "onnx":  # before the merge: the base decides whether it can be exported
+        from packager.artefact.onnx_encoders import check_encoder_exportable
         from packager.artefact.onnx_export import check_exportable
 
-        check_exportable(inputs[0].plan.base.fingerprint.model_type)
+        model_type = inputs[0].plan.base.fingerprint.model_type
+        check_exportable(model_type) if task.name == "CAUSAL_LM" else check_encoder_exportable(model_type, task)
     choice = choose_runtime(
         request.runtime,
         request.layout,

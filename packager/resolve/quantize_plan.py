@@ -10,7 +10,7 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from packager.artefact.schemes import GROUP_SIZES, SCHEMES
+from packager.artefact.schemes import GROUP_SIZES, SCHEMES, SMOOTHING_STRENGTH
 from packager.errors import UserInputError
 from packager.plan import BaseSpec, FileEntry, QuantizePlan, files_key
 from packager.resolve.architecture import Architecture, inspect_architecture, read_config
@@ -93,8 +93,9 @@ def _kinds(arch: Architecture) -> str:
     return "its layers are " + ", ".join(kinds) if kinds else "no weight layers found"
 
 
-def with_quantization(resolved: Resolved, scheme: str) -> Resolved:
-    """`resolved` with its plan quantizing the merged weights as they stream out (a causal LM only)."""
+def with_quantization(resolved: Resolved, scheme: str, calibrate: str | None = None) -> Resolved:
+    """`resolved` with its plan quantizing the merged weights as they stream out (a causal LM only), by GPTQ on the
+    `calibrate` text when given ("": the shipped one)."""
     task = resolved.plan.task
     if task.name != "CAUSAL_LM":
         raise UserInputError(
@@ -104,7 +105,26 @@ def with_quantization(resolved: Resolved, scheme: str) -> Resolved:
     merge = resolved.plan.merge
     tensors = [(t.name, t.dtype, t.shape) for t in merge.tensors]
     plan = plan_quantization(scheme, resolved.architecture, tensors, read_config(resolved.plan.base.path))
+    plan = with_calibration(plan, calibrate)
     return dataclasses.replace(resolved, plan=dataclasses.replace(resolved.plan, quantize=plan))
+
+
+def with_calibration(plan: QuantizePlan, calibrate: str | None) -> QuantizePlan:
+    """The plan quantizing by GPTQ on the `calibrate` text ("": the shipped one; None: round-to-nearest)."""
+    if calibrate is None:
+        return plan
+    if plan.scheme == "fp8":
+        raise UserInputError(
+            "--calibrate runs GPTQ, which rounds to integer grids; fp8 is round-to-nearest only: drop --calibrate, "
+            "or use --quantize w4a16|w8a16|w8a8"
+        )
+    if calibrate and not os.path.isfile(calibrate):
+        raise UserInputError(
+            f"--calibrate {calibrate} is not a file; pass a .txt or .jsonl of the text the model will see, or "
+            "--calibrate alone for the text packager ships"
+        )
+    smoothing = SMOOTHING_STRENGTH if plan.scheme == "w8a8" else None  # activation outliers: what w8a8 loses most to
+    return dataclasses.replace(plan, calibration=os.path.abspath(calibrate) if calibrate else "", smoothing=smoothing)
 
 
 def shared_quantized_base(scheme: str, base: BaseSpec, request: Any) -> tuple[QuantizePlan, str, tuple, bool]:

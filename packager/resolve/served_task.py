@@ -38,6 +38,9 @@ def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelT
         except PoolingUnsupported as exc:
             raise UserInputError(str(exc)) from None
     spec = request.artefact
-    if task.name != "CAUSAL_LM" and (spec.transforms or spec.streamed or spec.load_quantization != "none"):
-        raise UserInputError(f"--quantize and --export apply to causal LMs; package the {task.name} model without them")
+    if task.name != "CAUSAL_LM" and (spec.streamed or spec.load_quantization != "none"):
+        raise UserInputError(
+            f"--quantize {spec.quantize} applies to causal LMs; package the {task.name} model without it, or as "
+            "ONNX (--export onnx --quantize int8)"
+        )
     return task

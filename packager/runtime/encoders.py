@@ -94,7 +94,8 @@ class Encoder:
         adapters: dict[str, str] | None = None,
         pooling: Pooling | None = None,
     ) -> None:
-        self.model, self.tokenizers, self.task, self.adapters = model.eval(), tokenizers, task, adapters
+        model = model.eval() if hasattr(model, "eval") else model  # an onnxruntime model has no training mode
+        self.model, self.tokenizers, self.task, self.adapters = model, tokenizers, task, adapters
         self.embedding_pooling = pooling or Pooling()
         self.lock = threading.Lock()
         model_forward = model.get_base_model().forward if adapters is not None else model.forward
@@ -148,7 +149,7 @@ class Encoder:
 
     def _forward(self, name: str, texts: list[str], output: str) -> tuple[dict, torch.Tensor]:
         batch = self.tokenizers[name](texts, padding=True, truncation=True, return_tensors="pt")
-        device = next(self.model.parameters()).device
+        device = self.model.device if hasattr(self.model, "device") else next(self.model.parameters()).device
         taken = {k: v.to(device) for k, v in batch.items() if k in self._forward_args}  # DistilBERT: no token types
         with self.lock:
             if self.adapters is not None:

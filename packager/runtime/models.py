@@ -15,6 +15,12 @@ from .encoders import Encoder, read_pooling
 from .streaming import Cancelled, TokenQueue, safe_prefix
 
 ENCODER_TASKS = ("FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS")
+# an ONNX export's onnxruntime class, by task (optimum-onnx; causal LMs: ORTModelForCausalLM)
+ORT_CLASSES = {
+    "FEATURE_EXTRACTION": "ORTModelForFeatureExtraction",
+    "SEQ_CLS": "ORTModelForSequenceClassification",
+    "TOKEN_CLS": "ORTModelForTokenClassification",
+}
 
 
 class NoChatTemplate(Exception):
@@ -190,23 +196,24 @@ def load_baked(
     """A merged (maybe quantized or exported) model folder served under one name, in the task's class."""
     from transformers import AutoTokenizer
 
-    if task in ENCODER_TASKS:
-        model = load_transformers(model_dir, quantization, model_class)
-        tokenizers = {served_name: AutoTokenizer.from_pretrained(model_dir)}
-        return Encoder(model, tokenizers, task, pooling=read_pooling(model_dir))
     # a compressed-tensors checkpoint loads through transformers, which decompresses it
-    model = _load_onnx(model_dir) if backend == "onnx" else load_transformers(model_dir, quantization, model_class)
-    return Engine(model, {served_name: AutoTokenizer.from_pretrained(model_dir)})
+    onnx = backend == "onnx"
+    model = load_onnx(model_dir, task) if onnx else load_transformers(model_dir, quantization, model_class)
+    tokenizers = {served_name: AutoTokenizer.from_pretrained(model_dir)}
+    if task in ENCODER_TASKS:
+        return Encoder(model, tokenizers, task, pooling=read_pooling(model_dir))
+    return Engine(model, tokenizers)
 
 
-def _load_onnx(model_dir: str) -> Any:
-    """onnxruntime on CUDA when the image has onnxruntime-gpu and a GPU is visible, else on the CPU."""
+def load_onnx(model_dir: str, task: str = "CAUSAL_LM") -> Any:
+    """An ONNX model folder in the task's onnxruntime class, on CUDA when the image has onnxruntime-gpu and a GPU is
+    visible, else on the CPU."""
     import onnxruntime
-    from optimum.onnxruntime import ORTModelForCausalLM
+    import optimum.onnxruntime as ort
 
     cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available()
     provider = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"
-    return ORTModelForCausalLM.from_pretrained(model_dir, provider=provider)
+    return getattr(ort, ORT_CLASSES.get(task, "ORTModelForCausalLM")).from_pretrained(model_dir, provider=provider)
 
 
 def load_transformers(model_dir: str, quantization: str, model_class: str = "AutoModelForCausalLM") -> Any:

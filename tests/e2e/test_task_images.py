@@ -181,3 +181,48 @@ def test_a_litgpt_run_packages_into_an_image_that_answers_like_litgpts_merge(run
         assert containers.call(container, "/v1/completions", body)["choices"][0]["text"] == expected
     finally:
         container.remove(force=True)
+
+
+def test_onnx_int8_embedding_image_answers_like_its_artefact(runtime_image, docker_client, tmp_path) -> None:
+    """--export onnx --quantize int8 on the real MiniLM: the image serves /v1/embeddings through onnxruntime as the
+    artefact answers on the host, close to the fp32 merge (issue 17)."""
+    from packager.artefact.spec import artefact_spec
+
+    adapter = families.save_minilm_adapter(str(tmp_path / "adapter"))
+    report = _package(tmp_path, runtime_image, [("minilm", adapter)], "baked", "tasks/minilm-onnx:1",
+                      base=families.minilm_base(), artefact=artefact_spec("int8", "onnx"))  # fmt: skip
+    assert report.artefact["kind"] == "onnx-int8" and report.artefact["accuracy"]["cosine_mean"] >= 0.98
+    assert docker_client.images.get(report.image).labels["io.packager.backend"] == "onnx"
+    host = load_baked(str(tmp_path / "work" / "artefact"), "minilm", "onnx", task="FEATURE_EXTRACTION",
+                      model_class="AutoModel")  # fmt: skip
+    container, url = containers.serve_on_host(docker_client, report.image)
+    try:
+        containers.wait_http(url, container)
+        expected = torch.tensor(host.embed("minilm", SENTENCES))
+        served = _vectors(url, "minilm")
+        torch.testing.assert_close(served, expected, atol=1e-5, rtol=1e-4)
+        fp32 = families.minilm_embeddings(adapter, SENTENCES)
+        assert torch.nn.functional.cosine_similarity(served, fp32).mean() >= 0.98
+    finally:
+        container.remove(force=True)
+
+
+def test_onnx_int8_classifier_image_answers_like_its_artefact(runtime_image, docker_client, tiny_models, tmp_path):
+    from packager.artefact.spec import artefact_spec
+
+    base, adapter = tiny_models["cls"]
+    report = _package(tmp_path, runtime_image, [("cls", adapter)], "baked", "tasks/cls-onnx:1", base=base,
+                      artefact=artefact_spec("int8", "onnx"))  # fmt: skip
+    host = load_baked(str(tmp_path / "work" / "artefact"), "cls", "onnx", task="SEQ_CLS",
+                      model_class="AutoModelForSequenceClassification")  # fmt: skip
+    container = containers.start(docker_client, report.image)
+    try:
+        containers.wait_healthy(container)
+        answer = containers.call(container, "/classify", {"model": "cls", "input": TEXTS})
+        expected = host.classify("cls", TEXTS)
+        assert [d["label"] for d in answer["data"]] == [e["label"] for e in expected]
+        torch.testing.assert_close(
+            torch.tensor([d["probs"] for d in answer["data"]]), torch.tensor([e["probs"] for e in expected])
+        )
+    finally:
+        container.remove(force=True)

@@ -12,6 +12,7 @@ import zipfile
 
 import pytest
 
+from packager.artefact.spec import ArtefactSpec
 from packager.errors import UserInputError
 from packager.image.render import render_files
 from packager.resolve import gpu_images
@@ -42,6 +43,14 @@ ONNX_CUDA = plans.with_image(
     runtime_packages=gpu_base("packager", "onnx", "none")[1],
 )
 ACCURACY = '{"greedy":0.95,"kind":"onnx-int8","size_ratio":0.26,"top1":0.97}'
+# a compressed-tensors checkpoint on vLLM's GPU image: vLLM loads it as it is, nothing to install
+W4A16_CUDA = dataclasses.replace(BAKED_CUDA, artefact=ArtefactSpec("w4a16"))
+W4A16_ACCURACY = '{"kind":"compressed-tensors-w4a16","kl":0.2,"ppl_change":0.18,"size_ratio":0.3,"top1":0.74}'
+# an ONNX embedding model on the onnxruntime-gpu image, served by packager's server
+EMBEDDINGS_ONNX_CUDA = plans.with_runtime(ONNX_CUDA, task="FEATURE_EXTRACTION", model_class="AutoModel")
+EMBEDDINGS_ACCURACY = (
+    '{"cosine_mean":0.989,"cosine_min":0.973,"kind":"onnx-int8","max_abs_diff":0.037,"size_ratio":0.25}'
+)
 
 
 def _golden(name: str, text: str) -> None:
@@ -63,6 +72,8 @@ def _golden(name: str, text: str) -> None:
         (BAKED_CUDA, "baked-vllm-cuda", None),
         (SHARED_CUDA, "shared-vllm-cuda", None),
         (ONNX_CUDA, "baked-onnx-cuda", ACCURACY),
+        (W4A16_CUDA, "baked-vllm-w4a16-cuda", W4A16_ACCURACY),
+        (EMBEDDINGS_ONNX_CUDA, "baked-onnx-embeddings-cuda", EMBEDDINGS_ACCURACY),
     ],
 )
 def test_rendered_files_match_golden(plan, prefix, accuracy) -> None:
@@ -155,8 +166,17 @@ def test_unknown_layout_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "plan",
-    [BAKED, SHARED, VLLM_SHARED, BAKED_CUDA, SHARED_CUDA, ONNX_CUDA],
-    ids=["baked", "shared", "shared-vllm", "baked-vllm-cuda", "shared-vllm-cuda", "baked-onnx-cuda"],
+    [BAKED, SHARED, VLLM_SHARED, BAKED_CUDA, SHARED_CUDA, ONNX_CUDA, W4A16_CUDA, EMBEDDINGS_ONNX_CUDA],
+    ids=[
+        "baked",
+        "shared",
+        "shared-vllm",
+        "baked-vllm-cuda",
+        "shared-vllm-cuda",
+        "baked-onnx-cuda",
+        "baked-vllm-w4a16-cuda",
+        "baked-onnx-embeddings-cuda",
+    ],
 )
 def test_hadolint_passes_without_warnings(plan, tmp_path) -> None:
     hadolint = shutil.which("hadolint") or os.path.join(os.path.dirname(sys.executable), "hadolint")

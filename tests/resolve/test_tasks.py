@@ -71,7 +71,7 @@ def test_a_classifier_plan_serves_with_packagers_server_in_its_class(classifier,
     ("flags", "message"),
     [
         (["--layout", "shared"], "use --layout baked"),
-        (["--layout", "baked", "--quantize", "w8a8"], "apply to causal LMs"),
+        (["--layout", "baked", "--quantize", "w8a8"], "applies to causal LMs"),
         (["--layout", "baked", "--runtime", "vllm"], "--runtime vllm cannot serve this model"),
     ],
 )
