@@ -58,6 +58,7 @@ demo: install
 #              [TASK=SEQ_CLS|FEATURE_EXTRACTION|...] [CHECKPOINT=N] [ALLOW_PICKLE=1: .bin/.pth weights, LitGPT runs]
 #              [TARGET=compose,kubernetes,kserve: manifests in WORK/deploy (default all)] [BASE_VOLUME=auto|image|pvc|...]
 #              [REPLICAS=N] [BASE_MODEL_IMAGE=repo@sha256:...: default the one `make package-base` pushed]
+#              [MAX_ACCURACY_LOSS=0.1] [CALIBRATE=1 (GPTQ on the shipped text) | CALIBRATE=file.txt]
 # Without ADAPTER(S), a tiny demo base + adapter is generated in demo/. Without DOCKER_HOST, a private engine is
 # started (make engine-up); without BASE_IMAGE, the runtime base image is built locally (make base-image).
 LAYOUT ?= baked
@@ -90,7 +91,8 @@ JOB_FLAGS = --layout $(LAYOUT) --base-image "$$base_image" --builder $(BUILDER) 
 	$(if $(TASK),--task $(TASK)) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(if $(ALLOW_PICKLE),--allow-pickle) \
 	$(foreach t,$(subst $(comma), ,$(TARGET)),--target $(t)) --base-volume $(or $(BASE_VOLUME),auto) \
 	$(if $(REPLICAS),--replicas $(REPLICAS)) $(if $(BASE_MODEL_IMAGE),--base-model-image "$(BASE_MODEL_IMAGE)") \
-	$(if $(MAX_ACCURACY_LOSS),--max-accuracy-loss $(MAX_ACCURACY_LOSS))
+	$(if $(MAX_ACCURACY_LOSS),--max-accuracy-loss $(MAX_ACCURACY_LOSS)) \
+	$(if $(CALIBRATE),--calibrate $(filter-out 1,$(CALIBRATE)))
 comma := ,
 
 package: install

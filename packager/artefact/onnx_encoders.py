@@ -38,49 +38,65 @@ def export_encoder(
     merged_dir: str, spec: ArtefactSpec, task: ModelTask, output: str, force: bool, log: Callable[[str], None]
 ) -> ArtefactReport:
     """Write the ONNX encoder (fp32, or int8 with spec.quantize int8) into `output`, atomically, measured."""
-    from packager.artefact.onnx_export import quantize_dynamic_into
-
     export_task = ENCODER_EXPORTS[task.name]
     phases = Phases("export", log)
     with phases("load", f"loading the merged model in fp32 as {task.auto_class}"):
         model = task.model_class().from_pretrained(merged_dir, dtype=torch.float32).eval()
-        tokenizer = _tokenizer(merged_dir)
-        batch = tokenizer(sentences(), padding=True, truncation=True, return_tensors="pt")
+        batch = _tokenizer(merged_dir)(sentences(), padding=True, truncation=True, return_tensors="pt")
     with phases("reference", "recording the PyTorch reference on sentences of the shipped text"):
-        reference = outputs(model, batch, task, merged_dir)
+        run = _Run(merged_dir, task, batch, outputs(model, batch, task, merged_dir))
     with staged_directory(output, force) as staging:
         fp32_dir = os.path.join(staging, "fp32") if spec.quantize == "int8" else staging
         with phases("export", f"ONNX ({export_task}) with optimum-onnx"):
             _export(model, fp32_dir, export_task)
             del model
         with phases("validate", "validating against PyTorch"):
-            fp32 = compare_outputs(reference, outputs(load_encoder(fp32_dir, task), batch, task, merged_dir), task)
-            _check_fp32(fp32, spec.onnx_atol)
-        accuracy, kind, details = fp32, "onnx-fp32", {"task": export_task, "atol": spec.onnx_atol}
+            accuracy = run.measure(fp32_dir)
+            _check_fp32(accuracy, spec.onnx_atol)
+        kind, details = "onnx-fp32", {"task": export_task, "atol": spec.onnx_atol}
         if spec.quantize == "int8":
-            candidates = ["per-channel", "per-tensor"] if spec.granularity == "auto" else [spec.granularity]
-            measured = {}
-            for choice in candidates:
-                folder = os.path.join(staging, f"int8-{choice}")
-                with phases(f"int8 {choice}", f"int8 dynamic quantization, {choice} scales"):
-                    quantize_dynamic_into(fp32_dir, folder, per_channel=choice == "per-channel")
-                found = outputs(load_encoder(folder, task), batch, task, merged_dir)
-                measured[choice] = compare_outputs(reference, found, task)
-            best = max(measured, key=lambda c: measured[c].rank)
-            _keep(staging, best, candidates, fp32_dir)
-            accuracy, kind = measured[best], "onnx-int8"
-            details |= {"granularity": best, "candidates": {c: r.to_dict() for c, r in measured.items()}}
+            accuracy, int8_details = _int8(run, fp32_dir, staging, spec.granularity, phases)
+            kind, details = "onnx-int8", details | int8_details
         check_encoder(accuracy, spec.max_accuracy_loss, kind)
         _copy_pooling(merged_dir, staging)
-        details["phase_seconds"] = phases.seconds
-        reference_bytes = folder_size(merged_dir, WEIGHT_SUFFIXES)
-        path = os.path.abspath(output)
-        report = ArtefactReport(
-            kind, path, folder_size(staging, WEIGHT_SUFFIXES), reference_bytes, phases.total, accuracy, details
-        )
+        report = _report(kind, output, staging, merged_dir, phases, accuracy, details)
         write_artefact_report(report, staging)
     log(f"export: {report.summary()}")
     return report
+
+
+class _Run:
+    """The inputs and the PyTorch reference an export is measured against."""
+
+    def __init__(self, merged_dir: str, task: ModelTask, batch: dict, reference: dict) -> None:
+        self.merged_dir, self.task, self.batch, self.reference = merged_dir, task, batch, reference
+
+    def measure(self, folder: str) -> EncoderAccuracy:
+        """The ONNX model in `folder`, as the runtime loads it, against the reference."""
+        found = outputs(load_encoder(folder, self.task), self.batch, self.task, self.merged_dir)
+        return compare_outputs(self.reference, found, self.task)
+
+
+def _int8(run: _Run, fp32_dir: str, staging: str, granularity: str, phases: Phases) -> tuple[EncoderAccuracy, dict]:
+    """Dynamic int8 with per-channel and/or per-tensor scales, each measured; the closer one kept."""
+    from packager.artefact.onnx_export import quantize_dynamic_into
+
+    candidates = ["per-channel", "per-tensor"] if granularity == "auto" else [granularity]
+    measured = {}
+    for choice in candidates:
+        folder = os.path.join(staging, f"int8-{choice}")
+        with phases(f"int8 {choice}", f"int8 dynamic quantization, {choice} scales"):
+            quantize_dynamic_into(fp32_dir, folder, per_channel=choice == "per-channel")
+        measured[choice] = run.measure(folder)
+    best = max(measured, key=lambda c: measured[c].rank)
+    _keep(staging, best, candidates, fp32_dir)
+    return measured[best], {"granularity": best, "candidates": {c: r.to_dict() for c, r in measured.items()}}
+
+
+def _report(kind, output, staging, merged_dir, phases: Phases, accuracy, details: dict) -> ArtefactReport:
+    size, reference = folder_size(staging, WEIGHT_SUFFIXES), folder_size(merged_dir, WEIGHT_SUFFIXES)
+    details = {**details, "phase_seconds": phases.seconds}
+    return ArtefactReport(kind, os.path.abspath(output), size, reference, phases.total, accuracy, details)
 
 
 def sentences(count: int = TEXTS) -> list[str]:

@@ -44,12 +44,28 @@ def observed_range(weight: torch.Tensor, args) -> tuple[torch.Tensor, torch.Tens
     return torch.amin(observed, dim=(0, -1)), torch.amax(observed, dim=(0, -1))
 
 
+ROWS_PER_CHUNK_BYTES = 32 << 20  # a weight is compressed in blocks of rows about this big (temporaries bounded)
+
+
 def compress_weight(weight: torch.Tensor, preset: str, group_size: int | None) -> dict[str, torch.Tensor]:
     """One Linear weight (out, in) as its compressed tensors by local name (weight, weight_scale, weight_packed,
-    weight_shape, ...), sorted by name."""
+    weight_shape, ...), sorted by name. Per-channel and per-group quantization treat each row alone, so a large
+    weight goes through the library a block of rows at a time and the blocks are stacked: the same bytes, with the
+    library's temporaries (a few copies of what it is given) bounded by the block, not the weight."""
+    scheme = compression_scheme(preset, group_size)
+    rows = max(1, ROWS_PER_CHUNK_BYTES // max(1, weight.shape[1] * weight.element_size()))
+    if scheme.weights.strategy not in ("channel", "group") or weight.shape[0] <= rows:
+        return _compress_rows(weight, scheme)
+    parts = [_compress_rows(block, scheme) for block in weight.split(rows)]
+    stacked = {name: torch.cat([p[name] for p in parts]) for name in parts[0] if parts[0][name].dim() == 2}
+    if "weight_shape" in parts[0]:  # the original shape, not a block's
+        stacked["weight_shape"] = torch.tensor(weight.shape, dtype=parts[0]["weight_shape"].dtype)
+    return dict(sorted(stacked.items()))
+
+
+def _compress_rows(weight: torch.Tensor, scheme) -> dict[str, torch.Tensor]:
     from compressed_tensors.quantization.utils import calculate_qparams
 
-    scheme = compression_scheme(preset, group_size)
     low, high = observed_range(weight, scheme.weights)
     scale, zero_point = calculate_qparams(low, high, scheme.weights)
     return compress_state({"weight": weight, "weight_scale": scale, "weight_zero_point": zero_point}, scheme)

@@ -19,6 +19,7 @@ from packager.plan import PackagePlan, StepMemory
 
 RUNTIME_BYTES = 550 << 20  # Python, torch, transformers and compressed-tensors imported: what a tiny job peaks at
 TEXT_TOKENS = 256  # the accuracy pass's sequence (artefact/accuracy.py MAX_TEXT_TOKENS)
+CALIBRATION_TOKENS = 32 * 256  # the largest calibration batch (quantize/calibrate.py MAX_SEQUENCES x SEQUENCE)
 GB = 1e9
 
 
@@ -38,6 +39,9 @@ def plan_memory(plan: PackagePlan, verify: bool = True) -> tuple[StepMemory, ...
     else:
         buffers = 4 * largest + 8 * changed
         steps.append(StepMemory("merge", RUNTIME_BYTES + buffers, "streamed: 4 tensor buffers + 2 fp32 scratch"))
+    if plan.quantize is not None and plan.quantize.calibration is not None:
+        steps.append(StepMemory("calibrate", RUNTIME_BYTES + _calibration_bytes(merge.tensors, plan.quantize),
+                                "GPTQ: one layer's Hessians and the batch's activations"))  # fmt: skip
     if plan.quantize is not None:
         steps.append(StepMemory("quantize", RUNTIME_BYTES + 4 * largest + 14 * widest, "in the merge's stream"))
         if verify:
@@ -50,6 +54,18 @@ def plan_memory(plan: PackagePlan, verify: bool = True) -> tuple[StepMemory, ...
         times = 4 if plan.artefact.quantize == "int8" else 2.1
         steps.append(StepMemory("export", RUNTIME_BYTES + int(times * _fp32(sizes)), f"the fp32 graph ~{times}x"))
     return tuple(steps)
+
+
+def _calibration_bytes(tensors, quantize) -> int:
+    """Hessians of one Llama-style layer (3 of the hidden width: q/k/v, o, gate/up; 1 of the MLP width: down), the
+    weight being quantized three times in fp32, and ~6 activations of the widest input for the largest batch."""
+    targets = set(quantize.targets)
+    widths = [t.shape[1] for t in tensors if t.name in targets and len(t.shape) == 2]
+    if not widths:
+        return 0
+    hidden, widest = min(widths), max(widths)
+    weight = max(_count(t.shape) for t in tensors if t.name in targets)
+    return 4 * (3 * hidden**2 + widest**2) + 12 * weight + 6 * CALIBRATION_TOKENS * widest * 4
 
 
 def _count(shape: tuple[int, ...]) -> int:
@@ -94,6 +110,8 @@ def _cgroup_room() -> int | None:
 ALTERNATIVES = {
     "merge": "merge a LoRA with the streaming engine (--engine stream), or run on a machine with more memory",
     "quantize": "run on a machine with more memory",
+    "calibrate": "give --calibrate a shorter text, drop --calibrate (round-to-nearest), or run on a machine with "
+    "more memory",
     "measure": "pass --no-verify to skip the accuracy measurement, or run on a machine with more memory",
     "export": "serve the merge with vLLM (--quantize w8a8 or fp8 instead of --export onnx), or export on a "
     "machine with more memory",

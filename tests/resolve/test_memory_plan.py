@@ -44,7 +44,10 @@ def test_peft_engine_and_parity_are_planned_from_the_whole_model(resolved) -> No
 
 def test_a_quantized_merge_plans_the_quantizer_and_the_accuracy_pass(resolved) -> None:
     planned = steps(with_quantization(resolved, "w8a8").plan)
-    assert {"merge", "quantize", "measure"} <= set(planned) and "verify" not in planned
+    assert {"merge", "quantize", "measure"} <= set(planned) and "verify" not in planned and "calibrate" not in planned
+    calibrated = steps(with_quantization(resolved, "w4a16", calibrate="").plan)
+    hidden = 64  # the test Llama's: the Hessians alone take 4 * (3 * 64^2 + 128^2) bytes
+    assert calibrated["calibrate"].peak_bytes > RUNTIME_BYTES + 4 * (3 * hidden**2 + 128**2)
 
 
 def test_a_step_that_cannot_fit_is_refused_with_the_figure_and_the_alternative() -> None:
