@@ -156,7 +156,8 @@ def random_weight(name: str, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def build_base(spec: ModelSpec, path: Path) -> None:
-    """Write config.json, the shards one at a time, then the index; never more than one shard in memory."""
+    """Write config.json, the shards one at a time, then the index; never more than one shard in memory. The demo's
+    tokenizer goes beside (its 384 ids fit any vocabulary): --calibrate reads its text through it."""
     import torch
     from safetensors.torch import save_file
 
@@ -176,6 +177,15 @@ def build_base(spec: ModelSpec, path: Path) -> None:
     total = sum(2 * _numel(shape) for shape in shapes.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    add_tokenizer(path)
+
+
+def add_tokenizer(path: Path) -> None:
+    """The demo's tokenizer in the base folder (a base built before it had one gets it too)."""
+    if not (path / "tokenizer.json").exists():
+        from packager.demo import build_tokenizer
+
+        build_tokenizer(str(path))
 
 
 def build_adapter(spec: ModelSpec, base: Path, path: Path) -> None:
@@ -217,7 +227,8 @@ def model_paths(spec: ModelSpec, work: Path) -> tuple[Path, Path]:
 
 def ensure_models(spec: ModelSpec, work: Path) -> None:
     """Build the base and adapter for `spec` under `work` unless a previous run finished them."""
-    if all(path.with_name(path.name + ".complete").exists() for path in model_paths(spec, work)):
+    built = all(path.with_name(path.name + ".complete").exists() for path in model_paths(spec, work))
+    if built and (model_paths(spec, work)[0] / "tokenizer.json").exists():
         return
     # In a child process: a child's ru_maxrss starts at its parent's peak RSS (the kernel carries the
     # pre-exec high-water mark over), so the launcher must never load torch or hold tensors itself.
@@ -229,6 +240,7 @@ def build_models(spec: ModelSpec, work: Path) -> None:
     for path, build in ((base, lambda p: build_base(spec, p)), (adapter, lambda p: build_adapter(spec, base, p))):
         done = path.with_name(path.name + ".complete")  # beside, not inside: the folder stays a plain HF folder
         if done.exists():
+            add_tokenizer(base)
             continue
         shutil.rmtree(path, ignore_errors=True)
         started = time.monotonic()

@@ -137,11 +137,6 @@ class EncoderAccuracy:
         """What --max-accuracy-loss bounds: 1 - the lowest cosine, or the share of labels that changed."""
         return 1 - (self.cosine_min if self.cosine_min is not None else self.label_agreement or 0.0)
 
-    @property
-    def rank(self) -> tuple[float, float]:
-        """Higher is closer to the merge (to choose between candidates)."""
-        return (-self.loss, -self.max_abs_diff)
-
     def to_dict(self) -> dict[str, float | None]:
         """The figures as a dict."""
         return dataclasses.asdict(self)

@@ -79,17 +79,10 @@ class _Run:
 
 def _int8(run: _Run, fp32_dir: str, staging: str, granularity: str, phases: Phases) -> tuple[EncoderAccuracy, dict]:
     """Dynamic int8 with per-channel and/or per-tensor scales, each measured; the closer one kept."""
-    from packager.artefact.onnx_export import quantize_dynamic_into
+    from packager.artefact.onnx_export import best_int8
 
-    candidates = ["per-channel", "per-tensor"] if granularity == "auto" else [granularity]
-    measured = {}
-    for choice in candidates:
-        folder = os.path.join(staging, f"int8-{choice}")
-        with phases(f"int8 {choice}", f"int8 dynamic quantization, {choice} scales"):
-            quantize_dynamic_into(fp32_dir, folder, per_channel=choice == "per-channel")
-        measured[choice] = run.measure(folder)
-    best = max(measured, key=lambda c: measured[c].rank)
-    _keep(staging, best, candidates, fp32_dir)
+    best, measured = best_int8(fp32_dir, staging, granularity, phases, run.measure, lambda r: (r.loss, r.max_abs_diff))
+    shutil.rmtree(fp32_dir)
     return measured[best], {"granularity": best, "candidates": {c: r.to_dict() for c, r in measured.items()}}
 
 
@@ -206,14 +199,3 @@ def _copy_pooling(merged_dir: str, staging: str) -> None:
     for relative in sentence_transformers_files(merged_dir):
         os.makedirs(os.path.dirname(os.path.join(staging, relative)), exist_ok=True)
         shutil.copy2(os.path.join(merged_dir, relative), os.path.join(staging, relative))
-
-
-def _keep(staging: str, best: str, candidates: list[str], fp32_dir: str) -> None:
-    """The chosen int8 model's files into the output; the other candidates and the fp32 export removed."""
-    for choice in candidates:
-        folder = os.path.join(staging, f"int8-{choice}")
-        if choice == best:
-            for name in os.listdir(folder):
-                os.replace(os.path.join(folder, name), os.path.join(staging, name))
-        shutil.rmtree(folder)
-    shutil.rmtree(fp32_dir)

@@ -148,28 +148,41 @@ def _quantize_int8(
     reference: ReferenceRun, fp32_dir: str, staging: str, granularity: str, phases: Phases
 ) -> tuple[AccuracyReport, dict]:
     """Dynamic int8 quantization; `auto` measures per-channel and per-tensor scales and keeps the more accurate."""
-    candidates = ["per-channel", "per-tensor"] if granularity == "auto" else [granularity]
-    measured: dict[str, AccuracyReport] = {}
-    for choice in candidates:
-        folder = os.path.join(staging, f"int8-{choice}")
-        with phases(f"int8 {choice}", f"int8 dynamic quantization, {choice} scales"):
-            quantize_dynamic_into(fp32_dir, folder, per_channel=choice == "per-channel")
-        with phases(f"measure {choice}", f"measuring int8 {choice}"):
-            measured[choice] = compare(reference, load_ort(folder))
-        phases.log(f"export: int8 {choice}: {measured[choice].summary()}")
-    best = min(measured, key=lambda c: _error_rank(measured[c]))
-    for choice in candidates:
-        folder = os.path.join(staging, f"int8-{choice}")
-        if choice == best:
-            for name in os.listdir(folder):
-                os.replace(os.path.join(folder, name), os.path.join(staging, name))
-        shutil.rmtree(folder)
+
+    def measure(folder: str) -> AccuracyReport:
+        report = compare(reference, load_ort(folder))
+        phases.log(f"export: int8 {os.path.basename(folder)}: {report.summary()}")
+        return report
+
+    best, measured = best_int8(fp32_dir, staging, granularity, phases, measure, _error_rank)
     details = {
         "granularity": best,
         "granularity_requested": granularity,
         "candidates": {c: r.to_dict() for c, r in measured.items()},
     }
     return measured[best], details
+
+
+def best_int8(fp32_dir: str, staging: str, granularity: str, phases: Phases, measure, rank) -> tuple[str, dict]:
+    """onnxruntime's dynamic int8 of the export in `fp32_dir` with per-channel and per-tensor scales (auto) or the
+    one asked for, each measured by `measure(folder)`; the lowest `rank(report)` moved into `staging`, the other
+    candidates removed. Returns the choice and every candidate's report."""
+    candidates = ["per-channel", "per-tensor"] if granularity == "auto" else [granularity]
+    measured = {}
+    for choice in candidates:
+        folder = os.path.join(staging, f"int8-{choice}")
+        with phases(f"int8 {choice}", f"int8 dynamic quantization, {choice} scales"):
+            quantize_dynamic_into(fp32_dir, folder, per_channel=choice == "per-channel")
+        with phases(f"measure {choice}", f"measuring int8 {choice}"):
+            measured[choice] = measure(folder)
+    best = min(measured, key=lambda c: rank(measured[c]))
+    for choice in candidates:
+        folder = os.path.join(staging, f"int8-{choice}")
+        if choice == best:
+            for name in os.listdir(folder):
+                os.replace(os.path.join(folder, name), os.path.join(staging, name))
+        shutil.rmtree(folder)
+    return best, measured
 
 
 def _error_rank(report: AccuracyReport) -> tuple[float, float, float]:

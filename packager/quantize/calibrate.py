@@ -257,11 +257,14 @@ def calibrate_folder(folder: str, plan: QuantizePlan, spill: str, log: Log) -> d
 
 
 def load_tokenizer(folder: str):
-    """The folder's tokenizer, quietly."""
+    """The folder's tokenizer, quietly; refused in one line when the folder ships none."""
     import warnings
 
     from transformers import AutoTokenizer
 
+    from packager.resolve.quantize_plan import check_tokenizer
+
+    check_tokenizer(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return AutoTokenizer.from_pretrained(folder)

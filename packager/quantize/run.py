@@ -16,7 +16,7 @@ from packager.progress import Progress
 from packager.quantize.calibrate import SPILL, calibrate_folder
 from packager.quantize.folder import quantize_folder
 from packager.quantize.measure import check_quantized, measure_folder, quantized_report
-from packager.resolve.quantize_plan import plan_folder_quantization, with_calibration
+from packager.resolve.quantize_plan import check_tokenizer, plan_folder_quantization, with_calibration
 
 
 def quantize_merged(
@@ -25,6 +25,8 @@ def quantize_merged(
     """Quantize the merged model in `model_dir` into `output` with spec.quantize (a compressed-tensors scheme)."""
     check_target(output, force)
     plan = with_calibration(plan_folder_quantization(model_dir, spec.quantize), spec.calibrate)
+    if plan.calibration is not None:
+        check_tokenizer(model_dir)  # before any work
     for note in plan.notes:
         log(f"quantize: {note}")
     started = time.monotonic()

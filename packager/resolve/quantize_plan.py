@@ -12,6 +12,7 @@ from typing import Any
 
 from packager.artefact.schemes import GROUP_SIZES, SCHEMES, SMOOTHING_STRENGTH
 from packager.errors import UserInputError
+from packager.model_files import TOKENIZER_VOCABULARIES
 from packager.plan import BaseSpec, FileEntry, QuantizePlan, files_key
 from packager.resolve.architecture import Architecture, inspect_architecture, read_config
 from packager.resolve.base import index_base_weights
@@ -106,7 +107,18 @@ def with_quantization(resolved: Resolved, scheme: str, calibrate: str | None = N
     tensors = [(t.name, t.dtype, t.shape) for t in merge.tensors]
     plan = plan_quantization(scheme, resolved.architecture, tensors, read_config(resolved.plan.base.path))
     plan = with_calibration(plan, calibrate)
+    if calibrate is not None:
+        check_tokenizer(resolved.adapter.path if merge.tokenizer_from == "adapter" else resolved.plan.base.path)
     return dataclasses.replace(resolved, plan=dataclasses.replace(resolved.plan, quantize=plan))
+
+
+def check_tokenizer(folder: str) -> None:
+    """--calibrate reads its text through the model's tokenizer: a model without one is refused before any work."""
+    if not any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_VOCABULARIES):
+        raise UserInputError(
+            f"--calibrate reads its text through the model's tokenizer, and {folder} has none; add the tokenizer "
+            "files to the model folder, or drop --calibrate (round-to-nearest)"
+        )
 
 
 def with_calibration(plan: QuantizePlan, calibrate: str | None) -> QuantizePlan:

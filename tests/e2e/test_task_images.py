@@ -87,6 +87,16 @@ def tiny_models(tmp_path_factory) -> dict[str, tuple[str, str]]:
     return made
 
 
+def check_classify(container, host) -> None:
+    """The container's /classify answers as the host's engine on the same model: labels and probabilities."""
+    answer = containers.call(container, "/classify", {"model": "cls", "input": TEXTS})
+    expected = host.classify("cls", TEXTS)
+    assert [d["label"] for d in answer["data"]] == [e["label"] for e in expected]
+    torch.testing.assert_close(
+        torch.tensor([d["probs"] for d in answer["data"]]), torch.tensor([e["probs"] for e in expected])
+    )
+
+
 def test_classifier_image_answers_like_the_host_model(runtime_image, docker_client, tiny_models, tmp_path) -> None:
     base, adapter = tiny_models["cls"]
     report = _package(tmp_path, runtime_image, [("cls", adapter)], "baked", "tasks/cls:1", base=base)
@@ -95,12 +105,7 @@ def test_classifier_image_answers_like_the_host_model(runtime_image, docker_clie
     container = containers.start(docker_client, report.image)
     try:
         containers.wait_healthy(container)
-        answer = containers.call(container, "/classify", {"model": "cls", "input": TEXTS})
-        expected = host.classify("cls", TEXTS)
-        assert [d["label"] for d in answer["data"]] == [e["label"] for e in expected]
-        torch.testing.assert_close(
-            torch.tensor([d["probs"] for d in answer["data"]]), torch.tensor([e["probs"] for e in expected])
-        )
+        check_classify(container, host)
     finally:
         container.remove(force=True)
 
@@ -218,11 +223,6 @@ def test_onnx_int8_classifier_image_answers_like_its_artefact(runtime_image, doc
     container = containers.start(docker_client, report.image)
     try:
         containers.wait_healthy(container)
-        answer = containers.call(container, "/classify", {"model": "cls", "input": TEXTS})
-        expected = host.classify("cls", TEXTS)
-        assert [d["label"] for d in answer["data"]] == [e["label"] for e in expected]
-        torch.testing.assert_close(
-            torch.tensor([d["probs"] for d in answer["data"]]), torch.tensor([e["probs"] for e in expected])
-        )
+        check_classify(container, host)
     finally:
         container.remove(force=True)

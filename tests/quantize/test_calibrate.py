@@ -93,6 +93,15 @@ def test_calibration_mistakes_are_one_line_before_any_work(made, tmp_path, capsy
     assert re.search(words, err) and not (tmp_path / "out").exists()
 
 
+def test_a_model_without_a_tokenizer_cannot_be_calibrated_and_is_refused_before_any_work(bases, tmp_path) -> None:
+    from tests import models
+
+    adapter = models.save_adapter(bases["llama"], str(tmp_path / "adapter"), target_modules=["q_proj"])
+    with pytest.raises(UserInputError, match=r"--calibrate reads its text through the model's tokenizer.*has none"):
+        run_merge(ResolveRequest(adapter, base=bases["llama"]), str(tmp_path / "out"), quantize="w8a8", calibrate="")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_calibration_text_shorter_than_one_sequence_is_refused(made, tmp_path) -> None:
     short = tmp_path / "short.txt"
     short.write_text("too short to calibrate anything")
