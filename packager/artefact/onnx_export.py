@@ -150,6 +150,7 @@ def _quantize_int8(
     """Dynamic int8 quantization; `auto` measures per-channel and per-tensor scales and keeps the more accurate."""
 
     def measure(folder: str) -> AccuracyReport:
+        """One candidate's accuracy against the fp32 reference, logged as it is known."""
         report = compare(reference, load_ort(folder))
         phases.log(f"export: int8 {os.path.basename(folder)}: {report.summary()}")
         return report

@@ -73,6 +73,8 @@ def merge_resolved(
     with staged_directory(output, force) as staging:
         started = time.monotonic()
         calibrated = calibrate_stream(resolved, staging, progress)
+        if calibrated:
+            timings["calibrate"], started = time.monotonic() - started, time.monotonic()
         result = merge_adapter(resolved, staging, max_shard_bytes, progress, calibrated)
         shutil.rmtree(os.path.join(staging, SPILL), ignore_errors=True)
         timings["merge"] = time.monotonic() - started

@@ -100,6 +100,7 @@ class _Grid:
         self.scale, self.zero_point = scale, zero_point
 
     def fake_quantize(self, column: torch.Tensor, group: int) -> torch.Tensor:
+        """One column rounded onto its group's grid and back (compressed-tensors' arithmetic, without its dispatch)."""
         scale, zero = self.scale[:, group], self.zero_point[:, group]
         scaled = column / scale + zero.to(column.dtype)
         quantized = torch.round(torch.clamp(scaled, self.low, self.high))

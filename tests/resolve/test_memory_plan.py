@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from packager.demo import build_adapter, build_base
 from packager.errors import UserInputError
 from packager.plan import StepMemory
 from packager.resolve.memory import RUNTIME_BYTES, available_memory, check_memory, plan_memory
@@ -42,12 +43,16 @@ def test_peft_engine_and_parity_are_planned_from_the_whole_model(resolved) -> No
     assert steps(plan)["verify"].peak_bytes >= RUNTIME_BYTES + model
 
 
-def test_a_quantized_merge_plans_the_quantizer_and_the_accuracy_pass(resolved) -> None:
+def test_a_quantized_merge_plans_the_quantizer_and_the_accuracy_pass(resolved, tmp_path) -> None:
     planned = steps(with_quantization(resolved, "w8a8").plan)
     assert {"merge", "quantize", "measure"} <= set(planned) and "verify" not in planned and "calibrate" not in planned
-    calibrated = steps(with_quantization(resolved, "w4a16", calibrate="").plan)
-    hidden = 64  # the test Llama's: the Hessians alone take 4 * (3 * 64^2 + 128^2) bytes
-    assert calibrated["calibrate"].peak_bytes > RUNTIME_BYTES + 4 * (3 * hidden**2 + 128**2)
+    base = build_base(str(tmp_path / "base"), seed=0, hidden_size=128)  # the demo's, with its tokenizer
+    demo = resolve(ResolveRequest(build_adapter(base, str(tmp_path / "adapter"), seed=1)))
+    calibrated = steps(with_quantization(demo, "w4a16", calibrate="").plan)
+    widths = [t.shape[1] for t in demo.plan.merge.tensors if t.name.endswith("proj.weight")]
+    hessians = 4 * (3 * min(widths) ** 2 + max(widths) ** 2)  # q/k/v, o, gate/up of the hidden width; down_proj's
+    assert min(widths) == 128
+    assert calibrated["calibrate"].peak_bytes > RUNTIME_BYTES + hessians
 
 
 def test_a_step_that_cannot_fit_is_refused_with_the_figure_and_the_alternative() -> None:
