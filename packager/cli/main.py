@@ -10,12 +10,17 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from packager import __version__
 from packager.cli.artefact import add_artefact_commands, add_artefact_flags
 from packager.cli.common import add_qlora_flags, add_task_flag, hash_base_ahead, parse_size
 from packager.dtypes import CLI_CHOICES
 from packager.errors import PackagerError, UserInputError
+
+if TYPE_CHECKING:  # the CLI imports torch-backed modules only once a command needs them
+    from packager.artefact.spec import ArtefactSpec
+    from packager.tasks import ModelTask
 
 log = logging.getLogger("packager")
 
@@ -162,6 +167,33 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_merge_plan(args: argparse.Namespace, spec: ArtefactSpec) -> int:
+    """--dry-run: the merge's plan (quantization and memory included), nothing written."""
+    from packager.cli.report import print_plan
+    from packager.merge.run import with_memory
+    from packager.resolve.quantize_plan import with_quantization
+    from packager.resolve.resolver import resolve
+
+    resolved = resolve(_request(args, hash_base=False))
+    if spec.streamed:
+        resolved = with_quantization(resolved, spec.quantize, spec.calibrate)
+    plan = with_memory(resolved, not args.no_verify).plan
+    print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
+    return 0
+
+
+def _onnx_task(args: argparse.Namespace) -> ModelTask:
+    """The task the ONNX export runs in, refused before the merge when optimum cannot export it for serving."""
+    from packager.resolve.resolver import resolve
+
+    task = resolve(_request(args, hash_base=False)).plan.task
+    if task.name not in ("CAUSAL_LM", "FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS"):
+        raise UserInputError(
+            f"--export onnx serves causal LMs, embeddings and classifiers; merge this {task.name} model without it"
+        )
+    return task
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     from packager.cli.artefact import stderr_log, writable_spec
     from packager.io.staging import check_target
@@ -171,29 +203,16 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     artefact_output = args.artefact_output or f"{os.path.normpath(args.output)}-{spec.label}"
     if spec.transforms:
         check_target(artefact_output, args.force)  # refuse before the merge, not after it
-    if not args.dry_run:
-        check_target(args.output, args.force)
-        hash_base_ahead(args.adapter, args.base, args.checkpoint)
+    if args.dry_run:
+        return _print_merge_plan(args, spec)
+    check_target(args.output, args.force)
+    hash_base_ahead(args.adapter, args.base, args.checkpoint)
 
     from packager.artefact.make import make_artefact
-    from packager.cli.report import merge_report, print_merge, print_plan
-    from packager.merge.run import run_merge, with_memory
-    from packager.resolve.resolver import resolve
+    from packager.cli.report import merge_report, print_merge
+    from packager.merge.run import run_merge
 
-    if args.dry_run:
-        resolved = resolve(_request(args, hash_base=False))
-        if spec.streamed:
-            from packager.resolve.quantize_plan import with_quantization
-
-            resolved = with_quantization(resolved, spec.quantize, spec.calibrate)
-        plan = with_memory(resolved, not args.no_verify).plan
-        print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
-        return 0
-    task = resolve(_request(args, hash_base=False)).plan.task if spec.transforms else None
-    if task is not None and task.name not in ("CAUSAL_LM", "FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS"):
-        raise UserInputError(
-            f"--export onnx serves causal LMs, embeddings and classifiers; merge this {task.name} model without it"
-        )
+    task = _onnx_task(args) if spec.transforms else None
     outcome = run_merge(
         _request(args, hash_base=False),
         args.output,

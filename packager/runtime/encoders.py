@@ -98,6 +98,9 @@ class Encoder:
         self.model, self.tokenizers, self.task, self.adapters = model, tokenizers, task, adapters
         self.embedding_pooling = pooling or Pooling()
         self.lock = threading.Lock()
+        # a fast tokenizer switches truncation on (forward) and off (token counts) in place: two request threads
+        # doing that at once raise "Already borrowed"
+        self.tokenizing = threading.Lock()
         model_forward = model.get_base_model().forward if adapters is not None else model.forward
         self._forward_args = set(inspect.signature(model_forward).parameters)
         for tokenizer in tokenizers.values():
@@ -120,7 +123,9 @@ class Encoder:
 
     def count_tokens(self, name: str, texts: list[str]) -> list[int]:
         """Each input's length in tokens, special tokens included."""
-        return [len(ids) for ids in self.tokenizers[name](texts)["input_ids"]]
+        with self.tokenizing:
+            ids = self.tokenizers[name](texts)["input_ids"]
+        return [len(row) for row in ids]
 
     @torch.inference_mode()
     def embed(self, name: str, texts: list[str]) -> list[list[float]]:
@@ -148,7 +153,8 @@ class Encoder:
         return int(self.model.config.num_labels)
 
     def _forward(self, name: str, texts: list[str], output: str) -> tuple[dict, torch.Tensor]:
-        batch = self.tokenizers[name](texts, padding=True, truncation=True, return_tensors="pt")
+        with self.tokenizing:
+            batch = self.tokenizers[name](texts, padding=True, truncation=True, return_tensors="pt")
         device = self.model.device if hasattr(self.model, "device") else next(self.model.parameters()).device
         taken = {k: v.to(device) for k, v in batch.items() if k in self._forward_args}  # DistilBERT: no token types
         with self.lock:

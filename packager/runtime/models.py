@@ -72,6 +72,7 @@ class Engine:
         self.tokenizers = tokenizers
         self.adapters = adapters  # served name -> PEFT adapter name; None for a merged model
         self.lock = threading.Lock()
+        self.tokenizing = threading.Lock()  # a fast tokenizer's settings are not safe to change from two threads
 
     @property
     def names(self) -> list[str]:
@@ -80,14 +81,16 @@ class Engine:
 
     def encode_prompt(self, name: str, prompt: str) -> list[int]:
         """Token ids of a plain completion prompt."""
-        return list(self.tokenizers[name](prompt)["input_ids"])
+        with self.tokenizing:
+            return list(self.tokenizers[name](prompt)["input_ids"])
 
     def encode_chat(self, name: str, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of chat messages through the tokenizer's chat template, ready for the assistant turn."""
         tokenizer = self.tokenizers[name]
         if not getattr(tokenizer, "chat_template", None):
             raise NoChatTemplate(f"model '{name}' has no chat template; use /v1/completions with a plain prompt")
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        with self.tokenizing:
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
     def context_length(self) -> int | None:

@@ -207,3 +207,24 @@ def test_a_decoder_classifier_without_a_pad_token_classifies_a_batch_as_one_by_o
     assert batch.status_code == 200, batch.text
     alone = [client.post("/classify", json={"input": t}).json()["data"][0]["probs"] for t in TEXTS]
     torch.testing.assert_close(torch.tensor([d["probs"] for d in batch.json()["data"]]), torch.tensor(alone))
+
+
+def test_concurrent_requests_share_the_tokenizer_without_a_borrow_error(tmp_path) -> None:
+    """A fast tokenizer is not thread-safe: switching truncation on (embed) and off (token counts) from two
+    request threads raised "Already borrowed" (an HTTP 500 under concurrent /v1/embeddings requests)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    adapter = families.save_minilm_adapter(str(tmp_path / "adapter"))
+    run_merge(ResolveRequest(adapter, base=families.minilm_base()), str(tmp_path / "merged"), verify=False, quiet=True)
+    engine = load_baked(str(tmp_path / "merged"), "minilm", task="FEATURE_EXTRACTION", model_class="AutoModel")
+    texts = [f"Sentence {i}: a container serves the merged model, and the base is mounted read-only." for i in range(8)]
+    alone = torch.tensor(engine.embed("minilm", texts))
+
+    def request(i: int):
+        return engine.count_tokens("minilm", texts) if i % 2 else engine.embed("minilm", texts)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(request, range(200)))
+    assert all(count == answers[1] for count in answers[1::2]) and len(answers[1]) == len(texts)
+    for vectors in answers[::2]:
+        assert torch.equal(torch.tensor(vectors), alone)
