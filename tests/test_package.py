@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from packager.package import choose_builder
@@ -276,3 +278,26 @@ def test_package_takes_a_runs_chosen_checkpoint(demo_adapter, tmp_path, capsys) 
     assert main(args) == 0 and json.loads(capsys.readouterr().out)["adapter"]["checkpoint"] == 9  # the newest
     assert main([*args, "--checkpoint", "5"]) == 0
     assert json.loads(capsys.readouterr().out)["adapter"]["checkpoint"] == 5
+
+
+def test_a_base_whose_tokenizer_vllm_would_misread_is_planned_on_packagers_server(tmp_path) -> None:
+    """The tokenizers the image serves are checked at plan time: the demo base's, saved as a GGUF conversion
+    saves a byte-level BPE (named LlamaTokenizerFast), goes to packager's server under --runtime auto."""
+    import json
+
+    from packager.demo import build_demo
+    from packager.resolve.job import PackageRequest, plan_package
+
+    base, adapter = build_demo(str(tmp_path / "demo"))
+    request = PackageRequest((("demo", adapter),), "baked", "runtime:x", "acme/demo:1", work=str(tmp_path / "w"), quiet=True)
+    assert plan_package(request).plan.image.engine == "vllm"
+    config_path, tokenizer_path = (os.path.join(base, name) for name in ("tokenizer_config.json", "tokenizer.json"))
+    with open(config_path) as f:
+        config = {**json.load(f), "tokenizer_class": "LlamaTokenizerFast"}
+    with open(tokenizer_path) as f:
+        tokenizer = {**json.load(f), "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False}}
+    for path, data in ((config_path, config), (tokenizer_path, tokenizer)):
+        with open(path, "w") as f:
+            json.dump(data, f)
+    image = plan_package(request).plan.image
+    assert image.engine == "packager" and "byte-level BPE" in image.engine_reason

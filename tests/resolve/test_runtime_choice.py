@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from packager.artefact.schemes import SCHEMES
@@ -101,3 +103,41 @@ def test_a_gpu_image_takes_any_head_size_and_load_time_quantization() -> None:
     assert choose_runtime("auto", "baked", LLAMA, nf4, [_adapter()], device="cuda").engine == "vllm"
     on_cpu = choose_runtime("auto", "baked", LLAMA, nf4, [_adapter()])
     assert on_cpu.engine == "packager" and "pass --device cuda" in on_cpu.reason
+
+
+def _tokenizer(folder, tokenizer_class: str, pre_tokenizer: dict) -> str:
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": tokenizer_class}))
+    (folder / "tokenizer.json").write_text(json.dumps({"pre_tokenizer": pre_tokenizer, "model": {"type": "BPE"}}))
+    return str(folder)
+
+
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False}
+
+
+@pytest.mark.parametrize(
+    "pre_tokenizer", [BYTE_LEVEL, {"type": "Sequence", "pretokenizers": [{"type": "Split"}, BYTE_LEVEL]}]
+)
+def test_a_byte_level_tokenizer_named_llama_is_not_sent_to_vllms_transformers_5(tmp_path, pre_tokenizer) -> None:
+    """transformers' GGUF conversion saves SmolLM2's byte-level BPE as `LlamaTokenizer`; vLLM's transformers 5
+    rebuilds that class as SentencePiece and answered "_no_cuisine_" for "The capital of France is"."""
+    folder = _tokenizer(tmp_path, "LlamaTokenizerFast", pre_tokenizer)
+    choice = choose_runtime("auto", "baked", LLAMA, ArtefactSpec(), [_adapter()], tokenizer_dirs=(folder,))
+    assert choice.engine == "packager" and "names LlamaTokenizerFast, but its tokenizer.json is a byte-level BPE" in (
+        choice.reason
+    )
+    with pytest.raises(UserInputError, match=r'--runtime vllm cannot serve this model: .*"PreTrainedTokenizerFast"'):
+        choose_runtime("vllm", "baked", LLAMA, ArtefactSpec(), [_adapter()], tokenizer_dirs=(folder,))
+
+
+@pytest.mark.parametrize(
+    ("tokenizer_class", "pre_tokenizer"),
+    [
+        ("LlamaTokenizerFast", {"type": "Metaspace", "replacement": "\u2581"}),  # a SentencePiece Llama: as built
+        ("PreTrainedTokenizerFast", BYTE_LEVEL),  # Llama 3: read from tokenizer.json as saved
+        ("GPT2Tokenizer", BYTE_LEVEL),  # SmolLM2 as released
+    ],
+)
+def test_tokenizers_vllm_reads_as_saved_stay_on_vllm(tmp_path, tokenizer_class, pre_tokenizer) -> None:
+    folder = _tokenizer(tmp_path, tokenizer_class, pre_tokenizer)
+    choice = choose_runtime("auto", "baked", LLAMA, ArtefactSpec(), [_adapter()], tokenizer_dirs=(folder, "/none"))
+    assert choice.engine == "vllm"
