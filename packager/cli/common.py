@@ -101,3 +101,22 @@ def password_from_stdin(args: argparse.Namespace) -> str | None:
 def stderr_line(line: str) -> None:
     """Progress goes to stderr, so stdout stays the report."""
     print(line, file=sys.stderr)
+
+
+def resolve_request(args: argparse.Namespace, hash_base: bool = True):
+    """The resolve request of a command's --adapter/--base/... flags."""
+    from packager.resolve.resolver import ResolveRequest
+
+    return ResolveRequest(
+        args.adapter,
+        args.base,
+        args.revision,
+        args.checkpoint,
+        args.dtype,
+        args.allow_pickle,
+        hash_base,
+        args.engine,
+        qlora_merge=args.qlora_merge,
+        qlora=args.qlora,
+        task=args.task,
+    )

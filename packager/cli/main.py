@@ -10,17 +10,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from packager import __version__
 from packager.cli.artefact import add_artefact_commands, add_artefact_flags
-from packager.cli.common import add_qlora_flags, add_task_flag, hash_base_ahead, parse_size
+from packager.cli.common import add_qlora_flags, add_task_flag, hash_base_ahead, parse_size, resolve_request
+from packager.cli.merge import cmd_merge
 from packager.dtypes import CLI_CHOICES
 from packager.errors import PackagerError, UserInputError
-
-if TYPE_CHECKING:  # the CLI imports torch-backed modules only once a command needs them
-    from packager.artefact.spec import ArtefactSpec
-    from packager.tasks import ModelTask
 
 log = logging.getLogger("packager")
 
@@ -113,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-shard-size", type=parse_size, default="5GB", metavar="SIZE", help="output shard size (e.g. 2GB)"
     )
     p.add_argument("--dry-run", action="store_true", help="resolve and check, print the plan, write nothing")
-    p.set_defaults(func=_cmd_merge)
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("verify", parents=[common], help="compare logits of base+adapter (PEFT) with a merged model")
     _add_input_flags(p)
@@ -135,107 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _request(args: argparse.Namespace, hash_base: bool = True):
-    from packager.resolve.resolver import ResolveRequest
-
-    return ResolveRequest(
-        args.adapter,
-        args.base,
-        args.revision,
-        args.checkpoint,
-        args.dtype,
-        args.allow_pickle,
-        hash_base,
-        args.engine,
-        qlora_merge=args.qlora_merge,
-        qlora=args.qlora,
-        task=args.task,
-    )
-
-
 def _cmd_resolve(args: argparse.Namespace) -> int:
     hash_base_ahead(args.adapter, args.base, args.checkpoint)
     from packager.cli.report import print_plan
     from packager.resolve.resolver import resolve, write_lock
 
-    resolved = resolve(_request(args))
+    resolved = resolve(resolve_request(args))
     write_lock(resolved.plan, args.lock)
     if args.json:
         print(json.dumps(resolved.plan.to_dict(), indent=2, default=str))
     else:
         print_plan(resolved.plan, args.lock)
-    return 0
-
-
-def _print_merge_plan(args: argparse.Namespace, spec: ArtefactSpec) -> int:
-    """--dry-run: the merge's plan (quantization and memory included), nothing written."""
-    from packager.cli.report import print_plan
-    from packager.merge.run import with_memory
-    from packager.resolve.quantize_plan import with_quantization
-    from packager.resolve.resolver import resolve
-
-    resolved = resolve(_request(args, hash_base=False))
-    if spec.streamed:
-        resolved = with_quantization(resolved, spec.quantize, spec.calibrate)
-    plan = with_memory(resolved, not args.no_verify).plan
-    print(json.dumps(plan.to_dict(), indent=2, default=str)) if args.json else print_plan(plan, None)
-    return 0
-
-
-def _onnx_task(args: argparse.Namespace) -> ModelTask:
-    """The task the ONNX export runs in, refused before the merge when optimum cannot export it for serving."""
-    from packager.resolve.resolver import resolve
-
-    task = resolve(_request(args, hash_base=False)).plan.task
-    if task.name not in ("CAUSAL_LM", "FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS"):
-        raise UserInputError(
-            f"--export onnx serves causal LMs, embeddings and classifiers; merge this {task.name} model without it"
-        )
-    return task
-
-
-def _cmd_merge(args: argparse.Namespace) -> int:
-    from packager.cli.artefact import stderr_log, writable_spec
-    from packager.io.staging import check_target
-
-    # torch-free checks first: a wrong flag or an existing output fails at once, not after `import torch`
-    spec = writable_spec(args)
-    artefact_output = args.artefact_output or f"{os.path.normpath(args.output)}-{spec.label}"
-    if spec.transforms:
-        check_target(artefact_output, args.force)  # refuse before the merge, not after it
-    if args.dry_run:
-        return _print_merge_plan(args, spec)
-    check_target(args.output, args.force)
-    hash_base_ahead(args.adapter, args.base, args.checkpoint)
-
-    from packager.artefact.make import make_artefact
-    from packager.cli.report import merge_report, print_merge
-    from packager.merge.run import run_merge
-
-    task = _onnx_task(args) if spec.transforms else None
-    outcome = run_merge(
-        _request(args, hash_base=False),
-        args.output,
-        force=args.force,
-        quantize=spec.quantize if spec.streamed else "none",
-        calibrate=spec.calibrate,
-        verify=not args.no_verify,
-        verify_max_bytes=int(args.verify_max_gb * 1e9),
-        max_shard_bytes=args.max_shard_size,
-        quiet=args.quiet,
-        max_accuracy_loss=spec.max_accuracy_loss,
-    )
-    artefact = (
-        make_artefact(args.output, spec, artefact_output, args.force, stderr_log(args), task)
-        if spec.transforms
-        else outcome.artefact
-    )
-    if args.json:
-        print(json.dumps({**merge_report(outcome), "artefact": artefact and artefact.to_dict()}, indent=2, default=str))
-    else:
-        print_merge(outcome)
-        if artefact:
-            print(f"  artefact: {artefact.path}\n  {artefact.summary()}")
     return 0
 
 
@@ -245,7 +151,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(os.path.join(args.merged, "config.json")):
         raise UserInputError(f"{args.merged} is not a model folder (no config.json); pass the merge --output folder")
-    report = measure_parity(resolve(_request(args, hash_base=False)), args.merged)
+    report = measure_parity(resolve(resolve_request(args, hash_base=False)), args.merged)
     print(json.dumps(report.__dict__, indent=2) if args.json else report.summary())
     return 0 if report.passed else 1
 
