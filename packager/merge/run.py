@@ -51,8 +51,9 @@ def run_merge(
 
         resolved = with_quantization(resolved, quantize, calibrate)
     resolved = with_memory(resolved, options.get("verify", True))
+    resolving = time.monotonic() - started
     outcome = merge_resolved(resolved, output, force, **options)
-    return dataclasses.replace(outcome, timings={"resolve": time.monotonic() - started, **outcome.timings})
+    return dataclasses.replace(outcome, timings={"resolve": resolving, **outcome.timings})
 
 
 def merge_resolved(
@@ -77,8 +78,9 @@ def merge_resolved(
             timings["calibrate"], started = time.monotonic() - started, time.monotonic()
         result = merge_adapter(resolved, staging, max_shard_bytes, progress, calibrated)
         shutil.rmtree(os.path.join(staging, SPILL), ignore_errors=True)
-        timings["merge"] = time.monotonic() - started
+        timings["merge"], started = time.monotonic() - started, time.monotonic()
         check_loads_cleanly(staging, resolved.plan.task)  # always, even unverified: no weight left to random init
+        timings["load check"] = time.monotonic() - started
         if resolved.plan.quantize is not None:
             artefact = _measure_quantized(resolved, staging, output, verify, max_accuracy_loss, progress, timings)
             skipped = "quantized as it streamed: measured against the unquantized merge instead (the artefact)"
