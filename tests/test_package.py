@@ -289,7 +289,8 @@ def test_a_base_whose_tokenizer_vllm_would_misread_is_planned_on_packagers_serve
     from packager.resolve.job import PackageRequest, plan_package
 
     base, adapter = build_demo(str(tmp_path / "demo"))
-    request = PackageRequest((("demo", adapter),), "baked", "runtime:x", "acme/demo:1", work=str(tmp_path / "w"), quiet=True)
+    work = str(tmp_path / "w")
+    request = PackageRequest((("demo", adapter),), "baked", "runtime:x", "acme/demo:1", work=work, quiet=True)
     assert plan_package(request).plan.image.engine == "vllm"
     config_path, tokenizer_path = (os.path.join(base, name) for name in ("tokenizer_config.json", "tokenizer.json"))
     with open(config_path) as f:

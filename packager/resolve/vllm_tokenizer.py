@@ -6,6 +6,7 @@ then tokenizes every prompt differently there than in transformers 4.57, and the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -38,8 +39,6 @@ def _byte_level(pre_tokenizer: Any) -> bool:
 
 
 def _json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+    with contextlib.suppress(OSError, ValueError), open(path) as f:
+        return json.load(f)
+    return None  # absent or unreadable: nothing to check

@@ -87,9 +87,14 @@ def tiny_models(tmp_path_factory) -> dict[str, tuple[str, str]]:
     return made
 
 
-def check_classify(container, host) -> None:
-    """The container's /classify answers as the host's engine on the same model: labels and probabilities."""
-    answer = containers.call(container, "/classify", {"model": "cls", "input": TEXTS})
+def check_classify(docker_client, image: str, host) -> None:
+    """The image's /classify answers as the host's engine on the same model: labels and probabilities."""
+    container = containers.start(docker_client, image)
+    try:
+        containers.wait_healthy(container)
+        answer = containers.call(container, "/classify", {"model": "cls", "input": TEXTS})
+    finally:
+        container.remove(force=True)
     expected = host.classify("cls", TEXTS)
     assert [d["label"] for d in answer["data"]] == [e["label"] for e in expected]
     torch.testing.assert_close(
@@ -102,12 +107,7 @@ def test_classifier_image_answers_like_the_host_model(runtime_image, docker_clie
     report = _package(tmp_path, runtime_image, [("cls", adapter)], "baked", "tasks/cls:1", base=base)
     merged = str(tmp_path / "work" / "merged")
     host = load_baked(merged, "cls", task="SEQ_CLS", model_class="AutoModelForSequenceClassification")
-    container = containers.start(docker_client, report.image)
-    try:
-        containers.wait_healthy(container)
-        check_classify(container, host)
-    finally:
-        container.remove(force=True)
+    check_classify(docker_client, report.image, host)
 
 
 def test_seq2seq_image_completes_like_peft_generates(runtime_image, docker_client, tiny_models, tmp_path) -> None:
@@ -220,9 +220,4 @@ def test_onnx_int8_classifier_image_answers_like_its_artefact(runtime_image, doc
                       artefact=artefact_spec("int8", "onnx"))  # fmt: skip
     host = load_baked(str(tmp_path / "work" / "artefact"), "cls", "onnx", task="SEQ_CLS",
                       model_class="AutoModelForSequenceClassification")  # fmt: skip
-    container = containers.start(docker_client, report.image)
-    try:
-        containers.wait_healthy(container)
-        check_classify(container, host)
-    finally:
-        container.remove(force=True)
+    check_classify(docker_client, report.image, host)
