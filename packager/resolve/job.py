@@ -15,6 +15,7 @@ from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.image.filters import image_ref
 from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_DIR
 from packager.image.reference import registry_host, split_target
+from packager.image.runtime_images import image_tag
 from packager.io.hashing import sha256_file
 from packager.plan import AdapterSpec, BaseSpec, DeploySpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
 from packager.resolve.architecture import read_config
@@ -136,7 +137,7 @@ def _check_request(request: PackageRequest) -> None:
         raise UserInputError(f"unknown --device {request.device!r}; use one of {', '.join(DEVICES)}")
     if request.builder not in BUILDERS:
         raise UserInputError(f"unknown builder {request.builder!r}; use one of {', '.join(BUILDERS)}")
-    if request.base_image or request.device == "cpu":  # cuda without one: the plan picks vLLM's GPU image
+    if request.base_image:  # without one the plan names the runtime image it needs
         image_ref(request.base_image)  # before any heavy work: a bad reference fails in a second, not after a merge
     image_ref(request.tag)
     if not 1 <= request.port <= 65535:
@@ -186,9 +187,10 @@ def _image(
 
 
 def _default_base(request: PackageRequest, choice: RuntimeChoice, runtime: RuntimeConfig) -> tuple[str, tuple]:
-    """A CUDA image's default FROM and what it installs on it; a CPU image needs the locally built one named."""
+    """The FROM the plan needs when none is given, and what the Dockerfile installs on it: on CPU the runtime
+    image `make base-image` builds (named by its recipe), on CUDA the pinned public image."""
     if request.device != "cuda":
-        raise UserInputError("no --base-image; build one with `make base-image` (or run `make package`)")
+        return image_tag(choice.engine), ()
     return gpu_base(choice.engine, runtime.backend, runtime.load_quantization)
 
 
