@@ -47,6 +47,7 @@ TASK_CLASSES = {
     "QUESTION_ANS": transformers.AutoModelForQuestionAnswering,
     "FEATURE_EXTRACTION": transformers.AutoModel,
     "SEQ_2_SEQ_LM": transformers.AutoModelForSeq2SeqLM,
+    "CAUSAL_LM": transformers.AutoModelForCausalLM,
 }
 
 

@@ -57,6 +57,8 @@ def choose_runtime(
     length = base_config.get("max_position_embeddings")
     length = length if isinstance(length, int) and length > 0 else None
     _check_scheme_device(artefact, device, layout)
+    if layout == "shared":
+        _check_one_kind(adapters)
     if requested == "packager":
         return RuntimeChoice("packager", "asked for with --runtime packager", length)
     model_reason = _model_unservable(base_config, artefact, device) or next(
@@ -68,8 +70,13 @@ def choose_runtime(
         if requested == "vllm":
             raise UserInputError(f"--runtime vllm cannot serve this model: {model_reason}; use --runtime packager")
         return RuntimeChoice("packager", f"vLLM cannot serve it here: {model_reason}", length)
-    if layout == "shared":
-        _check_adapters_for_vllm(adapters)
+    unservable = _unservable_adapter(adapters) if layout == "shared" else None
+    if unservable:
+        if requested == "vllm" or artefact.streamed:  # a quantized base is made for vLLM's kernels
+            raise IncompatibleAdapterError(
+                f"{unservable}, which vLLM cannot serve unmerged; use --layout baked (merged), or --runtime packager"
+            )
+        return RuntimeChoice("packager", f"vLLM cannot serve it unmerged: {unservable}", length)
     what = f"a compressed-tensors {artefact.quantize} checkpoint" if artefact.streamed else "causal-LM text generation"
     return RuntimeChoice("vllm", f"{what} vLLM serves here (continuous batching, streaming)", length)
 
@@ -118,15 +125,27 @@ def _model_unservable(config: dict[str, Any], artefact: ArtefactSpec, device: st
     return None
 
 
-def _check_adapters_for_vllm(adapters: list[AdapterSpec]) -> None:
-    """vLLM loads LoRA adapters without modules_to_save, DoRA or a LoRA bias, of rank up to 512."""
+def _check_one_kind(adapters: list[AdapterSpec]) -> None:
+    """PEFT (and vLLM) serve adapters of one method on one model: a LoRA beside an (IA)3 would not start."""
+    kinds: dict[str, list[str]] = {}
+    for adapter in adapters:
+        kinds.setdefault(adapter.peft_type, []).append(adapter.path)
+    if len(kinds) > 1:
+        found = "; ".join(f"{kind}: {', '.join(paths)}" for kind, paths in kinds.items())
+        raise IncompatibleAdapterError(
+            f"a shared-base image serves adapters of one method, and these are of {len(kinds)} ({found}); package "
+            "each method as its own shared image, or each adapter merged (--layout baked)"
+        )
+
+
+def _unservable_adapter(adapters: list[AdapterSpec]) -> str | None:
+    """The first adapter vLLM cannot load (it takes LoRA without modules_to_save, DoRA or a LoRA bias, of rank up to
+    512), said as `adapter PATH is ...`, or None."""
     for adapter in adapters:
         reason = _lora_unservable(adapter)
         if reason:
-            raise IncompatibleAdapterError(
-                f"adapter {adapter.path} {reason}, which vLLM cannot serve unmerged; use --layout baked (merged), "
-                "or --runtime packager"
-            )
+            return f"adapter {adapter.path} {reason}"
+    return None
 
 
 def _lora_unservable(adapter: AdapterSpec) -> str | None:

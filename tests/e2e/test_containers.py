@@ -215,6 +215,33 @@ def test_shared_container_serves_each_adapter_like_peft(shared, demo, docker_cli
     assert report.base_mount == "/base" and sorted(report.adapters) == ["chat", "sql"]
 
 
+def test_runtime_auto_serves_shared_ia3_adapters_with_packagers_server(demo, runtime_image, docker_client, tmp_path):
+    """vLLM loads only LoRA unmerged: for (IA)3 adapters --runtime auto plans packager's server (it used to
+    refuse), and the image answers for each adapter as PEFT does (issue 18)."""
+    from peft import IA3Config
+
+    from tests import families
+
+    config = IA3Config(task_type="CAUSAL_LM", target_modules=["k_proj", "v_proj", "down_proj"],
+                       feedforward_modules=["down_proj"])  # fmt: skip
+    adapters = [
+        (name, families.save_task_adapter(demo["base"], str(tmp_path / name), "CAUSAL_LM", config, seed=seed))
+        for name, seed in (("ia3-a", 1), ("ia3-b", 2))
+    ]
+    report = _package(tmp_path, runtime_image, adapters, "shared", "demo/ia3:1", runtime="auto")
+    with open(os.path.join(report.context, "config", "opt", "packager", "runtime.json")) as f:
+        assert json.load(f).get("engine", "packager") == "packager"  # vLLM images say "engine": "vllm"
+    expected = peft_answers(demo["base"], dict(adapters))
+    assert expected["ia3-a"] != expected["ia3-b"], "the adapters must differ, or this test proves nothing"
+    container = containers.start(docker_client, report.image, base_dir=demo["base"])
+    try:
+        containers.wait_healthy(container)
+        assert {name: _completion(container, name) for name in expected} == expected
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(report.image, force=True)
+
+
 @pytest.mark.parametrize("mount", ["other-base", None])
 def test_shared_container_refuses_wrong_or_missing_base(mount, shared, demo, docker_client) -> None:
     report, _ = shared

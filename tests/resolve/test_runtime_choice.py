@@ -50,11 +50,19 @@ def test_what_vllm_cannot_serve_goes_to_packagers_runtime_or_is_refused(config, 
         ({"peft_type": "IA3"}, "IA3"),
     ],
 )
-def test_adapters_vllm_refuses_are_refused_for_the_shared_layout_with_the_baked_hint(settings, why) -> None:
-    with pytest.raises(IncompatibleAdapterError, match=f"{why}.*use --layout baked"):
-        choose_runtime("auto", "shared", LLAMA, ArtefactSpec(), [_adapter(), _adapter(**settings)])
+def test_adapters_vllm_cannot_serve_unmerged_go_to_packagers_server_unless_vllm_is_asked_for(settings, why) -> None:
+    """--runtime auto chooses, never refuses what one runtime serves (issue 18); --runtime vllm still refuses."""
+    adapters = (
+        [_adapter(**settings), _adapter(**settings)] if "peft_type" in settings else [_adapter(), _adapter(**settings)]
+    )
+    choice = choose_runtime("auto", "shared", LLAMA, ArtefactSpec(), adapters)
+    assert choice.engine == "packager" and why in choice.reason and "/a/x" in choice.reason
+    with pytest.raises(IncompatibleAdapterError, match=f"{why}.*use --layout baked.*or --runtime packager"):
+        choose_runtime("vllm", "shared", LLAMA, ArtefactSpec(), adapters)
     assert choose_runtime("auto", "baked", LLAMA, ArtefactSpec(), [_adapter(**settings)]).engine == "vllm"  # merged
     assert choose_runtime("packager", "shared", LLAMA, ArtefactSpec(), [_adapter(**settings)]).engine == "packager"
+    with pytest.raises(IncompatibleAdapterError, match=why):  # a quantized base is made for vLLM's kernels
+        choose_runtime("auto", "shared", LLAMA, ArtefactSpec("fp8"), adapters)
 
 
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
@@ -141,3 +149,13 @@ def test_tokenizers_vllm_reads_as_saved_stay_on_vllm(tmp_path, tokenizer_class, 
     folder = _tokenizer(tmp_path, tokenizer_class, pre_tokenizer)
     choice = choose_runtime("auto", "baked", LLAMA, ArtefactSpec(), [_adapter()], tokenizer_dirs=(folder, "/none"))
     assert choice.engine == "vllm"
+
+
+def test_adapters_of_two_methods_cannot_share_one_image_whatever_the_runtime() -> None:
+    """PEFT refuses to load a LoRA and an (IA)3 into one model: such an image would not start, so it is refused
+    at plan time (found by the e2e test of a shared IA3 image)."""
+    adapters = [_adapter(), AdapterSpec("/a/ia3", None, "IA3", {}, ())]
+    for runtime in ("auto", "packager", "vllm"):
+        with pytest.raises(IncompatibleAdapterError, match=r"of 2 \(LORA: /a/x; IA3: /a/ia3\).*--layout baked"):
+            choose_runtime(runtime, "shared", LLAMA, ArtefactSpec(), adapters)
+    assert choose_runtime("auto", "shared", LLAMA, ArtefactSpec(), adapters[1:]).engine == "packager"
