@@ -77,7 +77,8 @@ def _needs_peft_engine(adapter: Adapter, arch: Architecture) -> str:
     if adapter.peft_type not in PEFT_MERGEABLE:
         raise IncompatibleAdapterError(
             f"peft_type {adapter.peft_type or '(missing)'} cannot be merged into the base; supported: "
-            f"{', '.join(sorted(PEFT_MERGEABLE))} (prompt/prefix tuning needs the shared-base layout)"
+            f"{', '.join(sorted(PEFT_MERGEABLE))} (prompt and prefix tuning never merge, and packager does not "
+            "serve them unmerged yet, in either layout)"
         )
     if adapter.peft_type != "LORA":
         return f"{adapter.peft_type} adapters are merged by PEFT's merge_and_unload"
