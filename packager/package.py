@@ -102,6 +102,8 @@ def render_job(job: Job, request: PackageRequest, log: Log = print, timings: dic
         model = ModelFiles(outcome.output, merged)
         notes += _merge_notes(outcome)
         artefact = outcome.artefact  # a compressed-tensors checkpoint, quantized as the merge streamed
+    elif plan.image is not None and plan.image.layout == "baked":  # nothing merged: the base ships as it is
+        model = ModelFiles(plan.base.path, plan.base.files, owned=False)
     if model and plan.artefact.transforms:  # an ONNX export of the merge
         artefact = _artefact(plan, model, request, timings, _quiet_log(request, log))
         model = ModelFiles(artefact.path, hash_outputs(artefact.path))

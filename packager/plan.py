@@ -137,6 +137,13 @@ class StepMemory:
     basis: str
 
 
+# PEFT methods that add virtual tokens (or prefix keys and values) instead of changing weights: nothing to merge,
+# so they are served unmerged, by PEFT, in packager's server
+PROMPT_LEARNING_TYPES = frozenset(
+    {"PROMPT_TUNING", "MULTITASK_PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "ADAPTION_PROMPT", "CPT"}
+)
+
+
 @dataclass(frozen=True)
 class AdapterSpec:
     """A resolved adapter: its folder, checkpoint, PEFT type and settings, and its pinned files."""
@@ -146,6 +153,11 @@ class AdapterSpec:
     peft_type: str
     settings: dict[str, Any]
     files: tuple[FileEntry, ...]
+
+    @property
+    def is_prompt_learning(self) -> bool:
+        """Whether the adapter is served unmerged by nature (prompt, prefix, P-tuning...; see PROMPT_LEARNING_TYPES)."""
+        return self.peft_type in PROMPT_LEARNING_TYPES
 
     @property
     def weights_sha256(self) -> str:

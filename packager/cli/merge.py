@@ -20,9 +20,9 @@ def _print_merge_plan(args: argparse.Namespace, spec: ArtefactSpec) -> int:
     from packager.cli.report import print_plan
     from packager.merge.run import with_memory
     from packager.resolve.quantize_plan import with_quantization
-    from packager.resolve.resolver import resolve
+    from packager.resolve.resolver import require_merge, resolve
 
-    resolved = resolve(resolve_request(args, hash_base=False))
+    resolved = require_merge(resolve(resolve_request(args, hash_base=False)))
     if spec.streamed:
         resolved = with_quantization(resolved, spec.quantize, spec.calibrate)
     plan = with_memory(resolved, not args.no_verify).plan

@@ -25,8 +25,9 @@ def _describe_inputs(plan: PackagePlan) -> list[str]:
     fp = base.fingerprint
     where = f"{base.repo_id}@{base.commit or base.revision or 'main'}" if base.repo_id else base.path
     checkpoint = f" (checkpoint-{adapter.checkpoint})" if adapter.checkpoint is not None else ""
+    size = "num_virtual_tokens" if adapter.is_prompt_learning else "r"
     return [
-        f"adapter: {adapter.path}{checkpoint}  [{adapter.peft_type}, r={adapter.settings.get('r', '?')}]",
+        f"adapter: {adapter.path}{checkpoint}  [{adapter.peft_type}, {size}={adapter.settings.get(size, '?')}]",
         f"base:    {where}  [{base.source}; {fp.model_type}, {fp.num_hidden_layers} layers, hidden {fp.hidden_size}, "
         f"vocab {fp.vocab_size}, {fp.dtype}]",
         *_describe_merge(plan),
@@ -35,7 +36,7 @@ def _describe_inputs(plan: PackagePlan) -> list[str]:
 
 def _describe_merge(plan: PackagePlan) -> list[str]:
     if plan.merge is None:
-        return ["merge:   none (the shared layout serves the adapters on the unmodified base)"]
+        return ["merge:   none (the adapters are served unmerged, on the unmodified base)"]
     return [
         f"engine:  {plan.merge.engine} ({plan.merge.engine_reason})",
         *(f"note:    {note}" for note in plan.merge.notes),

@@ -69,10 +69,9 @@ class Context:
 
 
 def placements(plan: PackagePlan, model: ModelFiles | None) -> list[Placement]:
-    """Where every pinned input goes: the model's files (baked) or each served adapter's files (shared)."""
-    if model is not None:
-        return [_model_placement(model, entry) for entry in model.files]
-    found = []
+    """Where every pinned input goes: the model's files (baked), each served adapter's files (shared, and baked
+    when the adapter is served unmerged on the model)."""
+    found = [_model_placement(model, entry) for entry in model.files] if model is not None else []
     for served in plan.served:
         for entry in served.spec.files:
             image_path = f"{ADAPTERS_DIR}/{served.name}/{entry.path}"

@@ -16,7 +16,7 @@ from packager.merge.verify import DEFAULT_MAX_VERIFY_BYTES, ParityReport, check_
 from packager.progress import Progress
 from packager.quantize.calibrate import SPILL
 from packager.resolve.memory import available_memory, check_memory, plan_memory
-from packager.resolve.resolver import Resolved, ResolveRequest, resolve
+from packager.resolve.resolver import Resolved, ResolveRequest, require_merge, resolve
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def run_merge(
     `quantize` scheme, by GPTQ on the `calibrate` text if given (see `merge_resolved` for the options)."""
     check_target(output, force)  # before resolving: an existing output fails at once
     started = time.monotonic()
-    resolved = resolve(request)
+    resolved = require_merge(resolve(request))
     if quantize != "none":
         from packager.resolve.quantize_plan import with_quantization
 
@@ -68,6 +68,7 @@ def merge_resolved(
 ) -> MergeOutcome:
     """Merge an already resolved adapter into `output` (quantized as it streams when the plan says so); on any
     failure, a refused accuracy included, nothing is left at `output`."""
+    require_merge(resolved)
     check_target(output, force)
     timings: dict[str, float] = {}
     progress = Progress("merge", quiet)

@@ -13,19 +13,12 @@ from packager.errors import AdapterError, UnsafeFormatError
 from packager.io.pickle_state import load_pickle_state
 from packager.io.safetensors_format import DTYPE_NAMES, read_header
 from packager.model_files import TOKENIZER_FILES, TOKENIZER_VOCABULARIES
+from packager.plan import PROMPT_LEARNING_TYPES
 from packager.resolve.folders import CONFIG_FILE, find_adapter
 
 SAFETENSORS_FILE = "adapter_model.safetensors"
 PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt")
 KEY_PREFIX = "base_model.model."
-PROMPT_LEARNING_TYPES = {
-    "PROMPT_TUNING",
-    "MULTITASK_PROMPT_TUNING",
-    "P_TUNING",
-    "PREFIX_TUNING",
-    "ADAPTION_PROMPT",
-    "CPT",
-}
 
 
 @dataclass(frozen=True)
@@ -53,6 +46,11 @@ class Adapter:
         return str(self.config.get("peft_type", "")).upper()
 
     @property
+    def is_prompt_learning(self) -> bool:
+        """Whether the adapter adds virtual tokens or prefixes (prompt, prefix, P-tuning...): served, never merged."""
+        return self.peft_type in PROMPT_LEARNING_TYPES
+
+    @property
     def base_hint(self) -> str | None:
         """The base the config names (base_model_name_or_path), or None."""
         return self.config.get("base_model_name_or_path") or None
@@ -77,8 +75,6 @@ def load_adapter(path: str, checkpoint: int | None = None, allow_pickle: bool = 
     """Locate and describe an adapter; reads headers only (pickle weights only with `allow_pickle`)."""
     folder, chosen = find_adapter(path, checkpoint)
     config = _read_config(folder)
-    if str(config.get("peft_type", "")).upper() in PROMPT_LEARNING_TYPES:
-        return Adapter(folder, chosen, config, "", {}, False)
     weights = _weights_file(folder, allow_pickle)
     tensors = _read_pickle_shapes(weights) if weights.endswith((".bin", ".pt")) else _read_safetensors_shapes(weights)
     has_tokenizer = any(os.path.isfile(os.path.join(folder, n)) for n in TOKENIZER_VOCABULARIES)

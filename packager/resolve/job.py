@@ -6,66 +6,30 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from packager.artefact.spec import ArtefactSpec, artefact_spec
-from packager.deploy.values import check_deploy
 from packager.dtypes import CONFIG_NAME, DTYPE_OF_CONFIG, SAFETENSORS_NAME
-from packager.errors import IncompatibleAdapterError, UserInputError
-from packager.image.filters import image_ref
+from packager.errors import IncompatibleAdapterError
 from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_DIR
-from packager.image.reference import registry_host, split_target
+from packager.image.reference import split_target
 from packager.image.runtime_images import image_tag
 from packager.io.hashing import sha256_file
-from packager.plan import AdapterSpec, BaseSpec, DeploySpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
+from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
 from packager.resolve.architecture import read_config
 from packager.resolve.gpu_images import gpu_base
 from packager.resolve.memory import check_memory, plan_memory
 from packager.resolve.model_images import model_image_for
+from packager.resolve.prompt_learning import check_unmerged_artefact
 from packager.resolve.quantize_plan import base_folder, shared_quantized_base, with_quantization
-from packager.resolve.resolver import Resolved, ResolveRequest, resolve
+from packager.resolve.request import PackageRequest, check_request, choose_builder, resolve_request
+from packager.resolve.resolver import Resolved, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.resolve.served_task import served_task
 from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.runtime.fingerprint import sample_sha256
 from packager.tasks import ModelTask
 
-LAYOUTS = ("baked", "shared")
-BUILDERS = ("auto", "docker", "oci", "buildah")
-DEVICES = ("cpu", "cuda")
-# The GPU image vLLM publishes for the release the CPU image is built from; it cannot be pulled on these machines.
-
-
-@dataclass(frozen=True)
-class PackageRequest:
-    """What the user asked `package` (or `render`) for; every field maps to a CLI flag."""
-
-    adapters: tuple[tuple[str, str], ...]  # (name, path)
-    layout: str
-    base_image: str
-    tag: str
-    base: str | None = None
-    revision: str | None = None
-    dtype: str = "auto"
-    allow_pickle: bool = False
-    work: str = "packager-build"
-    builder: str = "auto"
-    push: bool = False
-    username: str | None = field(default=None, repr=False)
-    password: str | None = field(default=None, repr=False)
-    verify: bool = True
-    quiet: bool = False
-    artefact: ArtefactSpec = field(default_factory=ArtefactSpec)
-    qlora: bool = False
-    qlora_merge: str | None = None
-    port: int = 8000
-    runtime: str = "auto"  # auto | vllm | packager: the engine the image runs
-    max_model_len: int | None = None  # vLLM: default the base's max_position_embeddings
-    device: str = "cpu"  # cpu | cuda: the hardware the image is built for
-    task: str | None = None  # --task: the model class (default: the adapter's task_type, else the base's)
-    checkpoint: int | None = None  # --checkpoint: a run's checkpoint-N / step-N (default: the newest)
-    base_model_image: str | None = None  # shared: the pushed base-model image (default: the one package-base recorded)
-    deploy: DeploySpec = field(default_factory=DeploySpec)  # --target, --base-volume, --replicas
+__all__ = ["Job", "PackageRequest", "choose_builder", "plan_package", "sampled_base", "service_name"]
 
 
 @dataclass(frozen=True)
@@ -76,19 +40,12 @@ class Job:
     inputs: tuple[Resolved, ...]
 
 
-def choose_builder(requested: str, push: bool) -> str:
-    """auto: `oci` when pushing (uncompressed layers straight from the context: the fast path), else `docker`
-    (a local image you can run)."""
-    if requested != "auto":
-        return requested
-    return "oci" if push else "docker"
-
-
 def plan_package(request: PackageRequest) -> Job:
     """Check the request, resolve every adapter once, and freeze the whole job into one plan."""
-    _check_request(request)
+    check_request(request)
     inputs = tuple(resolve(resolve_request(request, path)) for _, path in request.adapters)
     task = served_task(request, inputs)
+    check_unmerged_artefact(request.artefact, [item.adapter for item in inputs])
     if request.artefact.streamed and request.layout == "baked":  # quantized as the merge streams
         inputs = (with_quantization(inputs[0], request.artefact.quantize, request.artefact.calibrate),)
     if request.artefact.export == "onnx":  # before the merge: the base decides whether it can be exported
@@ -126,45 +83,6 @@ def _served_tokenizers(inputs: tuple[Resolved, ...], layout: str) -> tuple[str, 
 def _runtime_task(task: ModelTask) -> dict[str, str]:
     """What runtime.json says the model is: its task and the Auto class it loads in."""
     return {"task": task.name, "model_class": task.auto_class}
-
-
-def _check_request(request: PackageRequest) -> None:
-    if request.layout not in LAYOUTS:
-        raise UserInputError(f"unknown layout {request.layout!r}; use one of {', '.join(LAYOUTS)}")
-    if request.layout == "baked" and len(request.adapters) != 1:
-        raise UserInputError("the baked layout serves exactly one adapter; use --layout shared for several")
-    if request.device not in DEVICES:
-        raise UserInputError(f"unknown --device {request.device!r}; use one of {', '.join(DEVICES)}")
-    if request.builder not in BUILDERS:
-        raise UserInputError(f"unknown builder {request.builder!r}; use one of {', '.join(BUILDERS)}")
-    if request.base_image:  # without one the plan names the runtime image it needs
-        image_ref(request.base_image)  # before any heavy work: a bad reference fails in a second, not after a merge
-    image_ref(request.tag)
-    if not 1 <= request.port <= 65535:
-        raise UserInputError(f"port {request.port} is out of range; use 1-65535")
-    if request.push and registry_host(request.tag) == "docker.io":
-        raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{request.tag}")
-    check_deploy(request.deploy, request.layout)
-    spec = request.artefact
-    artefact_spec(  # bad combinations, before any heavy work
-        spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol, spec.max_accuracy_loss
-    )
-
-
-def resolve_request(request: PackageRequest, path: str) -> ResolveRequest:
-    """The resolve step's request for one adapter (base weights are hashed later, by the merge or the plan)."""
-    return ResolveRequest(
-        path,
-        request.base,
-        request.revision,
-        request.checkpoint,
-        request.dtype,
-        request.allow_pickle,
-        hash_base=False,
-        qlora=request.qlora,
-        qlora_merge=request.qlora_merge,
-        task=request.task,
-    )
 
 
 def _image(
@@ -217,6 +135,8 @@ def _vllm_dtype(plan: PackagePlan) -> str:
 
 
 def _baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoice) -> PackagePlan:
+    if resolved.plan.merge is None:
+        return _unmerged_baked_plan(request, resolved, choice)
     spec = request.artefact
     runtime = RuntimeConfig(
         "baked",
@@ -229,6 +149,25 @@ def _baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoi
     )
     plan = dataclasses.replace(resolved.plan, artefact=spec)
     runtime = dataclasses.replace(runtime, **_engine(request, choice, plan, request.adapters[0][0], []))
+    return dataclasses.replace(plan, image=_image(request, "baked", runtime, choice, "/models/base"))
+
+
+def _unmerged_baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoice) -> PackagePlan:
+    """Baked, nothing merged (prompt learning): the base at MODEL_DIR and the adapter beside it, both in the image,
+    every file pinned by sha256."""
+    name = request.adapters[0][0]
+    runtime = RuntimeConfig(
+        "baked",
+        request.port,
+        model_dir=MODEL_DIR,
+        served_name=name,
+        load_quantization=request.artefact.load_quantization,
+        adapter_dir=f"{ADAPTERS_DIR}/{name}",
+        **_runtime_task(resolved.plan.task),
+    )
+    served = (ServedAdapter(name, resolved.plan.adapter),)
+    plan = dataclasses.replace(resolved.plan, base=sampled_base(resolved.plan.base), artefact=request.artefact)
+    plan = dataclasses.replace(plan, served=served)
     return dataclasses.replace(plan, image=_image(request, "baked", runtime, choice, "/models/base"))
 
 

@@ -14,6 +14,7 @@ from packager.plan import MergePlan
 from packager.resolve.adapter import Adapter
 from packager.resolve.architecture import Architecture
 from packager.resolve.base import BaseWeights
+from packager.resolve.prompt_learning import SERVED_TYPES
 from packager.resolve.tensor_plan import TensorPlanBuilder, tokenizer_from
 
 DTYPE_CHOICES = {"auto": None, **SAFETENSORS_NAME}
@@ -76,9 +77,9 @@ def _needs_peft_engine(adapter: Adapter, arch: Architecture) -> str:
     """Return why PEFT's own merge must be used, or "" when the streaming merge handles it."""
     if adapter.peft_type not in PEFT_MERGEABLE:
         raise IncompatibleAdapterError(
-            f"peft_type {adapter.peft_type or '(missing)'} cannot be merged into the base; supported: "
-            f"{', '.join(sorted(PEFT_MERGEABLE))} (prompt and prefix tuning never merge, and packager does not "
-            "serve them unmerged yet, in either layout)"
+            f"peft_type {adapter.peft_type or '(missing)'} is not one packager merges "
+            f"({', '.join(sorted(PEFT_MERGEABLE))}) or serves unmerged ({', '.join(SERVED_TYPES)}); train the "
+            "adapter with one of these"
         )
     if adapter.peft_type != "LORA":
         return f"{adapter.peft_type} adapters are merged by PEFT's merge_and_unload"

@@ -17,7 +17,7 @@ from packager.plan import BaseSpec, FileEntry, QuantizePlan, files_key
 from packager.resolve.architecture import Architecture, inspect_architecture, read_config
 from packager.resolve.base import index_base_weights
 from packager.resolve.model_images import find_model_image, pinned_reference
-from packager.resolve.resolver import Resolved
+from packager.resolve.resolver import Resolved, require_merge
 from packager.tasks import ModelTask, base_task
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
@@ -97,6 +97,7 @@ def _kinds(arch: Architecture) -> str:
 def with_quantization(resolved: Resolved, scheme: str, calibrate: str | None = None) -> Resolved:
     """`resolved` with its plan quantizing the merged weights as they stream out (a causal LM only), by GPTQ on the
     `calibrate` text when given ("": the shipped one)."""
+    require_merge(resolved)
     task = resolved.plan.task
     if task.name != "CAUSAL_LM":
         raise UserInputError(

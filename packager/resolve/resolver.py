@@ -17,6 +17,7 @@ from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_b
 from packager.resolve.known_architectures import fingerprint_from_config
 from packager.resolve.litgpt import as_peft_adapter, find_run
 from packager.resolve.merge_plan import plan_merge
+from packager.resolve.prompt_learning import check_prompt_learning, refuse_merge
 from packager.resolve.qlora import apply_qlora, choose_base, qlora_spec
 from packager.tasks import ModelTask, choose_task
 
@@ -36,6 +37,9 @@ ADAPTER_SETTINGS = (
     "task_type",
     "base_model_name_or_path",
     "revision",
+    "num_virtual_tokens",
+    "prefix_projection",
+    "encoder_reparameterization_type",
 )
 
 
@@ -77,9 +81,13 @@ def resolve(request: ResolveRequest) -> Resolved:
     task = choose_task(request.task, adapter.config, read_config(location.path))
     _check_processor(task, location.path)
     arch = inspect_architecture(location.path, weights.tensors if weights.format == "safetensors" else None, task)
-    merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
-    merge = apply_qlora(merge, spec, arch, choice.notes + qlora_notes)
-    merge = dataclasses.replace(merge, notes=notes + merge.notes) if notes else merge
+    if adapter.is_prompt_learning:  # nothing to merge: served unmerged, by PEFT
+        check_prompt_learning(adapter, read_config(location.path), task)
+        merge = None
+    else:
+        merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
+        merge = apply_qlora(merge, spec, arch, choice.notes + qlora_notes)
+        merge = dataclasses.replace(merge, notes=notes + merge.notes) if notes else merge
     plan = PackagePlan(
         adapter=_adapter_spec(adapter),
         base=_base_spec(location, arch.fingerprint, weights, request.hash_base),
@@ -87,6 +95,13 @@ def resolve(request: ResolveRequest) -> Resolved:
         task=task,
     )
     return Resolved(plan, adapter, arch, weights)
+
+
+def require_merge(resolved: Resolved) -> Resolved:
+    """`resolved`, refused in one line when there is nothing to merge (a prompt-learning adapter)."""
+    if resolved.plan.merge is None:
+        raise refuse_merge(resolved.adapter.path, resolved.adapter.peft_type)
+    return resolved
 
 
 def _peft_adapter_path(request: ResolveRequest) -> tuple[str, int | None, tuple[str, ...]]:

@@ -70,11 +70,12 @@ def choose_runtime(
         if requested == "vllm":
             raise UserInputError(f"--runtime vllm cannot serve this model: {model_reason}; use --runtime packager")
         return RuntimeChoice("packager", f"vLLM cannot serve it here: {model_reason}", length)
-    unservable = _unservable_adapter(adapters) if layout == "shared" else None
+    unservable = _unservable_adapter(adapters if layout == "shared" else [a for a in adapters if a.is_prompt_learning])
     if unservable:
         if requested == "vllm" or artefact.streamed:  # a quantized base is made for vLLM's kernels
+            merged = "" if any(a.is_prompt_learning for a in adapters) else "--layout baked (merged), or "
             raise IncompatibleAdapterError(
-                f"{unservable}, which vLLM cannot serve unmerged; use --layout baked (merged), or --runtime packager"
+                f"{unservable}, which vLLM cannot serve unmerged; use {merged}--runtime packager"
             )
         return RuntimeChoice("packager", f"vLLM cannot serve it unmerged: {unservable}", length)
     what = f"a compressed-tensors {artefact.quantize} checkpoint" if artefact.streamed else "causal-LM text generation"

@@ -10,6 +10,7 @@ Schema (a JSON object; unknown keys are rejected; relative paths are taken from 
       model_dir    str, the merged model folder             required
       served_name  str, the name /v1/models lists           required
       backend      "transformers" | "onnx", default "transformers": how model_dir is loaded
+      adapter_dir  str, optional: a PEFT adapter served unmerged on model_dir (prompt, prefix or P-tuning)
     shared:
       base_dir     str, where the base is mounted (read-only), default "/base"    env PACKAGER_BASE_DIR overrides
       adapters     {name: PEFT adapter folder}, non-empty   required
@@ -56,7 +57,7 @@ VERIFY_ENV = "PACKAGER_VERIFY_BASE"
 BASE_DIR_ENV = "PACKAGER_BASE_DIR"  # where a platform puts the base instead (KServe: /mnt/models)
 COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm", "task", "model_class"}
 LAYOUT_KEYS = {
-    "baked": {"model_dir", "served_name", "backend"},
+    "baked": {"model_dir", "served_name", "backend", "adapter_dir"},
     "shared": {"base_dir", "adapters", "lock", "verify_base"},
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
@@ -101,6 +102,7 @@ class RuntimeConfig:
     vllm: VllmSettings = dataclasses.field(default_factory=VllmSettings)
     task: str = "CAUSAL_LM"  # one of SERVED_TASKS
     model_class: str = "AutoModelForCausalLM"  # the transformers Auto class the model loads in
+    adapter_dir: str | None = None  # baked: an adapter served unmerged on model_dir (nothing to merge)
 
     @property
     def serves(self) -> str:
@@ -120,7 +122,8 @@ class RuntimeConfig:
         if self.task != "CAUSAL_LM":  # likewise for causal LMs
             data.update(task=self.task, model_class=self.model_class)
         if self.layout == "baked":
-            return {**data, "model_dir": self.model_dir, "served_name": self.served_name, "backend": self.backend}
+            data.update(model_dir=self.model_dir, served_name=self.served_name, backend=self.backend)
+            return {**data, "adapter_dir": self.adapter_dir} if self.adapter_dir else data
         data.update(base_dir=self.base_dir, adapters=dict(self.adapters), verify_base=self.verify_base)
         return {**data, "lock": self.lock} if self.lock else data
 
@@ -193,8 +196,8 @@ def _engine(data: dict) -> dict[str, Any]:
 def _layout_config(data: dict, layout: str, port: int, load_quantization: str, root: str, env) -> RuntimeConfig:
     if layout == "baked":
         backend = _one_of(data, "backend", BACKENDS, "transformers")
-        if backend == "onnx" and load_quantization != "none":
-            raise ConfigError("runtime config: load_quantization applies to the PyTorch backends, not onnx")
+        if backend == "onnx" and (load_quantization != "none" or "adapter_dir" in data):
+            raise ConfigError("runtime config: load_quantization and adapter_dir are for the PyTorch backend, not onnx")
         return RuntimeConfig(
             "baked",
             port,
@@ -202,6 +205,7 @@ def _layout_config(data: dict, layout: str, port: int, load_quantization: str, r
             served_name=_name(data.get("served_name")),
             backend=backend,
             load_quantization=load_quantization,
+            adapter_dir=_path(data, "adapter_dir", root) if "adapter_dir" in data else None,
         )
     return dataclasses.replace(_shared(data, port, root, env or {}), load_quantization=load_quantization)
 

@@ -24,6 +24,8 @@ def load_engine(config: RuntimeConfig) -> Engine | Encoder:
         return load_vision(config.base_dir, list(adapters), config.load_quantization, config.model_class, adapters)
     if config.layout == "baked":
         model_dir, name = config.model_dir or "", config.served_name or ""
+        if config.adapter_dir:  # nothing merged (prompt learning): the base in the image, the adapter on it
+            return load_shared(model_dir, ((name, config.adapter_dir),), config.load_quantization, **task)
         return load_baked(model_dir, name, config.backend, config.load_quantization, **task)
     check_mounted_base(config)
     return load_shared(config.base_dir, config.adapters, config.load_quantization, **task)

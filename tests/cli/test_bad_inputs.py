@@ -76,15 +76,14 @@ def test_unknown_peft_type(adapter, tmp_path, capsys) -> None:
     bad = copy_adapter(adapter, tmp_path)
     edit_config(bad, peft_type="MAGIC")
     code, err = run_merge_cli(capsys, tmp_path, "--adapter", bad)
-    assert_clean_failure(code, err, tmp_path, "peft_type MAGIC", "supported")
+    assert_clean_failure(code, err, tmp_path, "peft_type MAGIC", "merges (ADALORA", "serves unmerged (ADAPTION_PROMPT")
 
 
-def test_prompt_tuning_is_refused_without_pointing_to_a_layout_that_refuses_it_too(adapter, tmp_path, capsys) -> None:
+def test_a_prompt_tuning_config_over_lora_weights_is_refused_before_it_reaches_an_image(adapter, tmp_path, capsys):
     bad = copy_adapter(adapter, tmp_path)
     edit_config(bad, peft_type="PROMPT_TUNING")
     code, err = run_merge_cli(capsys, tmp_path, "--adapter", bad)
-    assert_clean_failure(code, err, tmp_path, "PROMPT_TUNING", "does not serve them unmerged yet, in either layout")
-    assert "shared-base layout" not in err
+    assert_clean_failure(code, err, tmp_path, "PROMPT_TUNING", "holds no prompt_embeddings", "re-save")
 
 
 def test_missing_target_module(adapter, tmp_path, capsys) -> None:

@@ -1,0 +1,98 @@
+"""What the user asked `package` (or `render`) for, checked before any heavy work, and the resolve step's request
+for each adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from packager.artefact.spec import ArtefactSpec, artefact_spec
+from packager.deploy.values import check_deploy
+from packager.errors import UserInputError
+from packager.image.filters import image_ref
+from packager.image.reference import registry_host
+from packager.plan import DeploySpec
+from packager.resolve.resolver import ResolveRequest
+
+LAYOUTS = ("baked", "shared")
+BUILDERS = ("auto", "docker", "oci", "buildah")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class PackageRequest:
+    """What the user asked `package` (or `render`) for; every field maps to a CLI flag."""
+
+    adapters: tuple[tuple[str, str], ...]  # (name, path)
+    layout: str
+    base_image: str
+    tag: str
+    base: str | None = None
+    revision: str | None = None
+    dtype: str = "auto"
+    allow_pickle: bool = False
+    work: str = "packager-build"
+    builder: str = "auto"
+    push: bool = False
+    username: str | None = field(default=None, repr=False)
+    password: str | None = field(default=None, repr=False)
+    verify: bool = True
+    quiet: bool = False
+    artefact: ArtefactSpec = field(default_factory=ArtefactSpec)
+    qlora: bool = False
+    qlora_merge: str | None = None
+    port: int = 8000
+    runtime: str = "auto"  # auto | vllm | packager: the engine the image runs
+    max_model_len: int | None = None  # vLLM: default the base's max_position_embeddings
+    device: str = "cpu"  # cpu | cuda: the hardware the image is built for
+    task: str | None = None  # --task: the model class (default: the adapter's task_type, else the base's)
+    checkpoint: int | None = None  # --checkpoint: a run's checkpoint-N / step-N (default: the newest)
+    base_model_image: str | None = None  # shared: the pushed base-model image (default: the one package-base recorded)
+    deploy: DeploySpec = field(default_factory=DeploySpec)  # --target, --base-volume, --replicas
+
+
+def choose_builder(requested: str, push: bool) -> str:
+    """auto: `oci` when pushing (uncompressed layers straight from the context: the fast path), else `docker`
+    (a local image you can run)."""
+    if requested != "auto":
+        return requested
+    return "oci" if push else "docker"
+
+
+def check_request(request: PackageRequest) -> None:
+    """Refuse bad flags and combinations in one line, before any heavy work."""
+    if request.layout not in LAYOUTS:
+        raise UserInputError(f"unknown layout {request.layout!r}; use one of {', '.join(LAYOUTS)}")
+    if request.layout == "baked" and len(request.adapters) != 1:
+        raise UserInputError("the baked layout serves exactly one adapter; use --layout shared for several")
+    if request.device not in DEVICES:
+        raise UserInputError(f"unknown --device {request.device!r}; use one of {', '.join(DEVICES)}")
+    if request.builder not in BUILDERS:
+        raise UserInputError(f"unknown builder {request.builder!r}; use one of {', '.join(BUILDERS)}")
+    if request.base_image:  # without one the plan names the runtime image it needs
+        image_ref(request.base_image)  # before any heavy work: a bad reference fails in a second, not after a merge
+    image_ref(request.tag)
+    if not 1 <= request.port <= 65535:
+        raise UserInputError(f"port {request.port} is out of range; use 1-65535")
+    if request.push and registry_host(request.tag) == "docker.io":
+        raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{request.tag}")
+    check_deploy(request.deploy, request.layout)
+    spec = request.artefact
+    artefact_spec(  # bad combinations, before any heavy work
+        spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol, spec.max_accuracy_loss
+    )
+
+
+def resolve_request(request: PackageRequest, path: str) -> ResolveRequest:
+    """The resolve step's request for one adapter (base weights are hashed later, by the merge or the plan)."""
+    return ResolveRequest(
+        path,
+        request.base,
+        request.revision,
+        request.checkpoint,
+        request.dtype,
+        request.allow_pickle,
+        hash_base=False,
+        qlora=request.qlora,
+        qlora_merge=request.qlora_merge,
+        task=request.task,
+    )
