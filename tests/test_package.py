@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from packager.formats.folders import parse_adapter_arg
 from packager.package import choose_builder
-from packager.resolve.folders import parse_adapter_arg
 
 
 @pytest.mark.parametrize(

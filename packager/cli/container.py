@@ -124,7 +124,7 @@ def _add_credential_flags(p: argparse.ArgumentParser) -> None:
 def _package_request(args: argparse.Namespace):
     """The PackageRequest the flags describe; hashes a local base ahead while torch imports."""
     from packager.cli.common import hash_base_ahead
-    from packager.resolve.folders import parse_adapter_arg
+    from packager.formats.folders import parse_adapter_arg
 
     adapters = tuple(parse_adapter_arg(a) for a in args.adapter)
     if not getattr(args, "dry_run", False):

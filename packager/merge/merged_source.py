@@ -11,12 +11,12 @@ import torch
 
 from packager.artefact.accuracy import AccuracyReport
 from packager.artefact.lazy_model import WeightSource
+from packager.formats.adapter import AdapterWeights
 from packager.io.pipeline import BufferRing, InlinePipeline
 from packager.io.reader import SafetensorsShard, open_shard
 from packager.merge.lora_math import Workspace
 from packager.merge.stream import build_tensor
 from packager.plan import QuantizePlan, TensorPlan
-from packager.resolve.adapter import AdapterWeights
 from packager.resolve.load_check import stored_names
 from packager.resolve.resolver import Resolved
 

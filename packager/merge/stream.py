@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from packager.formats.adapter import AdapterWeights
 from packager.io.hashing import claim, remember, settle, sha256_file
 from packager.io.pipeline import BufferRing, Pipeline
 from packager.io.reader import SafetensorsShard, open_shard
@@ -24,7 +25,6 @@ from packager.model_files import LOCK_FILE, PROCESSOR_FILES, TOKENIZER_FILES, se
 from packager.plan import FileEntry, PackagePlan, QLoRASpec, TensorPlan
 from packager.progress import Progress
 from packager.quantize.tensors import Quantizer, write_quantization_config
-from packager.resolve.adapter import AdapterWeights
 from packager.resolve.qlora import round_trip
 from packager.resolve.resolver import Resolved
 

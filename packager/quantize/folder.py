@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 
+from packager.formats.folders import safetensors_files
 from packager.io.pipeline import Pipeline
 from packager.io.reader import SafetensorsShard
 from packager.io.writer import INDEX_FILE, OutputTensor, ShardedWriter, assign_shards
@@ -15,7 +16,6 @@ from packager.model_files import LOCK_FILE
 from packager.plan import QuantizePlan
 from packager.progress import Progress
 from packager.quantize.tensors import Quantizer, write_quantization_config
-from packager.resolve.folders import safetensors_files
 
 NOT_COPIED = (INDEX_FILE, LOCK_FILE, "packager.artefact.json")
 

@@ -13,10 +13,10 @@ import os
 
 import torch
 
+from packager.formats.folders import safetensors_files
 from packager.io.reader import SafetensorsShard
 from packager.plan import QuantizePlan
 from packager.quantize.tensors import compression_scheme
-from packager.resolve.folders import safetensors_files
 from packager.resolve.load_check import stored_names
 
 

@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass, field
 
 from packager.errors import BaseNotFoundError, UnsafeFormatError
+from packager.formats.folders import pickle_files, safetensors_files
 from packager.io.pickle_state import load_pickle_state
 from packager.io.safetensors_format import DTYPE_NAMES, TensorInfo, read_header
 from packager.model_files import CONFIG_FILES
-from packager.resolve.folders import pickle_files, safetensors_files
 
 SIDE_FILES = CONFIG_FILES
 

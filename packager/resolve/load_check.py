@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from packager.formats.folders import safetensors_files
 from packager.io.safetensors_format import read_header
-from packager.resolve.folders import safetensors_files
 from packager.tasks import ModelTask
 
 

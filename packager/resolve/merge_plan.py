@@ -10,8 +10,8 @@ from collections import defaultdict
 
 from packager.dtypes import SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
+from packager.formats.adapter import Adapter
 from packager.plan import MergePlan
-from packager.resolve.adapter import Adapter
 from packager.resolve.architecture import Architecture
 from packager.resolve.base import BaseWeights
 from packager.resolve.prompt_learning import SERVED_TYPES

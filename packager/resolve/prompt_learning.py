@@ -7,7 +7,7 @@ from typing import Any
 
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import IncompatibleAdapterError
-from packager.resolve.adapter import Adapter
+from packager.formats.adapter import Adapter
 from packager.tasks import ModelTask
 
 SERVED_TASKS = ("CAUSAL_LM",)  # served through PEFT's generate, which prepends the virtual tokens

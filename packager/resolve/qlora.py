@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from packager.errors import BaseNotFoundError, IncompatibleAdapterError, PackagerError, UserInputError
+from packager.formats.adapter import Adapter
 from packager.plan import MergePlan, QLoRASpec, TensorPlan
-from packager.resolve.adapter import Adapter
 from packager.resolve.architecture import Architecture, read_config
 from packager.resolve.base import BaseLocation, locate_base
 from packager.tasks import ModelTask

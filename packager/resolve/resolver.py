@@ -8,14 +8,14 @@ import os
 from dataclasses import dataclass
 
 from packager.errors import IncompatibleAdapterError, OutputError
+from packager.formats import read_adapter
+from packager.formats.adapter import Adapter
 from packager.io.hashing import sha256_file
 from packager.model_files import PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, Fingerprint, PackagePlan
-from packager.resolve.adapter import Adapter, load_adapter
 from packager.resolve.architecture import Architecture, inspect_architecture, read_config
 from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights, locate_base
 from packager.resolve.known_architectures import fingerprint_from_config
-from packager.resolve.litgpt import as_peft_adapter, find_run
 from packager.resolve.merge_plan import plan_merge
 from packager.resolve.prompt_learning import check_prompt_learning, refuse_merge
 from packager.resolve.qlora import apply_qlora, choose_base, qlora_spec
@@ -72,8 +72,8 @@ class Resolved:
 
 def resolve(request: ResolveRequest) -> Resolved:
     """Find adapter and base, check they fit, and pin the files (base hashes may be deferred to the merge)."""
-    path, checkpoint, notes = _peft_adapter_path(request)
-    adapter = load_adapter(path, checkpoint, request.allow_pickle)
+    adapter = read_adapter(request.adapter, request.checkpoint, request.allow_pickle)
+    notes = adapter.notes
     choice = choose_base(adapter, request.base, request.revision)
     spec, qlora_notes = qlora_spec(adapter, choice.named_config, request.qlora_merge, request.qlora)
     location = choice.location
@@ -102,15 +102,6 @@ def require_merge(resolved: Resolved) -> Resolved:
     if resolved.plan.merge is None:
         raise refuse_merge(resolved.adapter.path, resolved.adapter.peft_type)
     return resolved
-
-
-def _peft_adapter_path(request: ResolveRequest) -> tuple[str, int | None, tuple[str, ...]]:
-    """The PEFT adapter to resolve: the one named, or the one made from a LitGPT run (with a note saying so)."""
-    run = find_run(request.adapter, request.checkpoint)
-    if run is None:
-        return request.adapter, request.checkpoint, ()
-    converted = as_peft_adapter(run, request.allow_pickle)
-    return converted, None, (f"LitGPT run {run} mapped onto the Hugging Face modules as a PEFT LoRA ({converted})",)
 
 
 def _check_processor(task: ModelTask, path: str) -> None:

@@ -8,8 +8,8 @@ from collections import Counter, defaultdict
 
 from packager.dtypes import CONFIG_NAME, FLOAT
 from packager.errors import IncompatibleAdapterError
+from packager.formats.adapter import Adapter
 from packager.plan import Delta, MergePlan, TensorPlan
-from packager.resolve.adapter import Adapter
 from packager.resolve.architecture import Architecture
 from packager.resolve.base import BaseWeights
 from packager.resolve.key_layout import output_prefix, stored_names

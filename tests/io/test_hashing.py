@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from packager.formats.folders import local_base_weight_paths, parse_adapter_arg
 from packager.io.hashing import AheadHasher, claim, hash_ahead, remember, settle, stop_hashing_ahead
-from packager.resolve.folders import local_base_weight_paths, parse_adapter_arg
 from tests import models
 
 QV = {"target_modules": ["q_proj", "v_proj"]}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from packager.errors import IncompatibleAdapterError, UserInputError
+from packager.formats.adapter import Adapter, AdapterTensor
 from packager.io.safetensors_format import TensorInfo
 from packager.plan import Fingerprint
-from packager.resolve.adapter import Adapter, AdapterTensor
 from packager.resolve.architecture import Architecture
 from packager.resolve.base import BaseWeights
 from packager.resolve.merge_plan import plan_merge

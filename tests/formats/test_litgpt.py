@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormatError
+from packager.formats.litgpt import find_run
 from packager.merge.run import run_merge
-from packager.resolve.litgpt import find_run
 from packager.resolve.resolver import ResolveRequest
 from tests import litgpt_runs, models
 

@@ -9,6 +9,7 @@ convert_lit_checkpoint splits qkv the same way. Only Llama-style models (LLaMAML
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,6 +18,8 @@ import shutil
 from typing import Any
 
 from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormatError
+from packager.formats.adapter import Adapter
+from packager.formats.peft import read as read_peft
 from packager.io.hashing import cache_root
 from packager.model_files import TOKENIZER_FILES
 
@@ -38,6 +41,17 @@ MODULES = {
 QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 LORA_KEY = re.compile(r"^transformer\.h\.(?P<layer>\d+)\.(?P<module>[\w.]+)\.lora_(?P<part>[AB])$")
 HEAD_KEY = re.compile(r"^lm_head\.lora_(?P<part>[AB])$")
+
+
+def read(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -> Adapter | None:
+    """The LitGPT run at `path` as a PEFT LoRA (converted once, into packager's cache), or None when `path` is not
+    a LitGPT run."""
+    run = find_run(path, checkpoint)
+    if run is None:
+        return None
+    converted = as_peft_adapter(run, allow_pickle)
+    note = f"LitGPT run {run} mapped onto the Hugging Face modules as a PEFT LoRA ({converted})"
+    return dataclasses.replace(read_peft(converted), notes=(note,))
 
 
 def find_run(path: str, checkpoint: int | None = None) -> str | None:

@@ -1,0 +1,24 @@
+"""Reading what the user brings: one module per adapter format, each turning a folder into the one `Adapter` the
+planner takes (formats/adapter.py). Only `read_adapter` knows them all; a new format is one module here and one
+line below, and the planner does not change."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the readers import torch; the CLI's torch-free lookups import formats.folders alone
+    from packager.formats.adapter import Adapter
+
+FORMATS = ("litgpt", "peft")  # tried in this order; PEFT last, as the folder the others are converted into
+
+
+def read_adapter(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -> Adapter:
+    """The adapter at `path`, whichever format wrote it: a LitGPT run, else a PEFT folder (or checkpoint-N)."""
+    from packager.formats.litgpt import read as read_litgpt
+    from packager.formats.peft import read as read_peft
+
+    for reader in (read_litgpt,):
+        adapter = reader(path, checkpoint, allow_pickle)
+        if adapter is not None:
+            return adapter
+    return read_peft(path, checkpoint, allow_pickle)
