@@ -147,9 +147,7 @@ def encoders(work: Path) -> list[str]:
                                      builder="docker", artefact=spec)  # fmt: skip
             report = package(request, log=lambda _l: None)
             rates, vectors[name] = _serve(client, report.image, workloads, httpx)
-            weights = sum(
-                layer["size"] for layer in report.layers if layer["content"].startswith("model/weights")
-            )
+            weights = sum(layer["size"] for layer in report.layers if layer["content"].startswith("model/weights"))
             cosine = torch.nn.functional.cosine_similarity(vectors[name], vectors["pytorch"])
             rows.append(f"| {name} | {report.size / 1e9:.2f} | {weights / 1e6:.1f} | {rates['short']:.0f} | "
                         f"{rates['sentences']:.0f} | "
