@@ -9,15 +9,18 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the readers import torch; the CLI's torch-free lookups import formats.folders alone
     from packager.formats.adapter import Adapter
 
-FORMATS = ("litgpt", "peft")  # tried in this order; PEFT last, as the folder the others are converted into
+# tried in this order; PEFT last, as the folder the others are converted into
+FORMATS = ("litgpt", "adapterhub", "peft")
 
 
 def read_adapter(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -> Adapter:
-    """The adapter at `path`, whichever format wrote it: a LitGPT run, else a PEFT folder (or checkpoint-N)."""
+    """The adapter at `path`, whichever format wrote it: a LitGPT run, an AdapterHub save, else a PEFT folder (or
+    a trainer's checkpoint-N of any of them)."""
+    from packager.formats.adapterhub import read as read_adapterhub
     from packager.formats.litgpt import read as read_litgpt
     from packager.formats.peft import read as read_peft
 
-    for reader in (read_litgpt,):
+    for reader in (read_litgpt, read_adapterhub):
         adapter = reader(path, checkpoint, allow_pickle)
         if adapter is not None:
             return adapter

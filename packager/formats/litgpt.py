@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import re
-import shutil
 from typing import Any
 
 from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormatError
 from packager.formats.adapter import Adapter
 from packager.formats.peft import read as read_peft
+from packager.formats.peft import write_folder
 from packager.io.hashing import cache_root
-from packager.model_files import TOKENIZER_FILES
 
 LORA_FILE = "lit_model.pth.lora"
 LORA_SAFETENSORS = "lit_model.lora.safetensors"  # the same tensors, converted once (no pickle to trust)
@@ -120,7 +118,6 @@ def _target(lora_path: str, folder: str) -> str:
 
 def _write_adapter(folder: str, lora_path: str, config: dict, hparams: dict, target: str) -> None:
     import torch
-    from safetensors.torch import save_file
 
     if lora_path.endswith(".safetensors"):
         from safetensors.torch import load_file
@@ -131,15 +128,7 @@ def _write_adapter(folder: str, lora_path: str, config: dict, hparams: dict, tar
         state = state.get("model", state)
     r, alpha = int(hparams.get("lora_r", 8)), hparams.get("lora_alpha", 16)
     tensors = peft_tensors(state, {**config, **hparams}, r)
-    staging = f"{target}.tmp-{os.getpid()}"
-    os.makedirs(staging, exist_ok=True)
-    save_file(tensors, os.path.join(staging, "adapter_model.safetensors"))
-    with open(os.path.join(staging, "adapter_config.json"), "w") as f:
-        json.dump(_adapter_config(tensors, config, r, alpha), f, indent=2, sort_keys=True)
-    for name in TOKENIZER_FILES:
-        if os.path.isfile(os.path.join(folder, name)):
-            shutil.copy2(os.path.join(folder, name), staging)
-    os.replace(staging, target)
+    write_folder(target, _adapter_config(tensors, config, r, alpha), tensors, beside=folder)
 
 
 def peft_tensors(state: dict[str, Any], config: dict, r: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 from packager.errors import AdapterError, UnsafeFormatError
@@ -12,7 +13,7 @@ from packager.formats.adapter import Adapter, AdapterTensor, strip_prefix
 from packager.formats.folders import CONFIG_FILE, find_adapter
 from packager.io.pickle_state import load_pickle_state
 from packager.io.safetensors_format import DTYPE_NAMES, read_header
-from packager.model_files import TOKENIZER_VOCABULARIES
+from packager.model_files import TOKENIZER_FILES, TOKENIZER_VOCABULARIES
 
 SAFETENSORS_FILE = "adapter_model.safetensors"
 PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt")
@@ -67,3 +68,22 @@ def _read_safetensors_shapes(path: str) -> dict[str, AdapterTensor]:
 def _read_pickle_shapes(path: str) -> dict[str, AdapterTensor]:
     state = load_pickle_state(path)
     return {strip_prefix(k): AdapterTensor(DTYPE_NAMES[v.dtype], tuple(v.shape)) for k, v in state.items()}
+
+
+def write_folder(target: str, config: dict[str, Any], tensors: dict[str, Any], beside: str | None = None) -> None:
+    """Write a PEFT adapter folder (config, safetensors, and the tokenizer files found in `beside`) atomically: a
+    temp folder renamed into place, so a half-written one is never read, and a concurrent writer's copy wins."""
+    from safetensors.torch import save_file
+
+    staging = f"{target}.tmp-{os.getpid()}"
+    os.makedirs(staging, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(staging, SAFETENSORS_FILE))
+    with open(os.path.join(staging, CONFIG_FILE), "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+    for name in TOKENIZER_FILES if beside else ():
+        if os.path.isfile(os.path.join(beside, name)):
+            shutil.copy2(os.path.join(beside, name), staging)
+    if os.path.isdir(target):
+        shutil.rmtree(staging)
+    else:
+        os.replace(staging, target)
