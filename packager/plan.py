@@ -51,7 +51,8 @@ class Fingerprint:
 
 @dataclass(frozen=True)
 class Delta:
-    """One low-rank update: kind is linear (B@A, maybe transposed), embedding ((B@A)^T) or bias (B.bias)."""
+    """One update of a tensor: linear (+ B@A, maybe transposed), embedding (+ (B@A)^T) or bias (+ B.bias), LoRA's;
+    scale (each row, or each column when transposed, times the vector at b_key) or scale_bias, (IA)3's."""
 
     kind: str
     module: str

@@ -3,7 +3,8 @@
 `peft_type`); weights are `adapter.safetensors` or `pytorch_adapter.bin` (a pickle), a static head beside them.
 
 LoRA and (IA)³, the methods the library itself merges into the weights, become a PEFT adapter, written once per
-content into packager's cache, so the merge, its proof against PEFT and both layouts take them unchanged:
+content into packager's cache, so the streaming merge, its proof against PEFT and both layouts take them as they
+are:
 - LoRA (`composition_mode: add`): W + (B @ A) * alpha / r, PEFT's LoRA arithmetic, key for key;
 - (IA)³ (`composition_mode: scale`, r = 1): each output row scaled by lora_B * alpha, PEFT's (IA)³ on a
   non-feed-forward module (the bias is scaled too, as the library's unmerged forward does).

@@ -1,4 +1,5 @@
-"""PEFT's LoRA merge arithmetic, one tensor at a time (reference: peft/tuners/lora/layer.py).
+"""PEFT's merge arithmetic, one tensor at a time: LoRA (reference: peft/tuners/lora/layer.py) and (IA)3
+(peft/tuners/ia3/layer.py).
 
 PEFT computes the delta in fp32 on CPU (`transpose(B @ A, fan_in_fan_out) * scaling`), and with its
 default `autocast_adapter_dtype=True` adds that fp32 delta into a 16-bit weight in place, so the sum is
@@ -52,9 +53,11 @@ def merge_into(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`weight` plus the delta, computed as PEFT does (fp32, one rounding), written into `out` (same shape and
-    dtype as `weight`; default: `weight` itself, in place). A bias delta returns a new tensor."""
+    dtype as `weight`; default: `weight` itself, in place). A bias or (IA)3 delta returns a new tensor."""
     if delta.kind == "bias":
         return add_delta(weight, delta_weight(delta, a, b))
+    if delta.kind in ("scale", "scale_bias"):
+        return scale(weight, delta, b)
     target = weight if out is None else out
     product = workspace.take(b.shape[0], a.shape[1])
     torch.matmul(b.float(), a.float(), out=product)
@@ -67,6 +70,17 @@ def merge_into(
     upcast = workspace.take(*weight.shape, slot=1)
     update.add_(upcast.copy_(weight))
     return target.copy_(update)  # rounded once to the weight's dtype, as .to() does
+
+
+def scale(weight: torch.Tensor, delta: Delta, vector: torch.Tensor) -> torch.Tensor:
+    """(IA)3's merge as PEFT's does it: `torch.mul(weight, ia3_l)` with the vector in fp32 (PEFT upcasts 16-bit
+    adapter weights), rounded once to the weight's dtype; a bias is scaled by the same vector, flattened."""
+    factor = vector.float()
+    if delta.kind == "scale_bias":
+        factor = factor.reshape(weight.shape)
+    elif delta.transpose:
+        factor = factor.T
+    return torch.mul(weight, factor).to(weight.dtype)
 
 
 def check_adapter_finite(module: str, *factors: torch.Tensor | None) -> None:

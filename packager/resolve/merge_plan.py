@@ -35,6 +35,7 @@ PEFT_MERGEABLE = {
 LORA_KEY = re.compile(
     r"^(?P<module>.+)\.(?P<part>lora_A\.weight|lora_B\.weight|lora_B\.bias|lora_embedding_A|lora_embedding_B)$"
 )
+IA3_KEY = re.compile(r"^(?P<module>.+)\.ia3_l$")
 DORA_KEY = re.compile(r"\.lora_magnitude_vector(\.weight)?$")
 PARAM_KEY = re.compile(r"\.(weight|bias)$")
 WRAPPED_PARAM = re.compile(r"\.(modules_to_save|original_module|base_layer)(\.[^.]+)?\.(weight|bias)$")
@@ -59,7 +60,7 @@ def plan_merge(
     fallback = _needs_peft_engine(adapter, arch)
     if fallback and engine == "stream":
         raise UserInputError(f"--engine stream cannot merge this adapter: {fallback}; use --engine auto or peft")
-    lora, replacements = _classify_keys(adapter)
+    lora, replacements, ia3 = _classify_keys(adapter)
     if fallback or engine == "peft":
         reason = fallback or "requested with --engine peft"
         updates = {**_peft_config_updates(adapter, arch), **_head_updates(adapter, arch, weights, replacements)}
@@ -68,6 +69,8 @@ def plan_merge(
     builder = TensorPlanBuilder(adapter, arch, weights, DTYPE_CHOICES[dtype])
     for module, parts in sorted(lora.items()):
         builder.add_lora(module, parts)
+    for module, key in sorted(ia3.items()):
+        builder.add_ia3(module, key, _is_feedforward(adapter, module))
     for param, key in sorted(replacements.items()):
         builder.add_replacement(param, key)
     return builder.build(dtype)
@@ -81,6 +84,8 @@ def _needs_peft_engine(adapter: Adapter, arch: Architecture) -> str:
             f"({', '.join(sorted(PEFT_MERGEABLE))}) or serves unmerged ({', '.join(SERVED_TYPES)}); train the "
             "adapter with one of these"
         )
+    if adapter.peft_type == "IA3":
+        return _ia3_fallback(adapter, arch)
     if adapter.peft_type != "LORA":
         return f"{adapter.peft_type} adapters are merged by PEFT's merge_and_unload"
     if adapter.config.get("ensure_weight_tying"):
@@ -99,21 +104,45 @@ def _needs_peft_engine(adapter: Adapter, arch: Architecture) -> str:
     return ""
 
 
-def _classify_keys(adapter: Adapter) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
-    """Split adapter keys into LoRA factors per module and whole tensors that replace base tensors.
+def _ia3_fallback(adapter: Adapter, arch: Architecture) -> str:
+    """Why PEFT's merge must take this (IA)3 adapter, or "": the stream scales Linear and Conv1D weights."""
+    for key in adapter.tensors:
+        match = IA3_KEY.match(key)
+        if match is None and not PARAM_KEY.search(key):
+            return f"adapter tensor {key} is of a kind the streaming merge does not know; merged by PEFT"
+        if match and arch.module_kinds.get(match["module"]) not in ("linear", "conv1d"):
+            return f"(IA)3 on module {match['module']}, not a Linear or Conv1D; merged by PEFT"
+    return ""
+
+
+def _is_feedforward(adapter: Adapter, module: str) -> bool:
+    """Whether PEFT treats `module` as feed-forward (its input scaled): feedforward_modules matched as PEFT
+    matches target_modules (a regex in full, or names the module path ends with)."""
+    modules = adapter.config.get("feedforward_modules") or []
+    if isinstance(modules, str):
+        return re.fullmatch(modules, module) is not None
+    return any(module == name or module.endswith(f".{name}") for name in modules)
+
+
+def _classify_keys(adapter: Adapter) -> tuple[dict[str, dict[str, str]], dict[str, str], dict[str, str]]:
+    """Split adapter keys into LoRA factors per module, whole tensors that replace base tensors, and (IA)3
+    vectors per module.
 
     PEFT loads a module-to-save from its plain key (`lm_head.weight`); the `.modules_to_save.` and
     `.original_module.` copies it may also save are used only when no plain key exists (older PEFT).
     """
     lora: dict[str, dict[str, str]] = defaultdict(dict)
     replacements: dict[str, str] = {}
+    ia3: dict[str, str] = {}
     for key in sorted(adapter.tensors, key=lambda k: (".modules_to_save." in k, k)):
-        match = LORA_KEY.match(key)
+        match, vector = LORA_KEY.match(key), IA3_KEY.match(key)
         if match:
             lora[match["module"]][match["part"]] = key
+        elif vector:
+            ia3[vector["module"]] = key
         elif ".original_module." not in key:
             replacements.setdefault(_param_name(key), key)
-    return dict(lora), replacements
+    return dict(lora), replacements, ia3
 
 
 def _check_targets_exist(adapter: Adapter, arch: Architecture) -> None:

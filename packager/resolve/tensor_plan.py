@@ -12,6 +12,7 @@ from packager.formats.adapter import Adapter
 from packager.plan import Delta, MergePlan, TensorPlan
 from packager.resolve.architecture import Architecture
 from packager.resolve.base import BaseWeights
+from packager.resolve.factor_shapes import check_ia3_shape, check_lora_shapes
 from packager.resolve.key_layout import output_prefix, stored_names
 
 
@@ -54,13 +55,27 @@ class TensorPlanBuilder:
         weight = self._stored_or_none(f"{module}.weight") or self._untied_output(module)
         a_shape, b_shape = self.adapter.tensors[a_key].shape, self.adapter.tensors[b_key].shape
         rank, scaling = self._scaling(module)
-        self._check_lora_shapes(module, kind, self._shape_of(weight), a_shape, b_shape, rank)
+        check_lora_shapes(module, kind, self._shape_of(weight), a_shape, b_shape, rank)
         transpose = kind in ("conv1d", "embedding")
         delta_kind = "embedding" if embedding else "linear"
         self.deltas[weight].append(Delta(delta_kind, module, a_key, b_key, scaling, transpose))
         if "lora_B.bias" in parts:
             bias = self._stored(f"{module}.bias", module)
             self.deltas[bias].append(Delta("bias", module, None, parts["lora_B.bias"], scaling))
+
+    def add_ia3(self, module: str, key: str, feedforward: bool) -> None:
+        """Plan (IA)3's scaling of `module`'s weight: its rows by the vector (its input columns, for a feed-forward
+        module), and its bias by the same vector unless feed-forward, as PEFT's merge does."""
+        kind = self._module_kind(module)
+        if kind not in ("linear", "conv1d"):
+            raise IncompatibleAdapterError(f"adapter (IA)3 weights for {module} do not fit a base {kind} module")
+        weight = self._stored(f"{module}.weight", module)
+        check_ia3_shape(module, kind, self._shape_of(weight), self.adapter.tensors[key].shape, feedforward)
+        # PEFT multiplies the weight as stored by transpose(ia3_l, fan_in_fan_out): Conv1D keeps (in, out)
+        self.deltas[weight].append(Delta("scale", module, None, key, 1.0, kind == "conv1d"))
+        bias = self._stored_or_none(f"{module}.bias")
+        if bias is not None and not feedforward:
+            self.deltas[bias].append(Delta("scale_bias", module, None, key, 1.0))
 
     def add_replacement(self, param: str, key: str) -> None:
         """Plan base tensor `param` to be taken whole from adapter tensor `key` (e.g. modules_to_save); a different
@@ -173,22 +188,6 @@ class TensorPlanBuilder:
         if note not in self.notes:
             self.notes.append(note)
 
-    def _check_lora_shapes(self, module: str, kind: str, weight: tuple, a: tuple, b: tuple, rank: int) -> None:
-        if kind == "embedding" or kind == "conv1d":
-            expected_a, expected_b = (rank, weight[0]), (weight[1], rank)
-        else:
-            expected_a, expected_b = (rank, weight[1]), (weight[0], rank)
-        if a[0] != rank:
-            raise IncompatibleAdapterError(
-                f"adapter config gives {module} rank {rank} but its lora_A has rank {a[0]}; "
-                "fix r/rank_pattern in adapter_config.json"
-            )
-        if tuple(a) != expected_a or tuple(b) != expected_b:
-            raise IncompatibleAdapterError(
-                f"adapter LoRA for {module} has A {list(a)} and B {list(b)}, which do not fit the base weight "
-                f"{list(weight)}; the adapter was trained on another base: pass the right --base"
-            )
-
     def _scaling(self, module: str) -> tuple[int, float]:
         config = self.adapter.config
         rank = int(_pattern_value(config.get("rank_pattern"), module, config.get("r", 8)))
@@ -265,7 +264,7 @@ class TensorPlanBuilder:
             self.config_updates["torch_dtype"] = CONFIG_NAME[self.target_dtype]
         return MergePlan(
             "stream",
-            "LoRA merged tensor by tensor",
+            f"{'(IA)3' if self.adapter.peft_type == 'IA3' else 'LoRA'} merged tensor by tensor",
             dtype,
             tuple(tensors),
             dict(self.config_updates),

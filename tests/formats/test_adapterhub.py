@@ -58,11 +58,23 @@ def _output(result) -> torch.Tensor:
     return result.logits if hasattr(result, "logits") else result.last_hidden_state
 
 
+def _with_biases(base: str) -> str:
+    """A fresh BERT's biases are zero, and (IA)3 scaling zero would prove nothing about biases."""
+    torch.manual_seed(5)
+    model = transformers.BertForSequenceClassification.from_pretrained(base)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".bias"):
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(base)
+    return base
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("adapterhub")
     llama = models.save_base(models.llama_config(), str(root / "llama"))
-    bert = families.save_base("bert", "BertForSequenceClassification", str(root / "bert"))
+    bert = _with_biases(families.save_base("bert", "BertForSequenceClassification", str(root / "bert")))
     return {
         "llama": llama,
         "bert": bert,
@@ -75,7 +87,7 @@ def hub(tmp_path_factory) -> dict[str, str]:
 
 CASES = [
     ("llama-lora", "llama", "LlamaForCausalLM", "stream"),
-    ("llama-ia3", "llama", "LlamaForCausalLM", "peft"),
+    ("llama-ia3", "llama", "LlamaForCausalLM", "stream"),
     ("bert-lora", "bert", "BertForSequenceClassification", "stream"),
 ]
 
@@ -103,10 +115,12 @@ def test_ia3_on_a_model_with_biases_answers_as_the_librarys_unmerged_model(hub, 
     """(IA)3 scales a module's output, bias included: the merge scales the bias as the unmerged forward does
     (the library's own merge_adapter leaves biases as they are)."""
     run_merge(ResolveRequest(hub["bert-ia3"], allow_pickle=True), str(tmp_path / "out"), quiet=True)
-    unmerged, _ = _library_answers(hub["bert"], "BertForSequenceClassification", hub["bert-ia3"])
+    unmerged, library_merged = _library_answers(hub["bert"], "BertForSequenceClassification", hub["bert-ia3"])
     merged = transformers.BertForSequenceClassification.from_pretrained(str(tmp_path / "out")).eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(INPUT).logits, unmerged, rtol=0, atol=1e-5)
+    key = "bert.encoder.layer.0.attention.self.key.bias"
+    assert not torch.equal(merged.state_dict()[key], library_merged[key]), "biases must differ, or this proves nothing"
 
 
 def test_the_plan_names_the_base_and_task_the_save_records(hub) -> None:

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from peft import IA3Config, get_peft_model
-from transformers import AutoModelForCausalLM
 
 from packager.cli.main import main
 from packager.demo import build_tokenizer
@@ -68,23 +66,6 @@ def test_dora_falls_back_to_peft_engine_and_says_so(bases, tmp_path, capsys) -> 
     assert report["parity"]["passed"]
     expected = models.peft_merged_state(bases["llama"], adapter, torch.float32)
     models.assert_states_equal(expected, models.loaded_state(str(tmp_path / "out"), torch.float32))
-
-
-def test_ia3_uses_peft_engine(bases, tmp_path) -> None:
-    torch.manual_seed(3)
-    model = AutoModelForCausalLM.from_pretrained(bases["llama"])
-    peft_model = get_peft_model(
-        model,
-        IA3Config(target_modules=["k_proj", "down_proj"], feedforward_modules=["down_proj"], init_ia3_weights=False),
-    )
-    peft_model.save_pretrained(str(tmp_path / "ia3"))
-    outcome = run_merge(ResolveRequest(str(tmp_path / "ia3"), base=bases["llama"]), str(tmp_path / "out"), quiet=True)
-    assert outcome.result.plan.merge.engine == "peft" and outcome.parity.passed
-    base_state = models.loaded_state(bases["llama"], torch.float32)
-    merged = models.loaded_state(str(tmp_path / "out"), torch.float32)
-    assert not torch.equal(
-        base_state["model.layers.0.self_attn.k_proj.weight"], merged["model.layers.0.self_attn.k_proj.weight"]
-    )
 
 
 def test_engine_stream_refused_for_dora(bases, tmp_path, capsys) -> None:
