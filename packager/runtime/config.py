@@ -19,7 +19,9 @@ Schema (a JSON object; unknown keys are rejected; relative paths are taken from 
     engine       "packager" (this package's server) | "vllm", default "packager"
     vllm         with engine vllm: {"dtype", "max_model_len", "base_name" (shared: the name the base answers
                  to), "max_lora_rank", "max_loras", "device" ("cpu" | "cuda"),
-                 "quantization"}; started by vllm_launch.py
+                 "quantization", "pooling" (embeddings and classifiers: vLLM's pooling runner, its
+                 --pooler-config: {"task": "embed" | "classify", "seq_pooling_type", "use_activation"})};
+                 started by vllm_launch.py
 
 Example: {"layout": "shared", "port": 8000, "base_dir": "/base", "adapters": {"support": "/adapters/support"},
           "lock": "/opt/packager/packager.lock.json", "verify_base": "quick"}
@@ -50,7 +52,14 @@ SERVED_TASKS = {
 }
 MODEL_CLASS = re.compile(r"^Auto[A-Za-z0-9]+$")
 VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
-VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "device", "quantization"}
+VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "device", "quantization", "pooling"}
+# vLLM's pooling runner (embeddings, classifiers): the --pooler-config keys packager sets, and the tasks it serves
+POOLING_KEYS = {
+    "task": ("embed", "classify"),
+    "seq_pooling_type": ("CLS", "LAST", "MEAN"),
+    "use_activation": (True, False),
+}
+VLLM_POOLING_TASKS = {"FEATURE_EXTRACTION": "embed", "SEQ_CLS": "classify"}
 VLLM_QUANTIZATIONS = (None, "bitsandbytes", "fp8")
 VLLM_DEVICES = ("cpu", "cuda")
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
@@ -78,10 +87,12 @@ class VllmSettings:
     max_loras: int = 1
     device: str = "cpu"  # cpu: eager (the CPU image has no C++ compiler for inductor), fitted at start; cuda
     quantization: str | None = None  # vLLM's --quantization for a load-time scheme (GPU): bitsandbytes, fp8
+    pooling: dict[str, Any] | None = None  # the pooling runner's --pooler-config (embeddings, classifiers)
 
     def to_json(self) -> dict[str, Any]:
-        """The runtime.json `vllm` object."""
-        return dataclasses.asdict(self)
+        """The runtime.json `vllm` object (`pooling` only for a pooling model)."""
+        data = dataclasses.asdict(self)
+        return data if self.pooling is not None else {k: v for k, v in data.items() if k != "pooling"}
 
 
 @dataclass(frozen=True)
@@ -163,8 +174,12 @@ def _task(data: dict) -> dict[str, str]:
     model_class = data.get("model_class", "AutoModelForCausalLM")
     if not isinstance(model_class, str) or not MODEL_CLASS.match(model_class):
         raise ConfigError(f"runtime config: model_class must name a transformers Auto class, got {model_class!r}")
-    if task != "CAUSAL_LM" and data.get("engine", "packager") != "packager":
-        raise ConfigError(f"runtime config: task {task} is served by the packager engine")
+    pooled = task in VLLM_POOLING_TASKS and isinstance(data.get("vllm"), dict) and "pooling" in data["vllm"]
+    if task != "CAUSAL_LM" and data.get("engine", "packager") != "packager" and not pooled:
+        raise ConfigError(
+            f"runtime config: task {task} is served by the packager engine (vLLM: causal LMs, and with vllm.pooling "
+            f"{', '.join(VLLM_POOLING_TASKS)})"
+        )
     return {"task": task, "model_class": model_class}
 
 
@@ -186,11 +201,21 @@ def _engine(data: dict) -> dict[str, Any]:
         )
     if vllm.device not in VLLM_DEVICES:
         raise ConfigError(f"runtime config: vllm.device must be cpu or cuda, got {vllm.device!r}")
+    _check_pooling(vllm.pooling)
     for key in ("max_model_len", "max_lora_rank", "max_loras"):
         value = getattr(vllm, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"runtime config: vllm.{key} must be a positive integer, got {value!r}")
     return {"engine": "vllm", "vllm": dataclasses.replace(vllm, base_name=_name(vllm.base_name))}
+
+
+def _check_pooling(pooling: Any) -> None:
+    if pooling is None:
+        return
+    bad = not isinstance(pooling, dict) or any(pooling[k] not in POOLING_KEYS.get(k, ()) for k in pooling)
+    if bad or (isinstance(pooling, dict) and "task" not in pooling):
+        choices = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in POOLING_KEYS.items())
+        raise ConfigError(f"runtime config: vllm.pooling must be an object with a task and keys among {choices}")
 
 
 def _layout_config(data: dict, layout: str, port: int, load_quantization: str, root: str, env) -> RuntimeConfig:

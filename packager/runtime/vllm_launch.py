@@ -56,6 +56,8 @@ def vllm_argv(
     argv = [python, "-m", SERVER_MODULE, "--host", host, "--port", str(port), "--dtype", dtype or vllm.dtype]
     argv += ["--max-model-len", str(vllm.max_model_len), *(["--enforce-eager"] if vllm.device == "cpu" else [])]
     argv += ["--quantization", vllm.quantization] if vllm.quantization else []
+    if vllm.pooling is not None:  # an embeddings model or a classifier: vLLM's pooling runner
+        argv += ["--runner", "pooling", "--pooler-config", json.dumps(vllm.pooling, sort_keys=True)]
     if config.layout == "baked":
         return [*argv, "--model", config.model_dir or "", "--served-model-name", config.served_name or ""]
     argv += ["--model", config.base_dir, "--served-model-name", vllm.base_name]

@@ -40,8 +40,14 @@ def _vectors(url: str, model: str) -> torch.Tensor:
 
 def test_baked_embedding_image_answers_like_peft(runtime_image, docker_client, tmp_path) -> None:
     adapter = families.save_minilm_adapter(str(tmp_path / "adapter"))
-    report = _package(
-        tmp_path, runtime_image, [("minilm", adapter)], "baked", "tasks/minilm:1", base=families.minilm_base()
+    report = _package(  # packager's own server (test_vllm_pooling_images.py: the same on vLLM)
+        tmp_path,
+        runtime_image,
+        [("minilm", adapter)],
+        "baked",
+        "tasks/minilm:1",
+        base=families.minilm_base(),
+        runtime="packager",
     )
     with open(report.lock) as f:
         lock = json.load(f)
@@ -104,7 +110,8 @@ def check_classify(docker_client, image: str, host) -> None:
 
 def test_classifier_image_answers_like_the_host_model(runtime_image, docker_client, tiny_models, tmp_path) -> None:
     base, adapter = tiny_models["cls"]
-    report = _package(tmp_path, runtime_image, [("cls", adapter)], "baked", "tasks/cls:1", base=base)
+    adapters = [("cls", adapter)]
+    report = _package(tmp_path, runtime_image, adapters, "baked", "tasks/cls:1", base=base, runtime="packager")
     merged = str(tmp_path / "work" / "merged")
     host = load_baked(merged, "cls", task="SEQ_CLS", model_class="AutoModelForSequenceClassification")
     check_classify(docker_client, report.image, host)

@@ -19,6 +19,19 @@ def _adapter(**settings) -> AdapterSpec:
     return AdapterSpec("/a/x", None, settings.pop("peft_type", "LORA"), {"r": 8, **settings}, ())
 
 
+def test_vllms_own_registry_decides_which_architectures_it_serves() -> None:
+    """GPT-2 and OPT were not in the old hand list of seven; vLLM's registry lists them. A shared image needs
+    LoRA on the architecture too: vLLM takes none on GPT-2, some on OPT."""
+    gpt2 = {"architectures": ["GPT2LMHeadModel"], "n_embd": 128, "n_head": 4}
+    assert choose_runtime("auto", "baked", gpt2, ArtefactSpec(), [_adapter()]).engine == "vllm"
+    shared = choose_runtime("auto", "shared", gpt2, ArtefactSpec(), [_adapter()])
+    assert shared.engine == "packager" and "takes no LoRA adapters on it" in shared.reason
+    opt = {**LLAMA, "architectures": ["OPTForCausalLM"]}
+    assert choose_runtime("auto", "shared", opt, ArtefactSpec(), [_adapter()]).engine == "vllm"
+    neox = {**LLAMA, "architectures": ["GPTNeoXForCausalLM"]}  # through vLLM's transformers backend
+    assert choose_runtime("auto", "baked", neox, ArtefactSpec(), [_adapter()]).engine == "vllm"
+
+
 def test_auto_picks_vllm_for_a_llama_it_serves() -> None:
     choice = choose_runtime("auto", "shared", LLAMA, ArtefactSpec(), [_adapter()])
     assert choice.engine == "vllm" and "text generation" in choice.reason
@@ -28,7 +41,7 @@ def test_auto_picks_vllm_for_a_llama_it_serves() -> None:
     ("config", "artefact", "why"),
     [
         ({**LLAMA, "hidden_size": 64}, ArtefactSpec(), "head size 16"),
-        ({**LLAMA, "architectures": ["GPT2LMHeadModel"]}, ArtefactSpec(), "GPT2LMHeadModel"),
+        ({**LLAMA, "architectures": ["XGLMForCausalLM"]}, ArtefactSpec(), "XGLMForCausalLM"),
         (LLAMA, ArtefactSpec("none", "onnx"), "onnx"),
         (LLAMA, ArtefactSpec("bnb-int8"), "bnb-int8"),
     ],

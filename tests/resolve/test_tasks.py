@@ -59,12 +59,23 @@ def _package(base: str, adapter: str, *flags: str) -> list[str]:
 def test_a_classifier_plan_serves_with_packagers_server_in_its_class(classifier, capsys) -> None:
     from packager.cli.main import main
 
-    assert main(_package(*classifier, "--layout", "baked", "--base-image", "packager-runtime:x")) == 0
+    flags = ("--layout", "baked", "--base-image", "packager-runtime:x", "--runtime", "packager")
+    assert main(_package(*classifier, *flags)) == 0
     plan = json.loads(capsys.readouterr().out)
     runtime = plan["image"]["runtime"]
     assert runtime["task"] == "SEQ_CLS" and runtime["model_class"] == "AutoModelForSequenceClassification"
-    assert plan["image"]["engine_reason"].startswith("vLLM cannot serve it here: packager serves SEQ_CLS")
+    assert runtime.get("engine", "packager") == "packager"  # runtime.json names an engine only when it is vLLM
+    assert plan["image"]["engine_reason"] == "asked for with --runtime packager"
     assert plan["task"]["name"] == "SEQ_CLS" and "task_type" in plan["task"]["reason"]
+
+
+def test_a_classifier_plan_goes_to_vllms_pooling_runner_by_default(classifier, capsys) -> None:
+    from packager.cli.main import main
+
+    assert main(_package(*classifier, "--layout", "baked")) == 0
+    image = json.loads(capsys.readouterr().out)["image"]
+    assert image["runtime"]["engine"] == "vllm" and image["runtime"]["vllm"]["pooling"] == {"task": "classify"}
+    assert image["engine_reason"] == "BertForSequenceClassification through vLLM's pooling runner (batched requests)"
 
 
 @pytest.mark.parametrize(
@@ -72,7 +83,7 @@ def test_a_classifier_plan_serves_with_packagers_server_in_its_class(classifier,
     [
         (["--layout", "shared"], "use --layout baked"),
         (["--layout", "baked", "--quantize", "w8a8"], "applies to causal LMs"),
-        (["--layout", "baked", "--runtime", "vllm"], "--runtime vllm cannot serve this model"),
+        (["--layout", "baked", "--runtime", "vllm", "--export", "onnx"], "--runtime vllm cannot serve this model"),
     ],
 )
 def test_what_the_images_do_not_serve_is_refused_at_plan_time(classifier, capsys, flags, message) -> None:

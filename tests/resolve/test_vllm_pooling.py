@@ -1,0 +1,91 @@
+"""Embeddings models and classifiers go to vLLM's pooling runner where it serves them as packager's server would
+(the same pooling, the same probabilities), baked and unquantized; everything else stays with packager's server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from peft import LoraConfig
+
+from packager.artefact.spec import ArtefactSpec
+from packager.errors import UserInputError
+from packager.resolve.job import PackageRequest, plan_package
+from packager.runtime.config import parse_config
+from packager.runtime.vllm_launch import vllm_argv
+from tests import families
+
+LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["query", "value"], "init_lora_weights": False}
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("pooling")
+    bert = families.save_base("bert", "BertModel", str(root / "bert"))
+    return {
+        "bert": bert,
+        "embed": families.save_task_adapter(
+            bert, str(root / "embed"), "FEATURE_EXTRACTION", LoraConfig(task_type="FEATURE_EXTRACTION", **LORA)
+        ),
+        "classify": families.save_task_adapter(
+            bert, str(root / "classify"), "SEQ_CLS", LoraConfig(task_type="SEQ_CLS", **LORA), num_labels=3
+        ),
+    }
+
+
+def _plan(adapter: str, tmp_path, layout: str = "baked", **kw):
+    request = PackageRequest((("m", adapter),), layout, "", "acme/enc:1", work=str(tmp_path), quiet=True, **kw)
+    return plan_package(request).plan
+
+
+@pytest.mark.parametrize(
+    ("adapter", "pooling"),
+    [
+        ("embed", {"task": "embed", "seq_pooling_type": "MEAN", "use_activation": False}),
+        ("classify", {"task": "classify"}),
+    ],
+)
+def test_a_baked_encoder_goes_to_vllms_pooling_runner_pooled_as_packager_pools(encoders, adapter, pooling, tmp_path):
+    image = _plan(encoders[adapter], tmp_path).image
+    assert image.engine == "vllm" and "pooling runner" in image.engine_reason
+    assert image.runtime.vllm.pooling == pooling
+    config = parse_config(image.runtime.to_json(), "/", {})  # what the image reads back
+    argv = vllm_argv(config, "0.0.0.0", 8000)
+    assert argv[argv.index("--runner") + 1] == "pooling"
+    assert json.loads(argv[argv.index("--pooler-config") + 1]) == pooling
+
+
+def test_a_sentence_transformers_pooling_vllm_lacks_stays_with_packager(encoders, tmp_path) -> None:
+    """max pooling: vLLM's pooler has CLS, LAST and MEAN only."""
+    import shutil
+
+    base = shutil.copytree(encoders["bert"], tmp_path / "bert-max")
+    (base / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling",
+                                                     "type": "sentence_transformers.models.Pooling"}]))  # fmt: skip
+    (base / "1_Pooling").mkdir()
+    (base / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
+    image = _plan(encoders["embed"], tmp_path / "w", base=str(base)).image
+    assert image.engine == "packager" and "max" in image.engine_reason
+
+
+@pytest.mark.parametrize(
+    ("kw", "why"),
+    [({"artefact": ArtefactSpec("none", "onnx")}, "onnx"), ({"layout": "shared"}, "shared-layout")],
+)
+def test_onnx_and_shared_encoders_stay_with_packager(encoders, kw, why, tmp_path) -> None:
+    image = _plan(encoders["embed"], tmp_path, **kw).image
+    assert image.engine == "packager" and why in image.engine_reason
+    with pytest.raises(UserInputError, match=f"--runtime vllm cannot serve this model: .*{why}"):
+        _plan(encoders["embed"], tmp_path, runtime="vllm", **kw)
+
+
+def test_a_vllm_pooling_config_for_a_text_task_is_refused() -> None:
+    from packager.runtime.config import ConfigError
+
+    data = {"layout": "baked", "model_dir": "m", "served_name": "x", "engine": "vllm", "task": "TOKEN_CLS",
+            "model_class": "AutoModelForTokenClassification", "vllm": {"pooling": {"task": "embed"}}}  # fmt: skip
+    with pytest.raises(ConfigError, match="task TOKEN_CLS is served by the packager engine"):
+        parse_config(data, "/", {})
+    data = {**data, "task": "FEATURE_EXTRACTION", "vllm": {"pooling": {"task": "embed", "seq_pooling_type": "MAX"}}}
+    with pytest.raises(ConfigError, match=r"vllm\.pooling must be an object"):
+        parse_config(data, "/", {})
