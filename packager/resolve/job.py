@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 from packager.dtypes import CONFIG_NAME, DTYPE_OF_CONFIG, SAFETENSORS_NAME
-from packager.errors import IncompatibleAdapterError
+from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_DIR
 from packager.image.reference import split_target
 from packager.image.runtime_images import image_tag
@@ -25,7 +25,7 @@ from packager.resolve.request import PackageRequest, check_request, choose_build
 from packager.resolve.resolver import Resolved, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.resolve.served_task import served_task
-from packager.resolve.vllm_models import pooler_config
+from packager.resolve.vllm_models import pooler_config, sentence_max_length
 from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.runtime.fingerprint import sample_sha256
 from packager.tasks import ModelTask
@@ -121,7 +121,7 @@ def _engine(
     """The RuntimeConfig fields that start vLLM, when it is the chosen engine (`served`: the shared adapters)."""
     if choice.engine != "vllm":
         return {}
-    length = request.max_model_len or choice.context_length or 2048
+    length = _max_model_len(request, choice, plan)
     rank = vllm_lora_rank(served) if served else 16
     # one LoRA slot more than adapters: vLLM's CPU kernels give a base request batched with LoRA requests the
     # last slot's delta (upstream PRs #48421, #49656); an empty last slot keeps every mixed batch exact
@@ -132,6 +132,20 @@ def _engine(
         _vllm_dtype(plan), int(length), base_name, rank, slots, request.device, quantization, pooler
     )
     return {"engine": "vllm", "vllm": settings}
+
+
+def _max_model_len(request: PackageRequest, choice: RuntimeChoice, plan: PackagePlan) -> int:
+    """vLLM's --max-model-len: the model's limit (a sentence-transformers model's max_seq_length, which vLLM's
+    pooling runner enforces), or --max-model-len within it; above it vLLM would refuse to start."""
+    limit = choice.context_length
+    if plan.task.name != "CAUSAL_LM":
+        limit = min(filter(None, (limit, sentence_max_length(plan.base.path))), default=None)
+    if request.max_model_len and limit and request.max_model_len > limit:
+        raise UserInputError(
+            f"--max-model-len {request.max_model_len} exceeds the model's {limit} tokens, and vLLM would refuse to "
+            f"start; pass at most {limit}"
+        )
+    return request.max_model_len or limit or 2048
 
 
 def _pooler(task: ModelTask, base: BaseSpec) -> dict | None:

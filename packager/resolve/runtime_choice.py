@@ -47,8 +47,8 @@ def choose_runtime(
     is saved as; `pooler`: vLLM's --pooler-config that answers as packager's server would, if any)."""
     if requested not in RUNTIMES:
         raise UserInputError(f"unknown --runtime {requested!r}; use one of {', '.join(RUNTIMES)}")
-    length = base_config.get("max_position_embeddings")
-    length = length if isinstance(length, int) and length > 0 else None
+    # the model's length limit, by its family's name for it (GPT-2: n_positions): vLLM's default --max-model-len
+    length = _first_int(base_config, ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"))
     _check_scheme_device(artefact, device, layout)
     if layout == "shared":
         _check_one_kind(adapters)

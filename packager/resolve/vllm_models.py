@@ -5,6 +5,7 @@ measured on these CPUs where the registry is not the whole story (bench/RESULTS.
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -69,3 +70,14 @@ def pooling_unservable(task: str, architectures: list[str], pooler: dict[str, An
     if pooler is None:
         return "the model's pooling (max, or mean over sqrt(length)) is not one vLLM's pooler has"
     return None
+
+
+def sentence_max_length(base_path: str) -> int | None:
+    """A sentence-transformers model's max_seq_length (sentence_bert_config.json), which vLLM's pooling runner
+    takes as the model's length limit; None without one."""
+    try:
+        with open(os.path.join(base_path, "sentence_bert_config.json")) as f:
+            value = json.load(f).get("max_seq_length")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None

@@ -53,7 +53,7 @@ def gpt2(tmp_path_factory) -> dict[str, str]:
 def test_a_gpt2_adapter_gets_a_vllm_image_that_answers_like_transformers(gpt2, vllm_image, docker_client, tmp_path):
     request = PackageRequest(
         (("gpt2-lora", gpt2["lora"]),), "baked", vllm_image, "demo/vllm-gpt2:1", work=str(tmp_path / "work"),
-        quiet=True, builder="docker", runtime="auto", verify=False, max_model_len=128,
+        quiet=True, builder="docker", runtime="auto", verify=False,  # --max-model-len: its n_positions
     )  # fmt: skip
     report = package(request, log=lambda _line: None)
     merged = str(tmp_path / "work" / "merged")

@@ -89,3 +89,23 @@ def test_a_vllm_pooling_config_for_a_text_task_is_refused() -> None:
     data = {**data, "task": "FEATURE_EXTRACTION", "vllm": {"pooling": {"task": "embed", "seq_pooling_type": "MAX"}}}
     with pytest.raises(ConfigError, match=r"vllm\.pooling must be an object"):
         parse_config(data, "/", {})
+
+
+def test_the_length_vllm_starts_with_is_the_models_own_limit(encoders, tmp_path) -> None:
+    """A sentence-transformers model's max_seq_length caps vLLM's pooling runner (MiniLM: 256 of 512 positions),
+    and a --max-model-len above the limit would not start: refused at plan time."""
+    import shutil
+
+    base = shutil.copytree(encoders["bert"], tmp_path / "bert-st")
+    (base / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 48}))
+    image = _plan(encoders["embed"], tmp_path / "a", base=str(base)).image
+    assert image.runtime.vllm.max_model_len == 48
+    with pytest.raises(UserInputError, match="--max-model-len 100 exceeds the model's 48 tokens"):
+        _plan(encoders["embed"], tmp_path / "b", base=str(base), max_model_len=100)
+
+
+def test_gpt2s_length_limit_is_its_n_positions() -> None:
+    from packager.resolve.runtime_choice import choose_runtime
+
+    gpt2 = {"architectures": ["GPT2LMHeadModel"], "n_embd": 128, "n_head": 4, "n_positions": 256}
+    assert choose_runtime("auto", "baked", gpt2, ArtefactSpec(), []).context_length == 256
