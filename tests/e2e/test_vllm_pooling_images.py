@@ -25,7 +25,7 @@ SHM = "1g"
 def _package(tmp_path, image: str, name: str, adapter: str, base: str):
     request = PackageRequest(
         ((name, adapter),), "baked", image, f"tasks/vllm-{name}:1", base=base, work=str(tmp_path / "work"),
-        quiet=True, builder="docker", runtime="auto", verify=False,
+        quiet=True, builder="docker", runtime="vllm", verify=False,
     )  # fmt: skip
     report = package(request, log=lambda _line: None)
     with open(os.path.join(report.context, "config", "opt", "packager", "runtime.json")) as f:

@@ -69,10 +69,10 @@ def test_a_classifier_plan_serves_with_packagers_server_in_its_class(classifier,
     assert plan["task"]["name"] == "SEQ_CLS" and "task_type" in plan["task"]["reason"]
 
 
-def test_a_classifier_plan_goes_to_vllms_pooling_runner_by_default(classifier, capsys) -> None:
+def test_a_classifier_plan_goes_to_vllms_pooling_runner_with_runtime_vllm(classifier, capsys) -> None:
     from packager.cli.main import main
 
-    assert main(_package(*classifier, "--layout", "baked")) == 0
+    assert main(_package(*classifier, "--layout", "baked", "--runtime", "vllm")) == 0
     image = json.loads(capsys.readouterr().out)["image"]
     assert image["runtime"]["engine"] == "vllm" and image["runtime"]["vllm"]["pooling"] == {"task": "classify"}
     assert image["engine_reason"] == "BertForSequenceClassification through vLLM's pooling runner (batched requests)"

@@ -11,6 +11,7 @@ from peft import LoraConfig
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import UserInputError
 from packager.resolve.job import PackageRequest, plan_package
+from packager.resolve.runtime_choice import POOLING_ON_CPU
 from packager.runtime.config import parse_config
 from packager.runtime.vllm_launch import vllm_argv
 from tests import families
@@ -46,7 +47,8 @@ def _plan(adapter: str, tmp_path, layout: str = "baked", **kw):
     ],
 )
 def test_a_baked_encoder_goes_to_vllms_pooling_runner_pooled_as_packager_pools(encoders, adapter, pooling, tmp_path):
-    image = _plan(encoders[adapter], tmp_path).image
+    assert _plan(encoders[adapter], tmp_path / "auto").image.engine_reason == POOLING_ON_CPU  # measured faster
+    image = _plan(encoders[adapter], tmp_path, runtime="vllm").image
     assert image.engine == "vllm" and "pooling runner" in image.engine_reason
     assert image.runtime.vllm.pooling == pooling
     config = parse_config(image.runtime.to_json(), "/", {})  # what the image reads back
@@ -64,7 +66,7 @@ def test_a_sentence_transformers_pooling_vllm_lacks_stays_with_packager(encoders
                                                      "type": "sentence_transformers.models.Pooling"}]))  # fmt: skip
     (base / "1_Pooling").mkdir()
     (base / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
-    image = _plan(encoders["embed"], tmp_path / "w", base=str(base)).image
+    image = _plan(encoders["embed"], tmp_path / "w", base=str(base), device="cuda").image
     assert image.engine == "packager" and "max" in image.engine_reason
 
 
@@ -73,7 +75,7 @@ def test_a_sentence_transformers_pooling_vllm_lacks_stays_with_packager(encoders
     [({"artefact": ArtefactSpec("none", "onnx")}, "onnx"), ({"layout": "shared"}, "shared-layout")],
 )
 def test_onnx_and_shared_encoders_stay_with_packager(encoders, kw, why, tmp_path) -> None:
-    image = _plan(encoders["embed"], tmp_path, **kw).image
+    image = _plan(encoders["embed"], tmp_path, device="cuda", **kw).image
     assert image.engine == "packager" and why in image.engine_reason
     with pytest.raises(UserInputError, match=f"--runtime vllm cannot serve this model: .*{why}"):
         _plan(encoders["embed"], tmp_path, runtime="vllm", **kw)
@@ -98,10 +100,10 @@ def test_the_length_vllm_starts_with_is_the_models_own_limit(encoders, tmp_path)
 
     base = shutil.copytree(encoders["bert"], tmp_path / "bert-st")
     (base / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 48}))
-    image = _plan(encoders["embed"], tmp_path / "a", base=str(base)).image
+    image = _plan(encoders["embed"], tmp_path / "a", base=str(base), runtime="vllm").image
     assert image.runtime.vllm.max_model_len == 48
     with pytest.raises(UserInputError, match="--max-model-len 100 exceeds the model's 48 tokens"):
-        _plan(encoders["embed"], tmp_path / "b", base=str(base), max_model_len=100)
+        _plan(encoders["embed"], tmp_path / "b", base=str(base), max_model_len=100, runtime="vllm")
 
 
 def test_gpt2s_length_limit_is_its_n_positions() -> None:
