@@ -186,3 +186,42 @@ def test_a_prediction_head_is_refused_naming_it(hub, tmp_path) -> None:
     model.save_adapter(str(tmp_path / "flex"), "task", use_safetensors=True)
     with pytest.raises(IncompatibleAdapterError, match="prediction head \\(classification\\)"):
         resolve(ResolveRequest(str(tmp_path / "flex")))
+
+
+def test_a_lora_trained_on_a_4bit_base_merges_onto_its_nf4_rounding(hub, tmp_path) -> None:
+    """Trained with the library on a bitsandbytes 4-bit base (QLoRA): --qlora simulate-nf4 gives each targeted
+    weight the library's dequantized 4-bit weight plus its own LoRA delta, exactly, and passes the 4-bit parity."""
+    from peft.utils.integrations import dequantize_bnb_weight
+
+    quantized = transformers.BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.float32,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # dtype as stored: without one transformers casts to fp16 before quantizing, and simulate-nf4 rounds the
+        # weights as stored
+        model = transformers.LlamaForCausalLM.from_pretrained(
+            hub["llama"], quantization_config=quantized, dtype=torch.float32
+        )
+    adapters.init(model)
+    model.add_adapter("task", config=LORA)
+    torch.manual_seed(4)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".loras." in name:
+                param.add_(torch.randn_like(param) * 0.2)
+    model.save_adapter(str(tmp_path / "qlora"), "task", use_safetensors=True)
+    request = ResolveRequest(str(tmp_path / "qlora"), qlora=True, qlora_merge="simulate-nf4")
+    outcome = run_merge(request, str(tmp_path / "out"), quiet=True)
+    assert outcome.parity.passed and "4-bit" in outcome.parity.reference
+    stored = models.saved_tensors(str(tmp_path / "out"))
+    checked = 0
+    for name, module in model.named_modules():
+        if type(module).__name__ == "LoRALinear4bit" and "task" in module.loras:
+            lora = module.loras["task"]
+            expected = dequantize_bnb_weight(module.weight, state=module.weight.quant_state).float()
+            expected = expected + (lora.lora_B @ lora.lora_A) * lora.scaling
+            assert torch.equal(stored[f"{name}.weight"], expected), name
+            checked += 1
+    assert checked == 2 * 4  # q, v, up and down projections in both layers
