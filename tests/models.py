@@ -43,6 +43,19 @@ def save_base(config, path: str, dtype: torch.dtype = torch.float32, seed: int =
     return path
 
 
+def with_random_biases(base: str, path: str, model_class=AutoModelForCausalLM) -> str:
+    """`base` saved to `path` with its biases randomized: fresh GPT-2 and BERT biases are zero, and a test of
+    scaling them would prove nothing."""
+    torch.manual_seed(5)
+    model = model_class.from_pretrained(base, dtype="auto")
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".bias"):
+                param.add_(torch.randn_like(param) * 0.1)
+    model.save_pretrained(path)
+    return path
+
+
 def save_adapter(
     base_path: str,
     path: str,

@@ -16,8 +16,6 @@ refused in one line.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import re
 from typing import Any
@@ -26,9 +24,9 @@ import torch
 
 from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormatError
 from packager.formats.adapter import Adapter
+from packager.formats.folders import read_json
+from packager.formats.peft import converted_folder, write_folder
 from packager.formats.peft import read as read_peft
-from packager.formats.peft import write_folder
-from packager.io.hashing import cache_root
 from packager.io.pickle_state import load_pickle_state
 
 CONFIG = "adapter_config.json"
@@ -59,7 +57,7 @@ def read(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -
 
 def is_saved(folder: str) -> bool:
     """Whether `folder` holds an AdapterHub adapter_config.json (a `config` block and `model_name`, no peft_type)."""
-    config = _json(os.path.join(folder, CONFIG))
+    config = read_json(os.path.join(folder, CONFIG))
     return isinstance(config, dict) and "config" in config and "model_name" in config and "peft_type" not in config
 
 
@@ -93,7 +91,7 @@ def _saves_in(folder: str) -> list[str]:
 def as_peft_adapter(folder: str, allow_pickle: bool) -> tuple[str, str]:
     """The PEFT adapter made from the AdapterHub save `folder` (once per content, in packager's cache), and the
     method's name."""
-    config = _json(os.path.join(folder, CONFIG))
+    config = read_json(os.path.join(folder, CONFIG))
     method = _method(folder, config["config"])
     weights_path = _first(folder, WEIGHTS)
     if weights_path is None:
@@ -104,7 +102,7 @@ def as_peft_adapter(folder: str, allow_pickle: bool) -> tuple[str, str]:
     sources = [p for p in (weights_path, head_path) if p]
     for path in sources if not allow_pickle else ():  # asked each time, even when converted before
         _refuse_pickle(path)
-    target = _target(sources)
+    target = converted_folder("adapterhub", [os.path.join(folder, CONFIG), *sources])
     if not os.path.isfile(os.path.join(target, "adapter_config.json")):
         tensors = _peft_tensors(_load(weights_path, allow_pickle), method, config["config"], folder)
         head = _load(head_path, allow_pickle) if head_path else {}
@@ -143,7 +141,7 @@ def _unmergeable(folder: str, what: str) -> IncompatibleAdapterError:
 
 def _head(folder: str) -> str | None:
     """The saved static head's weights; a flex head (AutoAdapterModel's prediction heads) is refused."""
-    head_config = _json(os.path.join(folder, HEAD_CONFIG))
+    head_config = read_json(os.path.join(folder, HEAD_CONFIG))
     if isinstance(head_config, dict) and head_config.get("config") is not None:
         raise IncompatibleAdapterError(
             f"{folder} has an AdapterHub prediction head ({head_config['config'].get('head_type', 'flex')}), which "
@@ -211,24 +209,5 @@ def _refuse_pickle(path: str) -> None:
         )
 
 
-def _target(sources: list[str]) -> str:
-    digest = hashlib.sha256()
-    for path in sources:
-        with open(path, "rb") as f:
-            digest.update(hashlib.sha256(f.read()).digest())
-        digest.update(os.path.basename(path).encode())
-    with open(os.path.join(os.path.dirname(sources[0]), CONFIG), "rb") as f:
-        digest.update(f.read())
-    return os.path.join(cache_root(), "adapterhub", digest.hexdigest()[:32])
-
-
 def _first(folder: str, names: tuple[str, ...]) -> str | None:
     return next((os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))), None)
-
-
-def _json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None

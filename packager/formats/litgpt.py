@@ -10,16 +10,14 @@ convert_lit_checkpoint splits qkv the same way. Only Llama-style models (LLaMAML
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import re
 from typing import Any
 
 from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormatError
 from packager.formats.adapter import Adapter
+from packager.formats.peft import converted_folder, write_folder
 from packager.formats.peft import read as read_peft
-from packager.formats.peft import write_folder
-from packager.io.hashing import cache_root
 
 LORA_FILE = "lit_model.pth.lora"
 LORA_SAFETENSORS = "lit_model.lora.safetensors"  # the same tensors, converted once (no pickle to trust)
@@ -28,6 +26,7 @@ CONVERT = (
     "weights_only=True)['model'], 'lit_model.lora.safetensors')\" in that folder"
 )
 OTHER_METHODS = {"lit_model.pth.adapter": "adapter", "lit_model.pth.adapter_v2": "adapter_v2"}
+LITGPT_CONFIGS = ("model_config.yaml", "hyperparameters.yaml")
 STEP_DIR = re.compile(r"^step-(\d+)$")
 # LitGPT module -> the Hugging Face Llama module it becomes (qkv is split into three)
 MODULES = {
@@ -102,18 +101,10 @@ def as_peft_adapter(folder: str, allow_pickle: bool) -> str:
             "(LLaMAMLP) runs only: merge it with `litgpt merge_lora` and `litgpt convert_from_litgpt`, then package "
             "the Hugging Face folder"
         )
-    target = _target(lora_path, folder)
+    target = converted_folder("litgpt", [lora_path, *(os.path.join(folder, n) for n in LITGPT_CONFIGS)])
     if not os.path.isfile(os.path.join(target, "adapter_config.json")):
         _write_adapter(folder, lora_path, config, hparams, target)
     return target
-
-
-def _target(lora_path: str, folder: str) -> str:
-    digest = hashlib.sha256()
-    for path in (lora_path, os.path.join(folder, "model_config.yaml"), os.path.join(folder, "hyperparameters.yaml")):
-        with open(path, "rb") as f:
-            digest.update(hashlib.sha256(f.read()).digest())
-    return os.path.join(cache_root(), "litgpt", digest.hexdigest()[:16])
 
 
 def _write_adapter(folder: str, lora_path: str, config: dict, hparams: dict, target: str) -> None:

@@ -3,6 +3,7 @@ no weight loaded (a pickle only with --allow-pickle, then with weights_only=True
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ from typing import Any
 from packager.errors import AdapterError, UnsafeFormatError
 from packager.formats.adapter import Adapter, AdapterTensor, strip_prefix
 from packager.formats.folders import CONFIG_FILE, find_adapter
+from packager.io.hashing import cache_root, sha256_file
 from packager.io.pickle_state import load_pickle_state
 from packager.io.safetensors_format import DTYPE_NAMES, read_header
 from packager.model_files import TOKENIZER_FILES, TOKENIZER_VOCABULARIES
@@ -87,3 +89,12 @@ def write_folder(target: str, config: dict[str, Any], tensors: dict[str, Any], b
         shutil.rmtree(staging)
     else:
         os.replace(staging, target)
+
+
+def converted_folder(kind: str, sources: list[str]) -> str:
+    """Where the PEFT adapter converted from `sources` (another format's files) lives in packager's cache: named by
+    their contents, so it is made once and a changed input gets a new one."""
+    digest = hashlib.sha256()
+    for path in sources:
+        digest.update(f"{os.path.basename(path)}:{sha256_file(path)};".encode())
+    return os.path.join(cache_root(), kind, digest.hexdigest()[:32])

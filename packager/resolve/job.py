@@ -65,7 +65,7 @@ def plan_package(request: PackageRequest) -> Job:
         task.name,
         _served_tokenizers(inputs, request.layout),
         inputs[0].architecture.model_class if request.layout == "baked" else None,
-        _pooler(task, inputs[0].plan.base),
+        pooler_config(task.name, inputs[0].plan.base.path),
     )
     baked = request.layout == "baked"
     plan = _baked_plan(request, inputs[0], choice) if baked else _shared_plan(request, inputs, choice)
@@ -127,9 +127,8 @@ def _engine(
     # last slot's delta (upstream PRs #48421, #49656); an empty last slot keeps every mixed batch exact
     slots = len(served) + 1 if served else 1
     quantization = VLLM_LOAD_QUANTIZATION[plan.artefact.load_quantization]
-    pooler = _pooler(plan.task, plan.base)
     settings = VllmSettings(
-        _vllm_dtype(plan), int(length), base_name, rank, slots, request.device, quantization, pooler
+        _vllm_dtype(plan), int(length), base_name, rank, slots, request.device, quantization, choice.pooler
     )
     return {"engine": "vllm", "vllm": settings}
 
@@ -146,11 +145,6 @@ def _max_model_len(request: PackageRequest, choice: RuntimeChoice, plan: Package
             f"start; pass at most {limit}"
         )
     return request.max_model_len or limit or 2048
-
-
-def _pooler(task: ModelTask, base: BaseSpec) -> dict | None:
-    """vLLM's --pooler-config for an embeddings model or classifier (None for text generation)."""
-    return None if task.name == "CAUSAL_LM" else pooler_config(task.name, base.path)
 
 
 def _vllm_dtype(plan: PackagePlan) -> str:

@@ -33,6 +33,7 @@ class RuntimeChoice:
     engine: str  # "vllm" | "packager"
     reason: str
     context_length: int | None = None  # the base's max_position_embeddings: vLLM's default --max-model-len
+    pooler: dict[str, Any] | None = None  # vLLM serving an embeddings model or classifier: its --pooler-config
 
 
 def choose_runtime(
@@ -81,7 +82,8 @@ def choose_runtime(
         return RuntimeChoice("packager", f"vLLM cannot serve it unmerged: {unservable}", length)
     what = f"a compressed-tensors {artefact.quantize} checkpoint" if artefact.streamed else "causal-LM text generation"
     if task != "CAUSAL_LM":
-        return RuntimeChoice("vllm", f"{served_class or task} through vLLM's pooling runner (batched requests)", length)
+        what = f"{served_class or task} through vLLM's pooling runner (batched requests)"
+        return RuntimeChoice("vllm", what, length, pooler)
     return RuntimeChoice("vllm", f"{what} vLLM serves here (continuous batching, streaming)", length)
 
 

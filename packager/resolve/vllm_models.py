@@ -10,6 +10,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from packager.formats.folders import read_json
+
 # text-generation architectures vLLM lists that do not serve correctly here: architecture -> what was measured
 MEASURED_UNSERVED: dict[str, str] = {}
 
@@ -75,9 +77,6 @@ def pooling_unservable(task: str, architectures: list[str], pooler: dict[str, An
 def sentence_max_length(base_path: str) -> int | None:
     """A sentence-transformers model's max_seq_length (sentence_bert_config.json), which vLLM's pooling runner
     takes as the model's length limit; None without one."""
-    try:
-        with open(os.path.join(base_path, "sentence_bert_config.json")) as f:
-            value = json.load(f).get("max_seq_length")
-    except (OSError, ValueError, AttributeError):
-        return None
+    config = read_json(os.path.join(base_path, "sentence_bert_config.json"))
+    value = config.get("max_seq_length") if isinstance(config, dict) else None
     return value if isinstance(value, int) and value > 0 else None

@@ -6,18 +6,18 @@ then tokenizes every prompt differently there than in transformers 4.57, and the
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 from typing import Any
+
+from packager.formats.folders import read_json
 
 SENTENCEPIECE_CLASSES = frozenset({"LlamaTokenizer", "LlamaTokenizerFast"})
 
 
 def misread_tokenizer(folder: str) -> str | None:
     """Why transformers 5 would read the folder's tokenizer differently, or None when it reads it as saved."""
-    config = _json(os.path.join(folder, "tokenizer_config.json"))
-    tokenizer = _json(os.path.join(folder, "tokenizer.json"))
+    config = read_json(os.path.join(folder, "tokenizer_config.json"))
+    tokenizer = read_json(os.path.join(folder, "tokenizer.json"))
     if not isinstance(config, dict) or not isinstance(tokenizer, dict):
         return None
     named = config.get("tokenizer_class")
@@ -36,9 +36,3 @@ def _byte_level(pre_tokenizer: Any) -> bool:
     if pre_tokenizer.get("type") == "Sequence":
         return any(_byte_level(p) for p in pre_tokenizer.get("pretokenizers") or [])
     return pre_tokenizer.get("type") == "ByteLevel"
-
-
-def _json(path: str) -> Any:
-    with contextlib.suppress(OSError, ValueError), open(path) as f:
-        return json.load(f)
-    return None  # absent or unreadable: nothing to check

@@ -117,3 +117,9 @@ def check_openai_client(url: str, model: str, prompt: str, tokens: int) -> None:
     assert answers == [text] * 4
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=model, prompt=prompt, max_tokens=100_000)
+
+
+def runtime_json(context: str) -> dict:
+    """The runtime.json a rendered build context puts into its image."""
+    with open(os.path.join(context, "config", "opt", "packager", "runtime.json")) as f:
+        return json.load(f)

@@ -72,6 +72,18 @@ def _completion(container, model: str, n: int = 12) -> str:
     return containers.call(container, "/v1/completions", body)["choices"][0]["text"]
 
 
+def served_answers(docker_client, image: str, names, base_dir: str | None = None) -> dict[str, str]:
+    """Each name's greedy completion of PROMPT from the image's container (the base mounted when given); the
+    container and the image are removed after."""
+    container = containers.start(docker_client, image, base_dir=base_dir)
+    try:
+        containers.wait_healthy(container)
+        return {name: _completion(container, name) for name in names}
+    finally:
+        container.remove(force=True)
+        docker_client.images.remove(image, force=True)
+
+
 @pytest.fixture(scope="module")
 def baked(demo, runtime_image, registry, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("baked")
@@ -229,17 +241,10 @@ def test_runtime_auto_serves_shared_ia3_adapters_with_packagers_server(demo, run
         for name, seed in (("ia3-a", 1), ("ia3-b", 2))
     ]
     report = _package(tmp_path, runtime_image, adapters, "shared", "demo/ia3:1", runtime="auto")
-    with open(os.path.join(report.context, "config", "opt", "packager", "runtime.json")) as f:
-        assert json.load(f).get("engine", "packager") == "packager"  # vLLM images say "engine": "vllm"
+    assert containers.runtime_json(report.context).get("engine", "packager") == "packager"  # vLLM: "vllm"
     expected = peft_answers(demo["base"], dict(adapters))
     assert expected["ia3-a"] != expected["ia3-b"], "the adapters must differ, or this test proves nothing"
-    container = containers.start(docker_client, report.image, base_dir=demo["base"])
-    try:
-        containers.wait_healthy(container)
-        assert {name: _completion(container, name) for name in expected} == expected
-    finally:
-        container.remove(force=True)
-        docker_client.images.remove(report.image, force=True)
+    assert served_answers(docker_client, report.image, expected, demo["base"]) == expected
 
 
 @pytest.mark.parametrize("mount", ["other-base", None])

@@ -3,7 +3,6 @@ a baked image holding base and adapter, a shared image holding two adapters for 
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -12,7 +11,7 @@ from peft import PrefixTuningConfig, PromptTuningConfig
 from packager.demo import build_base
 from tests import families
 from tests.e2e import containers
-from tests.e2e.test_containers import _completion, _package, peft_answers
+from tests.e2e.test_containers import _package, peft_answers, served_answers
 
 pytestmark = pytest.mark.e2e
 
@@ -27,24 +26,13 @@ def demo_base(tmp_path_factory) -> str:
     return base
 
 
-def _runtime_json(context: str) -> dict:
-    with open(os.path.join(context, "config", "opt", "packager", "runtime.json")) as f:
-        return json.load(f)
-
-
 def test_a_baked_prefix_tuning_image_answers_like_peft(demo_base, runtime_image, docker_client, tmp_path) -> None:
     config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=8)
     adapter = families.save_task_adapter(demo_base, str(tmp_path / "prefix"), "CAUSAL_LM", config)
     report = _package(tmp_path, runtime_image, [("prefix", adapter)], "baked", "demo/prefix:1", runtime="auto")
-    assert _runtime_json(report.context)["adapter_dir"] == "/adapters/prefix"
+    assert containers.runtime_json(report.context)["adapter_dir"] == "/adapters/prefix"
     expected = peft_answers(demo_base, {"prefix": adapter})
-    container = containers.start(docker_client, report.image)  # no mount: the base is in the image
-    try:
-        containers.wait_healthy(container)
-        assert _completion(container, "prefix") == expected["prefix"]
-    finally:
-        container.remove(force=True)
-        docker_client.images.remove(report.image, force=True)
+    assert served_answers(docker_client, report.image, expected) == expected  # no mount: the base is in the image
 
 
 def test_a_shared_prompt_tuning_image_serves_each_adapter_like_peft(demo_base, runtime_image, docker_client, tmp_path):
@@ -54,13 +42,7 @@ def test_a_shared_prompt_tuning_image_serves_each_adapter_like_peft(demo_base, r
         for name, n in (("short", 4), ("long", 8))
     ]  # fmt: skip
     report = _package(tmp_path, runtime_image, adapters, "shared", "demo/prompt:1", runtime="auto")
-    assert _runtime_json(report.context).get("engine", "packager") == "packager"
+    assert containers.runtime_json(report.context).get("engine", "packager") == "packager"
     expected = peft_answers(demo_base, dict(adapters))
     assert expected["short"] != expected["long"], "the adapters must differ, or this test proves nothing"
-    container = containers.start(docker_client, report.image, base_dir=demo_base)
-    try:
-        containers.wait_healthy(container)
-        assert {name: _completion(container, name) for name in expected} == expected
-    finally:
-        container.remove(force=True)
-        docker_client.images.remove(report.image, force=True)
+    assert served_answers(docker_client, report.image, expected, demo_base) == expected

@@ -4,9 +4,6 @@ probabilities equal to the host model's (issue 18, item 5)."""
 
 from __future__ import annotations
 
-import json
-import os
-
 import openai
 import pytest
 import torch
@@ -28,8 +25,7 @@ def _package(tmp_path, image: str, name: str, adapter: str, base: str):
         quiet=True, builder="docker", runtime="vllm", verify=False,
     )  # fmt: skip
     report = package(request, log=lambda _line: None)
-    with open(os.path.join(report.context, "config", "opt", "packager", "runtime.json")) as f:
-        assert json.load(f)["engine"] == "vllm"
+    assert containers.runtime_json(report.context)["engine"] == "vllm"
     return report
 
 

@@ -58,23 +58,12 @@ def _output(result) -> torch.Tensor:
     return result.logits if hasattr(result, "logits") else result.last_hidden_state
 
 
-def _with_biases(base: str) -> str:
-    """A fresh BERT's biases are zero, and (IA)3 scaling zero would prove nothing about biases."""
-    torch.manual_seed(5)
-    model = transformers.BertForSequenceClassification.from_pretrained(base)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith(".bias"):
-                param.add_(torch.randn_like(param) * 0.1)
-    model.save_pretrained(base)
-    return base
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("adapterhub")
     llama = models.save_base(models.llama_config(), str(root / "llama"))
-    bert = _with_biases(families.save_base("bert", "BertForSequenceClassification", str(root / "bert")))
+    bert = families.save_base("bert", "BertForSequenceClassification", str(root / "bert"))
+    models.with_random_biases(bert, bert, transformers.BertForSequenceClassification)  # (IA)3 scales biases
     return {
         "llama": llama,
         "bert": bert,

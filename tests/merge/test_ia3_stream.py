@@ -20,18 +20,6 @@ CASES = {  # base fixture, dtype, target modules, feed-forward modules
 }
 
 
-def _with_biases(base: str, path: str) -> str:
-    """`base` with its biases randomized: a fresh GPT-2's are zero, and scaling zero proves nothing."""
-    torch.manual_seed(5)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith(".bias"):
-                param.add_(torch.randn_like(param) * 0.1)
-    model.save_pretrained(path)
-    return path
-
-
 def _ia3_adapter(base: str, path: str, targets: list[str], feedforward: list[str]) -> str:
     torch.manual_seed(3)
     model = AutoModelForCausalLM.from_pretrained(base)
@@ -43,7 +31,7 @@ def _ia3_adapter(base: str, path: str, targets: list[str], feedforward: list[str
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_ia3_streams_bit_identical_to_peft(bases, case, tmp_path) -> None:
     base_name, dtype, targets, feedforward = CASES[case]
-    base = _with_biases(bases[base_name], str(tmp_path / "base")) if "gpt2" in case else bases[base_name]
+    base = models.with_random_biases(bases[base_name], str(tmp_path / "base")) if "gpt2" in case else bases[base_name]
     adapter = _ia3_adapter(base, str(tmp_path / "ia3"), targets, feedforward)
     outcome = run_merge(ResolveRequest(adapter, base=base), str(tmp_path / "out"), quiet=True)
     merge = outcome.result.plan.merge
