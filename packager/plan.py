@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from packager import __version__
+from packager.adapter_kinds import ADAPTERHUB_TYPE, UNMERGED_TYPES
 from packager.artefact.spec import ArtefactSpec
 from packager.lock import entry_dict, plan_lock
 from packager.model_files import is_weight_file
@@ -138,11 +139,6 @@ class StepMemory:
     basis: str
 
 
-# PEFT methods that add virtual tokens (or prefix keys and values) instead of changing weights: nothing to merge,
-# so they are served unmerged, by PEFT, in packager's server
-PROMPT_LEARNING_TYPES = frozenset(
-    {"PROMPT_TUNING", "MULTITASK_PROMPT_TUNING", "P_TUNING", "PREFIX_TUNING", "ADAPTION_PROMPT", "CPT"}
-)
 
 
 @dataclass(frozen=True)
@@ -156,9 +152,14 @@ class AdapterSpec:
     files: tuple[FileEntry, ...]
 
     @property
-    def is_prompt_learning(self) -> bool:
-        """Whether the adapter is served unmerged by nature (prompt, prefix, P-tuning...; see PROMPT_LEARNING_TYPES)."""
-        return self.peft_type in PROMPT_LEARNING_TYPES
+    def is_unmerged(self) -> bool:
+        """Whether the adapter is served unmerged by nature (see UNMERGED_TYPES)."""
+        return self.peft_type in UNMERGED_TYPES
+
+    @property
+    def library(self) -> str:
+        """What serves it unmerged: `adapters` (AdapterHub) or `peft`."""
+        return "adapters" if self.peft_type == ADAPTERHUB_TYPE else "peft"
 
     @property
     def weights_sha256(self) -> str:
@@ -217,6 +218,7 @@ class ImagePlan:
     runtime_packages: tuple[str, ...] = ()  # pinned pip requirements the Dockerfile installs on a CUDA base
     model_image: str = ""  # shared: the pushed base-model image (REPO@sha256:...) the manifests mount, if any
     base_to_make: str = ""  # shared, --quantize: the folder render quantizes the base into ("": an image holds it)
+    libraries: tuple[str, ...] = ()  # pinned libraries only this image needs, e.g. adapters==1.3.0 (AdapterHub)
 
     @property
     def engine(self) -> str:

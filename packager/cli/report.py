@@ -7,7 +7,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from packager.plan import PackagePlan, QuantizePlan
+from packager.plan import AdapterSpec, PackagePlan, QuantizePlan
 from packager.resolve.memory import available_memory
 
 if TYPE_CHECKING:  # importing package.py at run time would pull in the container modules
@@ -25,13 +25,20 @@ def _describe_inputs(plan: PackagePlan) -> list[str]:
     fp = base.fingerprint
     where = f"{base.repo_id}@{base.commit or base.revision or 'main'}" if base.repo_id else base.path
     checkpoint = f" (checkpoint-{adapter.checkpoint})" if adapter.checkpoint is not None else ""
-    size = "num_virtual_tokens" if adapter.is_prompt_learning else "r"
     return [
-        f"adapter: {adapter.path}{checkpoint}  [{adapter.peft_type}, {size}={adapter.settings.get(size, '?')}]",
+        f"adapter: {adapter.path}{checkpoint}  [{_adapter_kind(adapter)}]",
         f"base:    {where}  [{base.source}; {fp.model_type}, {fp.num_hidden_layers} layers, hidden {fp.hidden_size}, "
         f"vocab {fp.vocab_size}, {fp.dtype}]",
         *_describe_merge(plan),
     ]
+
+
+def _adapter_kind(adapter: AdapterSpec) -> str:
+    """`LORA, r=8`, `PROMPT_TUNING, num_virtual_tokens=4`, or an AdapterHub method in words."""
+    if adapter.library == "adapters":
+        return str(adapter.settings["adapterhub"]["method"])
+    size = "num_virtual_tokens" if adapter.is_unmerged else "r"
+    return f"{adapter.peft_type}, {size}={adapter.settings.get(size, '?')}"
 
 
 def _describe_merge(plan: PackagePlan) -> list[str]:

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
+from packager.adapter_kinds import PROMPT_LEARNING_TYPES, UNMERGED_TYPES
 from packager.io.pickle_state import load_pickle_state
 from packager.model_files import TOKENIZER_FILES
-from packager.plan import PROMPT_LEARNING_TYPES
 
 KEY_PREFIX = "base_model.model."
 
@@ -35,6 +35,7 @@ class Adapter:
     tensors: dict[str, AdapterTensor] = field(repr=False)
     has_tokenizer: bool
     notes: tuple[str, ...] = ()  # what reading it did that the plan should tell (a conversion, say)
+    side_files: tuple[str, ...] = ()  # other files of the folder the server needs (an AdapterHub head)
 
     @property
     def peft_type(self) -> str:
@@ -45,6 +46,11 @@ class Adapter:
     def is_prompt_learning(self) -> bool:
         """Whether the adapter adds virtual tokens or prefixes (prompt, prefix, P-tuning...): served, never merged."""
         return self.peft_type in PROMPT_LEARNING_TYPES
+
+    @property
+    def is_unmerged(self) -> bool:
+        """Whether the adapter is served unmerged (prompt learning; AdapterHub bottleneck, prefix, heads...)."""
+        return self.peft_type in UNMERGED_TYPES
 
     @property
     def base_hint(self) -> str | None:

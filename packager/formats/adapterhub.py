@@ -9,8 +9,11 @@ are:
 - (IA)³ (`composition_mode: scale`, r = 1): each output row scaled by lora_B * alpha, PEFT's (IA)³ on a
   non-feed-forward module (the bias is scaled too, as the library's unmerged forward does).
 A static head the library saved (`lm_head`, `classifier`) replaces the base's, as PEFT's modules_to_save does.
-Every other method (bottleneck adapters, prefix and prompt tuning, Compacter, ReFT, unions such as UniPELT) is
-refused in one line.
+
+Every other method (bottleneck adapters and Compacter, prefix and prompt tuning, gated LoRA, unions such as UniPELT,
+ReFT) and any adapter with a prediction head (AutoAdapterModel's flex heads) changes the forward pass, not the
+weights: it is read as it is (peft_type ADAPTERHUB) and served unmerged by the `adapters` library in packager's
+server, its head files beside it.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from typing import Any
 
 import torch
 
+from packager.adapter_kinds import ADAPTERHUB_TYPE
 from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormatError
 from packager.formats.adapter import Adapter
 from packager.formats.folders import read_json
-from packager.formats.peft import converted_folder, write_folder
+from packager.formats.peft import converted_folder, read_pickle_shapes, read_safetensors_shapes, write_folder
 from packager.formats.peft import read as read_peft
 from packager.io.pickle_state import load_pickle_state
 
@@ -42,6 +46,7 @@ TASKS = {  # the saved model class's suffix -> PEFT task_type
     "ForQuestionAnswering": "QUESTION_ANS",
     "Model": "FEATURE_EXTRACTION",
 }
+HEAD_TASKS = {"classification": "SEQ_CLS", "tagging": "TOKEN_CLS"}  # prediction heads packager's server answers with
 
 
 def read(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -> Adapter | None:
@@ -50,6 +55,9 @@ def read(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -
     folder = find_saved(path, checkpoint)
     if folder is None:
         return None
+    config = read_json(os.path.join(folder, CONFIG))
+    if merge_method(folder, config["config"]) is None:
+        return unmerged_adapter(folder, config, allow_pickle)
     converted, method = as_peft_adapter(folder, allow_pickle)
     note = f"AdapterHub {method} adapter {folder} converted to a PEFT adapter ({converted})"
     return dataclasses.replace(read_peft(converted), notes=(note,))
@@ -92,13 +100,9 @@ def as_peft_adapter(folder: str, allow_pickle: bool) -> tuple[str, str]:
     """The PEFT adapter made from the AdapterHub save `folder` (once per content, in packager's cache), and the
     method's name."""
     config = read_json(os.path.join(folder, CONFIG))
-    method = _method(folder, config["config"])
-    weights_path = _first(folder, WEIGHTS)
-    if weights_path is None:
-        raise AdapterError(
-            f"{folder} has {CONFIG} but neither {' nor '.join(WEIGHTS)}; copy the adapter weights next to it"
-        )
-    head_path = _head(folder)
+    method = merge_method(folder, config["config"]) or "unmerged"
+    weights_path = _weights(folder)
+    head_path = _first(folder, HEAD_WEIGHTS)
     sources = [p for p in (weights_path, head_path) if p]
     for path in sources if not allow_pickle else ():  # asked each time, even when converted before
         _refuse_pickle(path)
@@ -110,44 +114,82 @@ def as_peft_adapter(folder: str, allow_pickle: bool) -> tuple[str, str]:
     return target, method
 
 
-def _method(folder: str, block: Any) -> str:
-    """`lora` or `ia3`; every other method is refused in one line."""
+def merge_method(folder: str, block: Any) -> str | None:
+    """`lora` or `ia3` when the library's own merge applies (and no prediction head rides on it), else None."""
     if not isinstance(block, dict):
         raise AdapterError(f"{folder}/{CONFIG} has a `config` that is not an object; re-save it with `adapters` 1.x")
-    architecture = block.get("architecture")
-    if architecture == "union":
-        parts = [c.get("architecture") or "bottleneck" for c in block.get("configs", []) if isinstance(c, dict)]
-        raise _unmergeable(folder, f"a union of {' + '.join(parts)} (UniPELT and the like)")
-    if architecture != "lora":
-        raise _unmergeable(folder, f"a {architecture or 'bottleneck'} adapter")
-    if block.get("use_gating"):
-        raise _unmergeable(folder, "a gated LoRA (its gate depends on the input)")
+    if flex_head(folder) is not None or block.get("architecture") != "lora" or block.get("use_gating"):
+        return None
     if block.get("use_dora") or block.get("vera_d") is not None or block.get("vera_b") is not None:
-        raise _unmergeable(folder, "a DoRA or VeRA adapter, which packager does not convert yet")
+        raise IncompatibleAdapterError(
+            f"{folder} is an AdapterHub DoRA or VeRA adapter, which packager does not read yet; train a LoRA or "
+            "(IA)3 adapter"
+        )
     mode = block.get("composition_mode", "add")
     if mode == "scale" and block.get("r", 1) == 1:
         return "ia3"
-    if mode == "add":
-        return "lora"
-    raise _unmergeable(folder, f"a LoRA with composition_mode {mode!r}")
+    return "lora" if mode == "add" else None
 
 
-def _unmergeable(folder: str, what: str) -> IncompatibleAdapterError:
-    return IncompatibleAdapterError(
-        f"{folder} is {what}: it changes the forward pass rather than the weights, and packager merges AdapterHub "
-        "LoRA and (IA)3 only; train a LoRA or (IA)3 adapter, or serve this one with the `adapters` library"
-    )
+def describe(block: dict) -> str:
+    """The method in words: `bottleneck`, `Compacter`, `prefix_tuning`, `union of prefix_tuning + lora + ...`."""
+    architecture = block.get("architecture")
+    if architecture == "union":
+        parts = [describe(c) for c in block.get("configs", []) if isinstance(c, dict)]
+        return f"union of {' + '.join(parts)}"
+    if architecture is None:
+        return "Compacter" if block.get("phm_layer") else "bottleneck"
+    return f"gated {architecture}" if block.get("use_gating") else str(architecture)
 
 
-def _head(folder: str) -> str | None:
-    """The saved static head's weights; a flex head (AutoAdapterModel's prediction heads) is refused."""
+def flex_head(folder: str) -> dict | None:
+    """The prediction head's config (AutoAdapterModel's flex heads), or None (no head, or a static one)."""
     head_config = read_json(os.path.join(folder, HEAD_CONFIG))
-    if isinstance(head_config, dict) and head_config.get("config") is not None:
-        raise IncompatibleAdapterError(
-            f"{folder} has an AdapterHub prediction head ({head_config['config'].get('head_type', 'flex')}), which "
-            "packager does not convert yet; train on the transformers model class (a static head) instead"
+    head = head_config.get("config") if isinstance(head_config, dict) else None
+    return head if isinstance(head, dict) else None
+
+
+def unmerged_adapter(folder: str, config: dict, allow_pickle: bool) -> Adapter:
+    """The save as it is, served unmerged by the `adapters` library: its config in PEFT's terms (peft_type
+    ADAPTERHUB, the base, the task) with the library's own under `adapterhub`, tensor shapes, and its head files."""
+    weights = _weights(folder)
+    side = [n for n in (HEAD_CONFIG, *HEAD_WEIGHTS) if os.path.isfile(os.path.join(folder, n))]
+    for path in [weights, *(os.path.join(folder, n) for n in side if n != HEAD_CONFIG)] if not allow_pickle else ():
+        _refuse_pickle(path)
+    head = flex_head(folder)
+    method = describe(config["config"])
+    library = {
+        "method": f"AdapterHub {method}" + (f" with a {head.get('head_type')} head" if head else ""),
+        "model_type": config.get("model_type"),
+        "hidden_size": config.get("hidden_size"),
+        "head_type": head.get("head_type") if head else None,
+        "static_head": next((n for n in side if n != HEAD_CONFIG), None) if head is None else None,
+    }
+    peft_like = {
+        "peft_type": ADAPTERHUB_TYPE,
+        "base_model_name_or_path": config["model_name"],
+        "task_type": _task(config, head),
+        "adapterhub": library,
+    }
+    shapes = read_pickle_shapes(weights) if weights.endswith(".bin") else read_safetensors_shapes(weights)
+    has_tokenizer = os.path.isfile(os.path.join(folder, "tokenizer_config.json"))
+    note = f"{library['method']} adapter {folder}: served unmerged by the `adapters` library"
+    return Adapter(folder, None, peft_like, weights, shapes, has_tokenizer, (note,), tuple(side))
+
+
+def _task(config: dict, head: dict | None) -> str | None:
+    if head is not None:
+        return HEAD_TASKS.get(str(head.get("head_type")))
+    return next((t for suffix, t in TASKS.items() if str(config.get("model_class")).endswith(suffix)), None)
+
+
+def _weights(folder: str) -> str:
+    found = _first(folder, WEIGHTS)
+    if found is None:
+        raise AdapterError(
+            f"{folder} has {CONFIG} but neither {' nor '.join(WEIGHTS)}; copy the adapter weights next to it"
         )
-    return _first(folder, HEAD_WEIGHTS)
+    return found
 
 
 def _peft_tensors(state: dict[str, torch.Tensor], method: str, block: dict, folder: str) -> dict[str, torch.Tensor]:
@@ -188,6 +230,11 @@ def _peft_config(config: dict, method: str, tensors: dict, head: dict) -> dict[s
 def _module(peft_key: str) -> str:
     module = peft_key.removeprefix("base_model.model.")
     return module.rsplit(".", 2 if module.endswith(".weight") else 1)[0]
+
+
+def load_head(path: str) -> dict[str, torch.Tensor]:
+    """A static head's tensors (a pickle only once the read has accepted --allow-pickle; weights_only=True)."""
+    return _load(path, allow_pickle=True)
 
 
 def _load(path: str, allow_pickle: bool) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ def read(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -
     folder, chosen = find_adapter(path, checkpoint)
     config = _read_config(folder)
     weights = _weights_file(folder, allow_pickle)
-    tensors = _read_pickle_shapes(weights) if weights.endswith((".bin", ".pt")) else _read_safetensors_shapes(weights)
+    tensors = read_pickle_shapes(weights) if weights.endswith((".bin", ".pt")) else read_safetensors_shapes(weights)
     has_tokenizer = any(os.path.isfile(os.path.join(folder, n)) for n in TOKENIZER_VOCABULARIES)
     return Adapter(folder, chosen, config, weights, tensors, has_tokenizer)
 
@@ -62,12 +62,14 @@ def _weights_file(folder: str, allow_pickle: bool) -> str:
     raise AdapterError(f"{folder} has {CONFIG_FILE} but no {SAFETENSORS_FILE}; copy the adapter weights next to it")
 
 
-def _read_safetensors_shapes(path: str) -> dict[str, AdapterTensor]:
+def read_safetensors_shapes(path: str) -> dict[str, AdapterTensor]:
+    """Each tensor's dtype and shape from a safetensors header (no weight is read), keys without PEFT's prefix."""
     tensors, _, _ = read_header(path, os.path.getsize(path))
     return {strip_prefix(name): AdapterTensor(t.dtype, t.shape) for name, t in tensors.items()}
 
 
-def _read_pickle_shapes(path: str) -> dict[str, AdapterTensor]:
+def read_pickle_shapes(path: str) -> dict[str, AdapterTensor]:
+    """Each tensor's dtype and shape from a pickled state dict (loaded with weights_only=True)."""
     state = load_pickle_state(path)
     return {strip_prefix(k): AdapterTensor(DTYPE_NAMES[v.dtype], tuple(v.shape)) for k, v in state.items()}
 

@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from packager.errors import UserInputError
+from packager.image.libraries import LIBRARY_DIR, library_files
 from packager.image.paths import ADAPTERS_DIR, FIXED_MTIME, MODEL_DIR, RUNTIME_PACKAGE, RUNTIME_ROOT
 from packager.image.render import render_files
 from packager.io.hashing import sha256_file
@@ -26,6 +27,7 @@ from packager.plan import FileEntry, PackagePlan
 
 CONFIG_LAYER = "config"
 RUNTIME_LAYER = "runtime"
+LIBRARIES_LAYER = "libraries"
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def write_context(
     with staged_directory(output, force) as staging:
         files = [_place(staging, p) for p in chosen]
         files += _write_runtime(staging, plan)
+        files += _write_libraries(staging, plan)
         build = tuple(_text_entry(name, text) for name, text in sorted(texts.items()))
         image_files = tuple(sorted(files, key=lambda f: f.path))
         lock = plan.lock(output=merged, artefact=artefact, image_files=image_files, build_files=build)
@@ -151,6 +154,18 @@ def _write_runtime(staging: str, plan: PackagePlan) -> list[FileEntry]:
             )
     runtime = plan.image.runtime.to_json() if plan.image else {}
     written.append(_write_file(staging, CONFIG_LAYER, f"{RUNTIME_ROOT}/runtime.json", _json_text(runtime)))
+    return written
+
+
+def _write_libraries(staging: str, plan: PackagePlan) -> list[FileEntry]:
+    """The pinned libraries only this image needs, copied from this environment's installed distributions."""
+    written = []
+    for name in (pin.split("==")[0] for pin in (plan.image.libraries if plan.image else ())):
+        for source, relative in library_files(name):
+            target = os.path.join(staging, LIBRARIES_LAYER, LIBRARY_DIR.lstrip("/"), relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(source, target)
+            written.append(FileEntry(f"{LIBRARY_DIR}/{relative}", os.path.getsize(target), sha256_file(target)))
     return written
 
 

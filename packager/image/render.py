@@ -15,6 +15,7 @@ import jinja2
 from packager import __version__
 from packager.errors import UserInputError
 from packager.image.filters import FILTERS, image_ref, safe_name
+from packager.image.libraries import LIBRARY_DIR
 from packager.image.paths import BASE_MOUNT, MODEL_DIR
 from packager.image.reference import split_target
 from packager.plan import ImagePlan, PackagePlan
@@ -113,6 +114,8 @@ def template_context(plan: PackagePlan, weights: list[str], accuracy: str | None
         "engine": image.engine,
         "device": image.device,
         "runtime_packages": list(image.runtime_packages),
+        "libraries": list(image.libraries),
+        "library_dir": LIBRARY_DIR,
     }
 
 

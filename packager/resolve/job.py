@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 from packager.dtypes import CONFIG_NAME, DTYPE_OF_CONFIG, SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
+from packager.image.libraries import requirement
 from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_DIR
 from packager.image.reference import split_target
 from packager.image.runtime_images import image_tag
 from packager.io.hashing import sha256_file
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
+from packager.resolve.adapterhub import base_tensor_reader, check_shared
 from packager.resolve.architecture import read_config
 from packager.resolve.gpu_images import gpu_base
 from packager.resolve.memory import check_memory, plan_memory
@@ -93,6 +95,7 @@ def _image(
 ) -> ImagePlan:
     builder = choose_builder(request.builder, request.push)
     base_image, packages = (request.base_image, ()) if request.base_image else _default_base(request, choice, runtime)
+    libraries = (requirement("adapters"),) if runtime.adapter_library == "adapters" else ()
     return ImagePlan(
         layout,
         base_image,
@@ -104,6 +107,7 @@ def _image(
         choice.reason,
         request.device,
         packages,
+        libraries=libraries,
     )
 
 
@@ -182,6 +186,7 @@ def _unmerged_baked_plan(request: PackageRequest, resolved: Resolved, choice: Ru
         served_name=name,
         load_quantization=request.artefact.load_quantization,
         adapter_dir=f"{ADAPTERS_DIR}/{name}",
+        adapter_library=resolved.plan.adapter.library,
         **_runtime_task(resolved.plan.task),
     )
     served = (ServedAdapter(name, resolved.plan.adapter),)
@@ -195,6 +200,10 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
     named = [(name, item) for (name, _), item in zip(request.adapters, inputs, strict=True)]
     for name, item in named:
         _check_servable_unmerged(name, item, first.base.path)
+    if any(item.plan.adapter.library == "adapters" for _, item in named):
+        check_shared(
+            [(name, item.adapter) for name, item in named], base_tensor_reader(first.base.path, inputs[0].weights)
+        )
     served = tuple(ServedAdapter(name, item.plan.adapter) for name, item in named)
     runtime = RuntimeConfig(
         "shared",
@@ -204,6 +213,7 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
         adapters=tuple((s.name, f"{ADAPTERS_DIR}/{s.name}") for s in served),
         lock=LOCK_IN_IMAGE,
         load_quantization=request.artefact.load_quantization,
+        adapter_library=first.adapter.library,
         **_runtime_task(first.task),
     )
     base = sampled_base(first.base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from packager.adapter_kinds import ADAPTERHUB_TYPE
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import IncompatibleAdapterError
 from packager.formats.adapter import Adapter
@@ -85,18 +86,28 @@ def _check_embedding_width(adapter: Adapter, base_config: dict[str, Any]) -> Non
 def check_unmerged_artefact(spec: ArtefactSpec, adapters: list[Adapter]) -> None:
     """A prompt-learning adapter is served unmerged: there is no merged model to quantize or export (and a quantized
     base is served by vLLM, which does not load such adapters)."""
-    unmerged = [adapter for adapter in adapters if adapter.is_prompt_learning]
+    unmerged = [adapter for adapter in adapters if adapter.is_unmerged]
     if unmerged and (spec.streamed or spec.transforms):
         flag = "--export onnx" if spec.export == "onnx" else f"--quantize {spec.quantize}"
         raise IncompatibleAdapterError(
-            f"{unmerged[0].peft_type} adapter {unmerged[0].path} is served unmerged (it adds virtual tokens; there is "
-            f"no merged model), and {flag} needs a merged model; drop {flag}"
+            f"{_named(unmerged[0])} is served unmerged ({_why_unmerged(unmerged[0])}; there is no merged model), and "
+            f"{flag} needs a merged model; drop {flag}"
         )
 
 
-def refuse_merge(adapter_path: str, peft_type: str) -> IncompatibleAdapterError:
-    """The one-line refusal to merge (or quantize a merge of) a prompt-learning adapter."""
+def refuse_merge(adapter: Adapter) -> IncompatibleAdapterError:
+    """The one-line refusal to merge (or quantize a merge of) an adapter served unmerged by nature."""
     return IncompatibleAdapterError(
-        f"{peft_type} adapter {adapter_path} adds virtual tokens instead of changing weights, so there is nothing to "
-        "merge; serve it unmerged with `packager package --adapter ...` (--layout baked or shared)"
+        f"{_named(adapter)} {_why_unmerged(adapter)}, so there is nothing to merge; serve it unmerged with "
+        "`packager package --adapter ...` (--layout baked or shared)"
     )
+
+
+def _named(adapter: Adapter) -> str:
+    return f"{adapter.config.get('adapterhub', {}).get('method') or adapter.peft_type} adapter {adapter.path}"
+
+
+def _why_unmerged(adapter: Adapter) -> str:
+    if adapter.peft_type == ADAPTERHUB_TYPE:
+        return "changes the forward pass instead of the weights"
+    return "adds virtual tokens instead of changing weights"

@@ -7,12 +7,14 @@ import json
 import os
 from dataclasses import dataclass
 
+from packager.adapter_kinds import ADAPTERHUB_TYPE
 from packager.errors import IncompatibleAdapterError, OutputError
 from packager.formats import read_adapter
 from packager.formats.adapter import Adapter
 from packager.io.hashing import sha256_file
 from packager.model_files import PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, Fingerprint, PackagePlan
+from packager.resolve.adapterhub import check_adapterhub
 from packager.resolve.architecture import Architecture, inspect_architecture, read_config
 from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights, locate_base
 from packager.resolve.known_architectures import fingerprint_from_config
@@ -40,6 +42,7 @@ ADAPTER_SETTINGS = (
     "num_virtual_tokens",
     "prefix_projection",
     "encoder_reparameterization_type",
+    "adapterhub",
 )
 
 
@@ -81,8 +84,9 @@ def resolve(request: ResolveRequest) -> Resolved:
     task = choose_task(request.task, adapter.config, read_config(location.path))
     _check_processor(task, location.path)
     arch = inspect_architecture(location.path, weights.tensors if weights.format == "safetensors" else None, task)
-    if adapter.is_prompt_learning:  # nothing to merge: served unmerged, by PEFT
-        check_prompt_learning(adapter, read_config(location.path), task)
+    if adapter.is_unmerged:  # nothing to merge: served unmerged, by PEFT or the `adapters` library
+        check = check_adapterhub if adapter.peft_type == ADAPTERHUB_TYPE else check_prompt_learning
+        check(adapter, read_config(location.path), task)
         merge = None
     else:
         merge = plan_merge(adapter, arch, weights, request.dtype, request.engine)
@@ -100,7 +104,7 @@ def resolve(request: ResolveRequest) -> Resolved:
 def require_merge(resolved: Resolved) -> Resolved:
     """`resolved`, refused in one line when there is nothing to merge (a prompt-learning adapter)."""
     if resolved.plan.merge is None:
-        raise refuse_merge(resolved.adapter.path, resolved.adapter.peft_type)
+        raise refuse_merge(resolved.adapter)
     return resolved
 
 
@@ -114,7 +118,8 @@ def _check_processor(task: ModelTask, path: str) -> None:
 
 
 def _adapter_spec(adapter: Adapter) -> AdapterSpec:
-    names = ["adapter_config.json", os.path.basename(adapter.weights_file), *adapter.tokenizer_files]
+    names = ["adapter_config.json", os.path.basename(adapter.weights_file), *adapter.side_files]
+    names += adapter.tokenizer_files
     files = tuple(_entry(adapter.path, n, True) for n in dict.fromkeys(names) if n)
     settings = {k: adapter.config[k] for k in ADAPTER_SETTINGS if k in adapter.config}
     return AdapterSpec(adapter.path, adapter.checkpoint, adapter.peft_type, settings, files)

@@ -60,6 +60,9 @@ def choose_runtime(
         _check_one_kind(adapters)
     if requested == "packager":
         return RuntimeChoice("packager", "asked for with --runtime packager", length)
+    unmerged = _unservable_adapter([a for a in adapters if a.is_unmerged])
+    if unmerged:  # whatever the model: only packager's server runs these methods
+        return _refuse_or_packager(requested, artefact, adapters, unmerged, length)
     if task == "CAUSAL_LM":
         model_reason = _model_unservable(base_config, artefact, device, layout == "shared") or next(
             filter(None, map(misread_tokenizer, tokenizer_dirs)), None
@@ -72,19 +75,27 @@ def choose_runtime(
         if requested == "vllm":
             raise UserInputError(f"--runtime vllm cannot serve this model: {model_reason}; use --runtime packager")
         return RuntimeChoice("packager", f"vLLM cannot serve it here: {model_reason}", length)
-    unservable = _unservable_adapter(adapters if layout == "shared" else [a for a in adapters if a.is_prompt_learning])
+    unservable = _unservable_adapter(adapters) if layout == "shared" else None
     if unservable:
-        if requested == "vllm" or artefact.streamed:  # a quantized base is made for vLLM's kernels
-            merged = "" if any(a.is_prompt_learning for a in adapters) else "--layout baked (merged), or "
-            raise IncompatibleAdapterError(
-                f"{unservable}, which vLLM cannot serve unmerged; use {merged}--runtime packager"
-            )
-        return RuntimeChoice("packager", f"vLLM cannot serve it unmerged: {unservable}", length)
+        return _refuse_or_packager(requested, artefact, adapters, unservable, length)
     what = f"a compressed-tensors {artefact.quantize} checkpoint" if artefact.streamed else "causal-LM text generation"
     if task != "CAUSAL_LM":
         what = f"{served_class or task} through vLLM's pooling runner (batched requests)"
         return RuntimeChoice("vllm", what, length, pooler)
     return RuntimeChoice("vllm", f"{what} vLLM serves here (continuous batching, streaming)", length)
+
+
+def _refuse_or_packager(
+    requested: str, artefact: ArtefactSpec, adapters: list[AdapterSpec], unservable: str, length: int | None
+) -> RuntimeChoice:
+    """packager's server for adapters vLLM cannot load; refused when vLLM was asked for, or the artefact is a
+    quantized base made for vLLM's kernels."""
+    if requested == "vllm" or artefact.streamed:
+        merged = "" if any(a.is_unmerged for a in adapters) else "--layout baked (merged), or "
+        raise IncompatibleAdapterError(
+            f"{unservable}, which vLLM cannot serve unmerged; use {merged}--runtime packager"
+        )
+    return RuntimeChoice("packager", f"vLLM cannot serve it unmerged: {unservable}", length)
 
 
 def _check_scheme_device(artefact: ArtefactSpec, device: str, layout: str) -> None:
@@ -182,6 +193,8 @@ def _unservable_adapter(adapters: list[AdapterSpec]) -> str | None:
 
 def _lora_unservable(adapter: AdapterSpec) -> str | None:
     settings = adapter.settings
+    if adapter.library == "adapters":
+        return f"is an {settings['adapterhub']['method']} adapter, which packager serves with the `adapters` library"
     if adapter.peft_type != "LORA":
         return f"is a {adapter.peft_type} adapter"
     if settings.get("modules_to_save"):

@@ -27,10 +27,10 @@ def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelT
             f"packager merges {task.name} adapters but its images do not serve that task yet; use `packager merge` "
             f"and serve the merged folder yourself, or pass --task with one of {', '.join(SERVED_TASKS)}"
         )
-    if request.layout == "shared" and task.name in ("SEQ_CLS", "TOKEN_CLS"):
+    if request.layout == "shared" and task.name in ("SEQ_CLS", "TOKEN_CLS") and not _own_heads(inputs):
         raise UserInputError(
-            f"the shared layout does not serve {task.name} adapters yet (each one's head needs its own label "
-            "count at load); use --layout baked"
+            f"the shared layout serves {task.name} adapters only as AdapterHub adapters (a PEFT head "
+            "needs its own label count at load); use --layout baked"
         )
     if task.name == "FEATURE_EXTRACTION":
         try:
@@ -44,3 +44,9 @@ def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelT
             "ONNX (--export onnx --quantize int8)"
         )
     return task
+
+
+def _own_heads(inputs: tuple[Resolved, ...]) -> bool:
+    """Every adapter is AdapterHub's: each brings its own prediction head, loaded by name beside the others, or
+    keeps the base's (job.py's check_shared refuses the rest)."""
+    return all(item.plan.adapter.library == "adapters" for item in inputs)

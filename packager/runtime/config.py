@@ -16,6 +16,8 @@ Schema (a JSON object; unknown keys are rejected; relative paths are taken from 
       adapters     {name: PEFT adapter folder}, non-empty   required
       lock         str, the packager lock with the base files   required unless verify_base is "off"
       verify_base  "quick" | "full" | "off", default "quick"    env PACKAGER_VERIFY_BASE overrides
+    adapter_library  "peft" | "adapters", default "peft": the library that loads unmerged adapters (`adapters`:
+                 AdapterHub's bottleneck, prefix and prompt tuning, prediction heads; packager engine only)
     engine       "packager" (this package's server) | "vllm", default "packager"
     vllm         with engine vllm: {"dtype", "max_model_len", "base_name" (shared: the name the base answers
                  to), "max_lora_rank", "max_loras", "device" ("cpu" | "cuda"),
@@ -64,7 +66,8 @@ VLLM_QUANTIZATIONS = (None, "bitsandbytes", "fp8")
 VLLM_DEVICES = ("cpu", "cuda")
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
 BASE_DIR_ENV = "PACKAGER_BASE_DIR"  # where a platform puts the base instead (KServe: /mnt/models)
-COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm", "task", "model_class"}
+COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm", "task", "model_class", "adapter_library"}
+ADAPTER_LIBRARIES = ("peft", "adapters")
 LAYOUT_KEYS = {
     "baked": {"model_dir", "served_name", "backend", "adapter_dir"},
     "shared": {"base_dir", "adapters", "lock", "verify_base"},
@@ -114,6 +117,7 @@ class RuntimeConfig:
     task: str = "CAUSAL_LM"  # one of SERVED_TASKS
     model_class: str = "AutoModelForCausalLM"  # the transformers Auto class the model loads in
     adapter_dir: str | None = None  # baked: an adapter served unmerged on model_dir (nothing to merge)
+    adapter_library: str = "peft"  # what loads unmerged adapters: peft, or adapters (AdapterHub)
 
     @property
     def serves(self) -> str:
@@ -132,6 +136,8 @@ class RuntimeConfig:
             data.update(engine="vllm", vllm=self.vllm.to_json())
         if self.task != "CAUSAL_LM":  # likewise for causal LMs
             data.update(task=self.task, model_class=self.model_class)
+        if self.adapter_library != "peft":
+            data.update(adapter_library=self.adapter_library)
         if self.layout == "baked":
             data.update(model_dir=self.model_dir, served_name=self.served_name, backend=self.backend)
             return {**data, "adapter_dir": self.adapter_dir} if self.adapter_dir else data
@@ -166,7 +172,19 @@ def parse_config(data: Any, root: str = ".", env: Mapping[str, str] | None = Non
     load_quantization = _one_of(data, "load_quantization", LOAD_QUANTIZATIONS, "none")
     engine = _engine(data)
     config = _layout_config(data, layout, port, load_quantization, root, env)
-    return dataclasses.replace(config, **engine, **_task(data))
+    return dataclasses.replace(config, **engine, **_task(data), adapter_library=_adapter_library(data, engine))
+
+
+def _adapter_library(data: dict, engine: dict[str, Any]) -> str:
+    library = _one_of(data, "adapter_library", ADAPTER_LIBRARIES, "peft")
+    if library == "adapters" and (engine or data.get("backend", "transformers") != "transformers"):
+        raise ConfigError(
+            "runtime config: adapter_library adapters needs the packager engine and the transformers backend"
+        )
+    unmerged = data["layout"] == "shared" or "adapter_dir" in data
+    if library == "adapters" and not unmerged:
+        raise ConfigError("runtime config: adapter_library adapters needs adapters (shared) or an adapter_dir (baked)")
+    return library
 
 
 def _task(data: dict) -> dict[str, str]:

@@ -62,7 +62,7 @@ def add_encoder_routes(app: FastAPI, engine: Encoder, metrics: Metrics) -> None:
         name, texts, tokens = _checked(engine, req)
         results = engine.classify(name, texts)
         metrics.generated(tokens, 0)
-        data = [{"index": i, **r, "num_classes": engine.num_classes} for i, r in enumerate(results)]
+        data = [{"index": i, **r, "num_classes": engine.num_classes(name)} for i, r in enumerate(results)]
         return {
             "id": f"classify-{uuid.uuid4().hex}",
             "object": "list",

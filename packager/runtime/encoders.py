@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,16 +94,21 @@ class Encoder:
         task: str,
         adapters: dict[str, str] | None = None,
         pooling: Pooling | None = None,
+        activate: Callable[[str], None] | None = None,
+        labels: dict[str, dict[int, str]] | None = None,
     ) -> None:
+        """`adapters`: served name -> adapter name, chosen per request by `activate` (default PEFT's
+        set_adapter); `labels`: a served name's own id2label (a prediction head's), else the model config's."""
         model = model.eval() if hasattr(model, "eval") else model  # an onnxruntime model has no training mode
         self.model, self.tokenizers, self.task, self.adapters = model, tokenizers, task, adapters
+        self.activate = activate or (model.set_adapter if adapters is not None else None)
+        self.labels = labels or {}
         self.embedding_pooling = pooling or Pooling()
         self.lock = threading.Lock()
         # a fast tokenizer switches truncation on (forward) and off (token counts) in place: two request threads
         # doing that at once raise "Already borrowed"
         self.tokenizing = threading.Lock()
-        model_forward = model.get_base_model().forward if adapters is not None else model.forward
-        self._forward_args = set(inspect.signature(model_forward).parameters)
+        self._forward_args = forward_parameters(model)
         for tokenizer in tokenizers.values():
             _padding_for_batches(model, tokenizer)
 
@@ -138,7 +144,7 @@ class Encoder:
         """Per text: the label and class probabilities (SEQ_CLS), or those of each token (TOKEN_CLS)."""
         batch, logits = self._forward(name, texts, "logits")
         probs = logits.float().softmax(-1)
-        labels = self.model.config.id2label
+        labels = self.labels.get(name) or self.model.config.id2label
         if self.task == "SEQ_CLS":
             return [{"label": labels[int(p.argmax())], "probs": p.tolist()} for p in probs]
         tokenizer = self.tokenizers[name]
@@ -147,10 +153,9 @@ class Encoder:
             for ids, row, mask in zip(batch["input_ids"].tolist(), probs, batch["attention_mask"].tolist(), strict=True)
         ]
 
-    @property
-    def num_classes(self) -> int:
-        """How many labels the classifier has."""
-        return int(self.model.config.num_labels)
+    def num_classes(self, name: str) -> int:
+        """How many labels the classifier served as `name` has."""
+        return len(self.labels[name]) if name in self.labels else int(self.model.config.num_labels)
 
     def _forward(self, name: str, texts: list[str], output: str) -> tuple[dict, torch.Tensor]:
         with self.tokenizing:
@@ -158,10 +163,24 @@ class Encoder:
         device = self.model.device if hasattr(self.model, "device") else next(self.model.parameters()).device
         taken = {k: v.to(device) for k, v in batch.items() if k in self._forward_args}  # DistilBERT: no token types
         with self.lock:
-            if self.adapters is not None:
-                self.model.set_adapter(self.adapters[name])
+            if self.activate is not None:
+                self.activate(self.adapters[name])
             result = self.model(**taken)
         return batch, getattr(result, output).cpu()
+
+
+def forward_parameters(model: Any) -> set[str]:
+    """The inputs the model's forward names (a PEFT model's: its base model's); behind a `*args, **kwargs` wrapper
+    (the `adapters` library's), those of the first class in the model's MRO whose forward names them."""
+    forward = model.get_base_model().forward if hasattr(model, "get_base_model") else model.forward
+    names = set(inspect.signature(forward).parameters)
+    wrapped = {"args", "kwargs"}
+    for cls in type(model).__mro__ if names <= wrapped else ():
+        own = cls.__dict__.get("forward")
+        named = set(inspect.signature(own).parameters) - {"self"} if callable(own) else wrapped
+        if not named <= wrapped:
+            return named
+    return names
 
 
 def _padding_for_batches(model: Any, tokenizer: Any) -> None:

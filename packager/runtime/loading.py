@@ -22,6 +22,8 @@ def load_engine(config: RuntimeConfig) -> Engine | Encoder:
         check_mounted_base(config)
         adapters = dict(config.adapters)
         return load_vision(config.base_dir, list(adapters), config.load_quantization, config.model_class, adapters)
+    if config.adapter_library == "adapters":
+        return _load_adapterhub(config, task)
     if config.layout == "baked":
         model_dir, name = config.model_dir or "", config.served_name or ""
         if config.adapter_dir:  # nothing merged (prompt learning): the base in the image, the adapter on it
@@ -29,3 +31,15 @@ def load_engine(config: RuntimeConfig) -> Engine | Encoder:
         return load_baked(model_dir, name, config.backend, config.load_quantization, **task)
     check_mounted_base(config)
     return load_shared(config.base_dir, config.adapters, config.load_quantization, **task)
+
+
+def _load_adapterhub(config: RuntimeConfig, task: dict[str, str]) -> Engine | Encoder:
+    """AdapterHub adapters, unmerged: baked, the one adapter (its static head too) on the base in the image; shared,
+    every adapter on the verified mounted base (which keeps its own head)."""
+    from .adapterhub import load_adapterhub
+
+    if config.layout == "baked":
+        adapters = ((config.served_name or "", config.adapter_dir or ""),)
+        return load_adapterhub(config.model_dir or "", adapters, config.load_quantization, static_heads=True, **task)
+    check_mounted_base(config)
+    return load_adapterhub(config.base_dir, config.adapters, config.load_quantization, **task)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,10 +67,12 @@ class _StopOnText:
 class Engine:
     """A loaded model serving one or more names; generation is serialised by a lock."""
 
-    def __init__(self, model: Any, tokenizers: dict[str, Any], adapters: dict[str, str] | None = None) -> None:
+    def __init__(self, model: Any, tokenizers: dict, adapters=None, activate=None, use_cache: bool = True) -> None:
+        """`adapters`: served name -> adapter name (None: a merged model), chosen per request by `activate`
+        (default PEFT's set_adapter); `use_cache`: False where the KV cache does not match the full forward pass."""
         self.model = model.eval() if hasattr(model, "eval") else model  # an ONNX Runtime model has no eval()
-        self.tokenizers = tokenizers
-        self.adapters = adapters  # served name -> PEFT adapter name; None for a merged model
+        self.tokenizers, self.adapters, self.use_cache = tokenizers, adapters, use_cache
+        self.activate: Callable[[str], None] | None = activate or (model.set_adapter if adapters else None)
         self.lock = threading.Lock()
         self.tokenizing = threading.Lock()  # a fast tokenizer's settings are not safe to change from two threads
 
@@ -148,8 +150,8 @@ class Engine:
             streamer.end()  # generate does not call end() when it raises: never leave the reader waiting
 
     def _select(self, name: str, params: GenerationParams) -> None:
-        if self.adapters is not None:
-            self.model.set_adapter(self.adapters[name])
+        if self.activate is not None:
+            self.activate(self.adapters[name])
         if params.seed is not None:
             torch.manual_seed(params.seed)
 
@@ -158,6 +160,8 @@ class Engine:
     ) -> list[int]:
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": params.temperature > 0}
+        if not self.use_cache:
+            kwargs["use_cache"] = False
         if params.temperature > 0:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         # an encoder-decoder's output starts with the decoder's start token, not with the prompt

@@ -151,29 +151,51 @@ def test_a_pickled_save_needs_allow_pickle(hub) -> None:
 @pytest.mark.parametrize(
     ("config", "what"),
     [
-        (lambda: adapters.SeqBnConfig(reduction_factor=4), "a bottleneck adapter"),
-        (lambda: adapters.PrefixTuningConfig(prefix_length=4), "a prefix_tuning adapter"),
-        (lambda: adapters.UniPELTConfig(), "a union of"),
-        (lambda: adapters.LoRAConfig(r=4, use_gating=True), "a gated LoRA"),
+        (lambda: adapters.SeqBnConfig(reduction_factor=4), "AdapterHub bottleneck"),
+        (lambda: adapters.CompacterConfig(phm_dim=2), "AdapterHub Compacter"),
+        (lambda: adapters.PrefixTuningConfig(prefix_length=4), "AdapterHub prefix_tuning"),
+        (lambda: adapters.UniPELTConfig(), "AdapterHub union of"),
+        (lambda: adapters.LoRAConfig(r=4, use_gating=True), "AdapterHub gated lora"),
     ],
 )
-def test_methods_that_do_not_merge_are_refused_in_one_line(hub, config, what, tmp_path, capsys) -> None:
-    """Saved as the library does by default (a pickle, which prefix tuning's shared tensors need): refused from
-    the config alone, before any weight is read."""
+def test_methods_that_do_not_merge_are_read_unmerged_and_merge_is_refused(hub, config, what, tmp_path, capsys) -> None:
+    """Saved as the library does by default (a pickle, which prefix tuning's shared tensors need): read as they are,
+    for the `adapters` library to serve; `merge` is refused in one line, before any weight is written."""
     folder = _save(hub["llama"], "LlamaForCausalLM", config(), str(tmp_path / "ahub"))
-    code = main(["merge", "--adapter", folder, "--output", str(tmp_path / "out")])
+    plan = resolve(ResolveRequest(folder, allow_pickle=True)).plan
+    assert plan.merge is None and plan.adapter.peft_type == "ADAPTERHUB" and plan.adapter.library == "adapters"
+    assert plan.adapter.settings["adapterhub"]["method"].startswith(what) and plan.task.name == "CAUSAL_LM"
+    assert {f.path for f in plan.adapter.files} >= {"adapter_config.json", "pytorch_adapter.bin", "head_config.json"}
+    code = main(["merge", "--adapter", folder, "--output", str(tmp_path / "out"), "--allow-pickle"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and what in err[0], err
-    assert "packager merges AdapterHub LoRA and (IA)3 only" in err[0]
+    assert "changes the forward pass instead of the weights, so there is nothing to merge" in err[0]
     assert not os.path.exists(tmp_path / "out")
 
 
-def test_a_prediction_head_is_refused_naming_it(hub, tmp_path) -> None:
+def test_a_pickled_unmerged_save_needs_allow_pickle(hub, tmp_path) -> None:
+    folder = _save(hub["llama"], "LlamaForCausalLM", adapters.SeqBnConfig(), str(tmp_path / "ahub"))
+    with pytest.raises(UnsafeFormatError, match="--allow-pickle"):
+        resolve(ResolveRequest(folder))
+
+
+def test_a_prediction_head_names_the_task_and_is_served_unmerged(hub, tmp_path) -> None:
     model = adapters.AutoAdapterModel.from_pretrained(hub["bert"])
     model.add_adapter("task", config=LORA)
     model.add_classification_head("task", num_labels=3)
     model.save_adapter(str(tmp_path / "flex"), "task", use_safetensors=True)
-    with pytest.raises(IncompatibleAdapterError, match="prediction head \\(classification\\)"):
+    plan = resolve(ResolveRequest(str(tmp_path / "flex"))).plan
+    assert plan.merge is None and plan.task.name == "SEQ_CLS"
+    assert plan.adapter.settings["adapterhub"]["head_type"] == "classification"
+    assert "model_head.safetensors" in {f.path for f in plan.adapter.files}
+
+
+def test_a_head_packager_cannot_answer_with_is_refused_naming_it(hub, tmp_path) -> None:
+    model = adapters.AutoAdapterModel.from_pretrained(hub["bert"])
+    model.add_adapter("task", config=LORA)
+    model.add_multiple_choice_head("task", num_choices=2)
+    model.save_adapter(str(tmp_path / "flex"), "task", use_safetensors=True)
+    with pytest.raises(IncompatibleAdapterError, match="multiple_choice prediction head"):
         resolve(ResolveRequest(str(tmp_path / "flex")))
 
 

@@ -45,7 +45,7 @@ def _request(adapters: dict[str, str], layout: str, work, **kw) -> PackageReques
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 def test_a_prompt_learning_adapter_resolves_to_no_merge(prompt_adapters, kind) -> None:
     plan = resolve(ResolveRequest(prompt_adapters[kind])).plan
-    assert plan.merge is None and plan.adapter.peft_type == kind and plan.adapter.is_prompt_learning
+    assert plan.merge is None and plan.adapter.peft_type == kind and plan.adapter.is_unmerged
     assert plan.adapter.settings["num_virtual_tokens"] == 4
     assert any(f.path == "adapter_model.safetensors" and f.sha256 for f in plan.adapter.files)
 
