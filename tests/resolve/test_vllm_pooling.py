@@ -111,3 +111,16 @@ def test_gpt2s_length_limit_is_its_n_positions() -> None:
 
     gpt2 = {"architectures": ["GPT2LMHeadModel"], "n_embd": 128, "n_head": 4, "n_positions": 256}
     assert choose_runtime("auto", "baked", gpt2, ArtefactSpec(), []).context_length == 256
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_vision_language_models_stay_with_packager_as_measured(device) -> None:
+    """bench/RESULTS.md: neither LLaVA nor Idefics2 starts in the CPU image's vLLM; `--runtime vllm` says why."""
+    from packager.resolve.runtime_choice import choose_runtime
+    from packager.resolve.vllm_models import VISION_ON_CPU
+
+    llava = {"architectures": ["LlavaForConditionalGeneration"], "text_config": {"hidden_size": 64}}
+    choice = choose_runtime("auto", "baked", llava, ArtefactSpec(), [], device, "IMAGE_TEXT_TO_TEXT")
+    assert choice.engine == "packager" and VISION_ON_CPU in choice.reason
+    with pytest.raises(UserInputError, match="torchvision, which has no CPU build.*--runtime packager"):
+        choose_runtime("vllm", "baked", llava, ArtefactSpec(), [], device, "IMAGE_TEXT_TO_TEXT")
