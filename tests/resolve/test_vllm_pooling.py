@@ -122,5 +122,5 @@ def test_vision_language_models_stay_with_packager_as_measured(device) -> None:
     llava = {"architectures": ["LlavaForConditionalGeneration"], "text_config": {"hidden_size": 64}}
     choice = choose_runtime("auto", "baked", llava, ArtefactSpec(), [], device, "IMAGE_TEXT_TO_TEXT")
     assert choice.engine == "packager" and VISION_ON_CPU in choice.reason
-    with pytest.raises(UserInputError, match="torchvision, which has no CPU build.*--runtime packager"):
+    with pytest.raises(UserInputError, match=r"torchvision, which has no CPU build.*--runtime packager"):
         choose_runtime("vllm", "baked", llava, ArtefactSpec(), [], device, "IMAGE_TEXT_TO_TEXT")
