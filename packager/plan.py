@@ -16,6 +16,7 @@ from packager.artefact.spec import ArtefactSpec
 from packager.lock import entry_dict, plan_lock
 from packager.model_files import is_weight_file
 from packager.runtime.config import RuntimeConfig
+from packager.sizes import Sizing
 from packager.tasks import ModelTask
 
 
@@ -139,8 +140,6 @@ class StepMemory:
     basis: str
 
 
-
-
 @dataclass(frozen=True)
 class AdapterSpec:
     """A resolved adapter: its folder, checkpoint, PEFT type and settings, and its pinned files."""
@@ -250,6 +249,8 @@ class DeploySpec:
     targets: tuple[str, ...] = ()
     base_volume: str = "auto"
     replicas: int = 1
+    max_replicas: int = 0  # autoscaling between replicas and this on queued requests (0: fixed replicas)
+    api_key_secret: str = ""  # the Secret (compose: NAME.env) that gives every pod PACKAGER_API_KEY; "": no key
 
 
 @dataclass(frozen=True)
@@ -267,6 +268,7 @@ class PackagePlan:
     deploy: DeploySpec = field(default_factory=DeploySpec)  # manifests: not in the lock (they do not make the image)
     quantize: QuantizePlan | None = None  # the merged weights quantized in the same stream (compressed-tensors)
     memory: tuple[StepMemory, ...] = ()  # each step's expected peak, checked against the machine before any work
+    sizing: Sizing | None = None  # the serving pod's GPUs, memory and parallelism (resolve/sizing.py)
 
     @property
     def pinned_files(self) -> int:

@@ -77,13 +77,36 @@ def add_deploy_flags(p: argparse.ArgumentParser) -> None:
         "oci://, a compose volume filled from it); pvc: a claim filled by a loader Job; bind: a host folder "
         "(compose); volume: a named volume you fill (compose); auto (default): image when one was pushed",
     )
-    p.add_argument("--replicas", type=int, default=1, help="pods (Kubernetes, KServe); default 1")
+    p.add_argument(
+        "--replicas",
+        type=replica_range,
+        default=(1, 0),
+        metavar="N|MIN:MAX",
+        help="pods (Kubernetes, KServe); default 1. MIN:MAX autoscales on requests waiting per pod (an "
+        "autoscaling/v2 HorizontalPodAutoscaler; KServe: its own autoscaler through KEDA)",
+    )
+    p.add_argument(
+        "--api-key-secret",
+        metavar="NAME",
+        default="",
+        help="require an API key: the Kubernetes Secret NAME (its `api-key`) gives PACKAGER_API_KEY to every pod; "
+        "compose reads NAME.env; requests then need `Authorization: Bearer <key>` (/health, /metrics stay open)",
+    )
     p.add_argument(
         "--base-model-image",
         metavar="REPO@sha256:...",
         help="shared layout: the base-model image to mount (default: the one `packager package-base --push` "
         "recorded for this base's files)",
     )
+
+
+def replica_range(text: str) -> tuple[int, int]:
+    """`N` (fixed) or `MIN:MAX` (autoscaled) as (replicas, max_replicas); max 0 means fixed."""
+    low, sep, high = text.partition(":")
+    try:
+        return (int(low), int(high)) if sep else (int(low), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or MIN:MAX (e.g. 2 or 1:8)") from None
 
 
 def password_from_stdin(args: argparse.Namespace) -> str | None:

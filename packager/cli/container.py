@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -15,6 +16,12 @@ BUILDER_HELP = (
     "auto (default): oci with --push, else docker. docker: the Engine API (local image, gzip push; not "
     "reproducible); oci: layers streamed uncompressed from the context to the registry (fastest push, same "
     "inputs give the same digest, no local image); buildah: daemonless"
+)
+# the serving pod's sizing (resolve/sizing.py): flag, type, default, help
+SIZING_FLAGS = (
+    ("--gpu-memory", float, 80.0, "sizing (--device cuda): each GPU's memory in GiB (default 80)"),
+    ("--gpus-per-node", int, 8, "sizing: GPUs per node; tensor parallelism stays in one, pipeline stages span nodes"),
+    ("--max-num-seqs", int, 16, "sizing: sequences served at once, each with a full context of KV cache (default 16)"),
 )
 
 
@@ -100,6 +107,8 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
         "where it serves the model here, else packager; the default)",
     )
     p.add_argument("--max-model-len", type=int, metavar="N", help="vLLM: context length (default: the base's)")
+    for flag, kind, default, what in SIZING_FLAGS:
+        p.add_argument(flag, type=kind, default=default, metavar="N", help=what)
     p.add_argument(
         "--device",
         default="cpu",
@@ -133,7 +142,7 @@ def _package_request(args: argparse.Namespace):
     from packager.plan import DEPLOY_TARGETS, DeploySpec
     from packager.resolve.job import PackageRequest
 
-    return PackageRequest(
+    request = PackageRequest(
         adapters,
         args.layout,
         args.base_image,
@@ -159,8 +168,12 @@ def _package_request(args: argparse.Namespace):
         args.task,
         args.checkpoint,
         args.base_model_image,
-        DeploySpec(tuple(dict.fromkeys(args.target or DEPLOY_TARGETS)), args.base_volume, args.replicas),
+        DeploySpec(tuple(dict.fromkeys(args.target or DEPLOY_TARGETS)), args.base_volume, *args.replicas),
+        gpu_memory_gib=args.gpu_memory,
+        gpus_per_node=args.gpus_per_node,
+        max_num_seqs=args.max_num_seqs,
     )
+    return dataclasses.replace(request, deploy=dataclasses.replace(request.deploy, api_key_secret=args.api_key_secret))
 
 
 def cmd_package(args: argparse.Namespace) -> int:

@@ -91,6 +91,8 @@ def print_job(plan: PackagePlan) -> None:
     push = f"push to {image.tag}" if image.push else "no push"
     print(f"build:   {image.builder} builder ({reproducible}); {push}")
     print(f"engine:  {image.engine} ({image.engine_reason})")
+    for line in _describe_sizing(plan):
+        print(line)
     print(f"runtime: {json.dumps(image.runtime.to_json(), sort_keys=True)}")
     if image.model_image:
         print(f"base:    mounted from the base image {image.model_image}")
@@ -99,6 +101,20 @@ def print_job(plan: PackagePlan) -> None:
     later = sum(1 for f in plan.base.files if f.sha256 is None)
     deferred = f" ({later} base weight files are hashed while the merge reads them)" if later else ""
     print(f"pinned:  {plan.pinned_files} input files{deferred}")
+
+
+def _describe_sizing(plan: PackagePlan) -> list[str]:
+    """The pod's size and the arithmetic behind it."""
+    sizing = plan.sizing
+    if sizing is None:
+        return []
+    gpus = f"{sizing.gpus} GPU(s) x {sizing.nodes} node(s)" if sizing.device == "cuda" else "CPU"
+    head = f"size:    {gpus}, memory {_gib(sizing.memory_request_bytes)}, /dev/shm {_gib(sizing.shm_bytes)}"
+    return [head, *(f"         {line}" for line in sizing.arithmetic)]
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB"
 
 
 def print_rendered(rendered: Rendered) -> None:

@@ -21,11 +21,14 @@ TEMPLATES = {
 
 
 def manifest_names(plan: PackagePlan, target: str) -> tuple[str, ...]:
-    """The files a target writes: the LLMInferenceService only for vLLM serving adapters on a shared base."""
+    """The files a target writes: the LLMInferenceService only for vLLM serving adapters on a shared base, and
+    alone when the model spans nodes (an InferenceService's predictor is one pod)."""
     names = TEMPLATES[target]
     image = plan.image
     if image is None or image.layout != "shared" or image.engine != "vllm":
         names = tuple(n for n in names if n != "kserve-llm.yaml")
+    if plan.sizing is not None and plan.sizing.nodes > 1:
+        names = tuple(n for n in names if n == "kserve-llm.yaml")
     return names
 
 

@@ -12,13 +12,32 @@ from packager.errors import UserInputError
 from packager.image.filters import dns_label, image_ref
 from packager.image.paths import BASE_MOUNT
 from packager.plan import BASE_VOLUMES, DEPLOY_TARGETS, DeploySpec, ImagePlan, PackagePlan, files_key
+from packager.sizes import GIB, Sizing
 
 RUNTIME_UID = 10001  # the USER of every packager image (Dockerfile templates)
 KSERVE_MODEL_DIR = "/mnt/models"  # where KServe puts what STORAGE_URI / spec.model.uri names
 # The lowest Kubernetes each shape needs: ImageVolume is on by default from 1.35 (beta; GA in 1.36), and
 # `subPath` into an image volume needs 1.33; everything else is stable API long before 1.27.
 K8S_MIN = {"image": "1.35", "pvc": "1.27", "none": "1.27"}
+QUEUE_TARGET = 4  # requests waiting per pod before another is added
+PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"  # the Prometheus Operator's default Service
 VOLUMES_FOR = {"compose": ("image", "bind", "volume"), "kubernetes": ("image", "pvc"), "kserve": ("image", "pvc")}
+
+
+def check_nodes(plan: PackagePlan) -> None:
+    """A model that spans nodes (pipeline stages) deploys only as a multi-node KServe LLMInferenceService, which
+    serves a mounted base: refused in one line otherwise, at plan time."""
+    nodes = plan.sizing.nodes if plan.sizing else 1
+    if nodes == 1:
+        return
+    others = [t for t in plan.deploy.targets if t != "kserve"]
+    if others or _image(plan).layout != "shared":
+        what = f"--target {others[0]}" if others else "--layout baked"
+        raise UserInputError(
+            f"the model spans {nodes} nodes ({plan.sizing.arithmetic[-1]}), and {what} runs on one: compose is one "
+            "host, plain Kubernetes would need a LeaderWorkerSet (no offline schema to validate it), and KServe's "
+            "multi-node LLMInferenceService serves a mounted base; use --layout shared --target kserve"
+        )
 
 
 def check_deploy(spec: DeploySpec, layout: str) -> None:
@@ -30,6 +49,13 @@ def check_deploy(spec: DeploySpec, layout: str) -> None:
         raise UserInputError(f"unknown --base-volume {spec.base_volume!r}; use one of {', '.join(BASE_VOLUMES)}")
     if not 0 <= spec.replicas <= 1000:
         raise UserInputError(f"--replicas {spec.replicas} is out of range; use 0-1000")
+    if spec.max_replicas and not 1 <= spec.replicas <= spec.max_replicas <= 1000:
+        raise UserInputError(
+            f"--replicas {spec.replicas}:{spec.max_replicas} is not MIN:MAX with 1 <= MIN <= MAX <= 1000 (scaling to "
+            "zero is not offered: the cold start is minutes); e.g. 1:8"
+        )
+    if spec.api_key_secret:
+        dns_label(spec.api_key_secret)  # a Secret name, and a file name compose reads: one line if it is neither
     if layout == "shared" and spec.base_volume != "auto":
         for target in spec.targets:
             if spec.base_volume not in VOLUMES_FOR[target]:
@@ -92,9 +118,40 @@ def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str,
         "claim_size": _claim_size(plan),
         "volume_name": f"packager-base-{_base_key(plan)}",
         "base_name": image.runtime.vllm.base_name if image.runtime.vllm else "",
+        "api_key_secret": plan.deploy.api_key_secret,
+        "max_replicas": plan.deploy.max_replicas,
+        # the queue an autoscaler reads, as the Prometheus adapter exposes it (`:` becomes `_`)
+        "queue_metric": "vllm_num_requests_waiting" if image.engine == "vllm" else "packager_num_requests_running",
+        "queue_target": QUEUE_TARGET,
+        "queue_metric_raw": "vllm:num_requests_waiting" if image.engine == "vllm" else "packager:num_requests_running",
+        "prometheus_url": PROMETHEUS_URL,
         "start_failures": 60 if image.engine == "vllm" else 30,  # x 10 s: vLLM's cold start is longer
         "k8s_min": K8S_MIN[volume] if volume in K8S_MIN else K8S_MIN["none"],
+        **pod_resources(plan),
     }
+
+
+def pod_resources(plan: PackagePlan) -> dict[str, Any]:
+    """What each pod asks the scheduler for, from the plan's sizing (a plan without one: the base's bytes plus
+    the runtime, one GPU on cuda)."""
+    sizing = plan.sizing
+    if sizing is None:
+        memory = sum(f.size for f in plan.base.files) + 2 * GIB
+        sizing = Sizing(_image(plan).device, 0, 0, 0, 1, memory_request_bytes=memory, memory_limit_bytes=memory)
+    return {
+        "gpus": sizing.gpus or 1,
+        "tensor_parallel": sizing.tensor_parallel,
+        "pipeline_parallel": sizing.pipeline_parallel,
+        "cpu_request": sizing.cpu_request,
+        "memory_request": _gi(sizing.memory_request_bytes),
+        "memory_limit": _gi(max(sizing.memory_limit_bytes, sizing.memory_request_bytes)),
+        "shm": _gi(sizing.shm_bytes),
+    }
+
+
+def _gi(size: int) -> str:
+    """A Kubernetes quantity in whole GiB, rounded up."""
+    return f"{max(1, math.ceil(size / GIB))}Gi"
 
 
 def _image(plan: PackagePlan) -> ImagePlan:

@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from packager.deploy.values import check_nodes
 from packager.dtypes import CONFIG_NAME, DTYPE_OF_CONFIG, SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.image.libraries import requirement
@@ -27,9 +28,11 @@ from packager.resolve.request import PackageRequest, check_request, choose_build
 from packager.resolve.resolver import Resolved, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.resolve.served_task import served_task
+from packager.resolve.sizing import GPU_MEMORY_UTILIZATION, plan_sizing
 from packager.resolve.vllm_models import pooler_config, sentence_max_length
 from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.runtime.fingerprint import sample_sha256
+from packager.sizes import Target
 from packager.tasks import ModelTask
 
 __all__ = ["Job", "PackageRequest", "choose_builder", "plan_package", "sampled_base", "service_name"]
@@ -71,9 +74,26 @@ def plan_package(request: PackageRequest) -> Job:
     )
     baked = request.layout == "baked"
     plan = _baked_plan(request, inputs[0], choice) if baked else _shared_plan(request, inputs, choice)
+    plan = _sized(plan, request, inputs[0])
     memory = plan_memory(plan, request.verify)
     check_memory(memory)  # before any heavy work: a step that cannot fit is refused now, not killed later
-    return Job(dataclasses.replace(plan, deploy=request.deploy, memory=memory), inputs)
+    plan = dataclasses.replace(plan, deploy=request.deploy, memory=memory)
+    check_nodes(plan)
+    return Job(plan, inputs)
+
+
+def _sized(plan: PackagePlan, request: PackageRequest, first: Resolved) -> PackagePlan:
+    """The plan with its pod's size, and vLLM on a GPU started with the parallelism and KV cache it was sized for."""
+    target = Target(request.device, request.gpu_memory_gib, request.gpus_per_node, request.max_num_seqs)
+    sizing = plan_sizing(plan, first.weights.tensors, target)
+    image = plan.image
+    if image is not None and image.engine == "vllm" and sizing.device == "cuda":
+        vllm = dataclasses.replace(
+            image.runtime.vllm, tensor_parallel_size=sizing.tensor_parallel, pipeline_parallel_size=sizing.nodes,
+            max_num_seqs=sizing.max_num_seqs, gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
+        )  # fmt: skip
+        image = dataclasses.replace(image, runtime=dataclasses.replace(image.runtime, vllm=vllm))
+    return dataclasses.replace(plan, sizing=sizing, image=image)
 
 
 def _served_tokenizers(inputs: tuple[Resolved, ...], layout: str) -> tuple[str, ...]:

@@ -48,6 +48,9 @@ class PackageRequest:
     checkpoint: int | None = None  # --checkpoint: a run's checkpoint-N / step-N (default: the newest)
     base_model_image: str | None = None  # shared: the pushed base-model image (default: the one package-base recorded)
     deploy: DeploySpec = field(default_factory=DeploySpec)  # --target, --base-volume, --replicas
+    gpu_memory_gib: float = 80.0  # --gpu-memory: each GPU's memory, for the sizing
+    gpus_per_node: int = 8  # --gpus-per-node: tensor parallelism stays within a node
+    max_num_seqs: int = 16  # --max-num-seqs: concurrent sequences vLLM holds KV cache for (GPU)
 
 
 def choose_builder(requested: str, push: bool) -> str:
@@ -66,6 +69,10 @@ def check_request(request: PackageRequest) -> None:
         raise UserInputError("the baked layout serves exactly one adapter; use --layout shared for several")
     if request.device not in DEVICES:
         raise UserInputError(f"unknown --device {request.device!r}; use one of {', '.join(DEVICES)}")
+    for flag, value in (("--gpu-memory", request.gpu_memory_gib), ("--gpus-per-node", request.gpus_per_node),
+                        ("--max-num-seqs", request.max_num_seqs)):  # fmt: skip
+        if isinstance(value, bool) or not 0 < value <= 4096:
+            raise UserInputError(f"{flag} {value} is out of range; give a positive number (at most 4096)")
     if request.builder not in BUILDERS:
         raise UserInputError(f"unknown builder {request.builder!r}; use one of {', '.join(BUILDERS)}")
     if request.base_image:  # without one the plan names the runtime image it needs

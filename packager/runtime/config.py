@@ -39,6 +39,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .config_errors import ConfigError
+from .vllm_config import VLLM_KEYS, VLLM_POOLING_TASKS, VllmSettings, check_vllm
+
 VERIFY_MODES = ("quick", "full", "off")
 BACKENDS = ("transformers", "onnx")
 LOAD_QUANTIZATIONS = ("none", "bnb-nf4", "bnb-int8", "fp8")
@@ -53,17 +56,6 @@ SERVED_TASKS = {
     "TOKEN_CLS": "classify",
 }
 MODEL_CLASS = re.compile(r"^Auto[A-Za-z0-9]+$")
-VLLM_DTYPES = ("auto", "float32", "bfloat16", "float16")
-VLLM_KEYS = {"dtype", "max_model_len", "base_name", "max_lora_rank", "max_loras", "device", "quantization", "pooling"}
-# vLLM's pooling runner (embeddings, classifiers): the --pooler-config keys packager sets, and the tasks it serves
-POOLING_KEYS = {
-    "task": ("embed", "classify"),
-    "seq_pooling_type": ("CLS", "LAST", "MEAN"),
-    "use_activation": (True, False),
-}
-VLLM_POOLING_TASKS = {"FEATURE_EXTRACTION": "embed", "SEQ_CLS": "classify"}
-VLLM_QUANTIZATIONS = (None, "bitsandbytes", "fp8")
-VLLM_DEVICES = ("cpu", "cuda")
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
 BASE_DIR_ENV = "PACKAGER_BASE_DIR"  # where a platform puts the base instead (KServe: /mnt/models)
 COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm", "task", "model_class", "adapter_library"}
@@ -73,29 +65,6 @@ LAYOUT_KEYS = {
     "shared": {"base_dir", "adapters", "lock", "verify_base"},
 }
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$")
-
-
-class ConfigError(Exception):
-    """runtime.json is missing, unreadable or invalid (one line)."""
-
-
-@dataclass(frozen=True)
-class VllmSettings:
-    """How vLLM is started: dtype, context length and, for the shared layout, the LoRA slots."""
-
-    dtype: str = "auto"
-    max_model_len: int = 2048
-    base_name: str = "base"
-    max_lora_rank: int = 16
-    max_loras: int = 1
-    device: str = "cpu"  # cpu: eager (the CPU image has no C++ compiler for inductor), fitted at start; cuda
-    quantization: str | None = None  # vLLM's --quantization for a load-time scheme (GPU): bitsandbytes, fp8
-    pooling: dict[str, Any] | None = None  # the pooling runner's --pooler-config (embeddings, classifiers)
-
-    def to_json(self) -> dict[str, Any]:
-        """The runtime.json `vllm` object (`pooling` only for a pooling model)."""
-        data = dataclasses.asdict(self)
-        return data if self.pooling is not None else {k: v for k, v in data.items() if k != "pooling"}
 
 
 @dataclass(frozen=True)
@@ -170,7 +139,7 @@ def parse_config(data: Any, root: str = ".", env: Mapping[str, str] | None = Non
         raise ConfigError(f"runtime config: unknown key(s) for layout {layout}: {', '.join(unknown)}")
     port = _port(data.get("port", 8000))
     load_quantization = _one_of(data, "load_quantization", LOAD_QUANTIZATIONS, "none")
-    engine = _engine(data)
+    engine = parse_engine(data)
     config = _layout_config(data, layout, port, load_quantization, root, env)
     return dataclasses.replace(config, **engine, **_task(data), adapter_library=_adapter_library(data, engine))
 
@@ -201,7 +170,8 @@ def _task(data: dict) -> dict[str, str]:
     return {"task": task, "model_class": model_class}
 
 
-def _engine(data: dict) -> dict[str, Any]:
+def parse_engine(data: dict) -> dict[str, Any]:
+    """The engine and, for vLLM, its validated settings."""
     engine = _one_of(data, "engine", ENGINES, "packager")
     if engine == "packager":
         if "vllm" in data:
@@ -211,29 +181,8 @@ def _engine(data: dict) -> dict[str, Any]:
     if not isinstance(settings, dict) or set(settings) - VLLM_KEYS:
         raise ConfigError(f"runtime config: vllm must be an object with keys among {', '.join(sorted(VLLM_KEYS))}")
     vllm = VllmSettings(**settings)
-    if vllm.dtype not in VLLM_DTYPES:
-        raise ConfigError(f"runtime config: vllm.dtype must be one of {', '.join(VLLM_DTYPES)}, got {vllm.dtype!r}")
-    if vllm.quantization not in VLLM_QUANTIZATIONS:
-        raise ConfigError(
-            f"runtime config: vllm.quantization must be bitsandbytes, fp8 or null, got {vllm.quantization!r}"
-        )
-    if vllm.device not in VLLM_DEVICES:
-        raise ConfigError(f"runtime config: vllm.device must be cpu or cuda, got {vllm.device!r}")
-    _check_pooling(vllm.pooling)
-    for key in ("max_model_len", "max_lora_rank", "max_loras"):
-        value = getattr(vllm, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"runtime config: vllm.{key} must be a positive integer, got {value!r}")
+    check_vllm(vllm)
     return {"engine": "vllm", "vllm": dataclasses.replace(vllm, base_name=_name(vllm.base_name))}
-
-
-def _check_pooling(pooling: Any) -> None:
-    if pooling is None:
-        return
-    bad = not isinstance(pooling, dict) or any(pooling[k] not in POOLING_KEYS.get(k, ()) for k in pooling)
-    if bad or (isinstance(pooling, dict) and "task" not in pooling):
-        choices = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in POOLING_KEYS.items())
-        raise ConfigError(f"runtime config: vllm.pooling must be an object with a task and keys among {choices}")
 
 
 def _layout_config(data: dict, layout: str, port: int, load_quantization: str, root: str, env) -> RuntimeConfig:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .config import VLLM_DTYPES, ConfigError
+from .config_errors import ConfigError
+from .vllm_config import VLLM_DTYPES
 
 DTYPE_ENV = "PACKAGER_VLLM_DTYPE"
 BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})

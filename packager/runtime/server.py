@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from .api_errors import ApiError, error_body, served_name
+from .api_key import API_KEY_ENV, UNAUTHORIZED, api_key, authorized
 from .config import ConfigError, load_config
 from .encoder_routes import add_encoder_routes
 from .encoders import Encoder, PoolingUnsupported
@@ -66,8 +67,8 @@ class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
 
 
-def create_app(engine: Engine | Encoder) -> FastAPI:
-    """The FastAPI app serving `engine` (already loaded)."""
+def create_app(engine: Engine | Encoder, key: str | None = None) -> FastAPI:
+    """The FastAPI app serving `engine` (already loaded); `key`: the API key requests must carry (api_key.py)."""
     app = FastAPI(title="packager runtime")
     metrics = Metrics()
 
@@ -77,6 +78,9 @@ def create_app(engine: Engine | Encoder) -> FastAPI:
         metrics.started()
         status = 500
         try:
+            if not authorized(request.url.path, request.headers.get("authorization"), key):
+                status = 401
+                return JSONResponse(UNAUTHORIZED, status_code=401)
             response = await call_next(request)
             status = response.status_code
             return response
@@ -267,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"packager runtime: serving {', '.join(engine.names)} ({config.layout} layout) on port {port}", file=sys.stderr
     )
-    uvicorn.run(create_app(engine), host=args.host, port=port, log_level="info")
+    key = api_key(os.environ)
+    if key:
+        print(f"packager runtime: requests need the API key ({API_KEY_ENV})", file=sys.stderr)
+    uvicorn.run(create_app(engine, key), host=args.host, port=port, log_level="info")
     return 0
 
 

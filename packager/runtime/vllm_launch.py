@@ -13,10 +13,12 @@ import os
 import shutil
 import sys
 
+from .api_key import vllm_env
 from .config import ConfigError, RuntimeConfig, load_config
 from .cpu_tuning import CpuTuning, tune_for_cpu
 from .startup import check_mounted_base, exit_code, parse_args, serving_port
 from .verify_base import BaseMismatch
+from .vllm_config import VllmSettings
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 ENGINE_ENV = {
@@ -56,6 +58,7 @@ def vllm_argv(
     argv = [python, "-m", SERVER_MODULE, "--host", host, "--port", str(port), "--dtype", dtype or vllm.dtype]
     argv += ["--max-model-len", str(vllm.max_model_len), *(["--enforce-eager"] if vllm.device == "cpu" else [])]
     argv += ["--quantization", vllm.quantization] if vllm.quantization else []
+    argv += sizing_flags(vllm)
     if vllm.pooling is not None:  # an embeddings model or a classifier: vLLM's pooling runner
         argv += ["--runner", "pooling", "--pooler-config", json.dumps(vllm.pooling, sort_keys=True)]
     if config.layout == "baked":
@@ -66,10 +69,23 @@ def vllm_argv(
     return [*argv, "--lora-modules", *modules]
 
 
+def sizing_flags(vllm: VllmSettings) -> list[str]:
+    """The parallelism and memory flags the plan sized (none at vLLM's defaults)."""
+    flags = {
+        "--tensor-parallel-size": vllm.tensor_parallel_size if vllm.tensor_parallel_size > 1 else None,
+        "--pipeline-parallel-size": vllm.pipeline_parallel_size if vllm.pipeline_parallel_size > 1 else None,
+        "--max-num-seqs": vllm.max_num_seqs,
+        "--gpu-memory-utilization": vllm.gpu_memory_utilization,
+        # stages on other nodes are Ray workers (KServe's multi-node preset starts them)
+        "--distributed-executor-backend": "ray" if vllm.pipeline_parallel_size > 1 else None,
+    }
+    return [part for flag, value in flags.items() if value is not None for part in (flag, str(value))]
+
+
 def engine_env(environ: dict[str, str], tuning: CpuTuning | None = None) -> dict[str, str]:
     """The engine's environment: offline, no telemetry, a 1 GiB KV cache on CPU unless the caller set one,
     plus the CPU thread binding chosen at start."""
-    return {**ENGINE_ENV, **(tuning.env if tuning else {}), **environ}
+    return {**ENGINE_ENV, **(tuning.env if tuning else {}), **environ, **vllm_env(environ)}
 
 
 def fit_to_machine(config: RuntimeConfig, environ: dict[str, str]) -> CpuTuning | None:

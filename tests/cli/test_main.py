@@ -88,3 +88,17 @@ def test_merged_demo_generates_text(demo, tmp_path) -> None:
     ids = tokenizer("Hello world", return_tensors="pt").input_ids
     generated = model.generate(ids, max_new_tokens=5, do_sample=False)
     assert generated.shape[1] == ids.shape[1] + 5
+
+
+def test_package_flags_for_scaling_and_a_key_reach_the_plan(demo, tmp_path, capsys) -> None:
+    capsys.readouterr()
+    argv = ["package", "--adapter", f"sql={os.path.join(demo, 'adapter')}", "--layout", "shared", "--dry-run",
+            "--json", "--work", str(tmp_path), "--replicas", "2:6", "--api-key-secret", "llm-key"]  # fmt: skip
+    assert main(argv) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["deploy"]["replicas"] == 2 and plan["deploy"]["max_replicas"] == 6
+    assert plan["deploy"]["api_key_secret"] == "llm-key" and plan["sizing"]["device"] == "cpu"
+    assert main([*argv[:-4], "--replicas", "6:2"]) == 2
+    assert "MIN:MAX" in capsys.readouterr().err
+    assert main([*argv[:-4], "--replicas", "two"]) == 2
+    assert "is not N or MIN:MAX" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -35,6 +36,8 @@ def compose_config(docker_compose: str, tmp_path: Path) -> ComposeConfig:
         folder = tmp_path / f"compose-{next(counter)}"
         folder.mkdir()
         (folder / "compose.yaml").write_text(text)
+        for name in re.findall(r'env_file: \["([^"/]+)"\]', text):  # the key file the user writes beside it
+            (folder / name).write_text("PACKAGER_API_KEY=sk-test\n")
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(folder), "LANG": "C.UTF-8"}
         if base_dir is not None:
             env["PACKAGER_BASE_DIR"] = base_dir

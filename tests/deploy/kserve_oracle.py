@@ -27,7 +27,10 @@ Where each part comes from:
   ``pkg/apis/serving/v1alpha2/llm_inference_service_types.go`` (``template`` is a ``corev1.PodSpec``;
   model URI schemes the controller accepts: ``hf``, ``s3``, ``pvc``, ``oci``). ``template`` and ``worker`` use
   ``io.k8s.api.core.v1.PodSpec`` from the same kubernetes-validate set. Router parts are modelled only in
-  their managed, empty form (``{}``); other spec fields (``prefill``, ``scaling``, ...) are not modelled.
+  their managed, empty form (``{}``); ``parallelism`` is ``ParallelismSpec`` from the same Go file (``tensor``,
+  ``pipeline``, ``data``, ``dataLocal``: integers >= 1; ``dataRPCPort``: 1-65535; ``expert``: a boolean), inlined
+  into the spec through ``WorkloadSpec`` beside ``replicas``, ``template`` and ``worker`` (the multi-node head and
+  worker pod specs); other spec fields (``prefill``, ``scaling``, ...) are not modelled.
 """
 
 from __future__ import annotations
@@ -198,10 +201,21 @@ def _llm_spec(builder: _Builder) -> dict[str, Any]:
     model["dependentRequired"] = {"lora": ["name"]}
     managed = _strict({})
     pod_spec = builder.k8s_ref("io.k8s.api.core.v1.PodSpec")
+    parallelism = _strict(
+        {
+            "tensor": positive,
+            "pipeline": positive,
+            "data": positive,
+            "dataLocal": positive,
+            "dataRPCPort": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "expert": {"type": "boolean"},
+        }
+    )
     return _strict(
         {
             "model": model,
             "replicas": {"type": "integer", "minimum": 0},
+            "parallelism": parallelism,
             "labels": string_map,
             "annotations": string_map,
             "template": pod_spec,

@@ -202,3 +202,11 @@ def test_a_tag_gives_a_service_name_kubernetes_accepts(tag: str) -> None:
     assert DNS_1035.match(name), name
     service = documents(render_manifests(plan, REF)["kubernetes.yaml"])[-1]
     assert service["kind"] == "Service" and service["metadata"]["name"] == name
+
+
+@pytest.mark.parametrize("value", [*HOSTILE, *CONTROL, "Upper", "a" * 64])
+def test_a_hostile_api_key_secret_name_is_refused(value) -> None:
+    """The Secret's name reaches every target (compose: as NAME.env): only an RFC 1123 label passes."""
+    plan = dataclasses.replace(FULL, deploy=dataclasses.replace(FULL.deploy, api_key_secret=value))
+    with pytest.raises(UserInputError, match="not a valid Kubernetes name"):
+        render_manifests(plan, REF)

@@ -33,9 +33,10 @@ BASE_URIS = {"shared-vllm-image": OCI, "shared-image": OCI, "shared-vllm-pvc": P
 BASE_URIS["shared-vllm-cuda-kserve-pvc"] = PVC  # kserve alone, on a claim: no loader there
 
 
-def deploy(plan: PackagePlan, targets=DEPLOY_TARGETS, volume: str = "auto", replicas: int = 1) -> PackagePlan:
-    """The plan asking for these manifests."""
-    return dataclasses.replace(plan, deploy=DeploySpec(tuple(targets), volume, replicas))
+def deploy(plan: PackagePlan, targets=DEPLOY_TARGETS, volume="auto", replicas=1, key="", most=0) -> PackagePlan:
+    """The plan asking for these manifests (`key`: the --api-key-secret; `most`: autoscaling up to that many)."""
+    spec = DeploySpec(tuple(targets), volume, replicas, max_replicas=most, api_key_secret=key)
+    return dataclasses.replace(plan, deploy=spec)
 
 
 def on_vllm(plan: PackagePlan, device: str = "cpu", **image) -> PackagePlan:
@@ -47,6 +48,21 @@ def on_vllm(plan: PackagePlan, device: str = "cpu", **image) -> PackagePlan:
     return plans.with_image(plans.with_runtime(plan, engine="vllm", vllm=settings), **image)
 
 
+def sized(plan: PackagePlan, model: str, **target) -> PackagePlan:
+    """The plan sized for a Llama-3.1 of that size in bf16 on 80 GiB GPUs (resolve/sizing.py), vLLM set to match."""
+    from packager.resolve.sizing import served_bytes, size
+    from packager.sizes import Target
+    from tests.sparse_models import llama3_config, llama3_tensors
+
+    weights = served_bytes(llama3_tensors(model), "none")
+    sizing = size(llama3_config(model), weights, 2, 8192, Target("cuda", **target))
+    vllm = dataclasses.replace(
+        plan.image.runtime.vllm, tensor_parallel_size=sizing.tensor_parallel,
+        pipeline_parallel_size=sizing.nodes, max_num_seqs=16, gpu_memory_utilization=0.9,
+    )  # fmt: skip
+    return dataclasses.replace(plans.with_runtime(plan, vllm=vllm), sizing=sizing)
+
+
 # case -> (plan, image reference); the first ones are pinned whole-file by goldens
 GOLDEN_CASES = {
     "baked": (deploy(plans.baked()), BAKED_REF),
@@ -54,7 +70,12 @@ GOLDEN_CASES = {
     "shared-pvc-loader": (deploy(plans.with_image(plans.shared(), model_image=MODEL), ["kubernetes"], "pvc"), REF),
     "shared-volume": (deploy(plans.shared(), ["compose"], "volume"), REF),
     "shared-vllm-image": (deploy(on_vllm(plans.shared(), model_image=MODEL)), REF),
-    "shared-vllm-cuda-image": (deploy(on_vllm(plans.shared(), "cuda", model_image=MODEL)), REF),
+    "shared-vllm-cuda-image": (deploy(on_vllm(plans.shared(), "cuda", model_image=MODEL), key="llm-key"), REF),
+    "baked-api-key": (deploy(plans.baked(), key="llm-key", replicas=2, most=8), BAKED_REF),
+    "shared-405b-multinode": (
+        deploy(sized(on_vllm(plans.shared(), "cuda", model_image=MODEL), "405b"), ["kserve"]),
+        REF,
+    ),
 }
 CASES = {
     **GOLDEN_CASES,
@@ -62,6 +83,7 @@ CASES = {
     "shared-vllm-pvc": (deploy(on_vllm(plans.shared()), ["kubernetes", "kserve"], "pvc", replicas=0), REF),
     "shared-vllm-cuda-kserve-pvc": (deploy(on_vllm(plans.shared(), "cuda", model_image=MODEL), ["kserve"], "pvc"), REF),
     "baked-vllm-cuda": (deploy(on_vllm(plans.baked(), "cuda"), replicas=3), BAKED_REF),
+    "shared-70b-cuda": (deploy(sized(on_vllm(plans.shared(), "cuda", model_image=MODEL), "70b"), replicas=3), REF),
     "unpushed-tag": (deploy(plans.shared()), "acme/shared:2"),
 }
 
@@ -102,7 +124,7 @@ def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
 
 def env_of(doc: dict[str, Any]) -> dict[str, str]:
     """The serving container's environment, by name."""
-    return {e["name"]: e["value"] for e in pod_spec(doc)["containers"][0].get("env", [])}
+    return {e["name"]: e.get("value", "") for e in pod_spec(doc)["containers"][0].get("env", [])}
 
 
 def _golden(name: str, text: str) -> None:
@@ -218,7 +240,10 @@ def test_every_pod_runs_as_the_image_user_and_probes_health(case: str) -> None:
         if doc["kind"] == "Job":  # the loader writes the claim once as root (NFS-like claims ignore fsGroup)
             assert spec["securityContext"] == {"runAsUser": 0}
             continue
-        assert spec["securityContext"] == {"runAsUser": UID, "runAsGroup": UID, "fsGroup": UID, "runAsNonRoot": True}
+        assert spec["securityContext"] == {
+            "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID, "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }  # fmt: skip
         replicas = spec["minReplicas"] if doc["kind"] == "InferenceService" else doc["spec"]["replicas"]
         assert replicas == CASES[case][0].deploy.replicas
         container = spec["containers"][0]
@@ -252,11 +277,13 @@ def test_a_baked_image_has_no_base_volume_and_no_llm_inference_service(case: str
 
 
 def test_gpus_are_asked_for_only_on_cuda() -> None:
-    reservation = {"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}
+    reservation = {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
     for case, cuda in (("shared-vllm-cuda-image", True), ("baked-vllm-cuda", True), ("shared-vllm-image", False)):
         for kind in ("Deployment", "InferenceService"):
-            limits = pod_spec(one(case, kind))["containers"][0].get("resources", {}).get("limits", {})
-            assert limits == ({"nvidia.com/gpu": "1"} if cuda else {}), (case, kind)
+            resources = pod_spec(one(case, kind))["containers"][0]["resources"]
+            for part in ("requests", "limits"):
+                assert resources[part].get("nvidia.com/gpu") == ("1" if cuda else None), (case, kind)
+            assert resources["requests"]["memory"].endswith("Gi") and resources["requests"]["cpu"] == "2"
         service = list(rendered(case)["compose.yaml"][0]["services"].values())[-1]  # the server comes last
         devices = service.get("deploy", {}).get("resources", {}).get("reservations", {}).get("devices")
         assert devices == ([reservation] if cuda else None), case
@@ -296,3 +323,147 @@ def test_check_deploy_accepts_what_applies() -> None:
     for spec in (DeploySpec(DEPLOY_TARGETS), DeploySpec(("kubernetes", "kserve"), "pvc", 0), DeploySpec((), "bind")):
         check_deploy(spec, "shared")
     check_deploy(DeploySpec(("compose",), "pvc", 1000), "baked")  # a baked image mounts no base
+
+
+def test_gpu_counts_memory_and_shm_follow_the_sizing() -> None:
+    """70B bf16 on 80 GiB GPUs: tensor parallel 4 (resolve/sizing.py): 4 GPUs, /dev/shm 8 GiB, in every target."""
+    for kind in ("Deployment", "InferenceService", "LLMInferenceService"):
+        spec = pod_spec(one("shared-70b-cuda", kind))
+        resources = spec["containers"][0]["resources"]
+        assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "4", kind
+        assert resources["requests"] == {"cpu": "6", "memory": "10Gi", "nvidia.com/gpu": "4"}, kind
+        shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
+        assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}, kind
+    assert one("shared-70b-cuda", "LLMInferenceService")["spec"]["parallelism"] == {"tensor": 4}
+    service = list(rendered("shared-70b-cuda")["compose.yaml"][0]["services"].values())[-1]
+    assert service["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 4 and service["shm_size"] == "8g"
+
+
+def test_a_405b_spans_nodes_as_a_multi_node_llminferenceservice() -> None:
+    document = one("shared-405b-multinode", "LLMInferenceService")
+    assert document["spec"]["parallelism"] == {"tensor": 8, "pipeline": 2}
+    for part in ("template", "worker"):
+        assert document["spec"][part]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8", part
+
+
+@pytest.mark.parametrize(("targets", "layout"), [(["kserve", "compose"], "shared"), (["kserve"], "baked")])
+def test_a_multi_node_model_elsewhere_is_refused_in_one_line(targets, layout) -> None:
+    from packager.deploy.values import check_nodes
+
+    plan = on_vllm(plans.shared() if layout == "shared" else plans.baked(), "cuda", model_image=MODEL)
+    with pytest.raises(UserInputError, match=r"spans 2 nodes .* use --layout shared --target kserve"):
+        check_nodes(deploy(sized(plan, "405b"), targets))
+
+
+def test_the_oracle_refuses_a_parallelism_it_does_not_know() -> None:
+    document = one("shared-405b-multinode", "LLMInferenceService")
+    document["spec"]["parallelism"]["tensr"] = 8
+    with pytest.raises(jsonschema.ValidationError, match="tensr"):
+        validate_kserve(document)
+    document["spec"]["parallelism"] = {"tensor": 0}
+    with pytest.raises(jsonschema.ValidationError):
+        validate_kserve(document)
+
+
+@pytest.mark.parametrize("case", ["shared-vllm-cuda-image", "baked-api-key"])
+def test_every_pod_takes_the_api_key_from_the_named_secret(case) -> None:
+    kinds = ["Deployment", "InferenceService"] + (["LLMInferenceService"] if case.startswith("shared") else [])
+    for kind in kinds:
+        env = pod_spec(one(case, kind))["containers"][0]["env"]
+        key = next(e for e in env if e["name"] == "PACKAGER_API_KEY")
+        assert key["valueFrom"] == {"secretKeyRef": {"name": "llm-key", "key": "api-key"}}, kind
+    service = list(rendered(case)["compose.yaml"][0]["services"].values())[-1]
+    assert service["env_file"] == ["llm-key.env"]
+    assert all("PACKAGER_API_KEY" not in str(d) for d in rendered("shared")["kubernetes.yaml"]), "no key: open"
+
+
+@pytest.mark.parametrize("name", ["Bad_Name", "x\nkind: Secret", "a b"])
+def test_a_secret_name_that_is_not_one_is_refused(name) -> None:
+    with pytest.raises(UserInputError):
+        check_deploy(DeploySpec(("kubernetes",), "auto", 1, api_key_secret=name), "shared")
+
+
+def _serving_pods(case: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every serving pod spec of the case (the base loader Job is the documented exception: it runs as root once,
+    since NFS-like claims ignore fsGroup)."""
+    pods = []
+    for docs in rendered(case).values():
+        for doc in docs:
+            if doc.get("kind") in ("Deployment", "InferenceService", "LLMInferenceService"):
+                pods.append((doc["kind"], pod_spec(doc)))
+            if doc.get("kind") == "LLMInferenceService" and "worker" in doc["spec"]:
+                pods.append(("worker", doc["spec"]["worker"]))
+    return pods
+
+
+@pytest.mark.parametrize("case", sorted(c for c in CASES if set(CASES[c][0].deploy.targets) - {"compose"}))
+def test_every_serving_pod_meets_the_restricted_profile(case) -> None:
+    from tests.deploy.restricted import violations
+
+    pods = _serving_pods(case)
+    assert pods, case
+    for kind, pod in pods:
+        assert violations(pod) == [], (case, kind)
+        mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        assert "/tmp" in mounts and pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_restricted_check_fails_on_a_pod_that_breaks_it() -> None:
+    import copy
+
+    from tests.deploy.restricted import violations
+
+    pod = copy.deepcopy(pod_spec(one("shared-70b-cuda", "Deployment")))
+    pod["containers"][0]["securityContext"]["capabilities"] = {"add": ["SYS_ADMIN"]}
+    pod["securityContext"].pop("seccompProfile")
+    pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    found = violations(pod)
+    assert "server: capabilities do not drop ALL" in found and "server: adds capability SYS_ADMIN" in found
+    assert "volume host: type hostPath" in found and any("seccompProfile" in v for v in found)
+
+
+def test_compose_locks_the_server_down_as_a_restricted_pod() -> None:
+    service = list(rendered("shared-vllm-image")["compose.yaml"][0]["services"].values())[-1]
+    assert service["read_only"] is True and service["cap_drop"] == ["ALL"] and service["tmpfs"] == ["/tmp"]
+    assert service["security_opt"] == ["no-new-privileges:true"]
+
+
+def test_autoscaling_renders_an_hpa_on_the_queue_and_keda_for_kserve() -> None:
+    hpa = one("baked-api-key", "HorizontalPodAutoscaler")["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 8)
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "demo"}
+    target = {"type": "AverageValue", "averageValue": "4"}
+    assert hpa["metrics"] == [
+        {"type": "Pods", "pods": {"metric": {"name": "packager_num_requests_running"}, "target": target}}
+    ]
+    template = one("baked-api-key", "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert template["prometheus.io/scrape"] == "true" and template["prometheus.io/path"] == "/metrics"
+    isvc = one("baked-api-key", "InferenceService")
+    predictor = isvc["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 8)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    query = predictor["autoScaling"]["metrics"][0]["external"]["metric"]["query"]
+    assert query == 'sum(packager:num_requests_running{pod=~"demo-predictor-.*"})'
+    assert "HorizontalPodAutoscaler" not in str(rendered("shared")), "fixed replicas: no autoscaler"
+
+
+@pytest.mark.parametrize("spec", [(0, 4), (5, 2), (1, 1001)])
+def test_a_replica_range_that_is_not_one_is_refused(spec) -> None:
+    with pytest.raises(UserInputError, match="MIN:MAX"):
+        check_deploy(DeploySpec(("kubernetes",), "auto", spec[0], max_replicas=spec[1]), "shared")
+
+
+def test_replicas_of_a_shared_vllm_image_are_routed_by_adapter() -> None:
+    """Several replicas: the LLMInferenceService's router (gateway, route, the inference scheduler) picks the one
+    with the request's adapter loaded; one replica needs no router."""
+    routed = one("shared-70b-cuda", "LLMInferenceService")["spec"]
+    assert routed["router"] == {"route": {}, "gateway": {}, "scheduler": {}} and routed["replicas"] == 3
+    assert "router" not in one("shared-vllm-image", "LLMInferenceService")["spec"]
+    assert "Routed by adapter" in render_manifests(*CASES["shared-70b-cuda"])["kserve-llm.yaml"]
+
+
+def test_a_broken_autoscaler_fails_validation() -> None:
+    hpa = one("baked-api-key", "HorizontalPodAutoscaler")
+    hpa["spec"]["metrics"][0]["pods"]["target"]["averageValu"] = "4"
+    with pytest.raises(kubernetes_validate.ValidationError, match="'averageValu' was unexpected"):
+        kubernetes_validate.validate(hpa, "1.27.0", strict=True)

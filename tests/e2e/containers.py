@@ -119,6 +119,33 @@ def check_openai_client(url: str, model: str, prompt: str, tokens: int) -> None:
         client.completions.create(model=model, prompt=prompt, max_tokens=100_000)
 
 
+API_KEY = "sk-e2e-0123456789"
+# what a restricted pod gives a container (Pod Security Standards, restricted; the manifests' securityContext):
+# a read-only root filesystem with /tmp writable, no capabilities, no privilege escalation
+LOCKED_DOWN = {
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,size=512m"},
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "environment": {"PACKAGER_API_KEY": API_KEY},
+}
+
+
+def check_api_key(url: str, model: str) -> None:
+    """Through the `openai` client: 401 without the key or with another, an answer with it; /health stays open."""
+    import httpx
+    import openai
+    import pytest
+
+    for wrong in ("not-the-key", ""):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=wrong or "unset", max_retries=0, timeout=120)
+        with pytest.raises(openai.AuthenticationError):
+            client.completions.create(model=model, prompt="Hello", max_tokens=2, temperature=0)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=300)
+    assert client.completions.create(model=model, prompt="Hello", max_tokens=2, temperature=0).choices[0].text
+    assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+
+
 def runtime_json(context: str) -> dict:
     """The runtime.json a rendered build context puts into its image."""
     with open(os.path.join(context, "config", "opt", "packager", "runtime.json")) as f:

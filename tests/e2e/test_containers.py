@@ -186,6 +186,18 @@ def test_the_openai_client_streams_from_packagers_own_server_in_its_container(ba
         container.remove(force=True)
 
 
+def test_a_locked_down_container_needs_its_api_key(baked, docker_client) -> None:
+    """Read-only root filesystem (only /tmp writable), no capabilities, no privilege escalation, and the API key:
+    the restricted pod the manifests render, here for real."""
+    report, _ = baked
+    container, url = containers.serve_on_host(docker_client, report.image, **containers.LOCKED_DOWN)
+    try:
+        containers.wait_http(url, container, timeout=180)
+        containers.check_api_key(url, "sql")
+    finally:
+        container.remove(force=True)
+
+
 def test_rebuild_without_build_cache_gives_the_same_weight_layers(baked) -> None:
     """The rebuild flake, made deterministic: a cache miss (here forced with nocache; in CI it came from an image
     removed by another test) re-ran every COPY, and the legacy builder stamped the directories it created with the

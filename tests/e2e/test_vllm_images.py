@@ -147,6 +147,18 @@ def test_too_little_shared_memory_is_one_line_not_a_dead_engine(shared, demo, do
     assert code == 4 and len(errors) == 1 and "--shm-size 1g" in errors[0] and "Traceback" not in logs, logs
 
 
+def test_a_locked_down_vllm_container_needs_its_api_key(baked, docker_client) -> None:
+    """vLLM behind the same key (the launcher hands PACKAGER_API_KEY to vLLM's VLLM_API_KEY), in a restricted
+    container: read-only root filesystem but /tmp and /dev/shm, no capabilities, no privilege escalation."""
+    report, _ = baked
+    container, url = containers.serve_on_host(docker_client, report.image, shm_size=SHM, **containers.LOCKED_DOWN)
+    try:
+        containers.wait_http(url, container)
+        containers.check_api_key(url, "sql")
+    finally:
+        container.remove(force=True)
+
+
 def test_the_openai_client_streams_from_the_vllm_container(baked, docker_client) -> None:
     """Over real HTTP: the container shares the host's network, its server bound to 127.0.0.1 only."""
     import httpx

@@ -94,3 +94,27 @@ def test_a_load_time_scheme_becomes_vllms_quantization_flag() -> None:
     assert parse_config(config.to_json(), "/", env={}) == config
     with pytest.raises(ConfigError, match=r"vllm\.quantization"):
         parse_config({**config.to_json(), "vllm": {**config.vllm.to_json(), "quantization": "gptq"}}, "/", env={})
+
+
+def test_the_sized_parallelism_reaches_vllms_command_line_and_round_trips() -> None:
+    """resolve/sizing.py's choice in runtime.json (a 405B over 2 nodes of 8 GPUs), then vLLM's flags."""
+    import dataclasses
+
+    sized = dataclasses.replace(
+        BAKED.vllm, device="cuda", tensor_parallel_size=8, pipeline_parallel_size=2, max_num_seqs=16,
+        gpu_memory_utilization=0.9,
+    )  # fmt: skip
+    config = dataclasses.replace(BAKED, vllm=sized)
+    assert parse_config(config.to_json()) == config
+    argv = vllm_launch.vllm_argv(config, "0.0.0.0", 8000)
+    flags = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+    assert flags["--tensor-parallel-size"] == "8" and flags["--pipeline-parallel-size"] == "2"
+    assert flags["--max-num-seqs"] == "16" and flags["--gpu-memory-utilization"] == "0.9"
+    assert flags["--distributed-executor-backend"] == "ray"
+    assert "--tensor-parallel-size" not in vllm_launch.vllm_argv(BAKED, "0.0.0.0", 8000), "unsized: vLLM's defaults"
+
+
+def test_a_bad_sizing_in_runtime_json_is_refused() -> None:
+    data = {**BAKED.to_json(), "vllm": {**BAKED.vllm.to_json(), "gpu_memory_utilization": 1.5}}
+    with pytest.raises(ConfigError, match="gpu_memory_utilization must be in"):
+        parse_config(data)
