@@ -13,6 +13,7 @@ from typing import Any
 from packager import __version__
 from packager.adapter_kinds import ADAPTERHUB_TYPE, UNMERGED_TYPES
 from packager.artefact.spec import ArtefactSpec
+from packager.deployment import BASE_VOLUMES, DEPLOY_TARGETS, DeploySpec  # noqa: F401 - re-exported
 from packager.lock import entry_dict, plan_lock
 from packager.model_files import is_weight_file
 from packager.runtime.config import RuntimeConfig
@@ -234,23 +235,6 @@ class ImagePlan:
         """Same inputs give the same image digest: the oci builder writes every byte itself and buildah runs with
         a fixed --timestamp; docker's legacy builder stamps the build's time into the image config, so it cannot."""
         return self.builder in ("oci", "buildah")
-
-
-DEPLOY_TARGETS = ("compose", "kubernetes", "kserve")
-BASE_VOLUMES = ("auto", "image", "pvc", "bind", "volume")
-
-
-@dataclass(frozen=True)
-class DeploySpec:
-    """Which manifests to write beside the image, and how a shared image's pods get the base: `image` (the pushed
-    base-model image: an ImageVolume, KServe oci://, a compose volume filled from it), `pvc` (a claim filled by a
-    loader Job), `bind` (a host folder), `volume` (a named volume you fill); auto: image when one was pushed."""
-
-    targets: tuple[str, ...] = ()
-    base_volume: str = "auto"
-    replicas: int = 1
-    max_replicas: int = 0  # autoscaling between replicas and this on queued requests (0: fixed replicas)
-    api_key_secret: str = ""  # the Secret (compose: NAME.env) that gives every pod PACKAGER_API_KEY; "": no key
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from packager.errors import UserInputError
+
+if TYPE_CHECKING:
+    from packager.deployment import DeploySpec
 
 
 def add_qlora_flags(p: argparse.ArgumentParser) -> None:
@@ -93,11 +97,25 @@ def add_deploy_flags(p: argparse.ArgumentParser) -> None:
         "compose reads NAME.env; requests then need `Authorization: Bearer <key>` (/health, /metrics stay open)",
     )
     p.add_argument(
+        "--network-policy",
+        action="store_true",
+        help="also a NetworkPolicy: only pods labelled packager.io/client=true reach the serving port",
+    )
+    p.add_argument(
         "--base-model-image",
         metavar="REPO@sha256:...",
         help="shared layout: the base-model image to mount (default: the one `packager package-base --push` "
         "recorded for this base's files)",
     )
+
+
+def deploy_spec(args: argparse.Namespace) -> DeploySpec:
+    """What the deploy flags ask of the manifests (every target when none is named)."""
+    from packager.deployment import DEPLOY_TARGETS, DeploySpec
+
+    targets = tuple(dict.fromkeys(args.target or DEPLOY_TARGETS))
+    low, high = args.replicas
+    return DeploySpec(targets, args.base_volume, low, high, args.api_key_secret, args.network_policy)
 
 
 def replica_range(text: str) -> tuple[int, int]:

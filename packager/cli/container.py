@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 
@@ -139,10 +138,10 @@ def _package_request(args: argparse.Namespace):
     if not getattr(args, "dry_run", False):
         hash_base_ahead(adapters[0][1], args.base)
 
-    from packager.plan import DEPLOY_TARGETS, DeploySpec
+    from packager.cli.common import deploy_spec
     from packager.resolve.job import PackageRequest
 
-    request = PackageRequest(
+    return PackageRequest(
         adapters,
         args.layout,
         args.base_image,
@@ -168,12 +167,11 @@ def _package_request(args: argparse.Namespace):
         args.task,
         args.checkpoint,
         args.base_model_image,
-        DeploySpec(tuple(dict.fromkeys(args.target or DEPLOY_TARGETS)), args.base_volume, *args.replicas),
+        deploy_spec(args),
         gpu_memory_gib=args.gpu_memory,
         gpus_per_node=args.gpus_per_node,
         max_num_seqs=args.max_num_seqs,
     )
-    return dataclasses.replace(request, deploy=dataclasses.replace(request.deploy, api_key_secret=args.api_key_secret))
 
 
 def cmd_package(args: argparse.Namespace) -> int:

@@ -119,6 +119,7 @@ def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str,
         "volume_name": f"packager-base-{_base_key(plan)}",
         "base_name": image.runtime.vllm.base_name if image.runtime.vllm else "",
         "api_key_secret": plan.deploy.api_key_secret,
+        "network_policy": plan.deploy.network_policy,
         "max_replicas": plan.deploy.max_replicas,
         # the queue an autoscaler reads, as the Prometheus adapter exposes it (`:` becomes `_`)
         "queue_metric": "vllm_num_requests_waiting" if image.engine == "vllm" else "packager_num_requests_running",

@@ -34,8 +34,9 @@ BASE_URIS["shared-vllm-cuda-kserve-pvc"] = PVC  # kserve alone, on a claim: no l
 
 
 def deploy(plan: PackagePlan, targets=DEPLOY_TARGETS, volume="auto", replicas=1, key="", most=0) -> PackagePlan:
-    """The plan asking for these manifests (`key`: the --api-key-secret; `most`: autoscaling up to that many)."""
-    spec = DeploySpec(tuple(targets), volume, replicas, max_replicas=most, api_key_secret=key)
+    """The plan asking for these manifests (`key`: the --api-key-secret, and a NetworkPolicy; `most`: autoscaling
+    up to that many)."""
+    spec = DeploySpec(tuple(targets), volume, replicas, most, api_key_secret=key, network_policy=bool(key))
     return dataclasses.replace(plan, deploy=spec)
 
 
@@ -160,8 +161,11 @@ def test_every_rendered_document_validates(case: str, compose_config) -> None:
                 assert kubernetes_validate.validate(doc, f"{version}.0", strict=True) == version
                 checked += 1
         elif name.startswith("kserve"):
-            for doc in docs:
-                validate_kserve(doc)
+            for doc in docs:  # KServe's kinds by the oracle; a core kind beside them (NetworkPolicy) as above
+                if doc["kind"] in ("InferenceService", "LLMInferenceService"):
+                    validate_kserve(doc)
+                else:
+                    assert kubernetes_validate.validate(doc, "1.27.0", strict=True) == "1.27"
                 checked += 1
         else:
             assert name == "compose.yaml" and len(docs) == 1
@@ -467,3 +471,15 @@ def test_a_broken_autoscaler_fails_validation() -> None:
     hpa["spec"]["metrics"][0]["pods"]["target"]["averageValu"] = "4"
     with pytest.raises(kubernetes_validate.ValidationError, match="'averageValu' was unexpected"):
         kubernetes_validate.validate(hpa, "1.27.0", strict=True)
+
+
+def test_the_network_policy_admits_only_labelled_clients_to_the_port() -> None:
+    for file, selector in (
+        ("kubernetes.yaml", "app.kubernetes.io/name"),
+        ("kserve.yaml", "serving.kserve.io/inferenceservice"),
+    ):
+        policy = next(d for d in rendered("baked-api-key")[file] if d["kind"] == "NetworkPolicy")["spec"]
+        assert policy["podSelector"] == {"matchLabels": {selector: "demo"}} and policy["policyTypes"] == ["Ingress"]
+        assert policy["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"packager.io/client": "true"}}}],
+                                      "ports": [{"port": 8000, "protocol": "TCP"}]}]  # fmt: skip
+    assert "NetworkPolicy" not in str(rendered("shared")), "opt-in"
