@@ -1,6 +1,7 @@
 """End to end: AdapterHub adapters that do not merge, in real images served by packager's server with the
-`adapters` library copied in: a baked bottleneck adapter on a decoder, and a shared image of two classifiers with
-their own prediction heads on a mounted BERT base, each answering as the library's own model does (issue 18)."""
+`adapters` library copied in: a baked bottleneck adapter on a decoder, a shared image of a bottleneck adapter and
+prefix tuning on one mounted base, and a shared image of two classifiers with their own prediction heads on a
+mounted BERT base, each answering as the library's own model does (issue 18)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,25 @@ def test_a_baked_bottleneck_image_answers_as_the_library(runtime_image, docker_c
     assert library != plain, "the adapter must change the answer, or this test proves nothing"
     expected = {"bn": tokenizer.decode(library, skip_special_tokens=True)}
     assert served_answers(docker_client, report.image, expected) == expected
+
+
+def test_a_shared_image_serves_bottleneck_and_prefix_tuning_as_the_library(runtime_image, docker_client, tmp_path):
+    """Two AdapterHub methods on one mounted base, chosen by `model`: each answers as the library's own model."""
+    base = build_base(str(tmp_path / "shared" / "base"), seed=0, hidden_size=128)
+    bottleneck, prefix = adapters.SeqBnConfig(reduction_factor=8), adapters.PrefixTuningConfig(prefix_length=4)
+    named = [
+        ("bn", adapterhub_saves.save(base, str(tmp_path / "bn"), bottleneck, seed=3)),
+        ("prefix", adapterhub_saves.save(base, str(tmp_path / "prefix"), prefix, seed=4, safetensors=False)),
+    ]
+    _readable(str(tmp_path / "shared"))
+    report = _package(tmp_path, runtime_image, named, "shared", "demo/hub-shared:1", runtime="auto", allow_pickle=True)
+    assert containers.runtime_json(report.context)["adapter_library"] == "adapters"
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    ids = tokenizer(PROMPT)["input_ids"]
+    library = {name: adapterhub_saves.greedy(adapterhub_saves.loaded(base, folder), ids, 12) for name, folder in named}
+    expected = {name: tokenizer.decode(tokens, skip_special_tokens=True) for name, tokens in library.items()}
+    assert expected["bn"] != expected["prefix"], "the adapters must differ, or this test proves nothing"
+    assert served_answers(docker_client, report.image, expected, base) == expected
 
 
 def test_a_shared_image_of_prediction_heads_classifies_as_the_library(runtime_image, docker_client, tmp_path):

@@ -115,3 +115,21 @@ def test_a_70b_dry_run_plans_tensor_parallelism_with_the_arithmetic(sparse_70b, 
     assert (vllm["tensor_parallel_size"], vllm["max_num_seqs"], vllm["gpu_memory_utilization"]) == (4, 16, 0.9)
     _, quantized = _dry_run(capsys, *sparse_70b, "--gpu-memory", "80", "--quantize", "fp8")
     assert quantized["sizing"]["tensor_parallel"] == 2, "fp8 halves the linear weights: fewer GPUs"
+
+
+def test_a_405b_dry_run_plans_two_nodes_and_says_where_that_deploys(tmp_path, capsys) -> None:
+    """Pipeline stages across nodes, planned from the headers alone; a baked image cannot span nodes, so the
+    plan is refused in one line naming the multi-node LLMInferenceService (tests/deploy renders it)."""
+    from packager.cli.main import main
+    from tests.sparse_models import save_lora_by_hand, save_sparse_llama
+
+    hidden, intermediate, layers, heads, kv, _ = SHAPES["405b"]
+    base = str(tmp_path / "base")
+    save_sparse_llama(base, hidden, intermediate, layers, 32000, heads=heads, kv_heads=kv, context=8192)
+    adapter = save_lora_by_hand(str(tmp_path / "lora"), base, hidden, layers, targets=("q_proj",))
+    argv = ["package", "--adapter", f"big={adapter}", "--base", base, "--dry-run", "--layout", "baked", "--device",
+            "cuda", "--gpus-per-node", "8", "--work", str(tmp_path / "work")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the model spans 2 nodes (tensor parallel 8 x pipeline 2 = 16 GPU(s)" in err[0]
+    assert err[0].endswith("use --layout shared --target kserve")
