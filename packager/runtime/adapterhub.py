@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from .encoders import Encoder, read_pooling
-from .models import ENCODER_TASKS, Engine, load_transformers, on_gpu_if_visible
+from .models import ENCODER_TASKS, Engine, adapter_tokenizers, load_transformers, on_gpu_if_visible
 
 HEAD_CONFIG = "head_config.json"
 log = logging.getLogger("packager_runtime")
@@ -34,18 +34,13 @@ def load_adapterhub(
 ) -> Engine | Encoder:
     """The base with every AdapterHub adapter loaded by name ((name, folder), ...); `static_heads`: load a static
     head the adapter saved (baked: the one adapter's), else keep the base's."""
-    from transformers import AutoTokenizer
-
     heads = {name: head for name, path in adapters if (head := flex_head(path)) is not None}
     model = _model(base_dir, quantization, model_class, with_heads=bool(heads))
     for name, path in adapters:
         model.load_adapter(
             path, load_as=name, set_active=False, use_safetensors=True, with_head=static_heads or name in heads
         )
-    base_tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    tokenizers = {
-        name: AutoTokenizer.from_pretrained(path) if _has_tokenizer(path) else base_tokenizer for name, path in adapters
-    }
+    tokenizers = adapter_tokenizers(base_dir, adapters)
     names = {name: name for name, _ in adapters}
     if task in ENCODER_TASKS:
         labels = {name: _labels(head) for name, head in heads.items() if head.get("label2id")}
@@ -91,7 +86,3 @@ def _model(base_dir: str, quantization: str, model_class: str, with_heads: bool)
 
 def _labels(head: dict[str, Any]) -> dict[int, str]:
     return {int(index): str(label) for label, index in head["label2id"].items()}
-
-
-def _has_tokenizer(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "tokenizer_config.json"))

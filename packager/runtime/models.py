@@ -270,13 +270,9 @@ def load_shared(
 ) -> Engine | Encoder:
     """The base from `base_dir` in the task's class with every adapter loaded by name; an adapter's own tokenizer
     wins over the base's."""
-    from transformers import AutoTokenizer
 
     model = with_adapters(load_transformers(base_dir, quantization, model_class), adapters)
-    base_tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    tokenizers = {
-        name: AutoTokenizer.from_pretrained(path) if _has_tokenizer(path) else base_tokenizer for name, path in adapters
-    }
+    tokenizers = adapter_tokenizers(base_dir, adapters)
     names = {name: name for name, _ in adapters}
     if task in ENCODER_TASKS:
         return Encoder(model, tokenizers, task, names, read_pooling(base_dir))
@@ -294,5 +290,10 @@ def with_adapters(base: Any, adapters: Sequence[tuple[str, str]]) -> Any:
     return model
 
 
-def _has_tokenizer(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "tokenizer_config.json"))
+def adapter_tokenizers(base_dir: str, adapters: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """Each served name's tokenizer: the adapter's own where it has one, else the base's."""
+    from transformers import AutoTokenizer
+
+    base = AutoTokenizer.from_pretrained(base_dir)
+    has_own = {name: os.path.isfile(os.path.join(path, "tokenizer_config.json")) for name, path in adapters}
+    return {name: AutoTokenizer.from_pretrained(path) if has_own[name] else base for name, path in adapters}

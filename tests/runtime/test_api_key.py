@@ -3,19 +3,17 @@ another, answers with it; /health and /metrics stay open for probes and scraping
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from packager.runtime.api_key import API_KEY_ENV, api_key, authorized, vllm_env
 from packager.runtime.config import parse_config
 from packager.runtime.loading import load_engine
 from packager.runtime.server import create_app
+from tests.runtime.test_openai_client import serve_app
 
 KEY = "sk-test-0123456789"
 
@@ -23,20 +21,7 @@ KEY = "sk-test-0123456789"
 @pytest.fixture(scope="module")
 def url(tiny) -> Iterator[str]:
     config = parse_config({"layout": "baked", "model_dir": tiny["base"], "served_name": "demo"})
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(load_engine(config), KEY), host="127.0.0.1", port=0, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    yield from serve_app(create_app(load_engine(config), KEY))
 
 
 def test_the_openai_client_needs_the_key(url) -> None:

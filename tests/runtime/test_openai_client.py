@@ -29,7 +29,11 @@ MESSAGES = [{"role": "user", "content": "Say something about foxes."}]
 def _serve(tmp_path: Path, data: dict) -> Iterator[str]:
     path = tmp_path / "runtime.json"
     path.write_text(json.dumps(data))
-    app = create_app(load_engine(load_config(str(path), env={})))
+    yield from serve_app(create_app(load_engine(load_config(str(path), env={}))))
+
+
+def serve_app(app) -> Iterator[str]:
+    """`app` on uvicorn at 127.0.0.1 on a free port, in a thread; yields its URL, stops it after."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
