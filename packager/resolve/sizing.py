@@ -51,11 +51,14 @@ def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
     return 2 * layers * kv_heads * head_dim * dtype_bytes
 
 
-def size(config: dict[str, Any], weights: int, kv_dtype_bytes: int, context: int, target: Target) -> Sizing:
-    """The pod's size for this model on `target`; refused in one line when no allowed layout holds it."""
+def size(
+    config: dict[str, Any], weights: int, kv_dtype_bytes: int, context: int, target: Target, upcast: bool = False
+) -> Sizing:
+    """The pod's size for this model on `target`; refused in one line when no allowed layout holds it.
+    `upcast`: on CPU the 16-bit weights may be served in float32 (vLLM on CPUs without bf16 kernels)."""
     per_token = kv_bytes_per_token(config, kv_dtype_bytes)
     if target.device != "cuda":
-        return _cpu(weights, per_token, target)
+        return _cpu(weights, per_token, target, upcast)
     kv = per_token * context * target.max_num_seqs
     budget = int(target.gpu_memory_gib * GIB * GPU_MEMORY_UTILIZATION) - ACTIVATION_BYTES
     heads, kv_heads, layers = _heads(config)
@@ -88,10 +91,12 @@ def _gpu(weights: int, per_token: int, kv: int, tp: int, pp: int, target: Target
                   request, request + weights // pp, 2 + tp, shm, arithmetic)  # fmt: skip
 
 
-def _cpu(weights: int, per_token: int, target: Target) -> Sizing:
-    request = weights + CPU_KV_BYTES + RUNTIME_BYTES
+def _cpu(weights: int, per_token: int, target: Target, upcast: bool) -> Sizing:
+    loaded = 2 * weights if upcast else weights
+    request = loaded + CPU_KV_BYTES + RUNTIME_BYTES
+    why = " x 2 (16-bit served in float32 where the CPU lacks bf16 kernels)" if upcast else ""
     arithmetic = (
-        f"weights {_gib(weights)} + KV cache {_gib(CPU_KV_BYTES)} (VLLM_CPU_KVCACHE_SPACE; "
+        f"weights {_gib(weights)}{why} + KV cache {_gib(CPU_KV_BYTES)} (VLLM_CPU_KVCACHE_SPACE; "
         f"{_gib(per_token / 1024)} per 1k tokens) + runtime {_gib(RUNTIME_BYTES)} = {_gib(request)} of memory",
     )
     return Sizing("cpu", weights, per_token, CPU_KV_BYTES, target.max_num_seqs, memory_request_bytes=request,
@@ -132,8 +137,8 @@ def plan_sizing(plan: Any, tensors: dict[str, Any], target: Target) -> Sizing:
     vllm = image.engine == "vllm"
     context = image.runtime.vllm.max_model_len if vllm else _first(config, CONTEXT_KEYS) or 2048
     sequences = target.max_num_seqs if vllm else 1  # packager's server answers one request at a time
-    sizing = size(config, weights, kv_bytes, context, Target(target.device, target.gpu_memory_gib,
-                                                               target.gpus_per_node, sequences))  # fmt: skip
+    on = Target(target.device, target.gpu_memory_gib, target.gpus_per_node, sequences)
+    sizing = size(config, weights, kv_bytes, context, on, upcast=vllm and kv_bytes == 2)
     if not vllm and sizing.gpus * sizing.nodes > 1:
         raise UserInputError(
             f"the model needs {sizing.gpus * sizing.nodes} GPUs ({sizing.arithmetic[-1]}), and packager's server "

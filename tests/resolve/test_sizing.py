@@ -81,6 +81,9 @@ def test_a_model_that_fits_no_layout_is_refused_with_the_figures() -> None:
 def test_on_cpu_the_memory_request_is_weights_kv_space_and_runtime() -> None:
     sizing = size(config("8b"), 16 * GIB, 2, 8192, Target("cpu"))
     assert sizing.gpus == 0 and sizing.memory_request_bytes == (16 + 1 + 2) * GIB
+    upcast = size(config("8b"), 16 * GIB, 2, 8192, Target("cpu"), upcast=True)
+    assert upcast.memory_request_bytes == (32 + 1 + 2) * GIB, "vLLM serves bf16 in float32 on AVX2: room for it"
+    assert "x 2 (16-bit served in float32" in upcast.arithmetic[0]
 
 
 @pytest.fixture(scope="module")
