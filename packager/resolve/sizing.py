@@ -6,7 +6,8 @@ A model that fits no allowed layout is refused in one line with the figures.
 
 Modelled, and stated in the plan: vLLM reserves `gpu_memory_utilization` of each GPU, and of that the weights' share
 and the KV cache's share are split evenly over the GPUs; activations, CUDA graphs and the CUDA context take a fixed
-ACTIVATION_BYTES per GPU. On CPU the KV cache is VLLM_CPU_KVCACHE_SPACE (the image's default, 1 GiB)."""
+ACTIVATION_BYTES per GPU; host memory is RUNTIME_BYTES per process (the API server, one worker per GPU) plus
+/dev/shm. On CPU the KV cache is VLLM_CPU_KVCACHE_SPACE (the image's default, 1 GiB)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from packager.sizes import GIB, Sizing, Target
 
 GPU_MEMORY_UTILIZATION = 0.90  # vLLM's default share of each GPU
 ACTIVATION_BYTES = 2 * GIB  # per GPU: activations at the profiled batch, CUDA graphs, the CUDA context
-RUNTIME_BYTES = 2 * GIB  # host memory of the server process: Python, torch, the engine, the tokenizer
+RUNTIME_BYTES = 2 * GIB  # host memory of one server or worker process: Python, torch, the engine, the tokenizer
 CPU_KV_BYTES = 1 * GIB  # VLLM_CPU_KVCACHE_SPACE the image sets unless told otherwise
 QUANTIZED_BYTES = {"w8a8": 1.0, "w8a16": 1.0, "fp8": 1.0, "w4a16": 0.5, "bnb-nf4": 0.5, "bnb-int8": 1.0}
 KEEP_FULL = ("embed", "lm_head", "wte", "wpe", "embed_in", "embed_out")  # quantizers leave these 16-bit
@@ -78,7 +79,7 @@ def size(
 def _gpu(weights: int, per_token: int, kv: int, tp: int, pp: int, target: Target, budget: int) -> Sizing:
     gpus = tp * pp
     shm = max(1, 2 * tp) * GIB  # NCCL's buffers between a node's GPUs
-    request = RUNTIME_BYTES + shm
+    request = RUNTIME_BYTES * (1 + tp) + shm  # the API server and one worker process per GPU, each with torch
     arithmetic = (
         f"weights {_gib(weights)} + KV cache {_gib(kv)} ({_gib(per_token / 1024)} per 1k tokens x "
         f"{target.max_num_seqs} sequences) = {_gib(weights + kv)}",

@@ -335,7 +335,8 @@ def test_gpu_counts_memory_and_shm_follow_the_sizing() -> None:
         spec = pod_spec(one("shared-70b-cuda", kind))
         resources = spec["containers"][0]["resources"]
         assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "4", kind
-        assert resources["requests"] == {"cpu": "6", "memory": "10Gi", "nvidia.com/gpu": "4"}, kind
+        # host memory: 2 GiB for the API server and each of the 4 GPU workers, plus the 8 GiB /dev/shm
+        assert resources["requests"] == {"cpu": "6", "memory": "18Gi", "nvidia.com/gpu": "4"}, kind
         shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
         assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}, kind
     assert one("shared-70b-cuda", "LLMInferenceService")["spec"]["parallelism"] == {"tensor": 4}
