@@ -81,7 +81,7 @@ def _gpu(weights: int, per_token: int, kv: int, tp: int, pp: int, target: Target
     shm = max(1, 2 * tp) * GIB  # NCCL's buffers between a node's GPUs
     request = RUNTIME_BYTES * (1 + tp) + shm  # the API server and one worker process per GPU, each with torch
     arithmetic = (
-        f"weights {_gib(weights)} + KV cache {_gib(kv)} ({_gib(per_token / 1024)} per 1k tokens x "
+        f"weights {_gib(weights)} + KV cache {_gib(kv)} ({_gib(per_token * 1024)} per 1k tokens x "
         f"{target.max_num_seqs} sequences) = {_gib(weights + kv)}",
         f"each GPU offers {target.gpu_memory_gib:g} GiB x {GPU_MEMORY_UTILIZATION} - {_gib(ACTIVATION_BYTES)} "
         f"(activations, CUDA graphs) = {_gib(budget)}",
@@ -98,7 +98,7 @@ def _cpu(weights: int, per_token: int, target: Target, upcast: bool) -> Sizing:
     why = " x 2 (16-bit served in float32 where the CPU lacks bf16 kernels)" if upcast else ""
     arithmetic = (
         f"weights {_gib(weights)}{why} + KV cache {_gib(CPU_KV_BYTES)} (VLLM_CPU_KVCACHE_SPACE; "
-        f"{_gib(per_token / 1024)} per 1k tokens) + runtime {_gib(RUNTIME_BYTES)} = {_gib(request)} of memory",
+        f"{_gib(per_token * 1024)} per 1k tokens) + runtime {_gib(RUNTIME_BYTES)} = {_gib(request)} of memory",
     )
     return Sizing("cpu", weights, per_token, CPU_KV_BYTES, target.max_num_seqs, memory_request_bytes=request,
                   memory_limit_bytes=request + request // 4, arithmetic=arithmetic)  # fmt: skip
@@ -121,7 +121,8 @@ def _first(config: dict[str, Any], names: tuple[str, ...]) -> int | None:
 
 
 def _gib(value: float) -> str:
-    return f"{value / GIB:.1f} GiB"
+    """GiB to one decimal; below 1 GiB in MiB (a tiny model's figures would all read 0.0)."""
+    return f"{value / GIB:.1f} GiB" if value >= GIB else f"{value / 2**20:.1f} MiB"
 
 
 def plan_sizing(plan: Any, tensors: dict[str, Any], target: Target) -> Sizing:

@@ -113,7 +113,9 @@ def _dry_run(capsys, base: str, adapter: str, *flags: str) -> tuple[str, dict]:
 def test_a_70b_dry_run_plans_tensor_parallelism_with_the_arithmetic(sparse_70b, capsys) -> None:
     text, plan = _dry_run(capsys, *sparse_70b, "--gpu-memory", "80")
     assert "size:    4 GPU(s) x 1 node(s)" in text and "tensor parallel 4 x pipeline 1 = 4 GPU(s)" in text
-    assert "weights 128.5 GiB + KV cache 40.0 GiB" in text  # 68,976,648,192 parameters x 2 bytes
+    # 68,976,648,192 parameters x 2 bytes; 2 x 80 layers x 8 KV heads x 128 x 2 bytes = 320 KiB per token
+    assert "weights 128.5 GiB + KV cache 40.0 GiB (320.0 MiB per 1k tokens x 16 sequences)" in text
+    assert "each GPU offers 80 GiB x 0.9 - 2.0 GiB (activations, CUDA graphs) = 70.0 GiB" in text
     vllm = plan["image"]["runtime"]["vllm"]
     assert (vllm["tensor_parallel_size"], vllm["max_num_seqs"], vllm["gpu_memory_utilization"]) == (4, 16, 0.9)
     _, quantized = _dry_run(capsys, *sparse_70b, "--gpu-memory", "80", "--quantize", "fp8")
