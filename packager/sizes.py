@@ -45,3 +45,8 @@ class Sizing:
     def nodes(self) -> int:
         """Pods (nodes) one replica spans: its pipeline stages."""
         return self.pipeline_parallel
+
+
+def gib_text(value: float) -> str:
+    """GiB to one decimal; below 1 GiB in MiB (a tiny model's figures would all read 0.0)."""
+    return f"{value / GIB:.1f} GiB" if value >= GIB else f"{value / 2**20:.1f} MiB"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from packager.plan import AdapterSpec, PackagePlan, QuantizePlan
 from packager.resolve.memory import available_memory
+from packager.sizes import gib_text
 
 if TYPE_CHECKING:  # importing package.py at run time would pull in the container modules
     from packager.package import PackageReport, Rendered
@@ -109,12 +110,8 @@ def _describe_sizing(plan: PackagePlan) -> list[str]:
     if sizing is None:
         return []
     gpus = f"{sizing.gpus} GPU(s) x {sizing.nodes} node(s)" if sizing.device == "cuda" else "CPU"
-    head = f"size:    {gpus}, memory {_gib(sizing.memory_request_bytes)}, /dev/shm {_gib(sizing.shm_bytes)}"
+    head = f"size:    {gpus}, memory {gib_text(sizing.memory_request_bytes)}, /dev/shm {gib_text(sizing.shm_bytes)}"
     return [head, *(f"         {line}" for line in sizing.arithmetic)]
-
-
-def _gib(size: int) -> str:
-    return f"{size / 2**30:.1f} GiB"
 
 
 def print_rendered(rendered: Rendered) -> None:

@@ -20,6 +20,7 @@ KSERVE_MODEL_DIR = "/mnt/models"  # where KServe puts what STORAGE_URI / spec.mo
 # `subPath` into an image volume needs 1.33; everything else is stable API long before 1.27.
 K8S_MIN = {"image": "1.35", "pvc": "1.27", "none": "1.27"}
 QUEUE_TARGET = 4  # requests waiting per pod before another is added
+QUEUE_METRICS = {"vllm": "vllm:num_requests_waiting", "packager": "packager:num_requests_running"}
 PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"  # the Prometheus Operator's default Service
 VOLUMES_FOR = {"compose": ("image", "bind", "volume"), "kubernetes": ("image", "pvc"), "kserve": ("image", "pvc")}
 
@@ -121,10 +122,10 @@ def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str,
         "api_key_secret": plan.deploy.api_key_secret,
         "network_policy": plan.deploy.network_policy,
         "max_replicas": plan.deploy.max_replicas,
-        # the queue an autoscaler reads, as the Prometheus adapter exposes it (`:` becomes `_`)
-        "queue_metric": "vllm_num_requests_waiting" if image.engine == "vllm" else "packager_num_requests_running",
+        # the queue an autoscaler reads: the server's own metric, and as the Prometheus adapter exposes it
+        "queue_metric_raw": QUEUE_METRICS[image.engine],
+        "queue_metric": QUEUE_METRICS[image.engine].replace(":", "_"),
         "queue_target": QUEUE_TARGET,
-        "queue_metric_raw": "vllm:num_requests_waiting" if image.engine == "vllm" else "packager:num_requests_running",
         "prometheus_url": PROMETHEUS_URL,
         "start_failures": 60 if image.engine == "vllm" else 30,  # x 10 s: vLLM's cold start is longer
         "k8s_min": K8S_MIN[volume] if volume in K8S_MIN else K8S_MIN["none"],

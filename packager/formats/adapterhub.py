@@ -56,9 +56,10 @@ def read(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -
     if folder is None:
         return None
     config = read_json(os.path.join(folder, CONFIG))
-    if merge_method(folder, config["config"]) is None:
+    method = merge_method(folder, config["config"])
+    if method is None:
         return unmerged_adapter(folder, config, allow_pickle)
-    converted, method = as_peft_adapter(folder, allow_pickle)
+    converted = as_peft_adapter(folder, config, method, allow_pickle)
     note = f"AdapterHub {method} adapter {folder} converted to a PEFT adapter ({converted})"
     return dataclasses.replace(read_peft(converted), notes=(note,))
 
@@ -96,11 +97,9 @@ def _saves_in(folder: str) -> list[str]:
     return [sub for sub in subs if os.path.isdir(sub) and is_saved(sub)]
 
 
-def as_peft_adapter(folder: str, allow_pickle: bool) -> tuple[str, str]:
-    """The PEFT adapter made from the AdapterHub save `folder` (once per content, in packager's cache), and the
-    method's name."""
-    config = read_json(os.path.join(folder, CONFIG))
-    method = merge_method(folder, config["config"]) or "unmerged"
+def as_peft_adapter(folder: str, config: dict, method: str, allow_pickle: bool) -> str:
+    """The PEFT adapter made from the AdapterHub save `folder` (its `config`, merged by `method`: lora or ia3),
+    once per content, in packager's cache."""
     weights_path = _weights(folder)
     head_path = _first(folder, HEAD_WEIGHTS)
     sources = [p for p in (weights_path, head_path) if p]
@@ -111,7 +110,7 @@ def as_peft_adapter(folder: str, allow_pickle: bool) -> tuple[str, str]:
         tensors = _peft_tensors(_load(weights_path, allow_pickle), method, config["config"], folder)
         head = _load(head_path, allow_pickle) if head_path else {}
         write_folder(target, _peft_config(config, method, tensors, head), {**tensors, **_head_tensors(head)}, folder)
-    return target, method
+    return target
 
 
 def merge_method(folder: str, block: Any) -> str | None:

@@ -27,7 +27,7 @@ def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelT
             f"packager merges {task.name} adapters but its images do not serve that task yet; use `packager merge` "
             f"and serve the merged folder yourself, or pass --task with one of {', '.join(SERVED_TASKS)}"
         )
-    if request.layout == "shared" and task.name in ("SEQ_CLS", "TOKEN_CLS") and not _own_heads(inputs):
+    if request.layout == "shared" and task.name in ("SEQ_CLS", "TOKEN_CLS") and not _all_adapterhub(inputs):
         raise UserInputError(
             f"the shared layout serves {task.name} adapters only as AdapterHub adapters (a PEFT head "
             "needs its own label count at load); use --layout baked"
@@ -46,7 +46,7 @@ def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelT
     return task
 
 
-def _own_heads(inputs: tuple[Resolved, ...]) -> bool:
+def _all_adapterhub(inputs: tuple[Resolved, ...]) -> bool:
     """Every adapter is AdapterHub's: each brings its own prediction head, loaded by name beside the others, or
     keeps the base's (job.py's check_shared refuses the rest)."""
     return all(item.plan.adapter.library == "adapters" for item in inputs)

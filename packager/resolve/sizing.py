@@ -17,6 +17,7 @@ from typing import Any
 from packager.errors import UserInputError
 from packager.io.safetensors_format import element_size
 from packager.sizes import GIB, Sizing, Target
+from packager.sizes import gib_text as _gib
 
 GPU_MEMORY_UTILIZATION = 0.90  # vLLM's default share of each GPU
 ACTIVATION_BYTES = 2 * GIB  # per GPU: activations at the profiled batch, CUDA graphs, the CUDA context
@@ -43,13 +44,10 @@ def served_bytes(tensors: dict[str, Any], scheme: str) -> int:
 
 def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int) -> int:
     """Keys and values of one token over every layer: 2 x layers x KV heads x head size x bytes."""
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    heads = _first(text, ("num_attention_heads", "n_head", "num_heads")) or 1
-    kv_heads = _first(text, ("num_key_value_heads", "multi_query_group_num")) or heads
+    heads, kv_heads, layers, text = _attention(config)
     hidden = _first(text, ("hidden_size", "n_embd", "d_model")) or 0
     head_dim = _first(text, ("head_dim",)) or hidden // heads
-    layers = _first(text, ("num_hidden_layers", "n_layer", "num_layers")) or 0
-    return 2 * layers * kv_heads * head_dim * dtype_bytes
+    return 2 * (layers or 0) * kv_heads * head_dim * dtype_bytes
 
 
 def size(
@@ -62,7 +60,8 @@ def size(
         return _cpu(weights, per_token, target, upcast)
     kv = per_token * context * target.max_num_seqs
     budget = int(target.gpu_memory_gib * GIB * GPU_MEMORY_UTILIZATION) - ACTIVATION_BYTES
-    heads, kv_heads, layers = _heads(config)
+    heads, kv_heads, layers, _ = _attention(config)
+    layers = layers or 1
     choices = [t for t in range(1, target.gpus_per_node + 1) if _splits(heads, kv_heads, t)]
     for tp, pp in [(t, 1) for t in choices] + [(choices[-1], p) for p in range(2, min(layers, MAX_NODES) + 1)]:
         if (weights + kv) / (tp * pp) <= budget:
@@ -104,11 +103,13 @@ def _cpu(weights: int, per_token: int, target: Target, upcast: bool) -> Sizing:
                   memory_limit_bytes=request + request // 4, arithmetic=arithmetic)  # fmt: skip
 
 
-def _heads(config: dict[str, Any]) -> tuple[int, int, int]:
+def _attention(config: dict[str, Any]) -> tuple[int, int, int | None, dict[str, Any]]:
+    """Attention heads, KV heads and layers (None when unnamed) by each family's names, and the text config
+    (a vision-language model's `text_config`) they come from."""
     text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
     heads = _first(text, ("num_attention_heads", "n_head", "num_heads")) or 1
     kv_heads = _first(text, ("num_key_value_heads", "multi_query_group_num")) or heads
-    return heads, kv_heads, _first(text, ("num_hidden_layers", "n_layer", "num_layers")) or 1
+    return heads, kv_heads, _first(text, ("num_hidden_layers", "n_layer", "num_layers")), text
 
 
 def _splits(heads: int, kv_heads: int, tp: int) -> bool:
@@ -118,11 +119,6 @@ def _splits(heads: int, kv_heads: int, tp: int) -> bool:
 
 def _first(config: dict[str, Any], names: tuple[str, ...]) -> int | None:
     return next((config[n] for n in names if isinstance(config.get(n), int) and not isinstance(config[n], bool)), None)
-
-
-def _gib(value: float) -> str:
-    """GiB to one decimal; below 1 GiB in MiB (a tiny model's figures would all read 0.0)."""
-    return f"{value / GIB:.1f} GiB" if value >= GIB else f"{value / 2**20:.1f} MiB"
 
 
 def plan_sizing(plan: Any, tensors: dict[str, Any], target: Target) -> Sizing:
