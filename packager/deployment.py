@@ -20,3 +20,4 @@ class DeploySpec:
     max_replicas: int = 0  # autoscaling between replicas and this on queued requests (0: fixed replicas)
     api_key_secret: str = ""  # the Secret (compose: NAME.env) that gives every pod PACKAGER_API_KEY; "": no key
     network_policy: bool = False  # admit traffic to the serving port only from pods labelled packager.io/client
+    chosen: bool = True  # the user named the targets (False: every target, by default)

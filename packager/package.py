@@ -25,7 +25,8 @@ from packager.image.reference import split_target
 from packager.merge.run import MergeOutcome, merge_resolved
 from packager.merge.stream import hash_outputs
 from packager.plan import PackagePlan
-from packager.resolve.job import Job, PackageRequest, choose_builder, plan_package, sampled_base
+from packager.resolve.job import Job, PackageRequest, choose_builder, plan_package
+from packager.resolve.pins import sampled_base
 
 __all__ = ["PackageReport", "PackageRequest", "Rendered", "choose_builder", "package", "render_job"]
 
@@ -102,8 +103,10 @@ def render_job(job: Job, request: PackageRequest, log: Log = print, timings: dic
         model = ModelFiles(outcome.output, merged)
         notes += _merge_notes(outcome)
         artefact = outcome.artefact  # a compressed-tensors checkpoint, quantized as the merge streamed
-    elif plan.image is not None and plan.image.layout == "baked":  # nothing merged: the base ships as it is
-        model = ModelFiles(plan.base.path, plan.base.files, owned=False)
+    else:  # nothing merged: the base ships as it is (baked) or is mounted (shared); pinned now, in parallel
+        plan = _timed(timings, "pin", lambda: dataclasses.replace(plan, base=sampled_base(plan.base)))
+        if plan.image is not None and plan.image.layout == "baked":
+            model = ModelFiles(plan.base.path, plan.base.files, owned=False)
     if model and plan.artefact.transforms:  # an ONNX export of the merge
         artefact = _artefact(plan, model, request, timings, _quiet_log(request, log))
         model = ModelFiles(artefact.path, hash_outputs(artefact.path))

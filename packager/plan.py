@@ -252,7 +252,7 @@ class PackagePlan:
     deploy: DeploySpec = field(default_factory=DeploySpec)  # manifests: not in the lock (they do not make the image)
     quantize: QuantizePlan | None = None  # the merged weights quantized in the same stream (compressed-tensors)
     memory: tuple[StepMemory, ...] = ()  # each step's expected peak, checked against the machine before any work
-    sizing: Sizing | None = None  # the serving pod's GPUs, memory and parallelism (resolve/sizing.py)
+    sizing: Sizing | None = None  # the serving pod's GPUs, memory and parallelism (packager/sizing)
 
     @property
     def pinned_files(self) -> int:

@@ -28,6 +28,8 @@ STREAMED = tuple(SCHEMES)  # compressed-tensors checkpoints, quantized as the me
 ONNX_INT8 = "int8"  # onnxruntime's dynamic int8 quantization of an ONNX export
 # quantized by the runtime at load time, on a CUDA GPU: flag -> runtime.json's load_quantization
 LOAD_TIME = {"bnb-nf4": "bnb-nf4", "bnb-int8": "bnb-int8", "fp8-load": "fp8"}
+# bytes per Linear weight each load-time scheme holds on the GPU (nf4: 4 bits and an fp32 absmax per 64)
+LOAD_TIME_BYTES = {"bnb-nf4": 0.5 + 4 / 64, "bnb-int8": 1.0, "fp8": 1.0}
 QUANTIZE_CHOICES = ("none", *STREAMED, ONNX_INT8, *LOAD_TIME)
 # the names of packager before compressed-tensors (optimum-quanto artefacts no engine loads): what to use now
 RENAMED = {

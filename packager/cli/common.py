@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import TYPE_CHECKING
 
@@ -115,7 +116,8 @@ def deploy_spec(args: argparse.Namespace) -> DeploySpec:
 
     targets = tuple(dict.fromkeys(args.target or DEPLOY_TARGETS))
     low, high = args.replicas
-    return DeploySpec(targets, args.base_volume, low, high, args.api_key_secret, args.network_policy)
+    spec = DeploySpec(targets, args.base_volume, low, high, args.api_key_secret, args.network_policy)
+    return dataclasses.replace(spec, chosen=bool(args.target))
 
 
 def replica_range(text: str) -> tuple[int, int]:

@@ -8,6 +8,7 @@ import os
 
 from packager.cli.artefact import add_artefact_flags, spec_from_args
 from packager.cli.common import add_deploy_flags, add_qlora_flags, add_task_flag, password_from_stdin, stderr_line
+from packager.cli.sizing import add_sizing_flags, target_from_args
 from packager.dtypes import CLI_CHOICES
 from packager.errors import UserInputError
 
@@ -16,14 +17,6 @@ BUILDER_HELP = (
     "reproducible); oci: layers streamed uncompressed from the context to the registry (fastest push, same "
     "inputs give the same digest, no local image); buildah: daemonless"
 )
-# the serving pod's sizing (resolve/sizing.py): flag, type, default, help
-SIZING_FLAGS = (
-    ("--gpu-memory", float, 80.0, "sizing (--device cuda): each GPU's memory in GiB (default 80)"),
-    ("--gpus-per-node", int, 8, "sizing: GPUs per node; tensor parallelism stays in one, pipeline stages span nodes"),
-    ("--max-num-seqs", int, 16, "sizing: sequences served at once, each with a full context of KV cache (default 16)"),
-)
-
-
 def add_container_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """package, render, build and push."""
     p = sub.add_parser("package", parents=[common], help="resolve, merge, render, build and push an image")
@@ -106,8 +99,7 @@ def _add_job_flags(p: argparse.ArgumentParser) -> None:
         "where it serves the model here, else packager; the default)",
     )
     p.add_argument("--max-model-len", type=int, metavar="N", help="vLLM: context length (default: the base's)")
-    for flag, kind, default, what in SIZING_FLAGS:
-        p.add_argument(flag, type=kind, default=default, metavar="N", help=what)
+    add_sizing_flags(p)
     p.add_argument(
         "--device",
         default="cpu",
@@ -168,9 +160,7 @@ def _package_request(args: argparse.Namespace):
         args.checkpoint,
         args.base_model_image,
         deploy_spec(args),
-        gpu_memory_gib=args.gpu_memory,
-        gpus_per_node=args.gpus_per_node,
-        max_num_seqs=args.max_num_seqs,
+        target=target_from_args(args),
     )
 
 

@@ -100,7 +100,8 @@ def print_job(plan: PackagePlan) -> None:
     if plan.deploy.targets:
         print(f"deploy:  {', '.join(plan.deploy.targets)} (base volume {plan.deploy.base_volume})")
     later = sum(1 for f in plan.base.files if f.sha256 is None)
-    deferred = f" ({later} base weight files are hashed while the merge reads them)" if later else ""
+    when = "while the merge reads them" if plan.merge is not None else "when the image is rendered, in parallel"
+    deferred = f" ({later} base files not pinned yet: hashed {when})" if later else ""
     print(f"pinned:  {plan.pinned_files} input files{deferred}")
 
 
@@ -111,7 +112,8 @@ def _describe_sizing(plan: PackagePlan) -> list[str]:
         return []
     gpus = f"{sizing.gpus} GPU(s) x {sizing.nodes} node(s)" if sizing.device == "cuda" else "CPU"
     head = f"size:    {gpus}, memory {gib_text(sizing.memory_request_bytes)}, /dev/shm {gib_text(sizing.shm_bytes)}"
-    return [head, *(f"         {line}" for line in sizing.arithmetic)]
+    readings = (f"read:    {note}" for note in sizing.notes)
+    return [head, *(f"         {line}" for line in sizing.arithmetic), *readings]
 
 
 def print_rendered(rendered: Rendered) -> None:

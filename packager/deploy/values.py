@@ -3,6 +3,7 @@ the base reaches each pod, GPU, probes, user. Pure; each value still passes a fi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any
@@ -25,20 +26,22 @@ PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"  # the Prometh
 VOLUMES_FOR = {"compose": ("image", "bind", "volume"), "kubernetes": ("image", "pvc"), "kserve": ("image", "pvc")}
 
 
-def check_nodes(plan: PackagePlan) -> None:
+def check_nodes(plan: PackagePlan) -> DeploySpec:
     """A model that spans nodes (pipeline stages) deploys only as a multi-node KServe LLMInferenceService, which
-    serves a mounted base: refused in one line otherwise, at plan time."""
+    serves a mounted base: the targets to render then (only kserve, where the user named none), refused in one
+    line at plan time where the layout or a named target cannot."""
     nodes = plan.sizing.nodes if plan.sizing else 1
     if nodes == 1:
-        return
-    others = [t for t in plan.deploy.targets if t != "kserve"]
+        return plan.deploy
+    others = [t for t in plan.deploy.targets if t != "kserve"] if plan.deploy.chosen else []
     if others or _image(plan).layout != "shared":
         what = f"--target {others[0]}" if others else "--layout baked"
         raise UserInputError(
-            f"the model spans {nodes} nodes ({plan.sizing.arithmetic[-1]}), and {what} runs on one: compose is one "
-            "host, plain Kubernetes would need a LeaderWorkerSet (no offline schema to validate it), and KServe's "
+            f"the model spans {nodes} nodes ({plan.sizing.layout}), and {what} runs on one: compose is one host, "
+            "plain Kubernetes would need a LeaderWorkerSet (no offline schema to validate it), and KServe's "
             "multi-node LLMInferenceService serves a mounted base; use --layout shared --target kserve"
         )
+    return dataclasses.replace(plan.deploy, targets=("kserve",))
 
 
 def check_deploy(spec: DeploySpec, layout: str) -> None:
@@ -139,7 +142,7 @@ def pod_resources(plan: PackagePlan) -> dict[str, Any]:
     sizing = plan.sizing
     if sizing is None:
         memory = sum(f.size for f in plan.base.files) + 2 * GIB
-        sizing = Sizing(_image(plan).device, 0, 0, 0, 1, memory_request_bytes=memory, memory_limit_bytes=memory)
+        sizing = Sizing(_image(plan).device, 0, 0, 0, None, memory_request_bytes=memory, memory_limit_bytes=memory)
     return {
         "gpus": sizing.gpus or 1,
         "tensor_parallel": sizing.tensor_parallel,

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from packager.errors import UserInputError
 
@@ -46,21 +46,39 @@ def _load() -> dict[str, str]:
         return {}
 
 
+_remembering = threading.Lock()  # files hashed on several threads: one read-modify-write of the cache at a time
+
+
 def remember(path: str, digest: str) -> None:
     """Record a digest computed elsewhere (e.g. while streaming the file)."""
-    cache = _load()
-    cache[_stamp(path)] = digest
-    target = _cache_path()
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target))
-    with os.fdopen(fd, "w") as f:
-        json.dump(cache, f)
-    os.replace(tmp, target)
+    with _remembering:
+        cache = _load()
+        cache[_stamp(path)] = digest
+        target = _cache_path()
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(target))
+        with os.fdopen(fd, "w") as f:
+            json.dump(cache, f)
+        os.replace(tmp, target)
 
 
 def cached_sha256(path: str) -> str | None:
     """The file's remembered sha256 when it is unchanged since it was hashed, else None."""
     return _load().get(_stamp(path))
+
+
+def known_sha256(path: str) -> str | None:
+    """The file's sha256 where it is known without reading it: remembered, or a Hugging Face blob's name."""
+    return cached_sha256(path) or _hf_blob_digest(path)
+
+
+def sha256_files(paths: list[str], workers: int | None = None) -> list[str]:
+    """Each file's sha256 (`sha256_file`), several files at once on every core: hashlib and the reads release
+    the GIL, so threads scale until the disk does (bench/pinning.py measures it against sha256sum)."""
+    if len(paths) < 2:
+        return [sha256_file(path) for path in paths]
+    with ThreadPoolExecutor(max_workers=workers or min(len(paths), os.cpu_count() or 1)) as pool:
+        return list(pool.map(sha256_file, paths))
 
 
 def sha256_file(path: str) -> str:
@@ -73,7 +91,7 @@ def claim(path: str) -> Future[Stamped] | None:
     """Whoever is about to read `path` asks here first: a (possibly still running) digest when the cache, a
     Hugging Face blob name or the background hasher has one, else None, and then the caller hashes the file
     itself (the background hasher will not start it any more)."""
-    known = cached_sha256(path) or _hf_blob_digest(path)
+    known = known_sha256(path)
     if known:
         done: Future[Stamped] = Future()
         done.set_result((_stamp(path), known))

@@ -4,7 +4,6 @@ the image, with the runtime config the image will load. Later steps take this pl
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
 
@@ -15,27 +14,25 @@ from packager.image.libraries import requirement
 from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_DIR
 from packager.image.reference import split_target
 from packager.image.runtime_images import image_tag
-from packager.io.hashing import sha256_file
-from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, PackagePlan, ServedAdapter
+from packager.plan import AdapterSpec, ImagePlan, PackagePlan, ServedAdapter
 from packager.resolve.adapterhub import base_tensor_reader, check_shared
 from packager.resolve.architecture import read_config
 from packager.resolve.gpu_images import gpu_base
 from packager.resolve.memory import check_memory, plan_memory
 from packager.resolve.model_images import model_image_for
+from packager.resolve.pins import known_base
 from packager.resolve.prompt_learning import check_unmerged_artefact
 from packager.resolve.quantize_plan import base_folder, shared_quantized_base, with_quantization
 from packager.resolve.request import PackageRequest, check_request, choose_builder, resolve_request
 from packager.resolve.resolver import Resolved, resolve
 from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
 from packager.resolve.served_task import served_task
-from packager.resolve.sizing import GPU_MEMORY_UTILIZATION, plan_sizing
 from packager.resolve.vllm_models import pooler_config, sentence_max_length
 from packager.runtime.config import RuntimeConfig, VllmSettings
-from packager.runtime.fingerprint import sample_sha256
-from packager.sizes import Target
+from packager.sizing import sized_plan
 from packager.tasks import ModelTask
 
-__all__ = ["Job", "PackageRequest", "choose_builder", "plan_package", "sampled_base", "service_name"]
+__all__ = ["Job", "PackageRequest", "choose_builder", "plan_package", "service_name"]
 
 
 @dataclass(frozen=True)
@@ -78,22 +75,14 @@ def plan_package(request: PackageRequest) -> Job:
     memory = plan_memory(plan, request.verify)
     check_memory(memory)  # before any heavy work: a step that cannot fit is refused now, not killed later
     plan = dataclasses.replace(plan, deploy=request.deploy, memory=memory)
-    check_nodes(plan)
-    return Job(plan, inputs)
+    return Job(dataclasses.replace(plan, deploy=check_nodes(plan)), inputs)
 
 
 def _sized(plan: PackagePlan, request: PackageRequest, first: Resolved) -> PackagePlan:
-    """The plan with its pod's size, and vLLM on a GPU started with the parallelism and KV cache it was sized for."""
-    target = Target(request.device, request.gpu_memory_gib, request.gpus_per_node, request.max_num_seqs)
-    sizing = plan_sizing(plan, first.weights.tensors, target)
-    image = plan.image
-    if image is not None and image.engine == "vllm" and sizing.device == "cuda":
-        vllm = dataclasses.replace(
-            image.runtime.vllm, tensor_parallel_size=sizing.tensor_parallel, pipeline_parallel_size=sizing.nodes,
-            max_num_seqs=sizing.max_num_seqs, gpu_memory_utilization=GPU_MEMORY_UTILIZATION,
-        )  # fmt: skip
-        image = dataclasses.replace(image, runtime=dataclasses.replace(image.runtime, vllm=vllm))
-    return dataclasses.replace(plan, sizing=sizing, image=image)
+    """The plan with its pod's size, and vLLM started with the layout, context and KV cache it was sized for."""
+    target = dataclasses.replace(request.target, device=request.device)
+    fixed = bool(request.max_model_len)
+    return sized_plan(plan, first.weights.tensors, first.architecture, target, read_config(plan.base.path), fixed)
 
 
 def _served_tokenizers(inputs: tuple[Resolved, ...], layout: str) -> tuple[str, ...]:
@@ -210,7 +199,7 @@ def _unmerged_baked_plan(request: PackageRequest, resolved: Resolved, choice: Ru
         **_runtime_task(resolved.plan.task),
     )
     served = (ServedAdapter(name, resolved.plan.adapter),)
-    plan = dataclasses.replace(resolved.plan, base=sampled_base(resolved.plan.base), artefact=request.artefact)
+    plan = dataclasses.replace(resolved.plan, base=known_base(resolved.plan.base), artefact=request.artefact)
     plan = dataclasses.replace(plan, served=served)
     return dataclasses.replace(plan, image=_image(request, "baked", runtime, choice, "/models/base"))
 
@@ -236,7 +225,7 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
         adapter_library=first.adapter.library,
         **_runtime_task(first.task),
     )
-    base = sampled_base(first.base)
+    base = known_base(first.base)  # hashed when the lock is written (a dry run reads no weight)
     plan = PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served, task=first.task)
     engine = _engine(request, choice, plan, _base_name(plan), [s.spec for s in served])
     runtime = dataclasses.replace(runtime, **engine)
@@ -269,17 +258,6 @@ def _check_servable_unmerged(name: str, item: Resolved, base_path: str) -> None:
         raise IncompatibleAdapterError(
             f"adapter {name} extends the vocabulary, so it cannot share an unmodified base; use --layout baked"
         )
-
-
-def sampled_base(base: BaseSpec) -> BaseSpec:
-    """Every base file's sha256 and sampled fingerprint: what the image's start-up check compares."""
-    files = tuple(_sampled(base.path, entry) for entry in base.files)
-    return BaseSpec(**{**base.__dict__, "files": files})
-
-
-def _sampled(folder: str, entry: FileEntry) -> FileEntry:
-    path = os.path.join(folder, entry.path)
-    return FileEntry(entry.path, entry.size, entry.sha256 or sha256_file(path), sample_sha256(path))
 
 
 def service_name(tag: str) -> str:

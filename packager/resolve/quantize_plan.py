@@ -145,7 +145,8 @@ def shared_quantized_base(scheme: str, base: BaseSpec, request: Any) -> tuple[Qu
     files pods mount, whether render must make it). The image `package-base --quantize` recorded for these very
     files and scheme gives its files; otherwise render quantizes the base into WORK/base-SCHEME and pins it."""
     plan = plan_folder_quantization(base.path, scheme)
-    record = find_model_image(base.files, quantized_key(base.files, plan))
+    hashed = all(f.sha256 for f in base.files)  # a base never hashed here was never pushed from here either
+    record = find_model_image(base.files, quantized_key(base.files, plan)) if hashed else None
     if record is not None and not request.base_model_image:
         return plan, record.reference, tuple(FileEntry(**f) for f in record.files), False
     image = pinned_reference(request.base_model_image) if request.base_model_image else ""

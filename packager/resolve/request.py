@@ -12,6 +12,7 @@ from packager.image.filters import image_ref
 from packager.image.reference import registry_host
 from packager.plan import DeploySpec
 from packager.resolve.resolver import ResolveRequest
+from packager.sizes import Target
 
 LAYOUTS = ("baked", "shared")
 BUILDERS = ("auto", "docker", "oci", "buildah")
@@ -48,9 +49,7 @@ class PackageRequest:
     checkpoint: int | None = None  # --checkpoint: a run's checkpoint-N / step-N (default: the newest)
     base_model_image: str | None = None  # shared: the pushed base-model image (default: the one package-base recorded)
     deploy: DeploySpec = field(default_factory=DeploySpec)  # --target, --base-volume, --replicas
-    gpu_memory_gib: float = 80.0  # --gpu-memory: each GPU's memory, for the sizing
-    gpus_per_node: int = 8  # --gpus-per-node: tensor parallelism stays within a node
-    max_num_seqs: int = 16  # --max-num-seqs: concurrent sequences vLLM holds KV cache for (GPU)
+    target: Target = field(default_factory=Target)  # the sizing flags: GPUs, memory, KV cache, capacity
 
 
 def choose_builder(requested: str, push: bool) -> str:
@@ -69,10 +68,7 @@ def check_request(request: PackageRequest) -> None:
         raise UserInputError("the baked layout serves exactly one adapter; use --layout shared for several")
     if request.device not in DEVICES:
         raise UserInputError(f"unknown --device {request.device!r}; use one of {', '.join(DEVICES)}")
-    for flag, value in (("--gpu-memory", request.gpu_memory_gib), ("--gpus-per-node", request.gpus_per_node),
-                        ("--max-num-seqs", request.max_num_seqs)):  # fmt: skip
-        if isinstance(value, bool) or not 0 < value <= 4096:
-            raise UserInputError(f"{flag} {value} is out of range; give a positive number (at most 4096)")
+    check_target(request.target, request.max_model_len)
     if request.builder not in BUILDERS:
         raise UserInputError(f"unknown builder {request.builder!r}; use one of {', '.join(BUILDERS)}")
     if request.base_image:  # without one the plan names the runtime image it needs
@@ -87,6 +83,36 @@ def check_request(request: PackageRequest) -> None:
     artefact_spec(  # bad combinations, before any heavy work
         spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol, spec.max_accuracy_loss
     )
+
+
+# the sizing flags: Target field -> (flag, upper bound); each a positive number
+TARGET_FLAGS = {
+    "gpu_memory_gib": ("--gpu-memory", 4096), "gpus_per_node": ("--gpus-per-node", 4096),
+    "max_num_seqs": ("--max-num-seqs", 1 << 20), "kv_tokens": ("--kv-tokens", 1 << 40),
+    "concurrency": ("--concurrency", 1 << 20), "tokens_per_request": ("--tokens-per-request", 1 << 24),
+    "cpu_memory_gib": ("--cpu-memory", 1 << 20), "gpu_memory_utilization": ("--gpu-memory-utilization", 1),
+}  # fmt: skip
+
+
+def check_target(target: Target, max_model_len: int | None) -> None:
+    """The sizing flags, each in range, and the capacity asked for in one way only."""
+    from packager.sizing import KV_DTYPES
+
+    for name, (flag, most) in TARGET_FLAGS.items():
+        value = getattr(target, name)
+        if value is not None and (isinstance(value, bool) or not 0 < value <= most):
+            raise UserInputError(f"{flag} {value} is out of range; give a positive number (at most {most})")
+    if target.kv_cache_dtype not in KV_DTYPES:
+        raise UserInputError(f"unknown --kv-cache-dtype {target.kv_cache_dtype!r}; use one of {', '.join(KV_DTYPES)}")
+    if target.kv_tokens and target.concurrency:
+        raise UserInputError("--kv-tokens and --concurrency both reserve KV cache; pass one of them")
+    if target.tokens_per_request and not target.concurrency:
+        raise UserInputError("--tokens-per-request sizes --concurrency's sequences; pass --concurrency N with it")
+    if max_model_len and target.tokens_per_request and target.tokens_per_request > max_model_len:
+        raise UserInputError(
+            f"--tokens-per-request {target.tokens_per_request} exceeds --max-model-len {max_model_len}, the longest "
+            "sequence vLLM accepts; lower one or raise the other"
+        )
 
 
 def resolve_request(request: PackageRequest, path: str) -> ResolveRequest:

@@ -23,13 +23,19 @@ VLLM_KEYS = {
     "pipeline_parallel_size",
     "max_num_seqs",
     "gpu_memory_utilization",
+    "kv_cache_dtype",
+    "enable_expert_parallel",
+    "kv_cache_space_gib",
 }
-# sized at plan time (resolve/sizing.py); left out of runtime.json at these values, vLLM's own defaults
+# sized at plan time (packager/sizing); left out of runtime.json at these values, vLLM's own defaults
 SIZING_DEFAULTS = {
     "tensor_parallel_size": 1,
     "pipeline_parallel_size": 1,
     "max_num_seqs": None,
     "gpu_memory_utilization": None,
+    "kv_cache_dtype": None,
+    "enable_expert_parallel": False,
+    "kv_cache_space_gib": None,
 }
 # vLLM's pooling runner (embeddings, classifiers): the --pooler-config keys packager sets, and the tasks it serves
 POOLING_KEYS = {
@@ -39,6 +45,7 @@ POOLING_KEYS = {
 }
 VLLM_POOLING_TASKS = {"FEATURE_EXTRACTION": "embed", "SEQ_CLS": "classify"}
 VLLM_QUANTIZATIONS = (None, "bitsandbytes", "fp8")
+VLLM_KV_CACHE_DTYPES = (None, "fp8", "fp8_e4m3", "fp8_e5m2")
 VLLM_DEVICES = ("cpu", "cuda")
 
 
@@ -56,8 +63,11 @@ class VllmSettings:
     pooling: dict[str, Any] | None = None  # the pooling runner's --pooler-config (embeddings, classifiers)
     tensor_parallel_size: int = 1  # GPUs of one node the model is split over
     pipeline_parallel_size: int = 1  # nodes (stages) it is split over
-    max_num_seqs: int | None = None  # concurrent sequences the KV cache was sized for (None: vLLM's default)
+    max_num_seqs: int | None = None  # the scheduler's cap on sequences at once (None: vLLM's default)
     gpu_memory_utilization: float | None = None  # the share of each GPU vLLM takes (None: vLLM's default)
+    kv_cache_dtype: str | None = None  # --kv-cache-dtype (None: the model's dtype)
+    enable_expert_parallel: bool = False  # a mixture-of-experts model's experts spread over the GPUs
+    kv_cache_space_gib: int | None = None  # CPU: VLLM_CPU_KVCACHE_SPACE, sized to hold one max_model_len sequence
 
     def to_json(self) -> dict[str, Any]:
         """The runtime.json `vllm` object (`pooling` only for a pooling model, sizing only where it was sized)."""
@@ -80,8 +90,15 @@ def check_vllm(vllm: VllmSettings) -> None:
     _check_pooling(vllm.pooling)
     for key in ("max_model_len", "max_lora_rank", "max_loras", "tensor_parallel_size", "pipeline_parallel_size"):
         _positive(f"vllm.{key}", getattr(vllm, key))
-    if vllm.max_num_seqs is not None:
-        _positive("vllm.max_num_seqs", vllm.max_num_seqs)
+    for key in ("max_num_seqs", "kv_cache_space_gib"):
+        if getattr(vllm, key) is not None:
+            _positive(f"vllm.{key}", getattr(vllm, key))
+    if vllm.kv_cache_dtype not in VLLM_KV_CACHE_DTYPES:
+        raise ConfigError(
+            f"runtime config: vllm.kv_cache_dtype must be fp8, fp8_e4m3, fp8_e5m2 or null, got {vllm.kv_cache_dtype!r}"
+        )
+    if not isinstance(vllm.enable_expert_parallel, bool):
+        raise ConfigError("runtime config: vllm.enable_expert_parallel must be true or false")
     share = vllm.gpu_memory_utilization
     if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1):
         raise ConfigError(f"runtime config: vllm.gpu_memory_utilization must be in (0, 1], got {share!r}")

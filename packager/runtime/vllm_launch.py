@@ -23,7 +23,7 @@ from .vllm_config import VllmSettings
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 ENGINE_ENV = {
     "HF_HUB_OFFLINE": "1",
-    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB; set it at `docker run -e` for more
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB, where the plan sized none; runtime.json's kv_cache_space_gib, else `-e`
     "VLLM_NO_USAGE_STATS": "1",
     "DO_NOT_TRACK": "1",
     "VLLM_HOST_IP": "127.0.0.1",  # no network in a --network none container: do not probe for an address
@@ -76,16 +76,21 @@ def sizing_flags(vllm: VllmSettings) -> list[str]:
         "--pipeline-parallel-size": vllm.pipeline_parallel_size if vllm.pipeline_parallel_size > 1 else None,
         "--max-num-seqs": vllm.max_num_seqs,
         "--gpu-memory-utilization": vllm.gpu_memory_utilization,
+        "--kv-cache-dtype": vllm.kv_cache_dtype,
         # stages on other nodes are Ray workers (KServe's multi-node preset starts them)
         "--distributed-executor-backend": "ray" if vllm.pipeline_parallel_size > 1 else None,
     }
-    return [part for flag, value in flags.items() if value is not None for part in (flag, str(value))]
+    argv = [part for flag, value in flags.items() if value is not None for part in (flag, str(value))]
+    return [*argv, "--enable-expert-parallel"] if vllm.enable_expert_parallel else argv
 
 
-def engine_env(environ: dict[str, str], tuning: CpuTuning | None = None) -> dict[str, str]:
-    """The engine's environment: offline, no telemetry, a 1 GiB KV cache on CPU unless the caller set one,
-    plus the CPU thread binding chosen at start."""
-    return {**ENGINE_ENV, **(tuning.env if tuning else {}), **environ, **vllm_env(environ)}
+def engine_env(
+    environ: dict[str, str], tuning: CpuTuning | None = None, vllm: VllmSettings | None = None
+) -> dict[str, str]:
+    """The engine's environment: offline, no telemetry, on CPU the KV space the plan sized (1 GiB without one)
+    unless the caller set VLLM_CPU_KVCACHE_SPACE, plus the CPU thread binding chosen at start."""
+    sized = {"VLLM_CPU_KVCACHE_SPACE": str(vllm.kv_cache_space_gib)} if vllm and vllm.kv_cache_space_gib else {}
+    return {**ENGINE_ENV, **sized, **(tuning.env if tuning else {}), **environ, **vllm_env(environ)}
 
 
 def fit_to_machine(config: RuntimeConfig, environ: dict[str, str]) -> CpuTuning | None:
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     command = vllm_argv(config, args.host, port, dtype=tuning.dtype if tuning else None)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execvpe(command[0], command, engine_env(dict(os.environ), tuning))
+    os.execvpe(command[0], command, engine_env(dict(os.environ), tuning, config.vllm))
     return 0  # not reached: exec replaced this process
 
 
