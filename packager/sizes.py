@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 GIB = 1 << 30
+KV_CACHE_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}  # --kv-cache-dtype (vLLM's names); auto: the model's dtype
+KV_DTYPES = ("auto", *KV_CACHE_BYTES)
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,8 @@ def norm(name: str, width: int) -> Entry:
 
 def llama(cfg: dict, mlp_fmt=lambda layer: "bf16", attn_fmt: str = "bf16", prefix: str = "model") -> list[Entry]:
     """A Llama-family decoder (GQA attention, SwiGLU MLP); `mlp_fmt(layer)`: each MLP's storage."""
-    h, i, heads, kv = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    h, i = cfg["hidden_size"], cfg["intermediate_size"]
+    heads, kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
     d = cfg.get("head_dim") or h // heads
     entries = [(f"{prefix}.embed_tokens.weight", "BF16", (cfg["vocab_size"], h))]
     for n in range(cfg["num_hidden_layers"]):
@@ -121,7 +122,8 @@ def mixtral(cfg: dict) -> list[Entry]:
     return [*entries, norm("model.norm", h), ("lm_head.weight", "BF16", (cfg["vocab_size"], h))]
 
 
-QWEN3_235B_FP8 = {  # Qwen/Qwen3-235B-A22B-FP8 (sizes confirmed from two independent configs; block FP8 as the recipe says)
+# Qwen/Qwen3-235B-A22B-FP8 (sizes confirmed from two independent configs; block FP8 as the recipe says)
+QWEN3_235B_FP8 = {
     "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "hidden_size": 4096,
     "intermediate_size": 12288, "moe_intermediate_size": 1536, "num_hidden_layers": 94, "num_attention_heads": 64,
     "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8, "vocab_size": 151936,

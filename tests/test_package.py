@@ -86,8 +86,26 @@ def test_render_resolves_once_and_never_reads_the_lock_back(demo_adapter, tmp_pa
     assert rendered.context.lock["base"]["files"][-1]["sha256"]  # the merge pinned the base's weights
 
 
-def test_dry_run_prints_the_whole_plan_and_writes_nothing(demo_adapter, tmp_path, capsys) -> None:
+def test_a_shared_render_pins_every_base_file_the_dry_run_left(demo_adapter, tmp_path, monkeypatch) -> None:
+    """The plan reads no weight; the render hashes what the lock pins (in parallel) and samples each file for the
+    image's start-up check."""
+    monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / "cache"))  # no digest remembered from another test
+    from packager.package import render_job
+    from packager.resolve.job import PackageRequest, plan_package
+
+    request = PackageRequest((("demo", demo_adapter),), "shared", "packager-runtime:x", "acme/demo:1",
+                             work=str(tmp_path / "work"), verify=False, quiet=True)  # fmt: skip
+    job = plan_package(request)
+    assert any(f.sha256 is None for f in job.plan.base.files)
+    rendered = render_job(job, request, log=lambda _l: None)
+    assert all(f["sha256"] and f["sample_sha256"] for f in rendered.context.lock["base"]["files"])
+    assert "pin" in rendered.timings
+
+
+def test_dry_run_prints_the_whole_plan_and_writes_nothing(demo_adapter, tmp_path, capsys, monkeypatch) -> None:
     import json
+
+    monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / "cache"))  # no digest remembered from another test
 
     from packager.cli.main import main
 
@@ -114,7 +132,8 @@ def test_dry_run_prints_the_whole_plan_and_writes_nothing(demo_adapter, tmp_path
     assert code == 0 and not work.exists()
     assert plan["merge"] is None and plan["image"]["builder"] == "oci" and plan["image"]["reproducible"] is True
     assert plan["image"]["runtime"]["adapters"] == {"demo": "/adapters/demo"} and plan["served"][0]["name"] == "demo"
-    assert all(f["sha256"] and f["sample_sha256"] for f in plan["base"]["files"])
+    weights = [f for f in plan["base"]["files"] if f["path"].endswith(".safetensors")]
+    assert weights and all(f["sha256"] is None for f in weights), "a dry run reads no weight: pinned at render"
     code = main(
         [
             "package",
@@ -207,6 +226,7 @@ def test_a_vllm_plan_sizes_the_lora_slots_and_names_its_engine(tmp_path, capsys)
         "max_loras": 3,
         "device": "cpu",
         "quantization": None,
+        "kv_cache_space_gib": 1,  # one 256-token sequence, sized by the plan
     }
 
 

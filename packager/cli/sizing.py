@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from packager.sizes import Target
+from packager.sizes import KV_DTYPES, Target
 
 # the serving pod's sizing (packager/sizing): flag, Target field, type, default, help
 SIZING_FLAGS = (
@@ -30,8 +30,6 @@ SIZING_FLAGS = (
 
 def add_sizing_flags(p: argparse.ArgumentParser) -> None:
     """Every sizing flag, each saying its default."""
-    from packager.sizing import KV_DTYPES
-
     group = p.add_argument_group("sizing (vLLM's start rule: weights + reserve + one max-model-len sequence per GPU)")
     for flag, _field, kind, default, what in SIZING_FLAGS:
         group.add_argument(flag, type=kind, default=default, metavar="N", help=what)

@@ -12,7 +12,7 @@ from packager.image.filters import image_ref
 from packager.image.reference import registry_host
 from packager.plan import DeploySpec
 from packager.resolve.resolver import ResolveRequest
-from packager.sizes import Target
+from packager.sizes import KV_DTYPES, Target
 
 LAYOUTS = ("baked", "shared")
 BUILDERS = ("auto", "docker", "oci", "buildah")
@@ -96,8 +96,6 @@ TARGET_FLAGS = {
 
 def check_target(target: Target, max_model_len: int | None) -> None:
     """The sizing flags, each in range, and the capacity asked for in one way only."""
-    from packager.sizing import KV_DTYPES
-
     for name, (flag, most) in TARGET_FLAGS.items():
         value = getattr(target, name)
         if value is not None and (isinstance(value, bool) or not 0 < value <= most):

@@ -14,16 +14,14 @@ from typing import Any
 from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import LOAD_TIME_BYTES
 from packager.errors import UserInputError
-from packager.sizes import Sizing, Target
+from packager.sizes import KV_CACHE_BYTES, KV_DTYPES, Sizing, Target
 from packager.sizing.cpu import size_cpu_server, size_cpu_vllm
 from packager.sizing.gpu import size_gpu
-from packager.sizing.kv import KV_DTYPE_BYTES
-from packager.sizing.shape import SLIDING, ModelShape, model_shape, text_config
+from packager.sizing.shape import ModelShape, model_shape, text_config
 from packager.sizing.weights import Weights, served_weights
 
 __all__ = ["KV_DTYPES", "plan_sizing", "read_shape", "size_model", "size_served", "sized_plan"]
 
-KV_DTYPES = ("auto", *KV_DTYPE_BYTES)  # --kv-cache-dtype: vLLM's names
 
 
 def sized_plan(
@@ -75,9 +73,9 @@ def _resolved_layer_types(path: str) -> list[str] | None:
 
         resolved = AutoConfig.from_pretrained(path).get_text_config()
     except (ValueError, KeyError, OSError):
-        return None  # a config transformers does not know: every layer slides (vLLM's reading then)
+        return None  # a config transformers does not know: every layer slides, as vLLM reads it then
     types = getattr(resolved, "layer_types", None)
-    return list(types) if types else [SLIDING] * (getattr(resolved, "num_hidden_layers", 0) or 0)
+    return list(types) if types else None  # no per-layer list: the window applies to every layer
 
 
 def plan_sizing(
@@ -95,7 +93,7 @@ def plan_sizing(
     weights = _weights(plan, tensors, shape, config, linear_weights)
     model_bytes = 4 if _dtype(plan) in ("float32", "F32") else 2
     if plan.image.engine != "vllm":
-        kv_bytes = KV_DTYPE_BYTES.get(target.kv_cache_dtype) or model_bytes
+        kv_bytes = KV_CACHE_BYTES.get(target.kv_cache_dtype) or model_bytes
         return _server(shape, weights, target, shape.context or 2048, kv_bytes)
     return size_served(shape, weights, target, plan.image.runtime.vllm.max_model_len, model_bytes, fixed_length)
 
@@ -104,7 +102,7 @@ def size_served(
     shape: ModelShape, weights: Weights, target: Target, length: int, model_bytes: int = 2, fixed: bool = True
 ) -> Sizing:
     """vLLM serving this model at `length` tokens on `target` (`model_bytes`: the served dtype's width)."""
-    kv_bytes = KV_DTYPE_BYTES.get(target.kv_cache_dtype) or model_bytes
+    kv_bytes = KV_CACHE_BYTES.get(target.kv_cache_dtype) or model_bytes
     if target.device == "cuda":
         return size_gpu(shape, weights, target, length, kv_bytes)
     return size_cpu_vllm(shape, weights.total, target, length, kv_bytes, model_bytes == 2, fixed)

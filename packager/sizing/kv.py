@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from packager.sizing.shape import ModelShape, held_tokens
 from packager.sizing.weights import stage_layers
 
-KV_DTYPE_BYTES = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}  # --kv-cache-dtype; auto: the model's dtype
-
 
 @dataclass(frozen=True)
 class KvLayout:

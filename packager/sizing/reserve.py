@@ -79,7 +79,7 @@ def gpu_reserve(shape: ModelShape, tp: int, batch: Batch) -> Reserve:
     """The reserve of one GPU of a `tp`-way tensor-parallel group for this model and profiled batch."""
     sampler = SAMPLER_BYTES * shape.vocab * batch.sequences
     width = max(shape.intermediate, shape.moe_intermediate * max(shape.experts_per_token, 1))
-    forward = batch.tokens * (3 * width // tp + 4 * shape.hidden) * ACTIVATION_BYTES
+    forward = batch.tokens * (3 * width // tp + shape.hidden) * ACTIVATION_BYTES  # gate/up, its product, residual
     activations = ACTIVATION_BASE + max(sampler, forward) + (MOE_ACTIVATION if shape.moe else 0)
     graphs = CUDA_GRAPHS_MOE if shape.moe else CUDA_GRAPHS
     return Reserve(activations, NON_TORCH_TP if tp > 1 else NON_TORCH_TP1, graphs)

@@ -50,16 +50,16 @@ def on_vllm(plan: PackagePlan, device: str = "cpu", **image) -> PackagePlan:
 
 
 def sized(plan: PackagePlan, model: str, **target) -> PackagePlan:
-    """The plan sized for a Llama-3.1 of that size in bf16 on 80 GiB GPUs (resolve/sizing.py), vLLM set to match."""
-    from packager.resolve.sizing import served_bytes, size
+    """The plan sized for a Llama-3.1 of that size in bf16 on 80 GiB GPUs at 131072 tokens (packager/sizing), vLLM
+    set to match."""
     from packager.sizes import Target
+    from packager.sizing import size_model
     from tests.sparse_models import llama3_config, llama3_tensors
 
-    weights = served_bytes(llama3_tensors(model), "none")
-    sizing = size(llama3_config(model), weights, 2, 8192, Target("cuda", **target))
+    sizing = size_model(llama3_config(model), llama3_tensors(model), Target("cuda", **target), 131072)
     vllm = dataclasses.replace(
         plan.image.runtime.vllm, tensor_parallel_size=sizing.tensor_parallel,
-        pipeline_parallel_size=sizing.nodes, max_num_seqs=16, gpu_memory_utilization=0.9,
+        pipeline_parallel_size=sizing.nodes, gpu_memory_utilization=0.9,
     )  # fmt: skip
     return dataclasses.replace(plans.with_runtime(plan, vllm=vllm), sizing=sizing)
 
@@ -334,7 +334,7 @@ def test_check_deploy_accepts_what_applies() -> None:
 
 
 def test_gpu_counts_memory_and_shm_follow_the_sizing() -> None:
-    """70B bf16 on 80 GiB GPUs: tensor parallel 4 (resolve/sizing.py): 4 GPUs, /dev/shm 8 GiB, in every target."""
+    """70B bf16 on 80 GiB GPUs: tensor parallel 4 (packager/sizing): 4 GPUs, /dev/shm 8 GiB, in every target."""
     for kind in ("Deployment", "InferenceService", "LLMInferenceService"):
         spec = pod_spec(one("shared-70b-cuda", kind))
         resources = spec["containers"][0]["resources"]

@@ -97,12 +97,13 @@ def test_a_load_time_scheme_becomes_vllms_quantization_flag() -> None:
 
 
 def test_the_sized_parallelism_reaches_vllms_command_line_and_round_trips() -> None:
-    """resolve/sizing.py's choice in runtime.json (a 405B over 2 nodes of 8 GPUs), then vLLM's flags."""
+    """packager/sizing's choice in runtime.json (a 405B over 2 nodes of 8 GPUs, an fp8 cache, its experts spread),
+    then vLLM's flags."""
     import dataclasses
 
     sized = dataclasses.replace(
         BAKED.vllm, device="cuda", tensor_parallel_size=8, pipeline_parallel_size=2, max_num_seqs=16,
-        gpu_memory_utilization=0.9,
+        gpu_memory_utilization=0.9, kv_cache_dtype="fp8", enable_expert_parallel=True,
     )  # fmt: skip
     config = dataclasses.replace(BAKED, vllm=sized)
     assert parse_config(config.to_json()) == config
@@ -110,8 +111,25 @@ def test_the_sized_parallelism_reaches_vllms_command_line_and_round_trips() -> N
     flags = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
     assert flags["--tensor-parallel-size"] == "8" and flags["--pipeline-parallel-size"] == "2"
     assert flags["--max-num-seqs"] == "16" and flags["--gpu-memory-utilization"] == "0.9"
-    assert flags["--distributed-executor-backend"] == "ray"
-    assert "--tensor-parallel-size" not in vllm_launch.vllm_argv(BAKED, "0.0.0.0", 8000), "unsized: vLLM's defaults"
+    assert flags["--distributed-executor-backend"] == "ray" and flags["--kv-cache-dtype"] == "fp8"
+    assert argv[-1] == "--enable-expert-parallel" or "--enable-expert-parallel" in argv
+    plain = vllm_launch.vllm_argv(BAKED, "0.0.0.0", 8000)
+    assert not {"--tensor-parallel-size", "--kv-cache-dtype", "--enable-expert-parallel"} & set(plain), "unsized"
+
+
+def test_the_cpu_kv_space_the_plan_sized_reaches_the_engine_unless_the_caller_set_one() -> None:
+    """VLLM_CPU_KVCACHE_SPACE from runtime.json's kv_cache_space_gib (1 GiB where the plan sized none), and a
+    `docker run -e` still wins."""
+    import dataclasses
+
+    sized = dataclasses.replace(BAKED.vllm, kv_cache_space_gib=17)
+    assert vllm_launch.engine_env({}, None, sized)["VLLM_CPU_KVCACHE_SPACE"] == "17"
+    assert vllm_launch.engine_env({"VLLM_CPU_KVCACHE_SPACE": "4"}, None, sized)["VLLM_CPU_KVCACHE_SPACE"] == "4"
+    assert vllm_launch.engine_env({}, None, BAKED.vllm)["VLLM_CPU_KVCACHE_SPACE"] == "1"
+    config = dataclasses.replace(BAKED, vllm=sized)
+    assert parse_config(config.to_json()) == config
+    with pytest.raises(ConfigError, match="kv_cache_space_gib must be a positive integer"):
+        parse_config({**config.to_json(), "vllm": {**sized.to_json(), "kv_cache_space_gib": 0}})
 
 
 def test_a_bad_sizing_in_runtime_json_is_refused() -> None:
