@@ -95,16 +95,20 @@ def plan_sizing(
     if plan.image.engine != "vllm":
         kv_bytes = KV_CACHE_BYTES.get(target.kv_cache_dtype) or model_bytes
         return _server(shape, weights, target, shape.context or 2048, kv_bytes)
-    return size_served(shape, weights, target, plan.image.runtime.vllm.max_model_len, model_bytes, fixed_length)
+    vllm = plan.image.runtime.vllm
+    lora = (vllm.max_loras, vllm.max_lora_rank) if plan.image.layout == "shared" else (0, 0)
+    return size_served(shape, weights, target, vllm.max_model_len, model_bytes, fixed_length, lora)
 
 
 def size_served(
-    shape: ModelShape, weights: Weights, target: Target, length: int, model_bytes: int = 2, fixed: bool = True
-) -> Sizing:
-    """vLLM serving this model at `length` tokens on `target` (`model_bytes`: the served dtype's width)."""
+    shape: ModelShape, weights: Weights, target: Target, length: int, model_bytes: int = 2, fixed: bool = True,
+    lora: tuple[int, int] = (0, 0),
+) -> Sizing:  # fmt: skip
+    """vLLM serving this model at `length` tokens on `target` (`model_bytes`: the served dtype's width; `lora`:
+    its LoRA slots and rank, a shared image)."""
     kv_bytes = KV_CACHE_BYTES.get(target.kv_cache_dtype) or model_bytes
     if target.device == "cuda":
-        return size_gpu(shape, weights, target, length, kv_bytes)
+        return size_gpu(shape, weights, target, length, kv_bytes, lora)
     return size_cpu_vllm(shape, weights.total, target, length, kv_bytes, model_bytes == 2, fixed)
 
 

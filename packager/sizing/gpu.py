@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from packager.errors import UserInputError
 from packager.sizes import GIB, Sizing, Target, gib_text
 from packager.sizing.kv import KvLayout, concurrency, longest_context, per_token, worst_sequence_bytes
-from packager.sizing.reserve import Batch, Reserve, default_batch, gpu_reserve
+from packager.sizing.reserve import ACTIVATION_BYTES, Batch, Reserve, default_batch, gpu_reserve
 from packager.sizing.shape import ModelShape
 from packager.sizing.weights import Weights
 
@@ -55,12 +55,15 @@ class Fit:
     kv: KvLayout
 
 
-def size_gpu(shape: ModelShape, weights: Weights, target: Target, length: int, dtype_bytes: int) -> Sizing:
+def size_gpu(
+    shape: ModelShape, weights: Weights, target: Target, length: int, dtype_bytes: int, lora: tuple[int, int] = (0, 0)
+) -> Sizing:
     """The fewest GPUs that start this model at `length` tokens (and hold the capacity asked for), with the
-    leftover KV stated and the shorter-context options on fewer GPUs; refused in one line when none does."""
+    leftover KV stated and the shorter-context options on fewer GPUs; refused in one line when none does.
+    `lora`: vLLM's LoRA slots and their rank (a shared image), whose buffers it allocates at start."""
     batch = default_batch(target.gpu_memory_gib, target.max_num_seqs)
     budget = int(target.gpu_memory_gib * GIB * target.gpu_memory_utilization)
-    fits = [_fit(shape, weights, layout, budget, batch, dtype_bytes) for layout in layouts(shape, target)]
+    fits = [_fit(shape, weights, layout, budget, batch, dtype_bytes, lora) for layout in layouts(shape, target)]
     needed = [_needs(shape, fit.kv, length, target) for fit in fits]
     chosen = next((i for i, fit in enumerate(fits) if _holds(fit.pools, needed[i])), None)
     if chosen is None:
@@ -100,8 +103,13 @@ def _layout(shape: ModelShape, tp: int, asked_ep: bool) -> Layout | None:
     return Layout(tp, 1, asked_ep and shape.moe)
 
 
-def _fit(shape: ModelShape, weights: Weights, layout: Layout, budget: int, batch: Batch, dtype_bytes: int) -> Fit:
-    reserve = gpu_reserve(shape, layout.tp, batch)
+def _fit(
+    shape: ModelShape, weights: Weights, layout: Layout, budget: int, batch: Batch, dtype_bytes: int,
+    lora: tuple[int, int],
+) -> Fit:  # fmt: skip
+    slots, rank = lora
+    widest = max(weights.lora_width(stage, layout.pp) for stage in range(layout.pp)) if slots else 0
+    reserve = gpu_reserve(shape, layout.tp, batch, slots * rank * widest * ACTIVATION_BYTES)
     per_gpu = [weights.stage(stage, layout.pp) // layout.tp for stage in range(layout.pp)]
     pools = [budget - share - reserve.total for share in per_gpu]
     return Fit(layout, per_gpu, reserve, pools, KvLayout(layout.tp, layout.pp, dtype_bytes, batch.tokens))

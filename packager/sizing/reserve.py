@@ -14,7 +14,10 @@ How the figures were chosen. vLLM measures them at start; packager predicts them
   have: with 3 GiB, Qwen3-235B-FP8 on 4 x H100 is planned 7.9 GiB of KV per GPU where vLLM logged 8.11 (#21348),
   and gpt-oss-120b on one H100 -1.8 GiB where it logged -2.14 (#23278);
 - memory outside torch: NON_TORCH_TP1 on one GPU, NON_TORCH_TP per GPU under tensor parallelism (same source);
-- CUDA graphs: CUDA_GRAPHS per GPU (vLLM's estimates run 0.2-1.3 GiB; more for mixture-of-experts models).
+- CUDA graphs: CUDA_GRAPHS per GPU (vLLM's estimates run 0.2-1.3 GiB; more for mixture-of-experts models);
+- LoRA slots (a shared image): vLLM allocates, for every Linear it wraps, `max_loras` A and B buffers of
+  `max_lora_rank` (vllm/lora/layers/base_linear.py); counted whole on every GPU (one side of each is split by
+  tensor parallelism, the other is not: an upper bound).
 vLLM's own defaults for the batch it profiles depend on the GPU: 8192 tokens and 1024 sequences from 70 GiB up,
 16384 and 1024 from 160 GiB, else 2048 and 256 (vllm/engine/arg_utils.py, the OpenAI server's usage context)."""
 
@@ -61,25 +64,28 @@ class Reserve:
     activations: int
     non_torch: int
     cuda_graphs: int
+    lora: int = 0
 
     @property
     def total(self) -> int:
         """Everything reserved."""
-        return self.activations + self.non_torch + self.cuda_graphs
+        return self.activations + self.non_torch + self.cuda_graphs + self.lora
 
     def describe(self) -> str:
         """The reserve and its parts, for the plan."""
+        lora = f", LoRA slots {gib_text(self.lora)}" if self.lora else ""
         return (
             f"{gib_text(self.total)} (activations {gib_text(self.activations)}, outside torch "
-            f"{gib_text(self.non_torch)}, CUDA graphs {gib_text(self.cuda_graphs)})"
+            f"{gib_text(self.non_torch)}, CUDA graphs {gib_text(self.cuda_graphs)}{lora})"
         )
 
 
-def gpu_reserve(shape: ModelShape, tp: int, batch: Batch) -> Reserve:
-    """The reserve of one GPU of a `tp`-way tensor-parallel group for this model and profiled batch."""
+def gpu_reserve(shape: ModelShape, tp: int, batch: Batch, lora: int = 0) -> Reserve:
+    """The reserve of one GPU of a `tp`-way tensor-parallel group for this model and profiled batch (`lora`: the
+    bytes of its LoRA buffers)."""
     sampler = SAMPLER_BYTES * shape.vocab * batch.sequences
     width = max(shape.intermediate, shape.moe_intermediate * max(shape.experts_per_token, 1))
     forward = batch.tokens * (3 * width // tp + shape.hidden) * ACTIVATION_BYTES  # gate/up, its product, residual
     activations = ACTIVATION_BASE + max(sampler, forward) + (MOE_ACTIVATION if shape.moe else 0)
     graphs = CUDA_GRAPHS_MOE if shape.moe else CUDA_GRAPHS
-    return Reserve(activations, NON_TORCH_TP if tp > 1 else NON_TORCH_TP1, graphs)
+    return Reserve(activations, NON_TORCH_TP if tp > 1 else NON_TORCH_TP1, graphs, lora)

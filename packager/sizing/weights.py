@@ -22,6 +22,7 @@ LAYER_INDEX = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 NOT_DECODER = ("vision", "visual", "image", "audio", "mm_projector", "multi_modal", "encoder.")
 LAST_STAGE = ("lm_head", "embed_out", "final_layernorm", "ln_f.")
 MXFP4_HIDDEN_TILE, MXFP4_INTERMEDIATE_TILE = 256, 128
+NO_LORA = ("expert", "router", ".gate.", "norm", "embed")
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,17 @@ class Weights:
     first: int
     last: int
     skipped: int = 0
+    lora_widths: tuple[int, ...] = ()  # per layer: in + out summed over the Linear weights vLLM wraps for LoRA
 
     @property
     def total(self) -> int:
         """Every served byte."""
         return sum(self.layers) + self.first + self.last
+
+    def lora_width(self, index: int, stages: int) -> int:
+        """in + out of the LoRA-wrapped Linear layers of pipeline stage `index` of `stages`."""
+        start, end = stage_layers(len(self.layers), index, stages)
+        return sum(self.lora_widths[start:end])
 
     def stage(self, index: int, stages: int) -> int:
         """The bytes pipeline stage `index` of `stages` holds (vLLM's partition of the layers)."""
@@ -62,7 +69,7 @@ def served_weights(
     """`tensors`: name -> (dtype, shape) as the headers list them; `quantized`: tensor name -> bytes per element
     where packager or the engine quantizes it (everything else is served as stored)."""
     count = len(shape.layers)
-    layers, first, last, skipped = [0] * count, 0, 0, 0
+    layers, widths, first, last, skipped = [0] * count, [0] * count, 0, 0, 0
     pad = _mxfp4_padding(shape, config)
     for name, info in tensors.items():
         size = _bytes(info, quantized.get(name), pad)
@@ -71,11 +78,19 @@ def served_weights(
             skipped += size
         elif index is not None:
             layers[index] += size
+            widths[index] += _lora_width(name, info)
         elif any(key in name for key in LAST_STAGE) or name.endswith(("norm.weight", "norm.bias")):
             last += size
         else:
             first += size
-    return Weights(tuple(layers), first, last, skipped)
+    return Weights(tuple(layers), first, last, skipped, tuple(widths))
+
+
+def _lora_width(name: str, info: Any) -> int:
+    """in + out of a Linear weight vLLM gives LoRA slots (not the experts or the router of a mixture of experts)."""
+    if len(info.shape) != 2 or not name.endswith(".weight") or any(k in name for k in NO_LORA):
+        return 0
+    return int(info.shape[0] + info.shape[1])
 
 
 def _layer(name: str) -> int | None:

@@ -119,3 +119,18 @@ def test_a_model_no_layout_starts_is_refused_in_one_line_with_the_figures_and_th
     message = str(refused.value)
     assert "\n" not in message and message.startswith("no layout starts this model: even tensor parallel 1 x")
     assert message.endswith("--quantize, --kv-cache-dtype fp8 or a larger --gpu-memory")
+
+
+def test_a_shared_images_lora_slots_are_reserved_as_vllm_allocates_them() -> None:
+    """4 slots of rank 64 on every Linear of the 8B (32 layers x 81,920 in + out): 4 x 64 x 2,621,440 x 2 bytes
+    = 1.25 GiB a GPU, taken from the KV pool."""
+    from packager.sizing import size_served
+    from packager.sizing.shape import model_shape
+    from packager.sizing.weights import served_weights
+
+    config, table = LLAMA["8b"]
+    shape, weights = model_shape(config), served_weights(table, model_shape(config), {}, config)
+    plain = size_served(shape, weights, Target("cuda"), 131072)
+    shared = size_served(shape, weights, Target("cuda"), 131072, lora=(4, 64))
+    assert plain.kv_pool_per_gpu - shared.kv_pool_per_gpu == 4 * 64 * 32 * 81920 * 2
+    assert "LoRA slots 1.2 GiB" in shared.arithmetic[2]
