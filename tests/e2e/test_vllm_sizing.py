@@ -28,7 +28,7 @@ pytestmark = pytest.mark.e2e
 
 # parse, validate and build the engine arguments exactly as `vllm serve` does, for each command line on stdin
 PARSE = """
-import json, sys
+import json, os, sys
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
 from vllm.utils.argparse_utils import FlexibleArgumentParser
@@ -36,6 +36,7 @@ lines = json.load(sys.stdin)
 for argv in lines:
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
     validate_parsed_serve_args(args)
+    os.makedirs(args.model, exist_ok=True)  # the engine arguments resolve the model folder the image would hold
     AsyncEngineArgs.from_cli_args(args)
 print(len(lines))
 """
@@ -92,7 +93,8 @@ def planned_gpu_runtimes(tmp_path_factory) -> list[RuntimeConfig]:
 def test_every_gpu_command_line_is_accepted_by_vllm_0_32s_own_parser(planned_gpu_runtimes, vllm_image, engine):
     lines = _command_lines(planned_gpu_runtimes)
     assert any("--pipeline-parallel-size" in line for line in lines) and any("--lora-modules" in line for line in lines)
-    argv = ["docker", "-H", engine.docker_host, "run", "--rm", "-i", "--network", "none", "--entrypoint", "python3"]
+    argv = ["docker", "-H", engine.docker_host, "run", "--rm", "-i", "--network", "none", "--user", "0",
+            "--entrypoint", "python3"]  # fmt: skip
     done = subprocess.run([*argv, vllm_image, "-c", PARSE], input=json.dumps(lines), capture_output=True, text=True,
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
