@@ -101,6 +101,13 @@ def _refuse_or_packager(
 def _check_scheme_device(artefact: ArtefactSpec, device: str, layout: str) -> None:
     """A quantization scheme whose kernels the target device lacks is refused before any work, whatever runtime
     was asked for: its point is the engine's quantized kernels (LoRA on a quantized base: the LoRA kernels too)."""
+    if artefact.load_quantization != "none" and device != "cuda":
+        raise UserInputError(
+            f"--quantize {artefact.quantize} quantizes the weights on a CUDA GPU when the server loads them, and "
+            f"this image is for --device {device}: it would exit at start (code 4, no GPU); pass --device cuda, or "
+            f"--quantize {' or '.join(s.name for s in SCHEMES.values() if device in s.vllm_devices)} (compressed-"
+            f"tensors, served on {device.upper()})"
+        )
     if not artefact.streamed:
         return
     scheme = SCHEMES[artefact.quantize]

@@ -38,19 +38,19 @@ def test_auto_picks_vllm_for_a_llama_it_serves() -> None:
 
 
 @pytest.mark.parametrize(
-    ("config", "artefact", "why"),
+    ("config", "artefact", "why", "device"),
     [
-        ({**LLAMA, "hidden_size": 64}, ArtefactSpec(), "head size 16"),
-        ({**LLAMA, "architectures": ["XGLMForCausalLM"]}, ArtefactSpec(), "XGLMForCausalLM"),
-        (LLAMA, ArtefactSpec("none", "onnx"), "onnx"),
-        (LLAMA, ArtefactSpec("bnb-int8"), "bnb-int8"),
+        ({**LLAMA, "hidden_size": 64}, ArtefactSpec(), "head size 16", "cpu"),
+        ({**LLAMA, "architectures": ["XGLMForCausalLM"]}, ArtefactSpec(), "XGLMForCausalLM", "cpu"),
+        (LLAMA, ArtefactSpec("none", "onnx"), "onnx", "cpu"),
+        (LLAMA, ArtefactSpec("bnb-int8"), "bnb-int8", "cuda"),
     ],
 )
-def test_what_vllm_cannot_serve_goes_to_packagers_runtime_or_is_refused(config, artefact, why) -> None:
-    choice = choose_runtime("auto", "baked", config, artefact, [_adapter()])
+def test_what_vllm_cannot_serve_goes_to_packagers_runtime_or_is_refused(config, artefact, why, device) -> None:
+    choice = choose_runtime("auto", "baked", config, artefact, [_adapter()], device=device)
     assert choice.engine == "packager" and why in choice.reason
     with pytest.raises(UserInputError, match=f"--runtime vllm cannot serve this model: .*{why}"):
-        choose_runtime("vllm", "baked", config, artefact, [_adapter()])
+        choose_runtime("vllm", "baked", config, artefact, [_adapter()], device=device)
 
 
 @pytest.mark.parametrize(
@@ -122,8 +122,17 @@ def test_a_gpu_image_takes_any_head_size_and_load_time_quantization() -> None:
     assert choose_runtime("auto", "baked", small, ArtefactSpec(), [_adapter()], device="cuda").engine == "vllm"
     nf4 = ArtefactSpec("bnb-nf4")
     assert choose_runtime("auto", "baked", LLAMA, nf4, [_adapter()], device="cuda").engine == "vllm"
-    on_cpu = choose_runtime("auto", "baked", LLAMA, nf4, [_adapter()])
-    assert on_cpu.engine == "packager" and "pass --device cuda" in on_cpu.reason
+
+
+
+@pytest.mark.parametrize("scheme", ["bnb-nf4", "bnb-int8", "fp8-load"])
+@pytest.mark.parametrize("runtime", ["auto", "packager", "vllm"])
+def test_load_time_gpu_quantization_on_a_cpu_plan_is_refused_before_it_cannot_start(scheme, runtime) -> None:
+    """Issue 24: `--quantize bnb-nf4` on CPU was planned and the image exited at start (code 4, no GPU)."""
+    with pytest.raises(UserInputError) as refused:
+        choose_runtime(runtime, "baked", LLAMA, ArtefactSpec(scheme), [_adapter()])
+    message = str(refused.value)
+    assert "\n" not in message and "it would exit at start" in message and "pass --device cuda" in message
 
 
 def _tokenizer(folder, tokenizer_class: str, pre_tokenizer: dict) -> str:
