@@ -25,7 +25,8 @@ class Progress:
         if self.tty:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"{self.step} {label}", leave=False)
+            self._bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc=f"{self.step} {label}", leave=False,
+                             disable=False)  # fmt: skip  # the libraries' bars are off (TQDM_DISABLE), not packager's
         else:
             print(f"{self.step}: {label} ({total_bytes / 1e9:.2f} GB) ...", file=sys.stderr, flush=True)
 

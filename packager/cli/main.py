@@ -15,6 +15,7 @@ from packager import __version__
 from packager.cli.artefact import add_artefact_commands, add_artefact_flags
 from packager.cli.common import add_qlora_flags, add_task_flag, hash_base_ahead, parse_size, resolve_request
 from packager.cli.merge import cmd_merge
+from packager.cli.quiet import quiet_libraries
 from packager.dtypes import CLI_CHOICES
 from packager.errors import PackagerError, UserInputError
 
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None, run: Callable[[argparse.Namespace], int]
     args = None
     try:
         args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+        quiet_libraries(args.debug)
         signal.signal(signal.SIGTERM, _raise_interrupt)
         return (run or args.func)(args)
     except PackagerError as exc:

@@ -153,7 +153,7 @@ def _kind(module: torch.nn.Module, conv1d: type) -> str:
 
 def _fingerprint(config) -> Fingerprint:
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    dtype = getattr(config, "torch_dtype", None) or getattr(config, "dtype", None)
+    dtype = getattr(config, "dtype", None)  # transformers 4.56+ (`torch_dtype` is its deprecated, warning alias)
     return Fingerprint(
         architectures=tuple(config.architectures or ()),
         model_type=config.model_type,

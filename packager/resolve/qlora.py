@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -26,9 +25,6 @@ FOUR_BIT_NAME = re.compile(r"bnb[-_]?4bit|[-_.]4bit|nf4", re.IGNORECASE)
 FOUR_BIT_SUFFIX = re.compile(r"(?:[-_]unsloth)?[-_](?:bnb[-_])?(?:4bit|nf4)$", re.IGNORECASE)
 QUANTIZED_KINDS = ("linear", "conv1d")  # transformers replaces nn.Linear and Conv1D with bnb's Linear4bit
 
-# bitsandbytes warns on import (by us, or by PEFT) that an optional CPU kernel package is missing; its fallback
-# is exact, and the warning would break the one-line output
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
