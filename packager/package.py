@@ -156,7 +156,7 @@ def _merge(job: Job, request: PackageRequest) -> MergeOutcome:
         verify=request.verify,
         max_shard_bytes=DEFAULT_MAX_LAYER_BYTES,
         quiet=request.quiet,
-        max_accuracy_loss=request.artefact.max_accuracy_loss,
+        gate=request.artefact.gate,
     )
 
 
@@ -184,7 +184,7 @@ def _quantized_base(job: Job, plan: PackagePlan, request: PackageRequest, log: L
     from packager.resolve.resolver import resolve_base
 
     quantize, target, started = plan.quantize, plan.image.base_to_make, time.monotonic()
-    accuracy = quantize_base(plan.base, quantize, target, plan.artefact.max_accuracy_loss, _quiet_log(request, log))
+    accuracy = quantize_base(plan.base, quantize, target, plan.artefact.gate, _quiet_log(request, log))
     made = sampled_base(resolve_base(target))
     report = quantized_report(target, target, quantize, accuracy, _weights_bytes(plan), time.monotonic() - started)
     pairs = zip(plan.served, job.inputs, strict=True)

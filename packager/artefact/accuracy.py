@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from packager.artefact.spec import AccuracyGate
 from packager.errors import ValidationError
 
 CausalLM = Any  # transformers-style: model(input_ids=..., attention_mask=..., ...) -> output with .logits
@@ -25,6 +26,7 @@ CausalLM = Any  # transformers-style: model(input_ids=..., attention_mask=..., .
 # per prompt; a larger vocabulary's logits are compared a chunk of positions at a time.
 MAX_TEXT_TOKENS = 256
 POSITIONS_PER_CHUNK = 32
+CONFIDENT = 0.5  # a position whose reference puts at least this on its top token: a choice a reader would see
 NEW_TOKENS = 8
 DEFAULT_PROMPTS = (
     "The adapter names the base",
@@ -48,6 +50,8 @@ class AccuracyReport:
     greedy_token_agreement: float | None = None  # share of generated tokens that match, position by position
     greedy_exact_prompts: float | None = None  # share of prompts whose whole greedy continuation matches
     tokens: int = 0  # how many tokens of the shipped text were measured
+    confident_top1: float | None = None  # top-1 agreement where the reference is confident (None: no such position)
+    confident_positions: int = 0
 
     @property
     def perplexity_change(self) -> float:
@@ -84,7 +88,7 @@ class AccuracyReport:
 def compare_logits(reference: torch.Tensor, candidate: torch.Tensor, ids: torch.Tensor) -> AccuracyReport:
     """The figures of two models' (1, n, vocab) logits on the same token ids: every artefact is measured here.
     Positions are taken a chunk at a time, so the softmaxes cost a few chunks, not the whole sequence again."""
-    totals = dict.fromkeys(("max", "abs", "top1", "kl", "nll_p", "nll_q"), 0.0)
+    totals = dict.fromkeys(("max", "abs", "top1", "kl", "nll_p", "nll_q", "sure", "sure_kept"), 0.0)
     positions = reference.shape[1]
     for start in range(0, positions, POSITIONS_PER_CHUNK):
         p = reference[0, start : start + POSITIONS_PER_CHUNK].float()
@@ -95,6 +99,9 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor, ids: torch.
         totals["top1"] += (p.argmax(-1) == q.argmax(-1)).sum().item()
         log_p, log_q = torch.log_softmax(p, -1), torch.log_softmax(q, -1)
         totals["kl"] += (log_p.exp() * (log_p - log_q)).sum().item()
+        sure = log_p.max(-1).values.exp() >= CONFIDENT
+        totals["sure"] += sure.sum().item()
+        totals["sure_kept"] += (sure & (p.argmax(-1) == q.argmax(-1))).sum().item()
         targets = ids[0, start + 1 : start + 1 + len(p)]
         totals["nll_p"] -= log_p[: len(targets)].gather(-1, targets[:, None]).sum().item()
         totals["nll_q"] -= log_q[: len(targets)].gather(-1, targets[:, None]).sum().item()
@@ -107,18 +114,41 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor, ids: torch.
         perplexity_reference=math.exp(totals["nll_p"] / predicted),
         perplexity_candidate=math.exp(totals["nll_q"] / predicted),
         tokens=positions,
+        confident_top1=totals["sure_kept"] / totals["sure"] if totals["sure"] else None,
+        confident_positions=int(totals["sure"]),
     )
 
 
-def check_accuracy(report: AccuracyReport, limit: float, what: str, hint: str) -> None:
-    """Refuse an artefact whose perplexity rose more than `limit` (relative), naming the figure and the way out."""
-    if report.perplexity_change > limit:
+def check_accuracy(report: AccuracyReport, gate: AccuracyGate, what: str, hint: str) -> None:
+    """Refuse an artefact past any limit of `gate`, naming the figure that refused it and the way out."""
+    refusal = failed_figure(report, gate)
+    if refusal is not None:
+        figure, flag, accept = refusal
         raise ValidationError(
-            f"{what} raised perplexity on the shipped text by {report.perplexity_change:.1%} "
-            f"({report.perplexity_reference:.3f} -> {report.perplexity_candidate:.3f}; limit {limit:.1%} from "
-            f"--max-accuracy-loss); nothing was written; {hint}, or pass --max-accuracy-loss "
-            f"{math.ceil(report.perplexity_change * 100 + 1) / 100:g} to accept it"
+            f"{what} {figure} from {flag}); nothing was written; {hint}, or pass {flag} {accept} to accept it"
         )
+
+
+def failed_figure(report: AccuracyReport, gate: AccuracyGate) -> tuple[str, str, str] | None:
+    """(the figure, its flag, the value that would accept it) for the first limit missed, else None."""
+    if report.perplexity_change > gate.perplexity:
+        change = report.perplexity_change
+        figure = (
+            f"raised perplexity on the shipped text by {change:.1%} ({report.perplexity_reference:.3f} -> "
+            f"{report.perplexity_candidate:.3f}; limit {gate.perplexity:.1%}"
+        )
+        return figure, "--max-accuracy-loss", f"{math.ceil(change * 100 + 1) / 100:g}"
+    if report.kl_divergence > gate.kl:
+        figure = f"moved the next-token distributions by KL {report.kl_divergence:.3g} nats (limit {gate.kl:g}"
+        return figure, "--max-kl", f"{math.ceil(report.kl_divergence * 100 + 1) / 100:g}"
+    kept = report.confident_top1
+    if kept is not None and kept < gate.top1:
+        figure = (
+            f"kept the reference's confident next token on {kept:.1%} of {report.confident_positions} positions "
+            f"(limit {gate.top1:.0%}"
+        )
+        return figure, "--min-top1", f"{max(0.0, math.floor(kept * 100 - 1) / 100):g}"
+    return None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,29 @@ EXPORT_CHOICES = ("none", "onnx")
 GRANULARITIES = ("auto", "per-channel", "per-tensor")
 ARTEFACT_REPORT = "packager.artefact.json"
 DEFAULT_MAX_ACCURACY_LOSS = 0.10  # the perplexity increase (relative) an artefact may cost before it is refused
+# the next-token distributions may drift this far (mean KL, nats) before a quantized model is refused, and the
+# positions where the reference is sure of its next token (p >= 0.5) must keep that token this often: on
+# SmolLM2-135M's real weights w8a16, w8a8 and fp8 pass both (KL <= 0.036, top-1 >= 84% on every position),
+# round-to-nearest w4a16 fails both (KL 0.45, top-1 56%; bench/RESULTS.md)
+DEFAULT_MAX_KL = 0.10
+DEFAULT_MIN_TOP1 = 0.75
+
+
+@dataclass(frozen=True)
+class AccuracyGate:
+    """The figures a quantized model must meet against its reference: relative perplexity rise, KL divergence
+    of the next-token distributions, and top-1 agreement where the reference is confident."""
+
+    perplexity: float = DEFAULT_MAX_ACCURACY_LOSS
+    kl: float = DEFAULT_MAX_KL
+    top1: float = DEFAULT_MIN_TOP1
+
+    def describe(self) -> str:
+        """The limits in words."""
+        return (
+            f"perplexity at most +{self.perplexity:.0%}, KL at most {self.kl:g} nats, top-1 kept on at least "
+            f"{self.top1:.0%} of the confident positions"
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,13 @@ class ArtefactSpec:
     onnx_atol: float = 1e-3  # max |logits diff| of the fp32 ONNX model vs PyTorch before it is refused
     max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS  # relative perplexity increase allowed
     calibrate: str | None = None  # GPTQ on this text ("": the shipped one); None: round-to-nearest
+    max_kl: float = DEFAULT_MAX_KL
+    min_top1: float = DEFAULT_MIN_TOP1
+
+    @property
+    def gate(self) -> AccuracyGate:
+        """The accuracy a quantized model must keep (--max-accuracy-loss, --max-kl, --min-top1)."""
+        return AccuracyGate(self.max_accuracy_loss, self.max_kl, self.min_top1)
 
     @property
     def backend(self) -> str:
@@ -89,6 +119,8 @@ def artefact_spec(
     onnx_atol: float = 1e-3,
     max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS,
     calibrate: str | None = None,
+    max_kl: float = DEFAULT_MAX_KL,
+    min_top1: float = DEFAULT_MIN_TOP1,
 ) -> ArtefactSpec:
     """Validate a combination of flags; every refusal says what works instead."""
     _check_quantize(quantize, export)
@@ -111,12 +143,14 @@ def artefact_spec(
         raise UserInputError(
             f"--max-accuracy-loss must be positive (0.1 = 10% higher perplexity), got {max_accuracy_loss}"
         )
+    if not max_kl > 0 or not 0 <= min_top1 <= 1:
+        raise UserInputError(f"--max-kl must be positive and --min-top1 in [0, 1], got {max_kl} and {min_top1}")
     if calibrate is not None and (quantize not in STREAMED or layout == "shared"):
         raise UserInputError(
             "--calibrate runs GPTQ for --quantize w4a16|w8a16|w8a8 in the baked layout (a merged model); pass one, "
             "or drop --calibrate"
         )
-    return ArtefactSpec(quantize, export, granularity, onnx_atol, max_accuracy_loss, calibrate)
+    return ArtefactSpec(quantize, export, granularity, onnx_atol, max_accuracy_loss, calibrate, max_kl, min_top1)
 
 
 def _check_quantize(quantize: str, export: str) -> None:

@@ -7,13 +7,17 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from packager.artefact.make import make_artefact
 from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import (
     DEFAULT_MAX_ACCURACY_LOSS,
+    DEFAULT_MAX_KL,
+    DEFAULT_MIN_TOP1,
     EXPORT_CHOICES,
     GRANULARITIES,
+    AccuracyGate,
     ArtefactSpec,
     artefact_spec,
 )
@@ -42,14 +46,7 @@ def add_artefact_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--export", default="none", choices=EXPORT_CHOICES, help="onnx: serve with onnxruntime (default: none)"
     )
-    p.add_argument(
-        "--max-accuracy-loss",
-        type=float,
-        default=DEFAULT_MAX_ACCURACY_LOSS,
-        metavar="X",
-        help="refuse a quantized or exported model whose perplexity on the shipped text rises by more than X "
-        f"(relative; default {DEFAULT_MAX_ACCURACY_LOSS:g}, i.e. {DEFAULT_MAX_ACCURACY_LOSS * 100:.0f}%%)",
-    )
+    add_gate_flags(p)
     p.add_argument(
         "--onnx-granularity",
         default="auto",
@@ -66,6 +63,30 @@ def add_artefact_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_gate_flags(p: Any) -> None:
+    """--max-accuracy-loss, --max-kl and --min-top1: what a quantized or exported model must keep."""
+    p.add_argument(
+        "--max-accuracy-loss", type=float, default=DEFAULT_MAX_ACCURACY_LOSS, metavar="X",
+        help="refuse a quantized or exported model whose perplexity on the shipped text rises by more than X "
+        f"(relative; default {DEFAULT_MAX_ACCURACY_LOSS:g}, i.e. {DEFAULT_MAX_ACCURACY_LOSS * 100:.0f}%%)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-kl", type=float, default=DEFAULT_MAX_KL, metavar="X",
+        help=f"refuse a quantized model whose next-token distributions drift by more than X nats of KL divergence "
+        f"from its reference (mean over the shipped text; default {DEFAULT_MAX_KL:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-top1", type=float, default=DEFAULT_MIN_TOP1, metavar="X",
+        help="refuse a quantized model that keeps its reference's next token on less than X of the positions where "
+        f"the reference is confident (p >= 0.5; default {DEFAULT_MIN_TOP1:g})",
+    )  # fmt: skip
+
+
+def gate_from_args(args: argparse.Namespace) -> AccuracyGate:
+    """The accuracy gate the flags ask for."""
+    return AccuracyGate(args.max_accuracy_loss, args.max_kl, args.min_top1)
+
+
 def spec_from_args(args: argparse.Namespace, layout: str = "baked") -> ArtefactSpec:
     """The validated ArtefactSpec for the parsed flags and `layout`."""
     return artefact_spec(
@@ -76,6 +97,8 @@ def spec_from_args(args: argparse.Namespace, layout: str = "baked") -> ArtefactS
         args.onnx_atol,
         args.max_accuracy_loss,
         args.calibrate,
+        args.max_kl,
+        args.min_top1,
     )
 
 

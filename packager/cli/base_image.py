@@ -6,7 +6,7 @@ import argparse
 import json
 
 from packager.artefact.schemes import SCHEMES
-from packager.artefact.spec import DEFAULT_MAX_ACCURACY_LOSS
+from packager.cli.artefact import add_gate_flags, gate_from_args
 from packager.cli.common import parse_size, password_from_stdin, stderr_line
 from packager.cli.container import BUILDER_HELP
 
@@ -58,13 +58,7 @@ def add_base_image_command(sub: argparse._SubParsersAction, common: argparse.Arg
         help="quantize the base first (compressed-tensors, streamed, measured against the 16-bit base): the image "
         "a shared `package --quantize SCHEME` serves LoRA adapters on with vLLM (default: none)",
     )
-    p.add_argument(
-        "--max-accuracy-loss",
-        type=float,
-        default=DEFAULT_MAX_ACCURACY_LOSS,
-        metavar="X",
-        help="with --quantize: refuse a base whose perplexity on the shipped text rises by more than X (default 0.1)",
-    )
+    add_gate_flags(p)
     p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (WORK/base-context)")
     p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
     p.add_argument("--dry-run", action="store_true", help="resolve and pin the base, print the plan, build nothing")
@@ -89,7 +83,7 @@ def cmd_package_base(args: argparse.Namespace) -> int:
         args.work,
         args.allow_pickle,
         args.quantize,
-        args.max_accuracy_loss,
+        gate_from_args(args),
     )
     if args.dry_run:
         plan = plan_base_image(request, runnable=args.from_image or "packager-modelbase:dry-run", dry_run=True)

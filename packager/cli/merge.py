@@ -72,7 +72,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         verify_max_bytes=int(args.verify_max_gb * 1e9),
         max_shard_bytes=args.max_shard_size,
         quiet=args.quiet,
-        max_accuracy_loss=spec.max_accuracy_loss,
+        gate=spec.gate,
     )
     artefact = (
         make_artefact(args.output, spec, artefact_output, args.force, stderr_log(args), task)

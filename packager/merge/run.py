@@ -8,7 +8,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from packager.artefact.spec import DEFAULT_MAX_ACCURACY_LOSS, ArtefactReport
+from packager.artefact.spec import AccuracyGate, ArtefactReport
 from packager.io.staging import check_target, staged_directory
 from packager.io.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor
 from packager.merge.stream import MergeResult, merge_adapter
@@ -64,7 +64,7 @@ def merge_resolved(
     verify_max_bytes: int = DEFAULT_MAX_VERIFY_BYTES,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     quiet: bool = False,
-    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS,
+    gate: AccuracyGate = AccuracyGate(),  # noqa: B008 - frozen, never mutated
 ) -> MergeOutcome:
     """Merge an already resolved adapter into `output` (quantized as it streams when the plan says so); on any
     failure, a refused accuracy included, nothing is left at `output`."""
@@ -83,7 +83,7 @@ def merge_resolved(
         check_loads_cleanly(staging, resolved.plan.task)  # always, even unverified: no weight left to random init
         timings["load check"] = time.monotonic() - started
         if resolved.plan.quantize is not None:
-            artefact = _measure_quantized(resolved, staging, output, verify, max_accuracy_loss, progress, timings)
+            artefact = _measure_quantized(resolved, staging, output, verify, gate, progress, timings)
             skipped = "quantized as it streamed: measured against the unquantized merge instead (the artefact)"
             return MergeOutcome(os.path.abspath(output), resolved, result, None, skipped, timings, artefact)
         parity, skipped = None, _skip_reason(resolved, verify, verify_max_bytes)
@@ -96,10 +96,10 @@ def merge_resolved(
 
 
 def _measure_quantized(
-    resolved: Resolved, staging: str, output: str, verify: bool, limit: float, progress: Progress, timings: dict
+    resolved: Resolved, staging: str, output: str, verify: bool, gate: AccuracyGate, progress: Progress, timings: dict
 ) -> ArtefactReport:
     """The quantized checkpoint's accuracy against the unquantized merge (unless --no-verify), refused past
-    `limit`, and its report."""
+    `gate`, and its report."""
     from packager.merge.merged_source import measure_merge
     from packager.quantize.measure import check_quantized, quantized_report
 
@@ -107,7 +107,7 @@ def _measure_quantized(
     if verify:
         progress.note(f"measuring {plan.scheme} against the unquantized merge on the shipped text ...")
         accuracy = measure_merge(resolved, staging)
-        check_quantized(accuracy, plan, limit)
+        check_quantized(accuracy, plan, gate)
         timings["verify"] = time.monotonic() - started
     unquantized = sum(OutputTensor(t.name, t.dtype, t.shape).nbytes for t in resolved.plan.merge.tensors)
     return quantized_report(staging, output, plan, accuracy, unquantized, timings["merge"])

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from packager.artefact.spec import DEFAULT_MAX_ACCURACY_LOSS
+from packager.artefact.spec import AccuracyGate
 from packager.builders import get_builder
 from packager.builders.base import BuildRequest, PushRequest
 from packager.errors import UserInputError
@@ -54,7 +54,7 @@ class BaseImageRequest:
     work: str = "packager-build"
     allow_pickle: bool = False
     quantize: str = "none"  # a compressed-tensors scheme: the image holds the base quantized (WORK/base-SCHEME)
-    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS
+    gate: AccuracyGate = AccuracyGate()  # noqa: RUF009 - frozen
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _quantized(base: BaseSpec, request: BaseImageRequest, dry_run: bool, log: Lo
         return base, key, None
     target = base_folder(request.work, plan)
     os.makedirs(request.work, exist_ok=True)
-    accuracy = quantize_base(base, plan, target, request.max_accuracy_loss, log)
+    accuracy = quantize_base(base, plan, target, request.gate, log)
     return resolve_base(target), key, accuracy.to_dict()
 
 

@@ -17,7 +17,7 @@ import torch
 
 from packager.artefact.accuracy import MAX_TEXT_TOKENS, AccuracyReport, check_accuracy, compare_logits, eval_text
 from packager.artefact.lazy_model import WeightSource, build_empty, lazy_logits
-from packager.artefact.spec import ArtefactReport, folder_size
+from packager.artefact.spec import AccuracyGate, ArtefactReport, folder_size
 from packager.model_files import TOKENIZER_VOCABULARIES, WEIGHT_SUFFIXES
 from packager.plan import QuantizePlan
 from packager.quantize.sources import FolderSource, activation_quantizer
@@ -95,10 +95,10 @@ def quantized_report(
     )
 
 
-def check_quantized(report: AccuracyReport, plan: QuantizePlan, limit: float) -> None:
-    """Refuse a checkpoint whose perplexity rose past `limit`, naming what to try instead."""
+def check_quantized(report: AccuracyReport, plan: QuantizePlan, gate: AccuracyGate) -> None:
+    """Refuse a checkpoint past any limit of `gate`, naming what to try instead."""
     hint = {
         "w4a16": "use --calibrate (GPTQ) or --quantize w8a16",
         "w8a8": "use --quantize w8a16 (weights only)",
     }.get(plan.scheme, "use --quantize w8a16")
-    check_accuracy(report, limit, f"--quantize {plan.scheme}", hint)
+    check_accuracy(report, gate, f"--quantize {plan.scheme}", hint)

@@ -43,7 +43,7 @@ def quantize_merged(
         if verify:
             log(f"quantize: measuring {plan.scheme} against {model_dir} on the shipped text ...")
             accuracy = measure_folder(model_dir, staging, plan)
-            check_quantized(accuracy, plan, spec.max_accuracy_loss)
+            check_quantized(accuracy, plan, spec.gate)
         report = quantized_report(staging, output, plan, accuracy, folder_size(model_dir, WEIGHT_SUFFIXES), seconds)
         write_artefact_report(report, staging)
     log(f"quantize: {report.summary()}")

@@ -80,9 +80,10 @@ def check_request(request: PackageRequest) -> None:
         raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{request.tag}")
     check_deploy(request.deploy, request.layout)
     spec = request.artefact
-    artefact_spec(  # bad combinations, before any heavy work
-        spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol, spec.max_accuracy_loss
-    )
+    artefact_spec(  # bad combinations, before any heavy work: every field, as the CLI validated it
+        spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol, spec.max_accuracy_loss,
+        spec.calibrate, spec.max_kl, spec.min_top1,
+    )  # fmt: skip
 
 
 # the sizing flags: Target field -> (flag, upper bound); each a positive number

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from packager.artefact.accuracy import eval_text, measure_accuracy, perplexity
+from packager.artefact.spec import AccuracyGate
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,46 @@ def test_an_artefact_past_the_limit_is_refused_naming_the_figure() -> None:
     from packager.errors import ValidationError
 
     report = AccuracyReport(1.0, 0.1, 0.8, 0.05, 10.0, 11.5)
-    check_accuracy(report, 0.2, "--quantize w4a16", "try another")  # +15% under a 20% limit: accepted
+    check_accuracy(report, AccuracyGate(0.2), "--quantize w4a16", "try another")  # +15% under 20%: accepted
     with pytest.raises(ValidationError, match=r"raised perplexity.*by 15\.0% \(10\.000 -> 11\.500; limit 10\.0%.*"
                        r"try another, or pass --max-accuracy-loss 0\.16"):  # fmt: skip
-        check_accuracy(report, 0.1, "--quantize w4a16", "try another")
+        check_accuracy(report, AccuracyGate(0.1), "--quantize w4a16", "try another")
+
+
+@pytest.mark.parametrize(
+    ("figures", "flag", "said"),
+    [
+        ({"kl_divergence": 0.45}, "--max-kl 0.46", r"moved the next-token distributions by KL 0\.45 nats "),
+        ({"confident_top1": 0.676, "confident_positions": 74}, "--min-top1 0.66",
+         r"kept the reference's confident next token on 67\.6% of 74 positions \(limit 75% from --min-top1\)"),
+    ],
+    ids=["kl", "top1"],
+)  # fmt: skip
+def test_perplexity_alone_no_longer_decides_the_gate_names_the_figure_that_refused(figures, flag, said) -> None:
+    """Issue 24: w4a16 passed the gate with top-1 67.6% because the gate looked at perplexity only."""
+    from packager.artefact.accuracy import AccuracyReport, check_accuracy
+    from packager.errors import ValidationError
+
+    report = AccuracyReport(1.0, 0.1, 0.9, figures.get("kl_divergence", 0.01), 10.0, 10.5, confident_top1=figures.get(
+        "confident_top1"), confident_positions=figures.get("confident_positions", 0))  # fmt: skip
+    with pytest.raises(ValidationError, match=said) as refused:
+        check_accuracy(report, AccuracyGate(), "--quantize w4a16", "use --calibrate")
+    assert str(refused.value).endswith(f"or pass {flag} to accept it")
+    check_accuracy(report, AccuracyGate(0.1, 1.0, 0.5), "--quantize w4a16", "")  # looser limits accept it
+
+
+def test_top1_counts_the_positions_where_the_reference_is_confident() -> None:
+    """A near-uniform reference (a random model) decides nothing: a flip there is not a changed answer."""
+    import torch
+
+    from packager.artefact.accuracy import compare_logits
+
+    sure = torch.zeros(1, 4, 10)
+    sure[0, :2, 3] = 10.0  # positions 0 and 1: token 3, almost surely; 2 and 3: flat
+    flipped = sure.clone()
+    flipped[0, 1, 3], flipped[0, 1, 5] = 0.0, 10.0  # one confident position changes its answer
+    flipped[0, 2, 7] = 0.01  # a flat one changes its argmax: not counted
+    report = compare_logits(sure, flipped, torch.tensor([[3, 3, 3, 3]]))
+    assert (report.confident_positions, report.confident_top1) == (2, 0.5)
+    flat = compare_logits(torch.zeros(1, 4, 10), torch.rand(1, 4, 10) * 1e-3, torch.tensor([[0, 1, 2, 3]]))
+    assert flat.confident_top1 is None, "no confident position: the top-1 limit does not apply"

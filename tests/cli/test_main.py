@@ -102,3 +102,19 @@ def test_package_flags_for_scaling_and_a_key_reach_the_plan(demo, tmp_path, caps
     assert "MIN:MAX" in capsys.readouterr().err
     assert main([*argv[:-4], "--replicas", "two"]) == 2
     assert "is not N or MIN:MAX" in capsys.readouterr().err
+
+
+def test_verify_of_a_quantized_merge_holds_it_to_the_accuracy_gate_not_to_exact_parity(tmp_path, capsys) -> None:
+    """Issue 24: `verify` of a w8a8 merge printed `parity FAILED` and exited 1, saying nothing of the quantization."""
+    from packager.demo import build_demo
+
+    _base, adapter = build_demo(str(tmp_path / "demo"))
+    merged = str(tmp_path / "merged")
+    assert main(["merge", "--adapter", adapter, "--output", merged, "--quantize", "w8a8", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--adapter", adapter, "--merged", merged]) == 0
+    out = capsys.readouterr().out
+    assert "quantized merge (w8a8, compressed-tensors)" in out and "not for exact logits parity" in out
+    assert "accuracy ok (limits: perplexity at most +10%" in out
+    assert main(["verify", "--adapter", adapter, "--merged", merged, "--max-kl", "1e-9"]) == 1
+    assert "accuracy FAILED: it moved the next-token distributions by KL" in capsys.readouterr().out
