@@ -159,7 +159,11 @@ def _check_quantize(quantize: str, export: str) -> None:
             f"--quantize {quantize} (optimum-quanto) is gone: no serving engine loads it; use --quantize "
             f"{RENAMED[quantize]}: compressed-tensors checkpoints vLLM serves (int8 stays for --export onnx)"
         )
-    _choice("--quantize", quantize, QUANTIZE_CHOICES)
+    if quantize not in QUANTIZE_CHOICES:
+        raise UserInputError(
+            f"unknown --quantize {quantize!r}; use none, a compressed-tensors scheme ({', '.join(STREAMED)}), "
+            f"{ONNX_INT8} with --export onnx, or a scheme the runtime applies on a CUDA GPU ({', '.join(LOAD_TIME)})"
+        )
 
 
 def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:

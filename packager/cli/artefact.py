@@ -24,14 +24,15 @@ from packager.artefact.spec import (
 from packager.errors import UserInputError
 
 
-def add_artefact_flags(p: argparse.ArgumentParser) -> None:
-    """Add --quantize, --export, --max-accuracy-loss, --onnx-granularity and --onnx-atol to a command."""
+def add_artefact_flags(p: Any, how: str = "as the merge streams") -> None:
+    """Add --quantize, --export, --max-accuracy-loss, --onnx-granularity and --onnx-atol to a command (`how`:
+    when the weights are quantized)."""
     schemes = "; ".join(s.describe for s in SCHEMES.values())
     p.add_argument(
         "--quantize",
         default="none",
         metavar="SCHEME",
-        help=f"compressed-tensors checkpoints, quantized as the merge streams (vLLM serves them): {schemes}. "
+        help=f"compressed-tensors checkpoints, quantized {how} (vLLM serves them): {schemes}. "
         "int8 with --export onnx: onnxruntime's dynamic int8. bnb-nf4/bnb-int8/fp8-load: quantized by the runtime "
         "at load time on a CUDA GPU. Default: none",
     )
@@ -119,7 +120,7 @@ def add_artefact_commands(sub: argparse._SubParsersAction, common: argparse.Argu
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
     p.add_argument("--json", action="store_true", help="print the JSON report instead of a summary")
     p.add_argument("--no-verify", action="store_true", help="skip the accuracy measurement (compressed-tensors)")
-    add_artefact_flags(p)
+    add_artefact_flags(p, "tensor by tensor as the model is read")
     p.set_defaults(func=cmd_quantize)
 
 

@@ -6,9 +6,10 @@ import argparse
 import json
 
 from packager.artefact.schemes import SCHEMES
+from packager.builders import BUILDERS
 from packager.cli.artefact import add_gate_flags, gate_from_args
 from packager.cli.common import parse_size, password_from_stdin, stderr_line
-from packager.cli.container import BUILDER_HELP
+from packager.cli.job_flags import BUILDER_HELP
 
 DESCRIPTION = """\
 Put a base model into an OCI image: its files under /models, one uncompressed layer per weight file (a registry
@@ -38,7 +39,7 @@ def add_base_image_command(sub: argparse._SubParsersAction, common: argparse.Arg
     p.add_argument("--push", action="store_true", help="push to the registry named in --tag and record the digest")
     p.add_argument("--username", help="registry user (default: your docker login)")
     p.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
-    p.add_argument("--builder", default="auto", choices=["auto", "docker", "buildah", "oci"], help=BUILDER_HELP)
+    p.add_argument("--builder", default="auto", choices=("auto", *BUILDERS), help=BUILDER_HELP)
     p.add_argument(
         "--from", dest="from_image", metavar="IMAGE", help="FROM image with sh, ln and sleep (default: built here)"
     )
@@ -59,7 +60,8 @@ def add_base_image_command(sub: argparse._SubParsersAction, common: argparse.Arg
         "a shared `package --quantize SCHEME` serves LoRA adapters on with vLLM (default: none)",
     )
     add_gate_flags(p)
-    p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (WORK/base-context)")
+    p.add_argument("--work", default="packager-build", metavar="DIR",
+                   help="work folder: WORK/base-context (default packager-build)")  # fmt: skip
     p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
     p.add_argument("--dry-run", action="store_true", help="resolve and pin the base, print the plan, build nothing")
     p.add_argument("--json", action="store_true", help="print the JSON report (or plan) instead of a summary")

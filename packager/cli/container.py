@@ -5,27 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import textwrap
 
-from packager.cli.artefact import add_artefact_flags, spec_from_args
-from packager.cli.common import add_deploy_flags, add_qlora_flags, add_task_flag, password_from_stdin, stderr_line
-from packager.cli.sizing import add_sizing_flags, target_from_args
-from packager.dtypes import CLI_CHOICES
+from packager.builders import BUILDERS
+from packager.cli.artefact import spec_from_args
+from packager.cli.common import password_from_stdin, stderr_line
+from packager.cli.job_flags import EXAMPLES, add_job_flags
+from packager.cli.sizing import target_from_args
 from packager.errors import UserInputError
 
-BUILDER_HELP = (
-    "auto (default): oci with --push, else docker. docker: the Engine API (local image, gzip push; not "
-    "reproducible); oci: layers streamed uncompressed from the context to the registry (fastest push, same "
-    "inputs give the same digest, no local image); buildah: daemonless"
-)
+
 def add_container_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """package, render, build and push."""
-    p = sub.add_parser("package", parents=[common], help="resolve, merge, render, build and push an image")
-    _add_job_flags(p)
-    p.add_argument("--push", action="store_true", help="push the image to the registry named in --tag")
-    _add_credential_flags(p)
-    p.add_argument("--builder", default="auto", choices=["auto", "docker", "buildah", "oci"], help=BUILDER_HELP)
-    p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
-    p.add_argument("--dry-run", action="store_true", help="resolve and check, print the whole plan, do nothing else")
+    p = sub.add_parser(
+        "package", parents=[common], help="resolve, merge, render, build and push an image",
+        description=textwrap.fill(
+            "Every step: resolve and pin the base, merge (baked), quantize or export if asked, render the build "
+            "context and the manifests, build the image and push it. The plan is checked before any heavy work; "
+            "--dry-run prints it.", 100,
+        ), epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    add_job_flags(p, "package")
     p.set_defaults(func=cmd_package)
 
     p = sub.add_parser(
@@ -35,14 +35,15 @@ def add_container_commands(sub: argparse._SubParsersAction, common: argparse.Arg
         description="Everything `package` does before the build: the context in WORK/context builds unchanged "
         "with docker build, docker buildx, buildah bud or kaniko, or with `packager build`.",
     )
-    _add_job_flags(p)
-    p.add_argument("--builder", default="auto", choices=["auto", "docker", "buildah", "oci"], help=BUILDER_HELP)
+    add_job_flags(p, "render")
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("build", parents=[common], help="build a rendered context (packager render) into an image")
     p.add_argument("context", metavar="CONTEXT", help="a folder written by `packager render`")
     p.add_argument("--tag", help="image tag (default: the one in the context's lock)")
-    p.add_argument("--builder", default="docker", choices=["docker", "buildah", "oci"], help=BUILDER_HELP)
+    p.add_argument("--builder", default="docker", choices=BUILDERS,
+                   help="docker (default): the Engine API, a local image; buildah: daemonless; oci: the image "
+                   "assembled from the context (no engine), pushed with `packager push --context`")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the build result as JSON")
     p.set_defaults(func=cmd_build)
 
@@ -53,67 +54,8 @@ def add_container_commands(sub: argparse._SubParsersAction, common: argparse.Arg
     p.add_argument("--registry", required=True, metavar="HOST[:PORT]/REPO", help="target repository")
     p.add_argument("--tag", default="latest", help="target tag (default: latest)")
     _add_credential_flags(p)
-    p.add_argument("--builder", choices=["docker", "buildah", "oci"], help="default: oci with --context, else docker")
+    p.add_argument("--builder", choices=BUILDERS, help="default: oci with --context, else docker")
     p.set_defaults(func=cmd_push)
-
-
-def _add_job_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--adapter",
-        action="append",
-        required=True,
-        metavar="PATH|NAME=PATH",
-        help="adapter folder (repeat for several adapters in the shared layout)",
-    )
-    p.add_argument(
-        "--layout",
-        required=True,
-        choices=["baked", "shared"],
-        help="baked: merged weights in the image; shared: adapters only, base mounted read-only at /base",
-    )
-    p.add_argument("--base", metavar="PATH|HUB_ID", help="base model (default: from the adapter config)")
-    p.add_argument("--revision", help="hub revision of the base")
-    p.add_argument("--dtype", default="auto", choices=CLI_CHOICES, help="merged dtype (baked)")
-    p.add_argument("--allow-pickle", action="store_true", help="accept .bin/.pt weights (weights_only=True)")
-    p.add_argument(
-        "--checkpoint",
-        type=int,
-        metavar="N",
-        help="a training run's checkpoint-N (or LitGPT step-N) instead of the newest",
-    )
-    p.add_argument(
-        "--base-image",
-        default=os.environ.get("PACKAGER_BASE_IMAGE"),
-        metavar="IMAGE",
-        help="runtime base image with python3, torch, transformers, peft, fastapi, uvicorn "
-        "(`make base-image` builds one; env PACKAGER_BASE_IMAGE)",
-    )
-    p.add_argument("--tag", metavar="[REGISTRY/]REPO:TAG", help="image tag (default: packager/<adapter>:latest)")
-    p.add_argument("--port", type=int, default=8000, help="port the server listens on in the image (default 8000)")
-    p.add_argument(
-        "--runtime",
-        default="auto",
-        choices=["auto", "vllm", "packager"],
-        help="the engine in the image: vllm (continuous batching, multi-LoRA; needs a vLLM base image, "
-        "`make base-image RUNTIME=vllm`), packager (its own server: every artefact and model kind), auto (vllm "
-        "where it serves the model here, else packager; the default)",
-    )
-    p.add_argument("--max-model-len", type=int, metavar="N", help="vLLM: context length (default: the base's)")
-    add_sizing_flags(p)
-    p.add_argument(
-        "--device",
-        default="cpu",
-        choices=["cpu", "cuda"],
-        help="cpu (default): built and tested here; cuda: rendered for a GPU host (vLLM from its pinned "
-        "vllm/vllm-openai image, the GPU requested in compose); no GPU image can be pulled or run here",
-    )
-    p.add_argument("--work", default="packager-build", metavar="DIR", help="work folder (merged model, context)")
-    add_deploy_flags(p)
-    p.add_argument("--no-verify", action="store_true", help="skip the logits parity check of the merge")
-    add_artefact_flags(p)
-    add_qlora_flags(p)
-    add_task_flag(p)
-    p.add_argument("--json", action="store_true", help="print the JSON report (or plan) instead of a summary")
 
 
 def _add_credential_flags(p: argparse.ArgumentParser) -> None:

@@ -46,7 +46,7 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
         "--dtype",
         default="auto",
         choices=CLI_CHOICES,
-        help="dtype of the merged weights (auto: keep the base's)",
+        help="dtype of the merged weights (default auto: keep the base's)",
     )
     p.add_argument(
         "--allow-pickle",
@@ -57,7 +57,7 @@ def _add_input_flags(p: argparse.ArgumentParser) -> None:
         "--engine",
         default="auto",
         choices=["auto", "stream", "peft"],
-        help="merge engine: stream (low memory, LoRA), peft (merge_and_unload); auto picks",
+        help="merge engine: stream (low memory, LoRA), peft (merge_and_unload); default auto: the plan picks",
     )
     add_qlora_flags(p)
     add_task_flag(p)
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         "resolve", parents=[common], help="find the base, pin every file by sha256, check the adapter fits"
     )
     _add_input_flags(p)
-    p.add_argument("--lock", default="packager.lock.json", metavar="FILE", help="where to write the lock file")
+    p.add_argument("--lock", default="packager.lock.json", metavar="FILE",
+                   help="where to write the lock file (default packager.lock.json)")  # fmt: skip
     p.set_defaults(func=_cmd_resolve)
 
     p = sub.add_parser("merge", parents=[common], help="merge the adapter into its base, streaming tensor by tensor")
@@ -95,8 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--artefact-output",
         metavar="DIR",
-        help="with --quantize int8|int4 or --export onnx: where the artefact goes (default: OUTPUT-<kind>, "
-        "e.g. merged-int8, merged-onnx-int8); the merged model stays in --output",
+        help="with --export onnx: where the ONNX artefact goes (default: OUTPUT-onnx-fp32, or OUTPUT-onnx-int8 with "
+        "--quantize int8); the merged model stays in --output (a --quantize w8a8|w8a16|w4a16|fp8 checkpoint is "
+        "--output itself)",
     )
     p.add_argument("--force", action="store_true", help="replace --output if it exists")
     p.add_argument("--no-verify", action="store_true", help="skip the logits parity check against PEFT")
@@ -107,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="skip parity for bases larger than this (it loads the model twice); default 8",
     )
     p.add_argument(
-        "--max-shard-size", type=parse_size, default="5GB", metavar="SIZE", help="output shard size (e.g. 2GB)"
+        "--max-shard-size", type=parse_size, default="5GB", metavar="SIZE", help="output shard size (default 5GB)"
     )
     p.add_argument("--dry-run", action="store_true", help="resolve and check, print the plan, write nothing")
     p.set_defaults(func=cmd_merge)
@@ -128,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", parents=[common], help="generate a tiny demo base model and LoRA adapter (no hub needed)"
     )
-    p.add_argument("--output", default="demo", metavar="DIR", help="where to write base/ and adapter/ (default: demo)")
+    p.add_argument("--output", default="demo", metavar="DIR", help="where to write base/ and adapter/ (default demo)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

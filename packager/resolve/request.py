@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from packager.artefact.spec import ArtefactSpec, artefact_spec
+from packager.builders import BUILDERS as BUILDER_NAMES
+from packager.choices import DEVICES, LAYOUTS
 from packager.deploy.values import check_deploy
 from packager.errors import UserInputError
 from packager.image.filters import image_ref
@@ -14,9 +16,7 @@ from packager.plan import DeploySpec
 from packager.resolve.resolver import ResolveRequest
 from packager.sizes import KV_DTYPES, Target
 
-LAYOUTS = ("baked", "shared")
-BUILDERS = ("auto", "docker", "oci", "buildah")
-DEVICES = ("cpu", "cuda")
+BUILDERS = ("auto", *BUILDER_NAMES)
 
 
 @dataclass(frozen=True)

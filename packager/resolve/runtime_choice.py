@@ -9,12 +9,12 @@ from typing import Any
 
 from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import ArtefactSpec
+from packager.choices import RUNTIMES
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.plan import AdapterSpec
 from packager.resolve.vllm_models import generation_unservable, pooling_unservable
 from packager.resolve.vllm_tokenizer import misread_tokenizer
 
-RUNTIMES = ("auto", "vllm", "packager")
 # bench/RESULTS.md, "Embeddings and classifiers: vLLM's pooling runner against packager's server"
 POOLING_ON_CPU = (
     "on CPU packager's server answers embeddings and classifiers faster than vLLM's pooling runner (measured: 2.3x "
