@@ -149,7 +149,7 @@ def test_dry_run_prints_the_whole_plan_and_writes_nothing(demo_adapter, tmp_path
         ]
     )
     text = capsys.readouterr().out
-    assert code == 0 and "dry run" in text and "engine:  stream" in text and "docker builder" in text
+    assert code == 0 and "dry run" in text and "merge:   stream" in text and "docker builder" in text
     assert not work.exists()
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from packager.plan import AdapterSpec, PackagePlan, QuantizePlan
+from packager.cli.plan_text import adapter_kind, pinned_line, plan_lines, runtime_line, sizing_lines
+from packager.plan import PackagePlan, QuantizePlan
 from packager.resolve.memory import available_memory
-from packager.sizes import gib_text
 
 if TYPE_CHECKING:  # importing package.py at run time would pull in the container modules
     from packager.package import PackageReport, Rendered
@@ -27,26 +26,18 @@ def _describe_inputs(plan: PackagePlan) -> list[str]:
     where = f"{base.repo_id}@{base.commit or base.revision or 'main'}" if base.repo_id else base.path
     checkpoint = f" (checkpoint-{adapter.checkpoint})" if adapter.checkpoint is not None else ""
     return [
-        f"adapter: {adapter.path}{checkpoint}  [{_adapter_kind(adapter)}]",
+        f"adapter: {adapter.path}{checkpoint}  [{adapter_kind(adapter)}]",
         f"base:    {where}  [{base.source}; {fp.model_type}, {fp.num_hidden_layers} layers, hidden {fp.hidden_size}, "
         f"vocab {fp.vocab_size}, {fp.dtype}]",
         *_describe_merge(plan),
     ]
 
 
-def _adapter_kind(adapter: AdapterSpec) -> str:
-    """`LORA, r=8`, `PROMPT_TUNING, num_virtual_tokens=4`, or an AdapterHub method in words."""
-    if adapter.library == "adapters":
-        return str(adapter.settings["adapterhub"]["method"])
-    size = "num_virtual_tokens" if adapter.is_unmerged else "r"
-    return f"{adapter.peft_type}, {size}={adapter.settings.get(size, '?')}"
-
-
 def _describe_merge(plan: PackagePlan) -> list[str]:
     if plan.merge is None:
         return ["merge:   none (the adapters are served unmerged, on the unmodified base)"]
     return [
-        f"engine:  {plan.merge.engine} ({plan.merge.engine_reason})",
+        f"merge:   {plan.merge.engine} ({plan.merge.engine_reason})",
         *(f"note:    {note}" for note in plan.merge.notes),
     ]
 
@@ -77,43 +68,16 @@ def _describe_quantize(quantize: QuantizePlan) -> str:
 
 
 def print_job(plan: PackagePlan) -> None:
-    """The whole plan of `package --dry-run`: what would be merged, made, rendered, built and pushed."""
-    image = plan.image
-    print("plan (dry run: nothing is merged, written, built or pushed)")
-    for served in plan.served:
-        print(f"serves:  {served.name} <- {served.spec.path}  [{served.spec.peft_type}]")
-    print_plan(plan, None)
-    artefact = plan.artefact
-    print(f"model:   {artefact.label} (runtime backend {artefact.backend}, load-time {artefact.load_quantization})")
-    if image is None:
-        return
-    print(f"image:   {image.tag}  [{image.layout} layout, FROM {image.base_image}, port {image.port}]")
-    reproducible = "same inputs give the same digest" if image.reproducible else "digest not reproducible"
-    push = f"push to {image.tag}" if image.push else "no push"
-    print(f"build:   {image.builder} builder ({reproducible}); {push}")
-    print(f"engine:  {image.engine} ({image.engine_reason})")
-    for line in _describe_sizing(plan):
+    """The whole plan of `package --dry-run`: a summary block, then the details."""
+    for line in plan_lines(plan):
         print(line)
-    print(f"runtime: {json.dumps(image.runtime.to_json(), sort_keys=True)}")
-    if image.model_image:
-        print(f"base:    mounted from the base image {image.model_image}")
-    if plan.deploy.targets:
-        print(f"deploy:  {', '.join(plan.deploy.targets)} (base volume {plan.deploy.base_volume})")
-    later = sum(1 for f in plan.base.files if f.sha256 is None)
-    when = "while the merge reads them" if plan.merge is not None else "when the image is rendered, in parallel"
-    deferred = f" ({later} base files not pinned yet: hashed {when})" if later else ""
-    print(f"pinned:  {plan.pinned_files} input files{deferred}")
-
-
-def _describe_sizing(plan: PackagePlan) -> list[str]:
-    """The pod's size and the arithmetic behind it."""
-    sizing = plan.sizing
-    if sizing is None:
-        return []
-    gpus = f"{sizing.gpus} GPU(s) x {sizing.nodes} node(s)" if sizing.device == "cuda" else "CPU"
-    head = f"size:    {gpus}, memory {gib_text(sizing.memory_request_bytes)}, /dev/shm {gib_text(sizing.shm_bytes)}"
-    readings = (f"read:    {note}" for note in sizing.notes)
-    return [head, *(f"         {line}" for line in sizing.arithmetic), *readings]
+    print_plan(plan, None)
+    for line in sizing_lines(plan):
+        print(line)
+    print(f"runtime: {runtime_line(plan)}")
+    if plan.image.model_image:
+        print(f"base:    mounted from the base image {plan.image.model_image}")
+    print(f"pinned:  {pinned_line(plan)}")
 
 
 def print_rendered(rendered: Rendered) -> None:

@@ -11,13 +11,13 @@ import torch
 from packager.errors import ParityError
 from packager.merge.reference import compute_dtype, load_peft_model, reference_name, simulates_4bit, stored_dtype
 from packager.resolve.load_check import folder_report
+from packager.resolve.memory import DEFAULT_MAX_VERIFY_BYTES  # noqa: F401 - re-exported
 from packager.resolve.resolver import Resolved
 from packager.tasks import ModelTask
 
 # Unmerged (x@W + x@A^T@B^T*s) and merged (x@(W+dW)) forwards differ by rounding only; relative to the
 # largest logit, these bounds hold for correct merges and fail by orders of magnitude for wrong ones.
 RELATIVE_TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}
-DEFAULT_MAX_VERIFY_BYTES = 8 * 10**9
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,9 @@ CALIBRATION_TOKENS = 32 * 256  # the largest calibration batch (quantize/calibra
 GB = 1e9
 
 
+DEFAULT_MAX_VERIFY_BYTES = 8 * 10**9  # a merge larger than this skips the parity check (it loads the model twice)
+
+
 def plan_memory(plan: PackagePlan, verify: bool = True) -> tuple[StepMemory, ...]:
     """Every step's expected peak, in the order they run (resolve is headers only: not listed)."""
     merge = plan.merge
@@ -48,7 +51,7 @@ def plan_memory(plan: PackagePlan, verify: bool = True) -> tuple[StepMemory, ...
             vocab = merge.config_updates.get("vocab_size") or plan.base.fingerprint.vocab_size or 0
             logits = 2 * TEXT_TOKENS * int(vocab) * 4
             steps.append(StepMemory("measure", RUNTIME_BYTES + 8 * widest + logits, "one weight at a time, fp32"))
-    elif verify:
+    elif verify and model <= DEFAULT_MAX_VERIFY_BYTES:  # above it the merge skips parity, as planned here
         steps.append(StepMemory("verify", RUNTIME_BYTES + int(1.2 * model), "PEFT's model, then the merge's"))
     if plan.artefact.export == "onnx":
         times = 4 if plan.artefact.quantize == "int8" else 2.1

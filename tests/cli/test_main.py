@@ -74,7 +74,7 @@ def test_demo_merge_summary_and_progress_lines(demo, tmp_path) -> None:
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 0, proc.stderr
-    assert "parity ok" in proc.stdout and "engine:  stream" in proc.stdout
+    assert "parity ok" in proc.stdout and "merge:   stream" in proc.stdout
     assert "merge: model.safetensors" in proc.stderr and "done in" in proc.stderr
 
 
