@@ -21,3 +21,5 @@ class DeploySpec:
     api_key_secret: str = ""  # the Secret (compose: NAME.env) that gives every pod PACKAGER_API_KEY; "": no key
     network_policy: bool = False  # admit traffic to the serving port only from pods labelled packager.io/client
     chosen: bool = True  # the user named the targets (False: every target, by default)
+    metrics_namespace: str = "monitoring"  # where Prometheus runs: the NetworkPolicy admits it to /metrics
+    gpu_toleration: str = "nvidia.com/gpu"  # the taint GPU nodes carry that GPU pods tolerate ("": none)

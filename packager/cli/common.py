@@ -100,8 +100,18 @@ def add_deploy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--network-policy",
         action="store_true",
-        help="also a NetworkPolicy: only pods labelled packager.io/client=true reach the serving port",
+        help="also a NetworkPolicy: only pods labelled packager.io/client=true, and Prometheus's namespace "
+        "(--metrics-namespace), reach the serving port",
     )
+    p.add_argument(
+        "--metrics-namespace", default="monitoring", metavar="NAME",
+        help="the namespace Prometheus scrapes from, admitted by --network-policy (default monitoring: the "
+        "Prometheus Operator's, where the autoscaler's query goes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--gpu-toleration", default="nvidia.com/gpu", metavar="KEY",
+        help="the taint GPU pods tolerate (default nvidia.com/gpu, the NVIDIA GPU Operator's; \"\": none)",
+    )  # fmt: skip
     p.add_argument(
         "--base-model-image",
         metavar="REPO@sha256:...",
@@ -117,7 +127,8 @@ def deploy_spec(args: argparse.Namespace) -> DeploySpec:
     targets = tuple(dict.fromkeys(args.target or DEPLOY_TARGETS))
     low, high = args.replicas
     spec = DeploySpec(targets, args.base_volume, low, high, args.api_key_secret, args.network_policy)
-    return dataclasses.replace(spec, chosen=bool(args.target))
+    return dataclasses.replace(spec, chosen=bool(args.target), metrics_namespace=args.metrics_namespace,
+                               gpu_toleration=args.gpu_toleration)  # fmt: skip
 
 
 def replica_range(text: str) -> tuple[int, int]:

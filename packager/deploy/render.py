@@ -21,15 +21,14 @@ TEMPLATES = {
 
 
 def manifest_names(plan: PackagePlan, target: str) -> tuple[str, ...]:
-    """The files a target writes: the LLMInferenceService only for vLLM serving adapters on a shared base, and
-    alone when the model spans nodes (an InferenceService's predictor is one pod)."""
-    names = TEMPLATES[target]
-    image = plan.image
-    if image is None or image.layout != "shared" or image.engine != "vllm":
-        names = tuple(n for n in names if n != "kserve-llm.yaml")
-    if plan.sizing is not None and plan.sizing.nodes > 1:
-        names = tuple(n for n in names if n == "kserve-llm.yaml")
-    return names
+    """The one file a target writes (one Service per target, nothing to choose between): for KServe, the
+    LLMInferenceService where vLLM serves adapters on a shared base at fixed replicas (routed by adapter) or the
+    model spans nodes, else the InferenceService (which autoscales)."""
+    if target != "kserve":
+        return TEMPLATES[target]
+    image, nodes = plan.image, plan.sizing.nodes if plan.sizing is not None else 1
+    routed = image is not None and image.layout == "shared" and image.engine == "vllm" and not plan.deploy.max_replicas
+    return ("kserve-llm.yaml",) if routed or nodes > 1 else ("kserve.yaml",)
 
 
 def render_manifests(plan: PackagePlan, reference: str) -> dict[str, str]:

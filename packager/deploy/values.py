@@ -24,6 +24,11 @@ QUEUE_TARGET = 4  # requests waiting per pod before another is added
 QUEUE_METRICS = {"vllm": "vllm:num_requests_waiting", "packager": "packager:num_requests_running"}
 PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"  # the Prometheus Operator's default Service
 VOLUMES_FOR = {"compose": ("image", "bind", "volume"), "kubernetes": ("image", "pvc"), "kserve": ("image", "pvc")}
+TAINT_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+# a pod's start, for its startup probe: the engine's own start, then the weights read at LOAD_BYTES_PER_SECOND
+# (a network volume or an image layer; a local NVMe is faster); probed every 10 s
+ENGINE_START_SECONDS = {"vllm": 180, "packager": 60}  # vLLM: imports, profiling, CUDA graphs; packager: imports
+LOAD_BYTES_PER_SECOND = 200 * 10**6
 
 
 def check_nodes(plan: PackagePlan) -> DeploySpec:
@@ -33,6 +38,11 @@ def check_nodes(plan: PackagePlan) -> DeploySpec:
     nodes = plan.sizing.nodes if plan.sizing else 1
     if nodes == 1:
         return plan.deploy
+    if plan.deploy.max_replicas:
+        raise UserInputError(
+            f"the model spans {nodes} nodes, and a multi-node LLMInferenceService runs a fixed number of replicas "
+            f"(KServe does not autoscale it); pass --replicas {plan.deploy.replicas} (or another fixed count)"
+        )
     others = [t for t in plan.deploy.targets if t != "kserve"] if plan.deploy.chosen else []
     if others or _image(plan).layout != "shared":
         what = f"--target {others[0]}" if others else "--layout baked"
@@ -60,6 +70,14 @@ def check_deploy(spec: DeploySpec, layout: str) -> None:
         )
     if spec.api_key_secret:
         dns_label(spec.api_key_secret)  # a Secret name, and a file name compose reads: one line if it is neither
+    dns_label(spec.metrics_namespace)
+    if spec.gpu_toleration and not TAINT_KEY.fullmatch(spec.gpu_toleration):
+        raise UserInputError(f"--gpu-toleration {spec.gpu_toleration!r} is not a taint key (e.g. nvidia.com/gpu)")
+    if spec.max_replicas and spec.chosen and "compose" in spec.targets:
+        raise UserInputError(
+            f"--replicas {spec.replicas}:{spec.max_replicas} autoscales Kubernetes and KServe pods, and compose runs "
+            "one server on one host; drop --target compose, or pass a fixed --replicas"
+        )
     if layout == "shared" and spec.base_volume != "auto":
         for target in spec.targets:
             if spec.base_volume not in VOLUMES_FOR[target]:
@@ -130,10 +148,21 @@ def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str,
         "queue_metric": QUEUE_METRICS[image.engine].replace(":", "_"),
         "queue_target": QUEUE_TARGET,
         "prometheus_url": PROMETHEUS_URL,
-        "start_failures": 60 if image.engine == "vllm" else 30,  # x 10 s: vLLM's cold start is longer
+        "start_failures": start_failures(plan),
+        "metrics_namespace": plan.deploy.metrics_namespace,
+        "gpu_toleration": plan.deploy.gpu_toleration,
         "k8s_min": K8S_MIN[volume] if volume in K8S_MIN else K8S_MIN["none"],
         **pod_resources(plan),
     }
+
+
+def start_failures(plan: PackagePlan) -> int:
+    """The startup probe's failures at 10 s a probe: the engine's start and the pod's weights read, doubled for
+    margin, at least 30 (5 minutes)."""
+    sizing = plan.sizing
+    weights = sizing.weights_bytes // sizing.nodes if sizing else sum(f.size for f in plan.base.files)
+    seconds = ENGINE_START_SECONDS[_image(plan).engine] + weights / LOAD_BYTES_PER_SECOND
+    return max(30, math.ceil(2 * seconds / 10))
 
 
 def pod_resources(plan: PackagePlan) -> dict[str, Any]:

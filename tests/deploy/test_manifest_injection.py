@@ -74,7 +74,7 @@ def annotated(docs: dict[str, list[dict[str, Any]]], key: str) -> list[str]:
 @pytest.mark.parametrize("value", HOSTILE)
 def test_a_base_id_stays_one_annotation_value(value: str) -> None:
     docs = same_shape(plans.with_base(FULL, repo_id=value), FULL)
-    assert annotated(docs, "packager.io/base") == [value] * 3  # Deployment, InferenceService, LLMInferenceService
+    assert annotated(docs, "packager.io/base") == [value] * 2  # Deployment, LLMInferenceService (kserve: one file)
     compose = same_shape(plans.with_base(UNHASHED, repo_id=value), UNHASHED)["compose.yaml"][0]
     assert DNS_1123.match(compose["volumes"]["base"]["name"])  # unhashed: the volume is named after the base
 

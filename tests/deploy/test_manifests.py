@@ -4,6 +4,7 @@ the version each file claims, the KServe oracle, docker-compose), proof that tho
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from typing import Any
@@ -109,10 +110,20 @@ def rendered(case: str) -> dict[str, list[dict[str, Any]]]:
     return {name: documents(text) for name, text in render_manifests(plan, reference).items()}
 
 
-def one(case: str, kind: str) -> dict[str, Any]:
-    """The one document of this kind among the case's manifests."""
-    found = [d for docs in rendered(case).values() for d in docs if d.get("kind") == kind]
+def one(case: str, kind: str, file: str | None = None) -> dict[str, Any]:
+    """The one document of this kind among the case's manifests (or in `file`)."""
+    found = [d for name, docs in rendered(case).items() for d in docs if d.get("kind") == kind and file in (None, name)]
     assert len(found) == 1, (case, kind, len(found))
+    return found[0]
+
+
+def kserve_service(case: str) -> dict[str, Any]:
+    """The one KServe service the kserve target writes: an InferenceService, or an LLMInferenceService where vLLM
+    serves adapters on a shared base at fixed replicas, or the model spans nodes."""
+    kinds = ("InferenceService", "LLMInferenceService")
+    found = [d for name, docs in rendered(case).items() if name.startswith("kserve") for d in docs
+             if d.get("kind") in kinds]  # fmt: skip
+    assert len(found) == 1 and len([n for n in rendered(case) if n.startswith("kserve")]) == 1, case
     return found[0]
 
 
@@ -188,9 +199,10 @@ def test_kubernetes_validate_fails_on_a_broken_deployment(case: str, version: st
         kubernetes_validate.validate(deployment, version, strict=True)
 
 
-@pytest.mark.parametrize("kind", ["InferenceService", "LLMInferenceService"])
-def test_the_kserve_oracle_rejects_an_unknown_container_field(kind: str) -> None:
-    doc = one("shared-vllm-image", kind)
+@pytest.mark.parametrize(("case", "kind"), [("shared-image", "InferenceService"),
+                                            ("shared-vllm-image", "LLMInferenceService")])  # fmt: skip
+def test_the_kserve_oracle_rejects_an_unknown_container_field(case: str, kind: str) -> None:
+    doc = one(case, kind)
     pod_spec(doc)["containers"][0]["hostNetwork"] = True
     with pytest.raises(jsonschema.ValidationError, match="hostNetwork"):
         validate_kserve(doc)
@@ -220,8 +232,14 @@ def test_an_image_volume_mounts_the_pinned_base_read_only(case: str) -> None:
 
 @pytest.mark.parametrize("case", ["shared", "shared-pvc-loader", "shared-vllm-pvc"])
 def test_a_claim_is_mounted_read_only_and_filled_by_a_loader_only_from_a_model_image(case: str) -> None:
-    claim = one(case, "PersistentVolumeClaim")
-    assert "ReadOnlyMany" in claim["spec"]["accessModes"]
+    """One access mode (ReadWriteMany: the loader writes once, the servers mount it read-only), and every target's
+    file holds the claim and loader it refers to (issue 24: kserve.yaml named a claim only kubernetes.yaml made)."""
+    claim = one(case, "PersistentVolumeClaim", "kubernetes.yaml")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    for kserve in (docs for name, docs in rendered(case).items() if name.startswith("kserve")):
+        assert [d for d in kserve if d["kind"] in ("PersistentVolumeClaim", "Job")] == [
+            d for d in rendered(case)["kubernetes.yaml"] if d["kind"] in ("PersistentVolumeClaim", "Job")
+        ], "kserve's file is whole by itself"
     spec = pod_spec(one(case, "Deployment"))
     assert MOUNT in spec["containers"][0]["volumeMounts"]
     volume = next(v for v in spec["volumes"] if v["name"] == "base")
@@ -264,13 +282,12 @@ def test_every_pod_runs_as_the_image_user_and_probes_health(case: str) -> None:
 
 @pytest.mark.parametrize(("case", "uri"), BASE_URIS.items())
 def test_kserve_is_told_where_the_base_is(case: str, uri: str) -> None:
-    isvc = one(case, "InferenceService")
-    assert env_of(isvc)["STORAGE_URI"] == uri and env_of(isvc)["PACKAGER_BASE_DIR"] == "/mnt/models"
-    llm = [d for docs in rendered(case).values() for d in docs if d.get("kind") == "LLMInferenceService"]
-    assert len(llm) == (1 if CASES[case][0].image.engine == "vllm" else 0)
-    for doc in llm:
+    doc = kserve_service(case)
+    assert env_of(doc)["PACKAGER_BASE_DIR"] == "/mnt/models"
+    if doc["kind"] == "InferenceService":
+        assert env_of(doc)["STORAGE_URI"] == uri and CASES[case][0].image.engine != "vllm"
+    else:
         assert doc["spec"]["model"] == {"uri": uri, "name": "acme/tiny-llama"}
-        assert env_of(doc)["PACKAGER_BASE_DIR"] == "/mnt/models"
         assert doc["metadata"]["annotations"]["packager.io/adapters"] == "sql,chat"
 
 
@@ -287,8 +304,9 @@ def test_a_baked_image_has_no_base_volume_and_no_llm_inference_service(case: str
 def test_gpus_are_asked_for_only_on_cuda() -> None:
     reservation = {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
     for case, cuda in (("shared-vllm-cuda-image", True), ("baked-vllm-cuda", True), ("shared-vllm-image", False)):
-        for kind in ("Deployment", "InferenceService"):
-            resources = pod_spec(one(case, kind))["containers"][0]["resources"]
+        for doc in (one(case, "Deployment"), kserve_service(case)):
+            kind = doc["kind"]
+            resources = pod_spec(doc)["containers"][0]["resources"]
             for part in ("requests", "limits"):
                 assert resources[part].get("nvidia.com/gpu") == ("1" if cuda else None), (case, kind)
             assert resources["requests"]["memory"].endswith("Gi") and resources["requests"]["cpu"] == "2"
@@ -335,7 +353,7 @@ def test_check_deploy_accepts_what_applies() -> None:
 
 def test_gpu_counts_memory_and_shm_follow_the_sizing() -> None:
     """70B bf16 on 80 GiB GPUs: tensor parallel 4 (packager/sizing): 4 GPUs, /dev/shm 8 GiB, in every target."""
-    for kind in ("Deployment", "InferenceService", "LLMInferenceService"):
+    for kind in ("Deployment", "LLMInferenceService"):
         spec = pod_spec(one("shared-70b-cuda", kind))
         resources = spec["containers"][0]["resources"]
         assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "4", kind
@@ -376,9 +394,9 @@ def test_the_oracle_refuses_a_parallelism_it_does_not_know() -> None:
 
 @pytest.mark.parametrize("case", ["shared-vllm-cuda-image", "baked-api-key"])
 def test_every_pod_takes_the_api_key_from_the_named_secret(case) -> None:
-    kinds = ["Deployment", "InferenceService"] + (["LLMInferenceService"] if case.startswith("shared") else [])
-    for kind in kinds:
-        env = pod_spec(one(case, kind))["containers"][0]["env"]
+    for doc in (one(case, "Deployment"), kserve_service(case)):
+        kind = doc["kind"]
+        env = pod_spec(doc)["containers"][0]["env"]
         key = next(e for e in env if e["name"] == "PACKAGER_API_KEY")
         assert key["valueFrom"] == {"secretKeyRef": {"name": "llm-key", "key": "api-key"}}, kind
     service = list(rendered(case)["compose.yaml"][0]["services"].values())[-1]
@@ -485,6 +503,38 @@ def test_the_network_policy_admits_only_labelled_clients_to_the_port() -> None:
     ):
         policy = next(d for d in rendered("baked-api-key")[file] if d["kind"] == "NetworkPolicy")["spec"]
         assert policy["podSelector"] == {"matchLabels": {selector: "demo"}} and policy["policyTypes"] == ["Ingress"]
-        assert policy["ingress"] == [{"from": [{"podSelector": {"matchLabels": {"packager.io/client": "true"}}}],
-                                      "ports": [{"port": 8000, "protocol": "TCP"}]}]  # fmt: skip
+        assert policy["ingress"] == [{"from": [
+            {"podSelector": {"matchLabels": {"packager.io/client": "true"}}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},  # Prometheus
+        ], "ports": [{"port": 8000, "protocol": "TCP"}]}]  # fmt: skip
     assert "NetworkPolicy" not in str(rendered("shared")), "opt-in"
+
+
+def test_every_kubernetes_target_gets_the_policy_gpu_tolerations_and_a_startup_probe_from_the_plan() -> None:
+    """Issue 24: kserve-llm.yaml got no NetworkPolicy, GPU pods no toleration for the usual nvidia.com/gpu taint,
+    KServe pods no startup probe (liveness waited 600 s instead)."""
+    case = "shared-70b-cuda"
+    plan = CASES[case][0]
+    policy_plan = dataclasses.replace(plan, deploy=dataclasses.replace(plan.deploy, network_policy=True))
+    docs = {n: documents(t) for n, t in render_manifests(policy_plan, REF).items()}
+    llm_policy = next(d for d in docs["kserve-llm.yaml"] if d["kind"] == "NetworkPolicy")
+    assert llm_policy["spec"]["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "shared", "app.kubernetes.io/part-of": "llminferenceservice"}  # KServe's labels
+    for doc in (one(case, "Deployment"), one(case, "LLMInferenceService")):
+        spec = pod_spec(doc)
+        assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        probe = spec["containers"][0]["startupProbe"]
+        # 141 GB of weights at 200 MB/s and vLLM's own start, twice over, in 10 s probes
+        assert probe["failureThreshold"] == math.ceil(2 * (180 + plan.sizing.weights_bytes / 200e6) / 10) > 60
+        assert "initialDelaySeconds" not in spec["containers"][0]["livenessProbe"]
+    assert "tolerations" not in pod_spec(one("shared-vllm-image", "Deployment")), "CPU pods tolerate nothing"
+
+
+def test_autoscaling_named_with_compose_is_refused_and_kserve_autoscales_an_inference_service() -> None:
+    with pytest.raises(UserInputError, match="compose runs one server on one host"):
+        check_deploy(DeploySpec(("compose", "kubernetes"), "auto", 1, 4), "shared")
+    check_deploy(DeploySpec(("compose", "kubernetes"), "auto", 1, 4, chosen=False), "shared")  # every target, default
+    plan = CASES["shared-vllm-image"][0]
+    scaled = dataclasses.replace(plan, deploy=dataclasses.replace(plan.deploy, targets=("kserve",), max_replicas=4))
+    names = list(render_manifests(scaled, REF))
+    assert names == ["kserve.yaml"], "an LLMInferenceService does not autoscale: the InferenceService does"
