@@ -12,6 +12,7 @@ from packager import __version__
 from packager.errors import UserInputError
 from packager.image.filters import dns_label, image_ref
 from packager.image.paths import BASE_MOUNT
+from packager.image.reference import PLACEHOLDER_REGISTRY, cluster_reference, names_registry
 from packager.plan import BASE_VOLUMES, DEPLOY_TARGETS, DeploySpec, ImagePlan, PackagePlan, files_key
 from packager.sizes import GIB, Sizing
 
@@ -119,10 +120,13 @@ def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str,
     name = k8s_name(plan)
     if image.model_image and "@sha256:" not in image_ref(image.model_image):
         raise UserInputError(f"the base image {image.model_image!r} is not pinned by digest; give REPO@sha256:...")
+    pinned = "@sha256:" in reference
     return {
         "packager_version": __version__,
         "name": name,
-        "image": image_ref(reference),
+        "image": image_ref(reference if target == "compose" else cluster_reference(reference)),
+        "registry_unset": target != "compose" and not names_registry(reference),
+        "pull_policy": "IfNotPresent" if pinned else "Always",  # a tag may move: pull it each start
         "layout": image.layout,
         "engine": image.engine,
         "device": image.device,
@@ -151,6 +155,7 @@ def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str,
         "start_failures": start_failures(plan),
         "metrics_namespace": plan.deploy.metrics_namespace,
         "gpu_toleration": plan.deploy.gpu_toleration,
+        "placeholder_registry": PLACEHOLDER_REGISTRY,
         "k8s_min": K8S_MIN[volume] if volume in K8S_MIN else K8S_MIN["none"],
         **pod_resources(plan),
     }

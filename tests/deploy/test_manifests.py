@@ -538,3 +538,21 @@ def test_autoscaling_named_with_compose_is_refused_and_kserve_autoscales_an_infe
     scaled = dataclasses.replace(plan, deploy=dataclasses.replace(plan.deploy, targets=("kserve",), max_replicas=4))
     names = list(render_manifests(scaled, REF))
     assert names == ["kserve.yaml"], "an LLMInferenceService does not autoscale: the InferenceService does"
+
+
+def test_a_cluster_never_gets_an_unqualified_image_and_pulls_a_tag_each_start() -> None:
+    """Issue 24: `image: "packager/adapter:latest"` resolves to Docker Hub's `packager/` namespace. Kubernetes and
+    KServe get the registry the tag names, else a placeholder that cannot pull and says why; compose, on the
+    build host, keeps the local name. A digest is pulled once, a tag each start."""
+    plan = dataclasses.replace(CASES["baked"][0], deploy=DeploySpec(DEPLOY_TARGETS))
+    unqualified = {n: documents(t) for n, t in render_manifests(plan, "acme/demo:1").items()}
+    server = pod_spec(next(d for d in unqualified["kubernetes.yaml"] if d["kind"] == "Deployment"))["containers"][0]
+    assert server["image"] == "registry.invalid/acme/demo:1" and server["imagePullPolicy"] == "Always"
+    assert "# The image tag names no registry" in render_manifests(plan, "acme/demo:1")["kserve.yaml"]
+    assert unqualified["compose.yaml"][0]["services"]["demo"]["image"] == "acme/demo:1"
+    pinned = f"127.0.0.1:5000/acme/demo@sha256:{'ab' * 32}"
+    texts = render_manifests(plan, pinned)
+    for name in ("kubernetes.yaml", "kserve.yaml"):
+        container = pod_spec(next(d for d in documents(texts[name]) if d["kind"] in POD_KINDS))["containers"][0]
+        assert container["image"] == pinned and container["imagePullPolicy"] == "IfNotPresent", name
+        assert "names no registry" not in texts[name]
