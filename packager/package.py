@@ -143,7 +143,7 @@ def check_base_image(plan: PackagePlan) -> None:
     if found != image.engine:
         raise UserInputError(
             f"--base-image {image.base_image} carries the {found} runtime, but this image runs {image.engine} "
-            f"({image.engine_reason}); build one with `make base-image RUNTIME={image.engine}`, or pass "
+            f"({image.engine_reason}); build one with `packager base-image --runtime {image.engine}`, or pass "
             f"--runtime {found}"
         )
 

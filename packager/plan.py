@@ -219,6 +219,7 @@ class ImagePlan:
     model_image: str = ""  # shared: the pushed base-model image (REPO@sha256:...) the manifests mount, if any
     base_to_make: str = ""  # shared, --quantize: the folder render quantizes the base into ("": an image holds it)
     libraries: tuple[str, ...] = ()  # pinned libraries only this image needs, e.g. adapters==1.3.0 (AdapterHub)
+    base_image_how: str = "given with --base-image"  # how the FROM image is had: given, built here, or pulled
 
     @property
     def engine(self) -> str:

@@ -150,16 +150,10 @@ def _spawn(cmd: list[str], log_path: Path) -> subprocess.Popen:
 
 
 def umount_under(path: Path) -> None:
-    """Unmount every mount point at or below path, deepest first (lazily if busy)."""
-    prefix = str(path.resolve())
-    mounts = []
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        target = line.split()[1].encode().decode("unicode_escape")
-        if target == prefix or target.startswith(prefix + "/"):
-            mounts.append(target)
-    for target in sorted(mounts, key=len, reverse=True):
-        if subprocess.run(["umount", target], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", target], capture_output=True)
+    """Unmount every mount point at or below path, deepest first (lazily if busy): packager's own."""
+    from packager.image.runtime_build import umount_under as unmount
+
+    unmount(path)
 
 
 # ---------------------------------------------------------------- engine

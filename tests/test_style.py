@@ -28,3 +28,17 @@ def test_modules_stay_under_the_size_limit() -> None:
         if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert not long, long
+
+
+def test_every_subpackage_ships_in_the_wheel() -> None:
+    """pyproject lists packages by hand (templates/ is mapped in as packager.templates): a new stage folder left
+    off it imports in the checkout and is missing from the wheel (packager.sizing once was; tests/e2e/test_wheel.py
+    found it)."""
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"packager"} | {f"packager.{p.parent.name}" for p in (root / "packager").glob("*/__init__.py")}
+    assert found <= listed, sorted(found - listed)

@@ -102,7 +102,7 @@ class OciBuilder:
             info = self._engine.api.inspect_image(reference)
         except docker.errors.ImageNotFound:
             raise UserInputError(
-                f"base image {reference!r} is not in the Docker engine; run `make base-image`"
+                f"base image {reference!r} is not in the Docker engine; run `packager base-image`"
             ) from None
         history = [
             {"created_by": h.get("CreatedBy", ""), "created": "1980-01-01T00:00:00Z"}

@@ -111,14 +111,14 @@ def cmd_package(args: argparse.Namespace) -> int:
     request = _package_request(args)
     if args.dry_run:
         return _print_plan(request, args.json)
-    if not request.base_image and request.device == "cpu":
+    if not request.base_image and request.device == "cpu":  # the runtime image the plan names: found or built
+        import dataclasses
+
+        from packager.cli.runtime_image import ensure_runtime_image
         from packager.resolve.job import plan_package
 
         image = plan_package(request).plan.image
-        raise UserInputError(
-            f"no --base-image; this plan starts FROM {image.base_image}: build it with `make base-image "
-            f"RUNTIME={image.engine}` and pass --base-image {image.base_image} (or run `make package`)"
-        )
+        request = dataclasses.replace(request, base_image=ensure_runtime_image(image.engine, request.quiet))
 
     from packager.cli.report import print_package
     from packager.package import package
@@ -147,7 +147,7 @@ def _note_default_base(request, image, command: str) -> None:
     """Where the plan picked the FROM itself, say how to get that image."""
     if request.base_image:
         return
-    how = f"`make base-image RUNTIME={image.engine}` builds it" if image.device == "cpu" else "pulled at build"
+    how = image.base_image_how
     stderr_line(f"{command}: FROM {image.base_image}, the runtime image this plan needs ({how})")
 
 

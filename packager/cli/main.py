@@ -122,9 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from packager.cli.base_image import add_base_image_command
     from packager.cli.container import add_container_commands
+    from packager.cli.runtime_image import add_runtime_image_command
 
     add_container_commands(sub, common)
     add_base_image_command(sub, common)
+    add_runtime_image_command(sub, common)
     add_artefact_commands(sub, common)
 
     p = sub.add_parser(

@@ -1,7 +1,7 @@
 """The runtime base images packager's CPU images start FROM, named by their recipe: `packager-runtime:<hash>`
 (packager's server) and `packager-vllm:<hash>` (vLLM). The hash covers what goes into the image (the Debian
 suite and packages, the pinned Python packages at this environment's versions), so the plan can name the image it
-needs without an engine; `scripts/base_image.py` (`make base-image`) builds exactly that tag."""
+needs without an engine; `packager base-image` (image/runtime_build.py) builds exactly that tag."""
 
 from __future__ import annotations
 

@@ -104,6 +104,7 @@ def _image(
 ) -> ImagePlan:
     builder = choose_builder(request.builder, request.push)
     base_image, packages = (request.base_image, ()) if request.base_image else _default_base(request, choice, runtime)
+    how = "given with --base-image" if request.base_image else _base_image_how(request.device, choice.engine)
     libraries = (requirement("adapters"),) if runtime.adapter_library == "adapters" else ()
     return ImagePlan(
         layout,
@@ -117,12 +118,20 @@ def _image(
         request.device,
         packages,
         libraries=libraries,
+        base_image_how=how,
     )
+
+
+def _base_image_how(device: str, engine: str) -> str:
+    """How the FROM image a plan names is had when none was given."""
+    if device == "cuda":
+        return "pulled from its public registry at build"
+    return f"built here from its recipe by `packager base-image --runtime {engine}` (package does it when missing)"
 
 
 def _default_base(request: PackageRequest, choice: RuntimeChoice, runtime: RuntimeConfig) -> tuple[str, tuple]:
     """The FROM the plan needs when none is given, and what the Dockerfile installs on it: on CPU the runtime
-    image `make base-image` builds (named by its recipe), on CUDA the pinned public image."""
+    image `packager base-image` builds (named by its recipe), on CUDA the pinned public image."""
     if request.device != "cuda":
         return image_tag(choice.engine), ()
     return gpu_base(choice.engine, runtime.backend, runtime.load_quantization)

@@ -41,7 +41,7 @@ def test_every_choice_is_the_registrys(command) -> None:
             assert all(name in action.help for name in QUANTIZE_CHOICES if name != "none"), (command, action.help)
 
 
-@pytest.mark.parametrize("command", ["package", "render", "merge", "quantize", "package-base", "verify"])
+@pytest.mark.parametrize("command", ["package", "render", "merge", "quantize", "package-base", "verify", "base-image"])
 def test_every_default_is_stated(command) -> None:
     for action in COMMANDS[command]._actions:
         if action.default in (None, False, argparse.SUPPRESS, "", [], ()) or not action.option_strings:

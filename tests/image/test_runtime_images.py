@@ -41,21 +41,33 @@ def test_dry_run_and_render_name_the_runtime_image_without_an_engine(
     assert main(["package", *flags, "--dry-run", "--json"]) == 0
     out, err = capsys.readouterr()
     expected = image_tag(runtime)
-    assert json.loads(out)["image"]["base_image"] == expected
-    assert f"package: FROM {expected}, the runtime image this plan needs (`make base-image RUNTIME={runtime}`" in err
+    image = json.loads(out)["image"]
+    how = f"built here from its recipe by `packager base-image --runtime {runtime}` (package does it when missing)"
+    assert image["base_image"] == expected and image["base_image_how"] == how, "the JSON says how to get it too"
+    assert f"package: FROM {expected}, the runtime image this plan needs ({how})" in err
     assert main(["render", *flags]) == 0
     with open(tmp_path / "w" / "context" / "Dockerfile") as f:
         assert f"FROM {expected}" in f.read()
 
 
-def test_a_build_without_a_base_image_is_refused_naming_the_one_to_build(adapter, tmp_path, capsys, monkeypatch):
+def test_a_package_without_a_base_image_or_an_engine_is_refused_in_one_line(adapter, tmp_path, capsys, monkeypatch):
+    """With an engine the first `package` builds the runtime image (tests/e2e/test_wheel.py shows it from a wheel);
+    without one it says so, before any work."""
     for name, value in NO_ENGINE.items():
         monkeypatch.setenv(name, value)
     work = tmp_path / "w"
     assert main(["package", "--adapter", adapter, "--layout", "baked", "--work", str(work)]) == 2
     line = capsys.readouterr().err.strip()
     assert line == (
-        f"error: no --base-image; this plan starts FROM {image_tag('vllm')}: build it with `make base-image "
-        f"RUNTIME=vllm` and pass --base-image {image_tag('vllm')} (or run `make package`)"
+        "error: the runtime image is built in a Docker engine and none answers (DOCKER_HOST, else the default "
+        "socket); start one, or pass --base-image IMAGE"
     )
     assert not work.exists()
+
+
+def test_base_image_prints_the_tag_the_recipe_gives_without_an_engine(capsys, monkeypatch) -> None:
+    for name, value in NO_ENGINE.items():
+        monkeypatch.setenv(name, value)
+    for runtime in ("packager", "vllm"):
+        assert main(["base-image", "--runtime", runtime, "--print-tag"]) == 0
+        assert capsys.readouterr().out.strip() == image_tag(runtime)
