@@ -33,6 +33,7 @@ from packager.model_image.runnable import ensure_runnable_image
 from packager.plan import BaseSpec, files_key
 from packager.resolve.job import choose_builder
 from packager.resolve.model_images import ModelImageRecord, remember_model_image
+from packager.resolve.pins import sampled_base
 from packager.resolve.resolver import resolve_base
 
 Log = Callable[[str], None]
@@ -148,7 +149,7 @@ def package_base(request: BaseImageRequest, log: Log = print) -> BaseImageReport
     pushed = builder.push(PushRequest(plan.tag, plan.tag, request.username, request.password), log)
     timings["push"] = pushed.seconds
     # the image's own files, when they are not the base's as resolved (split, quantized): what pods get mounted
-    files = tuple(dataclasses.asdict(f) for f in plan.base.files) if plan.source_files_key else ()
+    files = tuple(dataclasses.asdict(f) for f in sampled_base(plan.base).files) if plan.source_files_key else ()
     record = ModelImageRecord(_reference(plan, pushed), plan.tag, plan.base.label_id, plan.lookup_key, files)
     return _report(plan, built, pushed, timings, remember_model_image(record))
 

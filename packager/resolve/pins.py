@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from packager.io.hashing import known_sha256, sha256_files
+from packager.model_files import is_weight_file
 from packager.plan import BaseSpec, FileEntry
 from packager.runtime.fingerprint import sample_sha256
 
@@ -19,19 +20,24 @@ def known_base(base: BaseSpec) -> BaseSpec:
 
 
 def sampled_base(base: BaseSpec) -> BaseSpec:
-    """Every base file's sha256 (the missing ones hashed in parallel) and sampled fingerprint: what the lock pins
-    and the image's start-up check compares."""
+    """Every base file's sha256 (the missing ones hashed in parallel) and each weight file's sampled fingerprint:
+    what the lock pins and the image's start-up check compares (quickly by sample for weights, in full for the
+    small files). Files pinned elsewhere (a pushed base image's, which this folder may not hold) keep their pins."""
     missing = [e.path for e in base.files if not e.sha256]
     digests = dict(zip(missing, sha256_files([os.path.join(base.path, p) for p in missing]), strict=True))
     files = tuple(
-        FileEntry(e.path, e.size, e.sha256 or digests[e.path], e.sample_sha256 or _sample(base.path, e.path))
+        FileEntry(e.path, e.size, e.sha256 or digests[e.path], e.sample_sha256 or _sample(base.path, e))
         for e in base.files
     )
     return BaseSpec(**{**base.__dict__, "files": files})
 
 
-def _sample(folder: str, name: str) -> str:
-    return sample_sha256(os.path.join(folder, name))
+def _sample(folder: str, entry: FileEntry) -> str | None:
+    """A weight file's sample, when this folder holds that file (a pinned image's file of another size is not it)."""
+    path = os.path.join(folder, entry.path)
+    if not is_weight_file(entry.path) or not os.path.isfile(path) or os.path.getsize(path) != entry.size:
+        return None
+    return sample_sha256(path)
 
 
 def unpinned(base: BaseSpec) -> int:

@@ -102,5 +102,5 @@ def test_a_405b_shared_dry_run_reads_no_weight(llama, capsys) -> None:
         read = int(next(line for line in f if line.startswith("rchar")).split()[1]) - before
     size = os.path.getsize(os.path.join(llama["405b"][0], "model.safetensors"))
     assert read < 200 << 20 < size, f"read {read} bytes of a {size}-byte base"
-    assert "1 base files not pinned yet: hashed when the image is rendered" in text
+    assert "1 base file not pinned yet: hashed when the image is rendered" in text
     assert [f["sha256"] for f in plan["base"]["files"] if f["path"] == "model.safetensors"] == [None]
