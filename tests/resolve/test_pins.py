@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from pathlib import Path
 
 from packager.plan import FileEntry
 from packager.resolve.pins import sampled_base, unpinned
@@ -18,7 +19,7 @@ def test_every_file_is_hashed_and_only_weights_are_sampled(bases) -> None:
     assert unpinned(pinned) == 0
     for entry in pinned.files:
         path = os.path.join(base.path, entry.path)
-        assert entry.sha256 == hashlib.sha256(open(path, "rb").read()).hexdigest()
+        assert entry.sha256 == hashlib.sha256(Path(path).read_bytes()).hexdigest()
         expected = sample_sha256(path) if entry.path.endswith(".safetensors") else None
         assert entry.sample_sha256 == expected, entry.path
 
