@@ -124,3 +124,19 @@ def test_vision_language_models_stay_with_packager_as_measured(device) -> None:
     assert choice.engine == "packager" and VISION_ON_CPU in choice.reason
     with pytest.raises(UserInputError, match=r"torchvision, which has no CPU build.*--runtime packager"):
         choose_runtime("vllm", "baked", llava, ArtefactSpec(), [], device, "IMAGE_TEXT_TO_TEXT")
+
+
+def test_a_pooling_no_engine_computes_is_refused_at_plan_time(encoders, tmp_path) -> None:
+    """Two modes at once (sentence-transformers concatenates them): packager's server would exit 2 at start
+    (runtime/encoders.read_pooling) and vLLM's pooler has no such mode, so no image is planned."""
+    import shutil
+
+    base = shutil.copytree(encoders["bert"], tmp_path / "bert-two")
+    (base / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling",
+                                                     "type": "sentence_transformers.models.Pooling"}]))  # fmt: skip
+    (base / "1_Pooling").mkdir()
+    both = {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": True}
+    (base / "1_Pooling" / "config.json").write_text(json.dumps(both))
+    with pytest.raises(UserInputError, match=r"pooling \(cls, mean\) is not one mode .*; set one pooling_mode_"):
+        _plan(encoders["embed"], tmp_path / "w", base=str(base))
+    assert not (tmp_path / "w").exists()
