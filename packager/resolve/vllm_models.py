@@ -10,7 +10,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from packager.errors import UserInputError
 from packager.formats.folders import read_json
 
 # text-generation architectures vLLM lists that do not serve correctly here: architecture -> what was measured
@@ -53,8 +52,7 @@ POOLING_TYPES = {"cls": "CLS", "mean": "MEAN", "lasttoken": "LAST"}  # packager'
 
 def pooler_config(task: str, base_path: str) -> dict[str, Any] | None:
     """vLLM's --pooler-config that answers as packager's own server does (the base's sentence-transformers
-    pooling, else mean, normalized only when it says so), or None when vLLM's pooler has no such mode. A pooling
-    neither engine computes is refused here: packager's server would exit at start on it."""
+    pooling, else mean, normalized only when it says so), or None when vLLM's pooler has no such mode."""
     from packager.runtime.encoders import PoolingUnsupported, read_pooling
 
     if task == "SEQ_CLS":
@@ -63,8 +61,8 @@ def pooler_config(task: str, base_path: str) -> dict[str, Any] | None:
         return None
     try:
         pooling = read_pooling(base_path)
-    except PoolingUnsupported as exc:
-        raise UserInputError(str(exc)) from None
+    except PoolingUnsupported:
+        return None
     kind = POOLING_TYPES.get(pooling.mode)
     return {"task": "embed", "seq_pooling_type": kind, "use_activation": pooling.normalize} if kind else None
 
