@@ -34,7 +34,7 @@ from packager.builders import get_builder  # noqa: E402
 from packager.builders.base import BuildRequest, PushRequest  # noqa: E402
 from packager.image.context import ModelFiles, write_context  # noqa: E402
 from packager.plan import FileEntry  # noqa: E402
-from packager.resolve.job import PackageRequest, plan_package  # noqa: E402
+from packager.planning.job import PackageRequest, plan_package  # noqa: E402
 from scripts import base_image, local_engine  # noqa: E402
 
 ENGINE_ROOT = os.environ.get("PACKAGER_BENCH_ENGINE_ROOT", "/var/tmp/packager-engine")  # make package's engine

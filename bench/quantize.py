@@ -108,7 +108,7 @@ def sentence_texts(n: int = 64) -> list[str]:
     runs of clauses (12 to ~90 tokens; a batch pads to its longest)."""
     import re
 
-    from packager.artefact.accuracy import eval_text
+    from packager.accuracy.logits import eval_text
 
     sentences = re.split(r"(?<=[.!?])\s+", " ".join(eval_text().split()))
     pairs = [f"{a} {b}" for i, a in enumerate(sentences) for b in sentences[i + 1 :]]

@@ -31,7 +31,7 @@ import httpx  # noqa: E402
 from packager.artefact.spec import artefact_spec  # noqa: E402
 from packager.demo import build_adapter, build_base  # noqa: E402
 from packager.package import package  # noqa: E402
-from packager.resolve.job import PackageRequest  # noqa: E402
+from packager.planning.job import PackageRequest  # noqa: E402
 from scripts import base_image, local_engine  # noqa: E402
 
 ENGINE_ROOT = "/var/tmp/packager-engine"  # the engine `make package` uses: its base images are reused

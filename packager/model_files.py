@@ -69,3 +69,8 @@ def _modules(folder: str) -> list[dict]:
 def is_weight_file(name: str) -> bool:
     """True for a file that holds tensors (one image layer each)."""
     return name.endswith(WEIGHT_SUFFIXES)
+
+
+def folder_size(folder: str, suffixes: tuple[str, ...]) -> int:
+    """Bytes of the weight files in `folder` (what quantization shrinks)."""
+    return sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder) if n.endswith(suffixes))

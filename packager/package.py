@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from packager.artefact.spec import ArtefactReport, load_time_note
+from packager.accuracy.report import ArtefactReport
+from packager.artefact.spec import load_time_note
 from packager.builders import get_builder
 from packager.builders.base import Builder, BuildRequest, BuildResult, PushRequest, PushResult
 from packager.deploy.render import write_manifests
@@ -25,7 +26,7 @@ from packager.image.reference import split_target
 from packager.merge.run import MergeOutcome, merge_resolved
 from packager.merge.stream import hash_outputs
 from packager.plan import PackagePlan
-from packager.resolve.job import Job, PackageRequest, choose_builder, plan_package
+from packager.planning.job import Job, PackageRequest, choose_builder, plan_package
 from packager.resolve.pins import sampled_base
 
 __all__ = ["PackageReport", "PackageRequest", "Rendered", "choose_builder", "package", "render_job"]
@@ -180,22 +181,16 @@ def _quantized_base(job: Job, plan: PackagePlan, request: PackageRequest, log: L
     in the plan, measured against the 16-bit base alone and under each adapter."""
     from packager.merge.merged_source import measure_adapter_on
     from packager.quantize.base import quantize_base
-    from packager.quantize.measure import quantized_report
     from packager.resolve.resolver import resolve_base
 
-    quantize, target, started = plan.quantize, plan.image.base_to_make, time.monotonic()
-    accuracy = quantize_base(plan.base, quantize, target, plan.artefact.gate, _quiet_log(request, log))
+    quantize, target, base = plan.quantize, plan.image.base_to_make, plan.base
+    report = quantize_base(base.path, base.label_id, quantize, target, plan.artefact.gate, _quiet_log(request, log))
     made = sampled_base(resolve_base(target))
-    report = quantized_report(target, target, quantize, accuracy, _weights_bytes(plan), time.monotonic() - started)
     pairs = zip(plan.served, job.inputs, strict=True)
     drift = {served.name: measure_adapter_on(target, quantize, item).to_dict() for served, item in pairs}
     report = dataclasses.replace(report, details={**report.details, "adapters": drift})
     base = dataclasses.replace(plan.base, files=made.files)  # what pods mount and the start-up check verifies
     return dataclasses.replace(plan, base=base), report
-
-
-def _weights_bytes(plan: PackagePlan) -> int:
-    return sum(f.size for f in plan.base.files if f.path.endswith(".safetensors"))
 
 
 def _adapter_notes(report: ArtefactReport) -> list[str]:

@@ -12,10 +12,12 @@ from typing import Any
 
 from packager import __version__
 from packager.adapter_kinds import ADAPTERHUB_TYPE, UNMERGED_TYPES
+from packager.architecture.fingerprint import Fingerprint
 from packager.artefact.spec import ArtefactSpec
 from packager.deployment import BASE_VOLUMES, DEPLOY_TARGETS, DeploySpec  # noqa: F401 - re-exported
 from packager.lock import entry_dict, plan_lock
 from packager.model_files import is_weight_file
+from packager.quantize.plan import QuantizePlan
 from packager.runtime.config import RuntimeConfig
 from packager.sizes import Sizing
 from packager.tasks import ModelTask
@@ -37,19 +39,6 @@ def files_key(files: tuple[FileEntry, ...]) -> str:
         raise ValueError("every base file must be hashed before it can be looked up")
     lines = "".join(f"{f.path}\0{f.sha256}\n" for f in sorted(files, key=lambda f: f.path))
     return hashlib.sha256(lines.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Fingerprint:
-    """What identifies a base model's architecture, independent of where it lives."""
-
-    architectures: tuple[str, ...]
-    model_type: str
-    hidden_size: int | None
-    num_hidden_layers: int | None
-    vocab_size: int | None
-    dtype: str | None
-    tie_word_embeddings: bool
 
 
 @dataclass(frozen=True)
@@ -112,29 +101,8 @@ class MergePlan:
 
 
 @dataclass(frozen=True)
-class QuantizePlan:
-    """How the merged weights are quantized as they stream out: a compressed-tensors scheme, its group size,
-    which weight tensors it applies to, and the Linear modules it leaves alone (config.json's `ignore`)."""
-
-    scheme: str  # packager's name: w8a8, w8a16, w4a16, fp8
-    preset: str  # the compressed-tensors preset it is: W8A8, W8A16, W4A16, FP8_DYNAMIC
-    group_size: int | None  # columns per weight scale (w8a16, w4a16); None: one scale per output channel
-    targets: tuple[str, ...] = field(repr=False)  # the weight tensors quantized, by name
-    ignore: tuple[str, ...] = ("lm_head",)
-    notes: tuple[str, ...] = ()
-    calibration: str | None = None  # GPTQ on this text file ("": the one packager ships); None: round-to-nearest
-    smoothing: float | None = None  # calibrated w8a8: SmoothQuant's strength (norms and Linears rescaled first)
-
-    def summary(self) -> dict[str, Any]:
-        """The plan without its long target list (what --dry-run prints and the lock records)."""
-        data = dataclasses.asdict(self)
-        data["targets"] = f"{len(self.targets)} weight tensors"
-        return data
-
-
-@dataclass(frozen=True)
 class StepMemory:
-    """A step's expected peak resident memory, and what the figure is made of (resolve/memory.py)."""
+    """A step's expected peak resident memory, and what the figure is made of (planning/memory.py)."""
 
     step: str  # merge, quantize, measure, verify, export
     peak_bytes: int

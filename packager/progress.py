@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 
 class Progress:
@@ -48,3 +50,23 @@ class Progress:
         """Print a one-line message for this step, unless quiet."""
         if not self.quiet:
             print(f"{self.step}: {message}", file=sys.stderr, flush=True)
+
+
+class Phases:
+    """Times named steps of one job and says what is happening ("export: validating ...")."""
+
+    def __init__(self, step: str, log: Callable[[str], None]) -> None:
+        self.step, self.log = step, log
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str, message: str) -> Iterator[None]:
+        self.log(f"{self.step}: {message} ...")
+        started = time.monotonic()
+        yield
+        self.seconds[name] = round(time.monotonic() - started, 3)
+
+    @property
+    def total(self) -> float:
+        """Seconds spent in all the steps timed so far."""
+        return sum(self.seconds.values())

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from packager.architecture.fingerprint import Fingerprint
 from packager.artefact.spec import ArtefactSpec
-from packager.plan import (
-    AdapterSpec,
-    BaseSpec,
-    FileEntry,
-    Fingerprint,
-    ImagePlan,
-    MergePlan,
-    PackagePlan,
-    ServedAdapter,
-)
+from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, MergePlan, PackagePlan, ServedAdapter
 from packager.runtime.config import RuntimeConfig
 
 FINGERPRINT = Fingerprint(("LlamaForCausalLM",), "llama", 64, 2, 256, "float32", False)

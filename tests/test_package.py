@@ -55,8 +55,8 @@ def test_render_resolves_once_and_never_reads_the_lock_back(demo_adapter, tmp_pa
     import os
 
     from packager.package import render_job
-    from packager.resolve import job as job_module
-    from packager.resolve.job import PackageRequest, plan_package
+    from packager.planning.job import PackageRequest, plan_package
+    from packager.planning import job as job_module
 
     calls, reads = [], []
     real_resolve, real_open = job_module.resolve, builtins.open
@@ -91,7 +91,7 @@ def test_a_shared_render_pins_every_base_file_the_dry_run_left(demo_adapter, tmp
     image's start-up check."""
     monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / "cache"))  # no digest remembered from another test
     from packager.package import render_job
-    from packager.resolve.job import PackageRequest, plan_package
+    from packager.planning.job import PackageRequest, plan_package
 
     request = PackageRequest((("demo", demo_adapter),), "shared", "packager-runtime:x", "acme/demo:1",
                              work=str(tmp_path / "work"), verify=False, quiet=True)  # fmt: skip
@@ -308,7 +308,7 @@ def test_a_base_whose_tokenizer_vllm_would_misread_is_planned_on_packagers_serve
     import json
 
     from packager.demo import build_demo
-    from packager.resolve.job import PackageRequest, plan_package
+    from packager.planning.job import PackageRequest, plan_package
 
     base, adapter = build_demo(str(tmp_path / "demo"))
     work = str(tmp_path / "w")

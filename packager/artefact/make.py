@@ -1,11 +1,13 @@
-"""Make the artefact that follows a merge: an ONNX export (a compressed-tensors checkpoint is written by the merge's
-own stream, or by `packager quantize` through quantize/run.py)."""
+"""Make an artefact from a merged model folder (`packager quantize`): a compressed-tensors checkpoint (the
+quantize pipeline, quantize/run.py) or an ONNX export; within `package`, the merge's own stream writes the
+checkpoint and only the export comes here."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from packager.artefact.spec import ArtefactReport, ArtefactSpec
+from packager.accuracy.report import ArtefactReport
+from packager.artefact.spec import ArtefactSpec
 from packager.tasks import ModelTask, choose_task
 
 
@@ -16,12 +18,18 @@ def make_artefact(
     force: bool,
     log: Callable[[str], None],
     task: ModelTask | None = None,
+    verify: bool = True,
 ) -> ArtefactReport:
-    """Export the merged model in `model_dir` to ONNX (int8 with spec.quantize int8) into `output`, atomically, in
-    the class of `task` (default: what the folder's config names)."""
+    """Quantize the merged model in `model_dir` into a compressed-tensors checkpoint (measured unless not
+    `verify`), or export it to ONNX (int8 with spec.quantize int8), into `output`, atomically, in the class of
+    `task` (default: what the folder's config names)."""
     from packager.io.staging import check_target
 
     check_target(output, force)  # before loading the model
+    if spec.streamed:
+        from packager.quantize.run import quantize_merged
+
+        return quantize_merged(model_dir, spec.quantize, output, force, verify, log, spec.calibrate, spec.gate)
     task = task or folder_task(model_dir)
     if task.name != "CAUSAL_LM":
         from packager.artefact.onnx_encoders import export_encoder

@@ -18,11 +18,13 @@ from typing import Any
 
 import torch
 
-from packager.artefact.accuracy import EncoderAccuracy, eval_text
-from packager.artefact.spec import ArtefactReport, ArtefactSpec, Phases, folder_size, write_artefact_report
+from packager.accuracy.logits import EncoderAccuracy, eval_text
+from packager.accuracy.report import ArtefactReport, write_artefact_report
+from packager.artefact.spec import ArtefactSpec
 from packager.errors import UserInputError, ValidationError
 from packager.io.staging import staged_directory
-from packager.model_files import WEIGHT_SUFFIXES
+from packager.model_files import WEIGHT_SUFFIXES, folder_size
+from packager.progress import Phases
 from packager.tasks import TASKS, ModelTask
 
 # the plan's task -> optimum's export task (onnxruntime's class for each: runtime/models.py ORT_CLASSES)

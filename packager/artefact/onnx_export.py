@@ -13,17 +13,13 @@ import shutil
 import warnings
 from collections.abc import Callable
 
-from packager.artefact.accuracy import AccuracyReport, ReferenceRun, compare, record_reference
-from packager.artefact.spec import (
-    ArtefactReport,
-    ArtefactSpec,
-    Phases,
-    folder_size,
-    write_artefact_report,
-)
+from packager.accuracy.logits import AccuracyReport, ReferenceRun, compare, record_reference
+from packager.accuracy.report import ArtefactReport, write_artefact_report
+from packager.artefact.spec import ArtefactSpec
 from packager.errors import PackagerError, UserInputError, ValidationError
 from packager.io.staging import staged_directory
-from packager.model_files import WEIGHT_SUFFIXES
+from packager.model_files import WEIGHT_SUFFIXES, folder_size
+from packager.progress import Phases
 
 TASK = "text-generation-with-past"
 ONNX_FILES = ("model.onnx", "model.onnx_data")

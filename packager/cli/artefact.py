@@ -9,33 +9,17 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from packager.accuracy.gate import DEFAULT_MAX_ACCURACY_LOSS, DEFAULT_MAX_KL, DEFAULT_MIN_TOP1, AccuracyGate
 from packager.artefact.make import make_artefact
-from packager.artefact.schemes import SCHEMES
-from packager.artefact.spec import (
-    DEFAULT_MAX_ACCURACY_LOSS,
-    DEFAULT_MAX_KL,
-    DEFAULT_MIN_TOP1,
-    EXPORT_CHOICES,
-    GRANULARITIES,
-    AccuracyGate,
-    ArtefactSpec,
-    artefact_spec,
-)
+from packager.artefact.spec import EXPORT_CHOICES, GRANULARITIES, ArtefactSpec, artefact_spec
 from packager.errors import UserInputError
+from packager.quantize.schemes import help_text, names
 
 
 def add_artefact_flags(p: Any, how: str = "as the merge streams") -> None:
     """Add --quantize, --export, --max-accuracy-loss, --onnx-granularity and --onnx-atol to a command (`how`:
     when the weights are quantized)."""
-    schemes = "; ".join(s.describe for s in SCHEMES.values())
-    p.add_argument(
-        "--quantize",
-        default="none",
-        metavar="SCHEME",
-        help=f"compressed-tensors checkpoints, quantized {how} (vLLM serves them): {schemes}. "
-        "int8 with --export onnx: onnxruntime's dynamic int8. bnb-nf4/bnb-int8/fp8-load: quantized by the runtime "
-        "at load time on a CUDA GPU. Default: none",
-    )
+    p.add_argument("--quantize", default="none", metavar="SCHEME", help=help_text(how))
     p.add_argument(
         "--calibrate",
         nargs="?",
@@ -130,13 +114,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if not os.path.isfile(os.path.join(args.model, "config.json")):
         raise UserInputError(f"{args.model} is not a model folder (no config.json); pass a `packager merge` output")
     if not (spec.transforms or spec.streamed):
-        raise UserInputError("nothing to do: pass --quantize w8a8|w8a16|w4a16|fp8 and/or --export onnx")
-    if spec.streamed:
-        from packager.quantize.run import quantize_merged
-
-        report = quantize_merged(args.model, spec, args.output, args.force, not args.no_verify, stderr_log(args))
-    else:
-        report = make_artefact(args.model, spec, args.output, args.force, stderr_log(args))
+        raise UserInputError(f"nothing to do: pass --quantize {'|'.join(names('streamed'))} and/or --export onnx")
+    report = make_artefact(args.model, spec, args.output, args.force, stderr_log(args), verify=not args.no_verify)
     print(json.dumps(report.to_dict(), indent=2)) if args.json else print(report.summary())
     return 0
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from packager.artefact.schemes import SCHEMES
 from packager.builders import BUILDERS
 from packager.cli.artefact import add_gate_flags, gate_from_args
 from packager.cli.common import parse_size, password_from_stdin, stderr_line
 from packager.cli.job_flags import BUILDER_HELP
+from packager.quantize.schemes import names
 
 DESCRIPTION = """\
 Put a base model into an OCI image: its files under /models, one uncompressed layer per weight file (a registry
@@ -55,7 +55,7 @@ def add_base_image_command(sub: argparse._SubParsersAction, common: argparse.Arg
     p.add_argument(
         "--quantize",
         default="none",
-        choices=["none", *SCHEMES],
+        choices=["none", *names("streamed")],
         help="quantize the base first (compressed-tensors, streamed, measured against the 16-bit base): the image "
         "a shared `package --quantize SCHEME` serves LoRA adapters on with vLLM (default: none)",
     )

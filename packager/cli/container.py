@@ -73,7 +73,7 @@ def _package_request(args: argparse.Namespace):
         hash_base_ahead(adapters[0][1], args.base)
 
     from packager.cli.common import deploy_spec
-    from packager.resolve.job import PackageRequest
+    from packager.planning.job import PackageRequest
 
     return PackageRequest(
         adapters,
@@ -115,7 +115,7 @@ def cmd_package(args: argparse.Namespace) -> int:
         import dataclasses
 
         from packager.cli.runtime_image import ensure_runtime_image
-        from packager.resolve.job import plan_package
+        from packager.planning.job import plan_package
 
         image = plan_package(request).plan.image
         request = dataclasses.replace(request, base_image=ensure_runtime_image(image.engine, request.quiet))
@@ -135,7 +135,7 @@ def cmd_package(args: argparse.Namespace) -> int:
 
 def _print_plan(request, as_json: bool) -> int:
     from packager.cli.report import print_job
-    from packager.resolve.job import plan_package
+    from packager.planning.job import plan_package
 
     plan = plan_package(request).plan
     print(json.dumps(plan.to_dict(), indent=2, default=str)) if as_json else print_job(plan)
@@ -157,7 +157,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     from packager.cli.report import print_rendered
     from packager.package import render_job
-    from packager.resolve.job import plan_package
+    from packager.planning.job import plan_package
 
     rendered = render_job(plan_package(request), request, log=stderr_line)
     _note_default_base(request, rendered.plan.image, "render")

@@ -170,7 +170,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _verify_quantized(args: argparse.Namespace, resolved, scheme: str) -> int:
     """A quantized merge cannot match PEFT's logits exactly: it is measured against the unquantized merge on the
     shipped text, as `merge --quantize` was, and held to the accuracy gate."""
-    from packager.artefact.accuracy import failed_figure
+    from packager.accuracy.gate import failed_figure
     from packager.cli.artefact import gate_from_args
     from packager.merge.merged_source import measure_quantized_merge
 

@@ -19,7 +19,7 @@ def _print_merge_plan(args: argparse.Namespace, spec: ArtefactSpec) -> int:
     """--dry-run: the merge's plan (quantization and memory included), nothing written."""
     from packager.cli.report import print_plan
     from packager.merge.run import with_memory
-    from packager.resolve.quantize_plan import with_quantization
+    from packager.planning.quantized import with_quantization
     from packager.resolve.resolver import require_merge, resolve
 
     resolved = require_merge(resolve(resolve_request(args, hash_base=False)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from packager.deploy.values import pod_resources
 from packager.plan import AdapterSpec, PackagePlan
-from packager.resolve.memory import available_memory
+from packager.planning.memory import available_memory
 from packager.sizes import GIB, gib_text
 
 

@@ -7,8 +7,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from packager.cli.plan_text import adapter_kind, pinned_line, plan_lines, runtime_line, sizing_lines
-from packager.plan import PackagePlan, QuantizePlan
-from packager.resolve.memory import available_memory
+from packager.plan import PackagePlan
+from packager.planning.memory import available_memory
+from packager.quantize.plan import QuantizePlan
 
 if TYPE_CHECKING:  # importing package.py at run time would pull in the container modules
     from packager.package import PackageReport, Rendered

@@ -1,4 +1,4 @@
-"""The unquantized merge as a source of weights for a module-by-module forward pass (artefact/lazy_model.py): each
+"""The unquantized merge as a source of weights for a module-by-module forward pass (accuracy/lazy_model.py): each
 merged tensor made again, when asked for, from the base and the adapter by the stream's own `build_tensor`.
 Nothing unquantized is written when the merge quantizes as it goes; this is what the quantized checkpoint is
 measured against."""
@@ -9,15 +9,18 @@ import os
 
 import torch
 
-from packager.artefact.accuracy import AccuracyReport
-from packager.artefact.lazy_model import WeightSource
+from packager.accuracy.lazy_model import WeightSource
+from packager.accuracy.logits import AccuracyReport
+from packager.architecture.load_report import stored_names
 from packager.formats.adapter import AdapterWeights
 from packager.io.pipeline import BufferRing, InlinePipeline
 from packager.io.reader import SafetensorsShard, open_shard
+from packager.io.writer import OutputTensor
 from packager.merge.lora_math import Workspace
 from packager.merge.stream import build_tensor
-from packager.plan import QuantizePlan, TensorPlan
-from packager.resolve.load_check import stored_names
+from packager.plan import TensorPlan
+from packager.quantize.plan import QuantizePlan
+from packager.quantize.reference import Reference
 from packager.resolve.resolver import Resolved
 
 
@@ -56,11 +59,34 @@ class MergedSource:
         return self._pickled[1][name]
 
 
+def merged_reference(resolved: Resolved) -> Reference:
+    """The unquantized merge of `resolved`'s base and adapter as the quantize pipeline's reference: its config
+    (the base's, updated as the merge updates it), its tensors made again one at a time, the tokenizer the merge
+    ships, the merge's dtypes and its unquantized size."""
+    plan = resolved.plan
+
+    def config():
+        """The base's config with the merge's updates (a grown vocabulary, say)."""
+        from transformers import AutoConfig
+
+        made = AutoConfig.from_pretrained(plan.base.path)
+        for key, value in plan.merge.config_updates.items():
+            setattr(made, key, value)
+        return made
+
+    tokenizer = resolved.adapter.path if plan.merge.tokenizer_from == "adapter" else plan.base.path
+    dtypes = {t.name: t.dtype for t in plan.merge.tensors}
+    size = sum(OutputTensor(t.name, t.dtype, t.shape).nbytes for t in plan.merge.tensors)
+    return Reference(
+        "the unquantized merge", config, lambda model: MergedSource(resolved, model), tokenizer, lambda: dtypes, size
+    )
+
+
 def measure_merge(resolved: Resolved, folder: str) -> AccuracyReport:
     """The quantized merge in `folder` against the unquantized merge of `resolved`'s base and adapter."""
     from packager.quantize.measure import measure
 
-    return measure(folder, resolved.plan.quantize, lambda model: MergedSource(resolved, model))
+    return measure(folder, resolved.plan.quantize, merged_reference(resolved).weights)
 
 
 def scheme_of(folder: str) -> str | None:
@@ -82,7 +108,7 @@ def scheme_of(folder: str) -> str | None:
 def measure_quantized_merge(resolved: Resolved, folder: str, scheme: str) -> AccuracyReport:
     """A quantized merge in `folder` against the unquantized merge of `resolved`'s base and adapter, measured as
     `merge --quantize` measured it when it wrote it (`packager verify` of a quantized merge)."""
-    from packager.resolve.quantize_plan import with_quantization
+    from packager.planning.quantized import with_quantization
 
     return measure_merge(with_quantization(resolved, scheme), folder)
 
@@ -99,23 +125,3 @@ def measure_adapter_on(quantized: str, plan: QuantizePlan, resolved: Resolved) -
         return MergedSource(resolved, model, base=FolderSource(quantized, model, plan))
 
     return measure(quantized, plan, lambda model: MergedSource(resolved, model), on_quantized)
-
-
-def calibrate_merge(resolved: Resolved, spill: str, log) -> dict[str, str]:
-    """GPTQ for the quantized weights of the merge `resolved` plans, run on the merged weights made again from base
-    and adapter (nothing unquantized is written), into `spill`: weight name -> its compressed tensors' file."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from packager.artefact.lazy_model import build_empty
-    from packager.quantize.calibrate import calibrate, calibration_batch, calibration_text, load_tokenizer
-
-    plan = resolved.plan
-    config = AutoConfig.from_pretrained(plan.base.path)
-    for key, value in plan.merge.config_updates.items():
-        setattr(config, key, value)
-    model = build_empty(config, AutoModelForCausalLM)
-    tokenizer_folder = resolved.adapter.path if plan.merge.tokenizer_from == "adapter" else plan.base.path
-    text = calibration_text(plan.quantize.calibration or "")
-    ids = calibration_batch(load_tokenizer(tokenizer_folder), text)
-    dtypes = {t.name: t.dtype for t in plan.merge.tensors}
-    return calibrate(model, MergedSource(resolved, model), plan.quantize, ids, dtypes, spill, log)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import time
 from dataclasses import dataclass
 
-from packager.artefact.spec import AccuracyGate, ArtefactReport
+from packager.accuracy.gate import AccuracyGate
+from packager.accuracy.report import ArtefactReport
 from packager.io.staging import check_target, staged_directory
-from packager.io.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor
+from packager.io.writer import DEFAULT_MAX_SHARD_BYTES
 from packager.merge.stream import MergeResult, merge_adapter
 from packager.merge.verify import DEFAULT_MAX_VERIFY_BYTES, ParityReport, check_loads_cleanly, check_parity
+from packager.planning.memory import available_memory, check_memory, plan_memory
 from packager.progress import Progress
-from packager.quantize.calibrate import SPILL
-from packager.resolve.memory import available_memory, check_memory, plan_memory
+from packager.quantize.pipeline import quantize_checkpoint
 from packager.resolve.resolver import Resolved, ResolveRequest, require_merge, resolve
 
 
@@ -47,7 +47,7 @@ def run_merge(
     started = time.monotonic()
     resolved = require_merge(resolve(request))
     if quantize != "none":
-        from packager.resolve.quantize_plan import with_quantization
+        from packager.planning.quantized import with_quantization
 
         resolved = with_quantization(resolved, quantize, calibrate)
     resolved = with_memory(resolved, options.get("verify", True))
@@ -70,22 +70,12 @@ def merge_resolved(
     failure, a refused accuracy included, nothing is left at `output`."""
     require_merge(resolved)
     check_target(output, force)
-    timings: dict[str, float] = {}
     progress = Progress("merge", quiet)
     with staged_directory(output, force) as staging:
-        started = time.monotonic()
-        calibrated = calibrate_stream(resolved, staging, progress)
-        if calibrated:
-            timings["calibrate"], started = time.monotonic() - started, time.monotonic()
-        result = merge_adapter(resolved, staging, max_shard_bytes, progress, calibrated)
-        shutil.rmtree(os.path.join(staging, SPILL), ignore_errors=True)
-        timings["merge"], started = time.monotonic() - started, time.monotonic()
-        check_loads_cleanly(staging, resolved.plan.task)  # always, even unverified: no weight left to random init
-        timings["load check"] = time.monotonic() - started
         if resolved.plan.quantize is not None:
-            artefact = _measure_quantized(resolved, staging, output, verify, gate, progress, timings)
-            skipped = "quantized as it streamed: measured against the unquantized merge instead (the artefact)"
-            return MergeOutcome(os.path.abspath(output), resolved, result, None, skipped, timings, artefact)
+            return _merge_quantized(resolved, staging, output, max_shard_bytes, verify, gate, progress)
+        timings: dict[str, float] = {}
+        result = _write_merge(resolved, staging, max_shard_bytes, progress, {}, timings)
         parity, skipped = None, _skip_reason(resolved, verify, verify_max_bytes)
         if skipped is None:
             progress.note("checking logits parity against PEFT ...")
@@ -95,33 +85,42 @@ def merge_resolved(
     return MergeOutcome(os.path.abspath(output), resolved, result, parity, skipped, timings)
 
 
-def _measure_quantized(
-    resolved: Resolved, staging: str, output: str, verify: bool, gate: AccuracyGate, progress: Progress, timings: dict
-) -> ArtefactReport:
-    """The quantized checkpoint's accuracy against the unquantized merge (unless --no-verify), refused past
-    `gate`, and its report."""
-    from packager.merge.merged_source import measure_merge
-    from packager.quantize.measure import check_quantized, quantized_report
-
-    plan, accuracy, started = resolved.plan.quantize, None, time.monotonic()
-    if verify:
-        progress.note(f"measuring {plan.scheme} against the unquantized merge on the shipped text ...")
-        accuracy = measure_merge(resolved, staging)
-        check_quantized(accuracy, plan, gate)
-        timings["verify"] = time.monotonic() - started
-    unquantized = sum(OutputTensor(t.name, t.dtype, t.shape).nbytes for t in resolved.plan.merge.tensors)
-    return quantized_report(staging, output, plan, accuracy, unquantized, timings["merge"])
+def _write_merge(
+    resolved: Resolved, staging: str, max_shard_bytes: int, progress: Progress, calibrated: dict, timings: dict
+) -> MergeResult:
+    """The merge's stream into `staging`, then the load check (always, even unverified: no weight is left to a
+    random init)."""
+    started = time.monotonic()
+    result = merge_adapter(resolved, staging, max_shard_bytes, progress, calibrated)
+    timings["merge"], started = time.monotonic() - started, time.monotonic()
+    check_loads_cleanly(staging, resolved.plan.task)
+    timings["load check"] = time.monotonic() - started
+    return result
 
 
-def calibrate_stream(resolved: Resolved, staging: str, progress: Progress) -> dict[str, str]:
-    """--calibrate: GPTQ's weights, made before the stream (into the staging folder's spill), which writes them."""
-    quantize = resolved.plan.quantize
-    if quantize is None or quantize.calibration is None:
-        return {}
-    from packager.merge.merged_source import calibrate_merge
+def _merge_quantized(
+    resolved: Resolved,
+    staging: str,
+    output: str,
+    max_shard_bytes: int,
+    verify: bool,
+    gate: AccuracyGate,
+    progress: Progress,
+) -> MergeOutcome:
+    """The merge quantized as it streams, by the quantize pipeline: measured against the unquantized merge made
+    again from base and adapter (unless --no-verify), refused past `gate`."""
+    from packager.merge.merged_source import merged_reference
 
-    progress.note(f"calibrating {quantize.scheme} by GPTQ on {quantize.calibration or 'the shipped text'} ...")
-    return calibrate_merge(resolved, os.path.join(staging, SPILL), progress.note)
+    timings: dict[str, float] = {}
+
+    def write(folder: str, calibrated: dict[str, str]) -> MergeResult:
+        """The merge's stream, quantizing as it writes, then the load check."""
+        return _write_merge(resolved, folder, max_shard_bytes, progress, calibrated, timings)
+
+    plan, reference = resolved.plan.quantize, merged_reference(resolved)
+    made = quantize_checkpoint(staging, output, plan, reference, write, gate, verify, progress.note, timings)
+    skipped = "quantized as it streamed: measured against the unquantized merge instead (the artefact)"
+    return MergeOutcome(os.path.abspath(output), resolved, made.written, None, skipped, timings, made.report)
 
 
 def with_memory(resolved: Resolved, verify: bool) -> Resolved:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
+from packager.architecture.load_report import folder_report
 from packager.errors import ParityError
 from packager.merge.reference import compute_dtype, load_peft_model, reference_name, simulates_4bit, stored_dtype
-from packager.resolve.load_check import folder_report
-from packager.resolve.memory import DEFAULT_MAX_VERIFY_BYTES  # noqa: F401 - re-exported
+from packager.planning.memory import DEFAULT_MAX_VERIFY_BYTES  # noqa: F401 - re-exported
 from packager.resolve.resolver import Resolved
 from packager.tasks import ModelTask
 

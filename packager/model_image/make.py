@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from packager.artefact.spec import AccuracyGate
+from packager.accuracy.gate import AccuracyGate
 from packager.builders import get_builder
 from packager.builders.base import BuildRequest, PushRequest
 from packager.errors import UserInputError
@@ -31,8 +31,8 @@ from packager.model_image.plan import (
 from packager.model_image.reshard import plan_splits, planned_base, write_split_base
 from packager.model_image.runnable import ensure_runnable_image
 from packager.plan import BaseSpec, files_key
-from packager.resolve.job import choose_builder
-from packager.resolve.model_images import ModelImageRecord, remember_model_image
+from packager.planning.job import choose_builder
+from packager.planning.model_images import ModelImageRecord, remember_model_image
 from packager.resolve.pins import sampled_base
 from packager.resolve.resolver import resolve_base
 
@@ -118,8 +118,9 @@ def _quantized(base: BaseSpec, request: BaseImageRequest, dry_run: bool, log: Lo
     the key a shared package finds it by and its accuracy against the 16-bit base."""
     if request.quantize == "none":
         return base, "", None
+    from packager.planning.quantized import base_folder, quantized_key
     from packager.quantize.base import quantize_base
-    from packager.resolve.quantize_plan import base_folder, plan_folder_quantization, quantized_key
+    from packager.quantize.plan import plan_folder_quantization
 
     plan = plan_folder_quantization(base.path, request.quantize)
     key = quantized_key(base.files, plan)
@@ -127,8 +128,8 @@ def _quantized(base: BaseSpec, request: BaseImageRequest, dry_run: bool, log: Lo
         return base, key, None
     target = base_folder(request.work, plan)
     os.makedirs(request.work, exist_ok=True)
-    accuracy = quantize_base(base, plan, target, request.gate, log)
-    return resolve_base(target), key, accuracy.to_dict()
+    report = quantize_base(base.path, base.label_id, plan, target, request.gate, log)
+    return resolve_base(target), key, report.accuracy.to_dict()
 
 
 def package_base(request: BaseImageRequest, log: Log = print) -> BaseImageReport:
@@ -186,7 +187,7 @@ def _report(plan: ModelImagePlan, built, pushed, timings: dict[str, float], reco
 def _quantized_report(plan: ModelImagePlan) -> dict[str, Any] | None:
     if not plan.quantization:
         return None
-    from packager.artefact.accuracy import AccuracyReport
+    from packager.accuracy.logits import AccuracyReport
 
     accuracy = dict(plan.accuracy or {})
     accuracy.pop("perplexity_change", None)

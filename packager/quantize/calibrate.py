@@ -1,6 +1,6 @@
 """The calibrated path (--calibrate): GPTQ, layer by layer, with memory bounded by one decoder layer.
 
-The calibration text runs through the model once, as one batch, module by module (artefact/lazy_model.py: each
+The calibration text runs through the model once, as one batch, module by module (accuracy/lazy_model.py: each
 weight read from the source just before it runs). When it reaches a decoder layer, a hook first runs that layer on
 its input with the unquantized weights, gathering the Hessian of every quantized Linear's input; then quantizes
 those Linears with GPTQ; then lets the layer run for real on the quantized weights, so the next layer is calibrated
@@ -19,14 +19,15 @@ from importlib import resources
 import torch
 from safetensors.torch import save_file
 
-from packager.artefact.lazy_model import WeightSource, weights_on_demand
+from packager.accuracy.lazy_model import WeightSource, build_empty, weights_on_demand
+from packager.architecture.load_report import stored_names
 from packager.errors import UserInputError
 from packager.io.safetensors_format import DTYPES
-from packager.plan import QuantizePlan
 from packager.quantize.gptq import gptq_weight
+from packager.quantize.plan import QuantizePlan, check_tokenizer
+from packager.quantize.reference import Reference
 from packager.quantize.smooth import smoothing_groups, smoothing_scales
 from packager.quantize.tensors import compress_state, compression_scheme, observed_range
-from packager.resolve.load_check import stored_names
 
 SPILL = ".gptq"  # GPTQ's compressed weights, in the staging folder until the output stream writes them
 SEQUENCE = 256  # tokens per calibration sequence
@@ -242,18 +243,15 @@ class _Calibration:
         self._spill(stored, compress_state(state, self.scheme))
 
 
-def calibrate_folder(folder: str, plan: QuantizePlan, spill: str, log: Log) -> dict[str, str]:
-    """GPTQ for a merged model folder's quantized weights (`packager quantize --calibrate`), into `spill`."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+def calibrate_model(reference: Reference, plan: QuantizePlan, spill: str, log: Log) -> dict[str, str]:
+    """GPTQ for the quantized weights of the `reference` model (a folder, or the merge made again from base and
+    adapter: nothing unquantized is written), on the plan's calibration text, into `spill`: weight name -> its
+    compressed tensors' file."""
+    from transformers import AutoModelForCausalLM
 
-    from packager.artefact.lazy_model import build_empty
-    from packager.quantize.sources import FolderSource
-    from packager.resolve.base import index_base_weights
-
-    model = build_empty(AutoConfig.from_pretrained(folder), AutoModelForCausalLM)
-    dtypes = {name: info.dtype for name, info in index_base_weights(folder, allow_pickle=False).tensors.items()}
-    ids = calibration_batch(load_tokenizer(folder), calibration_text(plan.calibration or ""))
-    return calibrate(model, FolderSource(folder, model), plan, ids, dtypes, spill, log)
+    model = build_empty(reference.config(), AutoModelForCausalLM)
+    ids = calibration_batch(load_tokenizer(reference.tokenizer), calibration_text(plan.calibration or ""))
+    return calibrate(model, reference.weights(model), plan, ids, reference.dtypes(), spill, log)
 
 
 def load_tokenizer(folder: str):
@@ -261,8 +259,6 @@ def load_tokenizer(folder: str):
     import warnings
 
     from transformers import AutoTokenizer
-
-    from packager.resolve.quantize_plan import check_tokenizer
 
     check_tokenizer(folder)
     with warnings.catch_warnings():

@@ -13,8 +13,8 @@ from packager.io.pipeline import Pipeline
 from packager.io.reader import SafetensorsShard
 from packager.io.writer import INDEX_FILE, OutputTensor, ShardedWriter, assign_shards
 from packager.model_files import LOCK_FILE
-from packager.plan import QuantizePlan
 from packager.progress import Progress
+from packager.quantize.plan import QuantizePlan
 from packager.quantize.tensors import Quantizer, write_quantization_config
 
 NOT_COPIED = (INDEX_FILE, LOCK_FILE, "packager.artefact.json")

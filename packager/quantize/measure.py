@@ -1,6 +1,6 @@
 """How far a quantized checkpoint moved from the unquantized merge, in memory that does not grow with the model.
 
-Both models run module by module (artefact/lazy_model.py) on the shipped text: the reference reads the merged
+Both models run module by module (accuracy/lazy_model.py) on the shipped text: the reference reads the merged
 weights (made again from base + adapter, or read from an unquantized folder), the candidate reads the compressed
 checkpoint as written, decompressed by compressed-tensors, with its activations fake-quantized per token where the
 scheme quantizes them at run time. Peak memory: the largest single weight in fp32, the activations of one
@@ -15,19 +15,15 @@ from collections.abc import Callable
 
 import torch
 
-from packager.artefact.accuracy import MAX_TEXT_TOKENS, AccuracyReport, check_accuracy, compare_logits, eval_text
-from packager.artefact.lazy_model import WeightSource, build_empty, lazy_logits
-from packager.artefact.spec import AccuracyGate, ArtefactReport, folder_size
-from packager.model_files import TOKENIZER_VOCABULARIES, WEIGHT_SUFFIXES
-from packager.plan import QuantizePlan
+from packager.accuracy.gate import AccuracyGate, check_accuracy
+from packager.accuracy.lazy_model import WeightSource, build_empty, lazy_logits
+from packager.accuracy.logits import MAX_TEXT_TOKENS, AccuracyReport, compare_logits, eval_text
+from packager.accuracy.report import ArtefactReport
+from packager.model_files import TOKENIZER_VOCABULARIES, WEIGHT_SUFFIXES, folder_size
+from packager.quantize.plan import QuantizePlan
+from packager.quantize.schemes import get_scheme
 from packager.quantize.sources import FolderSource, activation_quantizer
 from packager.quantize.tensors import compression_scheme
-
-
-def measure_folder(reference: str, folder: str, plan: QuantizePlan) -> AccuracyReport:
-    """The quantized checkpoint in `folder` against the unquantized model folder `reference` it was made from."""
-    return measure(folder, plan, lambda model: FolderSource(reference, model))
-
 
 Sources = Callable[[torch.nn.Module], WeightSource]
 
@@ -97,8 +93,4 @@ def quantized_report(
 
 def check_quantized(report: AccuracyReport, plan: QuantizePlan, gate: AccuracyGate) -> None:
     """Refuse a checkpoint past any limit of `gate`, naming what to try instead."""
-    hint = {
-        "w4a16": "use --calibrate (GPTQ) or --quantize w8a16",
-        "w8a8": "use --quantize w8a16 (weights only)",
-    }.get(plan.scheme, "use --quantize w8a16")
-    check_accuracy(report, gate, f"--quantize {plan.scheme}", hint)
+    check_accuracy(report, gate, f"--quantize {plan.scheme}", get_scheme(plan.scheme).refused_hint)

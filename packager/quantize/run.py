@@ -1,50 +1,54 @@
-"""`packager quantize` on a merged folder: plan, stream the quantized checkpoint into a staging folder, measure it
-against the folder it came from, refuse it past the accuracy limit, and move it into place."""
+"""`packager quantize` on a merged folder: plan, then the quantize pipeline (calibrate, stream the quantized
+checkpoint, measure it against the folder it came from, refuse it past the accuracy gate) in a staging folder
+that becomes the output."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import time
 from collections.abc import Callable
 
-from packager.artefact.spec import ArtefactReport, ArtefactSpec, folder_size, write_artefact_report
+from packager.accuracy.gate import AccuracyGate
+from packager.accuracy.report import ArtefactReport, write_artefact_report
 from packager.io.staging import check_target, staged_directory
 from packager.io.writer import DEFAULT_MAX_SHARD_BYTES
-from packager.model_files import WEIGHT_SUFFIXES
 from packager.progress import Progress
-from packager.quantize.calibrate import SPILL, calibrate_folder
 from packager.quantize.folder import quantize_folder
-from packager.quantize.measure import check_quantized, measure_folder, quantized_report
-from packager.resolve.quantize_plan import check_tokenizer, plan_folder_quantization, with_calibration
+from packager.quantize.pipeline import quantize_checkpoint
+from packager.quantize.plan import check_tokenizer, plan_folder_quantization, with_calibration
+from packager.quantize.reference import folder_reference
 
 
 def quantize_merged(
-    model_dir: str, spec: ArtefactSpec, output: str, force: bool, verify: bool, log: Callable[[str], None]
+    model_dir: str,
+    scheme: str,
+    output: str,
+    force: bool,
+    verify: bool,
+    log: Callable[[str], None],
+    calibrate: str | None = None,
+    gate: AccuracyGate = AccuracyGate(),  # noqa: B008 - frozen, never mutated
 ) -> ArtefactReport:
-    """Quantize the merged model in `model_dir` into `output` with spec.quantize (a compressed-tensors scheme)."""
+    """Quantize the merged model in `model_dir` into `output` with `scheme` (a compressed-tensors one), by GPTQ on
+    the `calibrate` text when given, refused past `gate`."""
     check_target(output, force)
-    plan = with_calibration(plan_folder_quantization(model_dir, spec.quantize), spec.calibrate)
+    plan = with_calibration(plan_folder_quantization(model_dir, scheme), calibrate)
     if plan.calibration is not None:
         check_tokenizer(model_dir)  # before any work
     for note in plan.notes:
         log(f"quantize: {note}")
-    started = time.monotonic()
-    with staged_directory(output, force) as staging:
-        calibrated = {}
-        if plan.calibration is not None:
-            log(f"quantize: calibrating {plan.scheme} by GPTQ on {plan.calibration or 'the shipped text'} ...")
-            calibrated = calibrate_folder(model_dir, plan, os.path.join(staging, SPILL), log)
+
+    def write(staging: str, calibrated: dict[str, str]) -> None:
+        """The folder's tensors, quantized as they stream into `staging` (GPTQ's where calibrated)."""
         progress = Progress("quantize", quiet=False)
         quantize_folder(model_dir, staging, plan, DEFAULT_MAX_SHARD_BYTES, progress, calibrated)
-        shutil.rmtree(os.path.join(staging, SPILL), ignore_errors=True)
-        seconds = time.monotonic() - started
-        accuracy = None
-        if verify:
-            log(f"quantize: measuring {plan.scheme} against {model_dir} on the shipped text ...")
-            accuracy = measure_folder(model_dir, staging, plan)
-            check_quantized(accuracy, plan, spec.gate)
-        report = quantized_report(staging, output, plan, accuracy, folder_size(model_dir, WEIGHT_SUFFIXES), seconds)
-        write_artefact_report(report, staging)
-    log(f"quantize: {report.summary()}")
-    return report
+
+    with staged_directory(output, force) as staging:
+        made = quantize_checkpoint(
+            staging, output, plan, folder_reference(model_dir), write, gate, verify, _prefixed(log)
+        )
+        write_artefact_report(made.report, staging)
+    log(f"quantize: {made.report.summary()}")
+    return made.report
+
+
+def _prefixed(log: Callable[[str], None]) -> Callable[[str], None]:
+    return lambda line: log(f"quantize: {line}")

@@ -1,4 +1,4 @@
-"""A model folder as a source of weights for a module-by-module forward pass (artefact/lazy_model.py), one tensor
+"""A model folder as a source of weights for a module-by-module forward pass (accuracy/lazy_model.py), one tensor
 at a time: its safetensors read by name; with a QuantizePlan, the compressed weights decompressed by
 compressed-tensors' own compressor, as transformers does when it loads the checkpoint. (The unquantized merge made
 again from base + adapter is merge/merged_source.py.)
@@ -13,11 +13,11 @@ import os
 
 import torch
 
+from packager.architecture.load_report import stored_names
 from packager.formats.folders import safetensors_files
 from packager.io.reader import SafetensorsShard
-from packager.plan import QuantizePlan
+from packager.quantize.plan import QuantizePlan
 from packager.quantize.tensors import compression_scheme
-from packager.resolve.load_check import stored_names
 
 
 class FolderSource:

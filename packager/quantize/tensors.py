@@ -13,7 +13,7 @@ import torch
 
 from packager.io.safetensors_format import DTYPE_NAMES, DTYPES
 from packager.io.writer import OutputTensor
-from packager.plan import QuantizePlan
+from packager.quantize.plan import QuantizePlan
 
 
 @functools.lru_cache(maxsize=8)

@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 
+from packager.architecture.weights import BaseWeights
 from packager.errors import IncompatibleAdapterError
 from packager.formats.adapter import Adapter
 from packager.formats.adapterhub import HEAD_TASKS
 from packager.image.libraries import check_installed
 from packager.io.reader import SafetensorsShard
-from packager.resolve.base import BaseWeights
 from packager.tasks import ModelTask
 
 # what packager's server answers with an AdapterHub model: text, labels (SEQ_CLS, TOKEN_CLS), embeddings

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from packager.resolve.architecture import Architecture
-from packager.resolve.base import BaseWeights
+from packager.architecture.inspect import Architecture
+from packager.architecture.weights import BaseWeights
 
 
 def stored_names(arch: Architecture, weights: BaseWeights) -> dict[str, str]:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from packager.architecture.inspect import Architecture
+from packager.architecture.weights import BaseWeights
 from packager.dtypes import SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.formats.adapter import Adapter
 from packager.plan import MergePlan
-from packager.resolve.architecture import Architecture
-from packager.resolve.base import BaseWeights
 from packager.resolve.prompt_learning import SERVED_TYPES
 from packager.resolve.tensor_plan import TensorPlanBuilder, tokenizer_from
 

@@ -12,10 +12,10 @@ from typing import Any
 
 import torch
 
+from packager.architecture.inspect import Architecture, read_config
 from packager.errors import BaseNotFoundError, IncompatibleAdapterError, PackagerError, UserInputError
 from packager.formats.adapter import Adapter
 from packager.plan import MergePlan, QLoRASpec, TensorPlan
-from packager.resolve.architecture import Architecture, read_config
 from packager.resolve.base import BaseLocation, locate_base
 from packager.tasks import ModelTask
 

@@ -8,16 +8,17 @@ import os
 from dataclasses import dataclass
 
 from packager.adapter_kinds import ADAPTERHUB_TYPE
+from packager.architecture.fingerprint import Fingerprint, fingerprint_from_config
+from packager.architecture.inspect import Architecture, inspect_architecture, read_config
+from packager.architecture.weights import BaseWeights, index_base_weights
 from packager.errors import IncompatibleAdapterError, OutputError
 from packager.formats import read_adapter
 from packager.formats.adapter import Adapter
 from packager.io.hashing import sha256_file
 from packager.model_files import PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
-from packager.plan import AdapterSpec, BaseSpec, FileEntry, Fingerprint, PackagePlan
+from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
 from packager.resolve.adapterhub import check_adapterhub
-from packager.resolve.architecture import Architecture, inspect_architecture, read_config
-from packager.resolve.base import SIDE_FILES, BaseLocation, BaseWeights, index_base_weights, locate_base
-from packager.resolve.known_architectures import fingerprint_from_config
+from packager.resolve.base import SIDE_FILES, BaseLocation, locate_base
 from packager.resolve.merge_plan import plan_merge
 from packager.resolve.prompt_learning import check_prompt_learning, refuse_merge
 from packager.resolve.qlora import apply_qlora, choose_base, qlora_spec

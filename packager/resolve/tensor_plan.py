@@ -6,12 +6,12 @@ import math
 import re
 from collections import Counter, defaultdict
 
+from packager.architecture.inspect import Architecture
+from packager.architecture.weights import BaseWeights
 from packager.dtypes import CONFIG_NAME, FLOAT
 from packager.errors import IncompatibleAdapterError
 from packager.formats.adapter import Adapter
 from packager.plan import Delta, MergePlan, TensorPlan
-from packager.resolve.architecture import Architecture
-from packager.resolve.base import BaseWeights
 from packager.resolve.factor_shapes import check_ia3_shape, check_lora_shapes
 from packager.resolve.key_layout import output_prefix, stored_names
 

@@ -11,9 +11,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from packager.artefact.schemes import SCHEMES
-from packager.artefact.spec import LOAD_TIME_BYTES
 from packager.errors import UserInputError
+from packager.quantize.plan import load_time_weights
+from packager.quantize.schemes import SCHEMES
 from packager.sizes import KV_CACHE_BYTES, KV_DTYPES, Sizing, Target
 from packager.sizing.cpu import size_cpu_server, size_cpu_vllm
 from packager.sizing.gpu import size_gpu
@@ -29,10 +29,7 @@ def sized_plan(
 ) -> Any:
     """The plan with its pod's size, and vLLM started with the layout, context and KV cache it was sized for
     (`arch`: the base's module kinds, for what a load-time scheme quantizes)."""
-    linear = frozenset(
-        f"{m}.weight" for m, kind in arch.module_kinds.items() if kind == "linear" and m != arch.output_embedding
-    )
-    sizing = plan_sizing(plan, tensors, target, config, linear, fixed_length)
+    sizing = plan_sizing(plan, tensors, target, config, load_time_weights(arch), fixed_length)
     image = plan.image
     if image is not None and image.engine == "vllm":
         settings = {"max_model_len": sizing.max_model_len, **_vllm_settings(sizing, target)}
@@ -154,8 +151,8 @@ def _quantized(plan: Any, linear: frozenset[str]) -> dict[str, float]:
     """Tensor name -> bytes per element, for the weights packager (streamed) or the engine (load time) quantizes."""
     if plan.quantize is not None:
         return dict.fromkeys(plan.quantize.targets, SCHEMES[plan.quantize.scheme].weight_bytes)
-    per_element = LOAD_TIME_BYTES.get(plan.artefact.load_quantization)
-    return dict.fromkeys(linear, per_element) if per_element else {}
+    scheme = plan.artefact.scheme
+    return dict.fromkeys(linear, scheme.weight_bytes) if scheme is not None and scheme.kind == "load-time" else {}
 
 
 def _dtype(plan: Any) -> str:

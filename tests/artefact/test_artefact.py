@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from packager.artefact.accuracy import AccuracyReport
-from packager.artefact.spec import ArtefactReport, artefact_spec
+from packager.accuracy.logits import AccuracyReport
+from packager.accuracy.report import ArtefactReport
+from packager.artefact.spec import artefact_spec
 from packager.cli.main import main
 from packager.errors import UserInputError
 

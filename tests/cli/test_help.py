@@ -7,11 +7,12 @@ import argparse
 
 import pytest
 
-from packager.artefact.spec import EXPORT_CHOICES, GRANULARITIES, QUANTIZE_CHOICES, STREAMED
+from packager.artefact.spec import EXPORT_CHOICES, GRANULARITIES
 from packager.builders import BUILDERS
 from packager.choices import DEVICES, LAYOUTS, RUNTIMES
 from packager.cli.main import build_parser
 from packager.deployment import BASE_VOLUMES, DEPLOY_TARGETS
+from packager.quantize.schemes import names, quantize_choices
 from packager.sizes import KV_DTYPES
 from packager.tasks import TASKS
 
@@ -36,9 +37,9 @@ def test_every_choice_is_the_registrys(command) -> None:
         if flag == "--builder":
             assert set(action.choices) <= {"auto", *BUILDERS} and set(BUILDERS) <= set(action.choices), command
         if flag == "--quantize" and command == "package-base":  # the base is streamed into a checkpoint only
-            assert tuple(action.choices) == ("none", *STREAMED)
+            assert tuple(action.choices) == ("none", *names("streamed"))
         elif flag == "--quantize":
-            assert all(name in action.help for name in QUANTIZE_CHOICES if name != "none"), (command, action.help)
+            assert all(name in action.help for name in quantize_choices() if name != "none"), (command, action.help)
 
 
 @pytest.mark.parametrize("command", ["package", "render", "merge", "quantize", "package-base", "verify", "base-image"])

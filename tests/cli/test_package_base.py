@@ -10,7 +10,7 @@ import pytest
 
 from packager.cli.main import main
 from packager.plan import files_key
-from packager.resolve.model_images import ModelImageRecord, remember_model_image
+from packager.planning.model_images import ModelImageRecord, remember_model_image
 from packager.resolve.resolver import resolve_base
 
 REFERENCE = f"127.0.0.1:5000/acme/demo-base@sha256:{'ab' * 32}"
@@ -212,7 +212,8 @@ def test_package_base_quantize_dry_run_plans_the_quantized_base(demo, cache, tmp
 def test_a_shared_package_on_a_quantized_base_finds_the_recorded_image_or_plans_to_make_it(
     demo, cache, tmp_path, capsys
 ) -> None:
-    from packager.resolve.quantize_plan import plan_folder_quantization, quantized_key
+    from packager.planning.quantized import quantized_key
+    from packager.quantize.plan import plan_folder_quantization
 
     assert _package_shared(demo, tmp_path, "--quantize", "fp8") == 0
     plan = json.loads(capsys.readouterr().out)

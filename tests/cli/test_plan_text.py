@@ -38,7 +38,7 @@ def test_the_summary_asks_what_the_manifests_ask(llama_8b, capsys) -> None:
     """The plan once said `memory 3.0 GiB` where the manifests asked 4Gi: both now print the manifests' figure."""
     from packager.deploy.render import render_manifests
     from packager.deployment import DeploySpec
-    from packager.resolve.job import PackageRequest, plan_package
+    from packager.planning.job import PackageRequest, plan_package
     from packager.sizes import Target
 
     base, adapter = llama_8b

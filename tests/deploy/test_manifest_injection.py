@@ -15,8 +15,8 @@ from packager.deploy.render import render_manifests
 from packager.deploy.values import k8s_name
 from packager.errors import UserInputError
 from packager.plan import FileEntry, PackagePlan
-from packager.resolve.job import service_name
-from packager.resolve.model_images import model_image_for, pinned_reference
+from packager.planning.job import service_name
+from packager.planning.model_images import model_image_for, pinned_reference
 from tests import plans
 from tests.deploy.test_manifests import MODEL, REF, deploy, documents, on_vllm
 

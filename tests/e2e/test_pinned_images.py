@@ -22,7 +22,7 @@ from packager.builders.buildah import BuildahBuilder
 from packager.cli.main import main
 from packager.demo import build_adapter, build_base
 from packager.package import package
-from packager.resolve.job import PackageRequest
+from packager.planning.job import PackageRequest
 from tests.models import fake_hf_cache
 
 pytestmark = pytest.mark.e2e

@@ -17,7 +17,7 @@ import torch
 from packager.artefact.spec import artefact_spec
 from packager.demo import build_adapter, build_base
 from packager.package import package
-from packager.resolve.job import PackageRequest
+from packager.planning.job import PackageRequest
 from packager.resolve.resolver import resolve_base
 from tests.e2e import containers
 

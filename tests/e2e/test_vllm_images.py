@@ -12,7 +12,7 @@ import torch
 
 from packager.demo import build_adapter, build_base
 from packager.package import package
-from packager.resolve.job import PackageRequest
+from packager.planning.job import PackageRequest
 from tests.e2e import containers
 
 pytestmark = pytest.mark.e2e

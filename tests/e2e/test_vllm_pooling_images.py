@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from packager.package import package
-from packager.resolve.job import PackageRequest
+from packager.planning.job import PackageRequest
 from packager.runtime.models import load_baked
 from tests import families
 from tests.e2e import containers

@@ -14,8 +14,8 @@ import transformers
 
 from packager.demo import build_tokenizer
 from packager.package import package
-from packager.resolve.job import PackageRequest
-from packager.resolve.vllm_models import registry
+from packager.planning.job import PackageRequest
+from packager.planning.vllm_models import registry
 from tests import models
 from tests.e2e import containers
 from tests.e2e.test_vllm_images import SHM, _completion, _greedy, _same

@@ -16,7 +16,7 @@ import torch
 
 from packager.demo import build_base
 from packager.package import package
-from packager.resolve.job import PackageRequest, plan_package
+from packager.planning.job import PackageRequest, plan_package
 from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.runtime.vllm_launch import vllm_argv
 from packager.sizes import Target

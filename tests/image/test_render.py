@@ -15,8 +15,8 @@ import pytest
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import UserInputError
 from packager.image.render import render_files
-from packager.resolve import gpu_images
-from packager.resolve.gpu_images import gpu_base
+from packager.planning import gpu_images
+from packager.planning.gpu_images import gpu_base
 from packager.runtime.config import VllmSettings
 from tests import plans
 
@@ -40,7 +40,7 @@ ONNX_CUDA = plans.with_image(
     ONNX_INT8,
     base_image=gpu_images.PYTORCH_GPU_IMAGE,
     device="cuda",
-    runtime_packages=gpu_base("packager", "onnx", "none")[1],
+    runtime_packages=gpu_base("packager", "onnx", ())[1],
 )
 ACCURACY = '{"greedy":0.95,"kind":"onnx-int8","size_ratio":0.26,"top1":0.97}'
 # a compressed-tensors checkpoint on vLLM's GPU image: vLLM loads it as it is, nothing to install

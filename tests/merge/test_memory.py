@@ -35,7 +35,7 @@ def sparse(tmp_path_factory) -> dict[str, tuple[str, str, int]]:
 
 
 def planned_merge_peak(base: str, adapter: str) -> int:
-    from packager.resolve.memory import plan_memory
+    from packager.planning.memory import plan_memory
     from packager.resolve.resolver import ResolveRequest, resolve
 
     plan = resolve(ResolveRequest(adapter, base=base, hash_base=False)).plan

@@ -15,8 +15,8 @@ from packager.errors import UserInputError
 from packager.model_image.make import BaseImageRequest, plan_base_image
 from packager.model_image.reshard import plan_splits, planned_base, write_split_base
 from packager.plan import FileEntry, files_key
-from packager.resolve.job import PackageRequest, plan_package
-from packager.resolve.model_images import ModelImageRecord, remember_model_image
+from packager.planning.job import PackageRequest, plan_package
+from packager.planning.model_images import ModelImageRecord, remember_model_image
 from packager.resolve.resolver import resolve_base
 from packager.runtime.verify_base import BaseMismatch, verify_base
 

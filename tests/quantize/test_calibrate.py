@@ -11,13 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from packager.artefact.make import make_artefact
 from packager.artefact.spec import artefact_spec
 from packager.cli.main import main
 from packager.demo import build_adapter, build_base
 from packager.errors import UserInputError
 from packager.merge.run import run_merge
 from packager.quantize.calibrate import calibration_text
-from packager.quantize.run import quantize_merged
 from packager.resolve.resolver import ResolveRequest
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_packager_quantize_calibrated_on_the_merged_folder_writes_the_same(made,
     """GPTQ on the merge made again from base + adapter (streamed) and on the written merge: the same inputs, so
     the same weights."""
     spec = artefact_spec("w4a16", calibrate="")
-    report = quantize_merged(made["merged"], spec, str(tmp_path / "q"), False, True, **QUIET)
+    report = make_artefact(made["merged"], spec, str(tmp_path / "q"), False, **QUIET)
     ours, streamed = load_file(f"{tmp_path}/q/model.safetensors"), load_file(f"{made['gptq']}/model.safetensors")
     assert ours.keys() == streamed.keys() and all(torch.equal(ours[k], streamed[k]) for k in ours)
     assert report.accuracy is not None
@@ -82,7 +82,7 @@ def test_a_jsonl_calibration_text_and_its_mistakes(tmp_path) -> None:
     [
         (["--quantize", "fp8", "--calibrate"], "fp8 is round-to-nearest only"),
         (["--quantize", "w4a16", "--calibrate", "/nope.txt"], r"--calibrate /nope\.txt is not a file"),
-        (["--calibrate"], "--calibrate runs GPTQ for --quantize w4a16"),
+        (["--calibrate"], r"--calibrate runs GPTQ for --quantize w8a8\|w8a16\|w4a16 in"),
     ],
 )
 def test_calibration_mistakes_are_one_line_before_any_work(made, tmp_path, capsys, flags, words) -> None:
@@ -107,5 +107,5 @@ def test_a_calibration_text_shorter_than_one_sequence_is_refused(made, tmp_path)
     short.write_text("too short to calibrate anything")
     spec = artefact_spec("w4a16", calibrate=str(short))
     with pytest.raises(UserInputError, match=r"the calibration text has \d+ tokens; GPTQ needs at least 256"):
-        quantize_merged(made["merged"], spec, str(tmp_path / "q"), False, True, **QUIET)
+        make_artefact(made["merged"], spec, str(tmp_path / "q"), False, **QUIET)
     assert not (tmp_path / "q").exists()

@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
+from packager.artefact.make import make_artefact
 from packager.artefact.spec import artefact_spec
 from packager.merge.run import run_merge
-from packager.quantize.run import quantize_merged
-from packager.resolve.quantize_plan import plan_folder_quantization
+from packager.quantize.plan import plan_folder_quantization
 from packager.resolve.resolver import ResolveRequest
 from tests import models
 
@@ -112,6 +112,6 @@ def test_both_load_to_the_same_logits_in_transformers(quantized, scheme) -> None
 def test_packager_quantize_on_the_merged_folder_writes_the_same(quantized) -> None:
     output = str(quantized["root"] / "quantize-w4a16")
     spec = artefact_spec("w4a16")
-    report = quantize_merged(quantized["merged"], spec, output, False, True, lambda _line: None)
+    report = make_artefact(quantized["merged"], spec, output, False, lambda _line: None)
     assert_same_checkpoint(output, quantized["theirs"]["w4a16"])
     assert report.accuracy is not None and report.size_ratio < 0.6

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from packager.artefact.make import make_artefact
 from packager.artefact.spec import artefact_spec
 from packager.errors import ValidationError
 from packager.merge.run import run_merge
-from packager.quantize.run import quantize_merged
 from packager.resolve.resolver import ResolveRequest
 from tests import real_models
 
@@ -40,7 +40,7 @@ SPECS = {
 @pytest.fixture(scope="module")
 def reports(merged, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("smollm2-quantized")
-    return {name: quantize_merged(merged, spec, str(root / name), False, True, **QUIET) for name, spec in SPECS.items()}
+    return {name: make_artefact(merged, spec, str(root / name), False, **QUIET) for name, spec in SPECS.items()}
 
 
 @pytest.mark.parametrize("scheme", sorted(BOUNDS))
@@ -72,7 +72,7 @@ def test_gptq_recovers_at_least_half_of_what_round_to_nearest_loses_at_four_bits
 
 def test_round_to_nearest_four_bits_is_refused_by_the_default_limit_with_the_way_out(merged, tmp_path) -> None:
     with pytest.raises(ValidationError, match=r"--quantize w4a16 raised perplexity .*limit 10\.0%.*use --calibrate"):
-        quantize_merged(merged, artefact_spec("w4a16"), str(tmp_path / "q"), False, True, **QUIET)
+        make_artefact(merged, artefact_spec("w4a16"), str(tmp_path / "q"), False, **QUIET)
     assert not (tmp_path / "q").exists()
 
 
@@ -84,5 +84,5 @@ def test_a_broken_quantizer_is_refused_by_the_accuracy_gate(merged, tmp_path, mo
     monkeypatch.setattr(utils, "calculate_qparams", lambda *a, **k: (lambda s, z: (s * 16, z))(*real(*a, **k)))
     with pytest.raises(ValidationError, match=r"--quantize w8a16 raised perplexity on the shipped text by .*%.*limit "
                        r"10\.0% from --max-accuracy-loss.*nothing was written"):  # fmt: skip
-        quantize_merged(merged, artefact_spec("w8a16"), str(tmp_path / "broken"), False, True, **QUIET)
+        make_artefact(merged, artefact_spec("w8a16"), str(tmp_path / "broken"), False, **QUIET)
     assert not (tmp_path / "broken").exists() and not list(tmp_path.iterdir())

@@ -8,7 +8,7 @@ import torch
 
 import packager.quantize.tensors as tensors
 from packager.io.writer import OutputTensor
-from packager.plan import QuantizePlan
+from packager.quantize.plan import QuantizePlan
 
 PRESETS = [("W8A8", None), ("W8A16", 128), ("W4A16", 64), ("FP8_DYNAMIC", None)]
 

@@ -12,7 +12,7 @@ import pytest
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.image import libraries
 from packager.package import render_job
-from packager.resolve.job import PackageRequest, plan_package
+from packager.planning.job import PackageRequest, plan_package
 from tests import adapterhub_saves, families, models
 
 

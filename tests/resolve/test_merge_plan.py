@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from packager.architecture.fingerprint import Fingerprint
+from packager.architecture.inspect import Architecture
+from packager.architecture.weights import BaseWeights
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.formats.adapter import Adapter, AdapterTensor
 from packager.io.safetensors_format import TensorInfo
-from packager.plan import Fingerprint
-from packager.resolve.architecture import Architecture
-from packager.resolve.base import BaseWeights
 from packager.resolve.merge_plan import plan_merge
 
 Q, V, EMBED = "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.embed_tokens"

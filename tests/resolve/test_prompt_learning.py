@@ -14,7 +14,7 @@ from packager.artefact.spec import ArtefactSpec
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.merge.run import run_merge
 from packager.package import render_job
-from packager.resolve.job import PackageRequest, plan_package
+from packager.planning.job import PackageRequest, plan_package
 from packager.resolve.resolver import ResolveRequest, resolve
 from tests import families, models
 

@@ -27,11 +27,11 @@ PROMPT = "The quick brown fox"
 
 @pytest.fixture(scope="module")
 def artefacts(tiny: dict[str, str], tmp_path_factory) -> dict[str, str]:
+    from packager.artefact.make import make_artefact
     from packager.artefact.onnx_export import export_onnx
-    from packager.quantize.run import quantize_merged
 
     root, quiet = tmp_path_factory.mktemp("artefacts"), (lambda _: None)
-    w8a8 = quantize_merged(tiny["merged"], artefact_spec("w8a8"), str(root / "w8a8"), False, False, quiet)
+    w8a8 = make_artefact(tiny["merged"], artefact_spec("w8a8"), str(root / "w8a8"), False, quiet, verify=False)
     return {
         "transformers": w8a8.path,
         "onnx": export_onnx(tiny["merged"], artefact_spec("int8", "onnx"), str(root / "onnx"), log=quiet).path,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 
 import tests.published_models as models
-from packager.resolve.base import index_base_weights
+from packager.architecture.weights import index_base_weights
 from packager.sizes import GIB, Sizing, Target
 from packager.sizing import size_model
 

@@ -27,12 +27,11 @@ BACKEND_STACK = {
     "transformers": (),
     "onnx": ("optimum==2.1.0", "optimum-onnx==0.1.0", "onnx==1.23.2", "onnxruntime-gpu==1.31.1"),
 }
-BITSANDBYTES = ("bitsandbytes==0.50.2",)
 
 
-def gpu_base(engine: str, backend: str, load_quantization: str) -> tuple[str, tuple[str, ...]]:
-    """The CUDA base image and the pip requirements the Dockerfile installs on it (none for vLLM's image)."""
+def gpu_base(engine: str, backend: str, scheme_requirements: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """The CUDA base image and the pip requirements the Dockerfile installs on it (none for vLLM's image;
+    `scheme_requirements`: what the quantization scheme needs, from its registry entry)."""
     if engine == "vllm":
         return VLLM_GPU_IMAGE, ()
-    extra = BITSANDBYTES if load_quantization.startswith("bnb-") else ()
-    return PYTORCH_GPU_IMAGE, (*SERVING_STACK, *BACKEND_STACK[backend], *extra)
+    return PYTORCH_GPU_IMAGE, (*SERVING_STACK, *BACKEND_STACK[backend], *scheme_requirements)

@@ -18,7 +18,7 @@ from packager.io.safetensors_format import element_size
 from packager.plan import PackagePlan, StepMemory
 
 RUNTIME_BYTES = 550 << 20  # Python, torch, transformers and compressed-tensors imported: what a tiny job peaks at
-TEXT_TOKENS = 256  # the accuracy pass's sequence (artefact/accuracy.py MAX_TEXT_TOKENS)
+TEXT_TOKENS = 256  # the accuracy pass's sequence (accuracy/logits.py MAX_TEXT_TOKENS)
 CALIBRATION_TOKENS = 32 * 256  # the largest calibration batch (quantize/calibrate.py MAX_SEQUENCES x SEQUENCE)
 GB = 1e9
 

@@ -7,6 +7,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from packager.architecture.inspect import read_config
 from packager.deploy.values import check_nodes
 from packager.dtypes import CONFIG_NAME, DTYPE_OF_CONFIG, SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
@@ -15,19 +16,18 @@ from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_
 from packager.image.reference import split_target
 from packager.image.runtime_images import image_tag
 from packager.plan import AdapterSpec, ImagePlan, PackagePlan, ServedAdapter
+from packager.planning.engine import RuntimeChoice, choose_runtime, vllm_lora_rank
+from packager.planning.gpu_images import gpu_base
+from packager.planning.memory import check_memory, plan_memory
+from packager.planning.model_images import model_image_for
+from packager.planning.quantized import base_folder, shared_quantized_base, with_quantization
+from packager.planning.request import PackageRequest, check_request, choose_builder, resolve_request
+from packager.planning.served_task import served_task
+from packager.planning.vllm_models import pooler_config, sentence_max_length
 from packager.resolve.adapterhub import base_tensor_reader, check_shared
-from packager.resolve.architecture import read_config
-from packager.resolve.gpu_images import gpu_base
-from packager.resolve.memory import check_memory, plan_memory
-from packager.resolve.model_images import model_image_for
 from packager.resolve.pins import known_base
 from packager.resolve.prompt_learning import check_unmerged_artefact
-from packager.resolve.quantize_plan import base_folder, shared_quantized_base, with_quantization
-from packager.resolve.request import PackageRequest, check_request, choose_builder, resolve_request
 from packager.resolve.resolver import Resolved, resolve
-from packager.resolve.runtime_choice import VLLM_LOAD_QUANTIZATION, RuntimeChoice, choose_runtime, vllm_lora_rank
-from packager.resolve.served_task import served_task
-from packager.resolve.vllm_models import pooler_config, sentence_max_length
 from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.sizing import sized_plan
 from packager.tasks import ModelTask
@@ -134,7 +134,8 @@ def _default_base(request: PackageRequest, choice: RuntimeChoice, runtime: Runti
     image `packager base-image` builds (named by its recipe), on CUDA the pinned public image."""
     if request.device != "cuda":
         return image_tag(choice.engine), ()
-    return gpu_base(choice.engine, runtime.backend, runtime.load_quantization)
+    scheme = request.artefact.scheme
+    return gpu_base(choice.engine, runtime.backend, scheme.requirements if scheme else ())
 
 
 def _engine(
@@ -148,7 +149,7 @@ def _engine(
     # one LoRA slot more than adapters: vLLM's CPU kernels give a base request batched with LoRA requests the
     # last slot's delta (upstream PRs #48421, #49656); an empty last slot keeps every mixed batch exact
     slots = len(served) + 1 if served else 1
-    quantization = VLLM_LOAD_QUANTIZATION[plan.artefact.load_quantization]
+    quantization = plan.artefact.scheme.vllm_name if plan.artefact.load_quantization != "none" else None
     settings = VllmSettings(
         _vllm_dtype(plan), int(length), base_name, rank, slots, request.device, quantization, choice.pooler
     )
@@ -240,7 +241,8 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
     runtime = dataclasses.replace(runtime, **engine)
     image = _image(request, "shared", runtime, choice, first.base.path)
     if request.artefact.streamed:  # LoRA on a quantized base: the one package-base pushed, or made at render
-        quantize, model_image, mounted, make = shared_quantized_base(request.artefact.quantize, base, request)
+        scheme, chosen_image = request.artefact.quantize, request.base_model_image
+        quantize, model_image, mounted, make = shared_quantized_base(scheme, base, chosen_image)
         folder = base_folder(request.work, quantize)  # where a bind mount finds it
         image = dataclasses.replace(image, model_image=model_image, base_source=folder, base_to_make=folder * make)
         plan = dataclasses.replace(plan, quantize=quantize)

@@ -10,8 +10,8 @@ import pytest
 from packager.demo import build_adapter, build_base
 from packager.errors import UserInputError
 from packager.plan import StepMemory
-from packager.resolve.memory import RUNTIME_BYTES, available_memory, check_memory, plan_memory
-from packager.resolve.quantize_plan import with_quantization
+from packager.planning.memory import RUNTIME_BYTES, available_memory, check_memory, plan_memory
+from packager.planning.quantized import with_quantization
 from packager.resolve.resolver import ResolveRequest, resolve
 from tests import models
 

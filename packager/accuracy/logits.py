@@ -18,9 +18,6 @@ from typing import Any
 
 import torch
 
-from packager.artefact.spec import AccuracyGate
-from packager.errors import ValidationError
-
 CausalLM = Any  # transformers-style: model(input_ids=..., attention_mask=..., ...) -> output with .logits
 # The shipped text (~170 tokens with a 32k-vocabulary tokenizer) and, where the whole model runs, 8 greedy tokens
 # per prompt; a larger vocabulary's logits are compared a chunk of positions at a time.
@@ -117,38 +114,6 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor, ids: torch.
         confident_top1=totals["sure_kept"] / totals["sure"] if totals["sure"] else None,
         confident_positions=int(totals["sure"]),
     )
-
-
-def check_accuracy(report: AccuracyReport, gate: AccuracyGate, what: str, hint: str) -> None:
-    """Refuse an artefact past any limit of `gate`, naming the figure that refused it and the way out."""
-    refusal = failed_figure(report, gate)
-    if refusal is not None:
-        figure, flag, accept = refusal
-        raise ValidationError(
-            f"{what} {figure} from {flag}); nothing was written; {hint}, or pass {flag} {accept} to accept it"
-        )
-
-
-def failed_figure(report: AccuracyReport, gate: AccuracyGate) -> tuple[str, str, str] | None:
-    """(the figure, its flag, the value that would accept it) for the first limit missed, else None."""
-    if report.perplexity_change > gate.perplexity:
-        change = report.perplexity_change
-        figure = (
-            f"raised perplexity on the shipped text by {change:.1%} ({report.perplexity_reference:.3f} -> "
-            f"{report.perplexity_candidate:.3f}; limit {gate.perplexity:.1%}"
-        )
-        return figure, "--max-accuracy-loss", f"{math.ceil(change * 100 + 1) / 100:g}"
-    if report.kl_divergence > gate.kl:
-        figure = f"moved the next-token distributions by KL {report.kl_divergence:.3g} nats (limit {gate.kl:g}"
-        return figure, "--max-kl", f"{math.ceil(report.kl_divergence * 100 + 1) / 100:g}"
-    kept = report.confident_top1
-    if kept is not None and kept < gate.top1:
-        figure = (
-            f"kept the reference's confident next token on {kept:.1%} of {report.confident_positions} positions "
-            f"(limit {gate.top1:.0%}"
-        )
-        return figure, "--min-top1", f"{max(0.0, math.floor(kept * 100 - 1) / 100):g}"
-    return None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import UserInputError
-from packager.resolve.request import PackageRequest, check_request
+from packager.planning.request import PackageRequest, check_request
 from packager.sizes import Target
 
 

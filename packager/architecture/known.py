@@ -9,8 +9,6 @@ that does not look exactly as expected, falls back to the meta-device model.
 
 from __future__ import annotations
 
-from packager.plan import Fingerprint
-
 DECODER_FAMILIES = {
     "llama": "LlamaForCausalLM",
     "mistral": "MistralForCausalLM",
@@ -37,18 +35,3 @@ def known_module_kinds(config: dict, tensors: dict) -> dict[str, str] | None:
         if param == "weight":
             kinds[module] = "embedding" if module == INPUT_EMBEDDING else "linear" if len(info.shape) == 2 else "other"
     return kinds
-
-
-def fingerprint_from_config(config: dict) -> Fingerprint:
-    """The base's Fingerprint straight from config.json (a config without tie_word_embeddings ties them, as
-    transformers' PretrainedConfig defaults)."""
-    dtype = config.get("torch_dtype") or config.get("dtype")
-    return Fingerprint(
-        architectures=tuple(config.get("architectures") or ()),
-        model_type=config.get("model_type", ""),
-        hidden_size=config.get("hidden_size"),
-        num_hidden_layers=config.get("num_hidden_layers"),
-        vocab_size=config.get("vocab_size"),
-        dtype=str(dtype) if dtype is not None else None,
-        tie_word_embeddings=bool(config.get("tie_word_embeddings", True)),
-    )

@@ -5,7 +5,7 @@ the base-model prefix added or stripped, tied and ignored keys) matches the two.
 
 `from_pretrained(path, device_map="meta", output_loading_info=True)` gives the same report but reads every
 weight on the way (transformers 4.57 loads each shard before it puts it on the meta device): 3 GB of resident
-memory for a 2.2 GB model. tests/resolve/test_load_check.py holds the two reports equal on every tested family.
+memory for a 2.2 GB model. tests/architecture/test_load_report.py holds the two reports equal on every tested family.
 """
 
 from __future__ import annotations

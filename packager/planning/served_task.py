@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from packager.errors import UserInputError
+from packager.quantize.plan import check_quantizable
 from packager.resolve.resolver import Resolved
 from packager.runtime.config import SERVED_TASKS
 from packager.runtime.encoders import PoolingUnsupported, read_pooling
 from packager.tasks import ModelTask
 
 if TYPE_CHECKING:
-    from packager.resolve.job import PackageRequest
+    from packager.planning.job import PackageRequest
 
 
 def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelTask:
@@ -37,12 +38,7 @@ def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelT
             read_pooling(inputs[0].plan.base.path)  # the server pools as the base's sentence-transformers says
         except PoolingUnsupported as exc:
             raise UserInputError(str(exc)) from None
-    spec = request.artefact
-    if task.name != "CAUSAL_LM" and (spec.streamed or spec.load_quantization != "none"):
-        raise UserInputError(
-            f"--quantize {spec.quantize} applies to causal LMs; package the {task.name} model without it, or as "
-            "ONNX (--export onnx --quantize int8)"
-        )
+    check_quantizable(request.artefact.quantize, task.name, "this")
     return task
 
 

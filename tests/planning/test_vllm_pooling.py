@@ -10,8 +10,8 @@ from peft import LoraConfig
 
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import UserInputError
-from packager.resolve.job import PackageRequest, plan_package
-from packager.resolve.runtime_choice import POOLING_ON_CPU
+from packager.planning.engine import POOLING_ON_CPU
+from packager.planning.job import PackageRequest, plan_package
 from packager.runtime.config import parse_config
 from packager.runtime.vllm_launch import vllm_argv
 from tests import families
@@ -107,7 +107,7 @@ def test_the_length_vllm_starts_with_is_the_models_own_limit(encoders, tmp_path)
 
 
 def test_gpt2s_length_limit_is_its_n_positions() -> None:
-    from packager.resolve.runtime_choice import choose_runtime
+    from packager.planning.engine import choose_runtime
 
     gpt2 = {"architectures": ["GPT2LMHeadModel"], "n_embd": 128, "n_head": 4, "n_positions": 256}
     assert choose_runtime("auto", "baked", gpt2, ArtefactSpec(), []).context_length == 256
@@ -116,8 +116,8 @@ def test_gpt2s_length_limit_is_its_n_positions() -> None:
 @pytest.mark.parametrize("device", ["cpu", "cuda"])
 def test_vision_language_models_stay_with_packager_as_measured(device) -> None:
     """bench/RESULTS.md: neither LLaVA nor Idefics2 starts in the CPU image's vLLM; `--runtime vllm` says why."""
-    from packager.resolve.runtime_choice import choose_runtime
-    from packager.resolve.vllm_models import VISION_ON_CPU
+    from packager.planning.engine import choose_runtime
+    from packager.planning.vllm_models import VISION_ON_CPU
 
     llava = {"architectures": ["LlavaForConditionalGeneration"], "text_config": {"hidden_size": 64}}
     choice = choose_runtime("auto", "baked", llava, ArtefactSpec(), [], device, "IMAGE_TEXT_TO_TEXT")

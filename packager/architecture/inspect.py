@@ -11,15 +11,10 @@ from typing import Any
 
 import torch
 
+from packager.architecture.fingerprint import Fingerprint, fingerprint_from_config, fingerprint_of_model_config
+from packager.architecture.known import INPUT_EMBEDDING, OUTPUT_EMBEDDING, known_module_kinds
+from packager.architecture.load_report import LoadReport, load_report, meta_model, stored_shapes
 from packager.errors import BaseNotFoundError, CorruptFileError, IncompatibleAdapterError
-from packager.plan import Fingerprint
-from packager.resolve.known_architectures import (
-    INPUT_EMBEDDING,
-    OUTPUT_EMBEDDING,
-    fingerprint_from_config,
-    known_module_kinds,
-)
-from packager.resolve.load_check import LoadReport, load_report, meta_model, stored_shapes
 from packager.tasks import ModelTask
 
 
@@ -92,7 +87,7 @@ def _inspect_architecture(path: str, config_stamp: int, task: ModelTask) -> Arch
     kinds = {name: _kind(module, Conv1D) for name, module in model.named_modules() if name}
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return Architecture(
-        fingerprint=_fingerprint(config),
+        fingerprint=fingerprint_of_model_config(config),
         module_kinds=kinds,
         input_embedding=names.get(id(model.get_input_embeddings())),
         output_embedding=names.get(id(output)) if output is not None else None,
@@ -149,17 +144,3 @@ def _kind(module: torch.nn.Module, conv1d: type) -> str:
     if isinstance(module, torch.nn.Embedding):
         return "embedding"
     return "other"
-
-
-def _fingerprint(config) -> Fingerprint:
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    dtype = getattr(config, "dtype", None)  # transformers 4.56+ (`torch_dtype` is its deprecated, warning alias)
-    return Fingerprint(
-        architectures=tuple(config.architectures or ()),
-        model_type=config.model_type,
-        hidden_size=getattr(text, "hidden_size", None),
-        num_hidden_layers=getattr(text, "num_hidden_layers", None),
-        vocab_size=getattr(text, "vocab_size", None),
-        dtype=str(dtype).removeprefix("torch.") if dtype is not None else None,
-        tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
-    )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from packager.resolve.architecture import inspect_architecture, inspect_meta_architecture
-from packager.resolve.base import index_base_weights
-from packager.resolve.known_architectures import DECODER_FAMILIES
+from packager.architecture.inspect import inspect_architecture, inspect_meta_architecture
+from packager.architecture.known import DECODER_FAMILIES
+from packager.architecture.weights import index_base_weights
 from tests.models import TINY
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from packager.architecture.inspect import inspect_meta_architecture
+from packager.architecture.load_report import LoadReport, folder_report
 from packager.errors import CorruptFileError, ParityError
 from packager.merge.verify import check_loads_cleanly
-from packager.resolve.architecture import inspect_meta_architecture
-from packager.resolve.load_check import LoadReport, folder_report
 from packager.tasks import TASKS, ModelTask
 from tests import families, models
 

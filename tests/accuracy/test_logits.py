@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from packager.artefact.accuracy import eval_text, measure_accuracy, perplexity
-from packager.artefact.spec import AccuracyGate
+from packager.accuracy.gate import AccuracyGate
+from packager.accuracy.logits import eval_text, measure_accuracy, perplexity
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_perplexity_of_a_perfect_predictor_is_one() -> None:
 
 
 def test_cached_greedy_equals_greedy_over_the_whole_sequence(demo) -> None:
-    from packager.artefact.accuracy import full_logits, greedy, prompt_batch
+    from packager.accuracy.logits import full_logits, greedy, prompt_batch
 
     model, tokenizer = demo
     batch = prompt_batch([tokenizer.encode(p) for p in ("The adapter names the base", "hello there", "A report")])
@@ -65,7 +65,7 @@ def test_cached_greedy_equals_greedy_over_the_whole_sequence(demo) -> None:
 
 def test_compare_logits_matches_the_whole_sequence_formulas() -> None:
     """Chunked over positions, the figures equal the textbook formulas over the whole sequence at once."""
-    from packager.artefact.accuracy import POSITIONS_PER_CHUNK, compare_logits
+    from packager.accuracy.logits import POSITIONS_PER_CHUNK, compare_logits
 
     generator = torch.Generator().manual_seed(0)
     n, vocab = 3 * POSITIONS_PER_CHUNK + 5, 50
@@ -85,7 +85,8 @@ def test_compare_logits_matches_the_whole_sequence_formulas() -> None:
 
 
 def test_an_artefact_past_the_limit_is_refused_naming_the_figure() -> None:
-    from packager.artefact.accuracy import AccuracyReport, check_accuracy
+    from packager.accuracy.gate import check_accuracy
+    from packager.accuracy.logits import AccuracyReport
     from packager.errors import ValidationError
 
     report = AccuracyReport(1.0, 0.1, 0.8, 0.05, 10.0, 11.5)
@@ -106,7 +107,8 @@ def test_an_artefact_past_the_limit_is_refused_naming_the_figure() -> None:
 )  # fmt: skip
 def test_perplexity_alone_no_longer_decides_the_gate_names_the_figure_that_refused(figures, flag, said) -> None:
     """Issue 24: w4a16 passed the gate with top-1 67.6% because the gate looked at perplexity only."""
-    from packager.artefact.accuracy import AccuracyReport, check_accuracy
+    from packager.accuracy.gate import check_accuracy
+    from packager.accuracy.logits import AccuracyReport
     from packager.errors import ValidationError
 
     report = AccuracyReport(1.0, 0.1, 0.9, figures.get("kl_divergence", 0.01), 10.0, 10.5, confident_top1=figures.get(
@@ -121,7 +123,7 @@ def test_top1_counts_the_positions_where_the_reference_is_confident() -> None:
     """A near-uniform reference (a random model) decides nothing: a flip there is not a changed answer."""
     import torch
 
-    from packager.artefact.accuracy import compare_logits
+    from packager.accuracy.logits import compare_logits
 
     sure = torch.zeros(1, 4, 10)
     sure[0, :2, 3] = 10.0  # positions 0 and 1: token 3, almost surely; 2 and 3: flat

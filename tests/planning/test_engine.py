@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from packager.artefact.schemes import SCHEMES
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.plan import AdapterSpec
-from packager.resolve.runtime_choice import choose_runtime, head_dim, vllm_lora_rank
+from packager.planning.engine import choose_runtime, head_dim, vllm_lora_rank
+from packager.quantize.schemes import SCHEMES, names
 
 LLAMA = {"architectures": ["LlamaForCausalLM"], "hidden_size": 128, "num_attention_heads": 4}
 
@@ -78,11 +78,11 @@ def test_adapters_vllm_cannot_serve_unmerged_go_to_packagers_server_unless_vllm_
         choose_runtime("auto", "shared", LLAMA, ArtefactSpec("fp8"), adapters)
 
 
-@pytest.mark.parametrize("scheme", sorted(SCHEMES))
+@pytest.mark.parametrize("scheme", names("streamed"))
 def test_a_quantized_checkpoint_goes_to_vllm_where_its_kernels_run_and_is_refused_elsewhere(scheme) -> None:
     spec = ArtefactSpec(scheme)
     for device in ("cpu", "cuda"):
-        if device in SCHEMES[scheme].vllm_devices:
+        if device in SCHEMES[scheme].devices:
             choice = choose_runtime("auto", "baked", LLAMA, spec, [_adapter()], device=device)
             assert choice.engine == "vllm" and f"compressed-tensors {scheme} checkpoint" in choice.reason
             continue
