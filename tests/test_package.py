@@ -55,8 +55,8 @@ def test_render_resolves_once_and_never_reads_the_lock_back(demo_adapter, tmp_pa
     import os
 
     from packager.package import render_job
-    from packager.planning.job import PackageRequest, plan_package
     from packager.planning import job as job_module
+    from packager.planning.job import PackageRequest, plan_package
 
     calls, reads = [], []
     real_resolve, real_open = job_module.resolve, builtins.open

@@ -10,7 +10,7 @@ import torch
 from packager.dtypes import SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError
 from packager.io.safetensors_format import DTYPES
-from packager.resolve.qlora import load_4bit_base
+from packager.merge.qlora import load_4bit_base
 from packager.resolve.resolver import Resolved
 
 DTYPE_ALIASES = {name: DTYPES[stored] for name, stored in SAFETENSORS_NAME.items()}

@@ -21,11 +21,11 @@ from packager.io.safetensors_format import DTYPES
 from packager.io.staging import check_free_space
 from packager.io.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor, ShardedWriter, assign_shards
 from packager.merge.lora_math import Workspace, check_adapter_finite, check_finite, merge_into
+from packager.merge.qlora import round_trip
 from packager.model_files import LOCK_FILE, PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
 from packager.plan import FileEntry, PackagePlan, QLoRASpec, TensorPlan
 from packager.progress import Progress
 from packager.quantize.tensors import Quantizer, write_quantization_config
-from packager.resolve.qlora import round_trip
 from packager.resolve.resolver import Resolved
 
 

@@ -1,5 +1,6 @@
-"""QLoRA-trained adapters: detect them, merge onto the 16-bit original of a pre-quantized base, and round
-base weights through bitsandbytes' 4-bit format when asked to merge onto what training saw (simulate-nf4)."""
+"""QLoRA-trained adapters: detect them, choose the 16-bit original of a pre-quantized base to merge onto, and mark
+the base weights to round through bitsandbytes' 4-bit format when asked to merge onto what training saw
+(simulate-nf4; the rounding itself is the merge's, merge/qlora.py)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from packager.architecture.inspect import Architecture, read_config
-from packager.errors import BaseNotFoundError, IncompatibleAdapterError, PackagerError, UserInputError
+from packager.errors import BaseNotFoundError, IncompatibleAdapterError, UserInputError
 from packager.formats.adapter import Adapter
 from packager.plan import MergePlan, QLoRASpec, TensorPlan
 from packager.resolve.base import BaseLocation, locate_base
-from packager.tasks import ModelTask
 
 QLORA_MODES = ("w16", "simulate-nf4")
 BNB_BLOCKSIZE = 64  # bitsandbytes' Params4bit default, which transformers uses when it loads a base in 4-bit
@@ -215,58 +213,3 @@ def _skipped(module: str, spec: QLoRASpec, arch: Architecture) -> bool:
     skip = spec.skip_modules if spec.skip_modules is not None else (arch.output_embedding or "lm_head",)
     leaf = module.rsplit(".", 1)[-1]
     return leaf in skip or any(key == module or key + "." in module for key in skip)
-
-
-def round_trip(tensor: torch.Tensor, how: str, spec: QLoRASpec) -> torch.Tensor:
-    """The tensor as bitsandbytes stores and dequantizes it; Conv1D weights are quantized transposed, as
-    transformers does, and returned in their stored layout."""
-    if how.endswith("-transposed"):
-        return nf4_round_trip(tensor.T, spec).T.contiguous()
-    return nf4_round_trip(tensor, spec)
-
-
-def nf4_round_trip(tensor: torch.Tensor, spec: QLoRASpec) -> torch.Tensor:
-    """dequantize_4bit(quantize_4bit(t)) in the tensor's own dtype (training quantized from the loaded dtype)."""
-    functional = bitsandbytes_functional()
-    packed, state = functional.quantize_4bit(
-        tensor.contiguous(),
-        blocksize=spec.blocksize,
-        compress_statistics=spec.double_quant,
-        quant_type=spec.quant_type,
-    )
-    return functional.dequantize_4bit(packed, state)
-
-
-def bitsandbytes_functional():
-    """bitsandbytes.functional, imported on first use; a clear error when it is not installed."""
-    try:
-        import bitsandbytes.functional as functional
-    except ImportError:
-        raise PackagerError(
-            "--qlora-merge simulate-nf4 rounds weights with bitsandbytes, which is not installed; "
-            "run `pip install bitsandbytes` or use --qlora-merge w16"
-        ) from None
-    return functional
-
-
-def load_4bit_base(path: str, dtype: torch.dtype, spec: QLoRASpec, task: ModelTask | None = None):
-    """The base loaded in 4-bit on CPU in the task's class as training loaded it (fp32 compute), for the parity
-    reference."""
-    from transformers import BitsAndBytesConfig
-
-    bitsandbytes_functional()
-    config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type=spec.quant_type,
-        bnb_4bit_use_double_quant=spec.double_quant,
-        bnb_4bit_compute_dtype=torch.float32,
-        llm_int8_skip_modules=list(spec.skip_modules) if spec.skip_modules is not None else None,
-    )
-    model_class = (task or ModelTask()).model_class()
-    model = model_class.from_pretrained(path, dtype=dtype, quantization_config=config, device_map="cpu")
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            # bitsandbytes' CPU inference kernel repacks the weights and computes in bf16; training's forward
-            # (dequantize, then an fp32 matmul) is the one to reproduce
-            module.support_avx512bf16_for_cpu = False
-    return model
