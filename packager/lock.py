@@ -4,18 +4,9 @@ report, every file the image holds and the context's own build files; no timesta
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from packager.plan import FileEntry, ImagePlan, MergePlan, PackagePlan
-
-
-def entry_dict(entry: FileEntry) -> dict[str, Any]:
-    """A lock entry of a pinned file; `sample_sha256` only where set, so merge locks keep their shape."""
-    data = dataclasses.asdict(entry)
-    if data["sample_sha256"] is None:
-        del data["sample_sha256"]
-    return data
+from packager.plan import FileEntry, ImagePlan, MergePlan, PackagePlan
 
 
 def plan_lock(
@@ -43,7 +34,7 @@ def plan_lock(
     if plan.served:
         lock["adapters"] = {s.name: s.spec.to_dict() for s in plan.served}
     if output:
-        lock["output"] = {"files": [entry_dict(f) for f in output]}
+        lock["output"] = {"files": [f.to_lock() for f in output]}
     if artefact is not None:
         lock["artefact"] = artefact
     if plan.image is not None:
@@ -63,8 +54,8 @@ def _image_lock(image: ImagePlan, files: tuple[FileEntry, ...], build: tuple[Fil
         "layout": image.layout,
         "base_image": image.base_image,
         "tag": image.tag,
-        "files": [entry_dict(f) for f in files],
+        "files": [f.to_lock() for f in files],
     }
     if image.model_image:  # only when set, so other locks stay byte-identical
         data["model_image"] = image.model_image
-    return {**data, "build_files": [entry_dict(f) for f in build]} if build else data
+    return {**data, "build_files": [f.to_lock() for f in build]} if build else data

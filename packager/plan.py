@@ -1,6 +1,6 @@
 """The frozen plan every step works from: what base, which files, which tensors change and how, what the image
-serves, how it is built and where it goes. resolve builds it once; the lock, runtime.json and the labels are
-derived from it."""
+serves, how it is built and where it goes. planning builds it once; the lock (lock.py), runtime.json and the
+labels are derived from it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from packager.adapter_kinds import ADAPTERHUB_TYPE, UNMERGED_TYPES
 from packager.architecture.fingerprint import Fingerprint
 from packager.artefact.spec import ArtefactSpec
 from packager.deployment import BASE_VOLUMES, DEPLOY_TARGETS, DeploySpec  # noqa: F401 - re-exported
-from packager.lock import entry_dict, plan_lock
 from packager.model_files import is_weight_file
 from packager.quantize.plan import QuantizePlan
 from packager.runtime.config import RuntimeConfig
@@ -31,6 +30,13 @@ class FileEntry:
     size: int
     sha256: str | None = None
     sample_sha256: str | None = None  # shared layout: the sampled fingerprint the runtime checks at start
+
+    def to_lock(self) -> dict[str, Any]:
+        """The lock's entry; `sample_sha256` only where set, so merge locks keep their shape."""
+        data = dataclasses.asdict(self)
+        if data["sample_sha256"] is None:
+            del data["sample_sha256"]
+        return data
 
 
 def files_key(files: tuple[FileEntry, ...]) -> str:
@@ -136,7 +142,7 @@ class AdapterSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The lock's entry for this adapter."""
-        return {**dataclasses.asdict(self), "files": [entry_dict(f) for f in self.files]}
+        return {**dataclasses.asdict(self), "files": [f.to_lock() for f in self.files]}
 
 
 @dataclass(frozen=True)
@@ -159,7 +165,7 @@ class BaseSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The lock's entry for the base."""
-        return {**dataclasses.asdict(self), "files": [entry_dict(f) for f in self.files]}
+        return {**dataclasses.asdict(self), "files": [f.to_lock() for f in self.files]}
 
 
 @dataclass(frozen=True)
@@ -240,14 +246,3 @@ class PackagePlan:
             data["image"] = {**data["image"], "runtime": self.image.runtime.to_json()}
             data["image"]["reproducible"] = self.image.reproducible
         return data
-
-    def lock(
-        self,
-        output: tuple[FileEntry, ...] = (),
-        artefact: dict[str, Any] | None = None,
-        image_files: tuple[FileEntry, ...] = (),
-        build_files: tuple[FileEntry, ...] = (),
-    ) -> dict[str, Any]:
-        """The lock file's content (see packager/lock.py): inputs pinned by sha256, what the merge wrote, the
-        artefact's report, every file the image holds and the context's own build files."""
-        return plan_lock(self, output, artefact, image_files, build_files)

@@ -22,6 +22,7 @@ from packager.image.paths import ADAPTERS_DIR, FIXED_MTIME, MODEL_DIR, RUNTIME_P
 from packager.image.render import render_files
 from packager.io.hashing import sha256_file
 from packager.io.staging import staged_directory
+from packager.lock import plan_lock
 from packager.model_files import LOCK_FILE, is_weight_file
 from packager.plan import FileEntry, PackagePlan
 
@@ -108,7 +109,7 @@ def write_context(
         files += _write_libraries(staging, plan)
         build = tuple(_text_entry(name, text) for name, text in sorted(texts.items()))
         image_files = tuple(sorted(files, key=lambda f: f.path))
-        lock = plan.lock(output=merged, artefact=artefact, image_files=image_files, build_files=build)
+        lock = plan_lock(plan, output=merged, artefact=artefact, image_files=image_files, build_files=build)
         _write_lock(staging, lock)
         for name, text in texts.items():
             _write_text(os.path.join(staging, name), text)

@@ -20,6 +20,7 @@ from packager.io.reader import SafetensorsShard, open_shard
 from packager.io.safetensors_format import DTYPES
 from packager.io.staging import check_free_space
 from packager.io.writer import DEFAULT_MAX_SHARD_BYTES, OutputTensor, ShardedWriter, assign_shards
+from packager.lock import plan_lock
 from packager.merge.lora_math import Workspace, check_adapter_finite, check_finite, merge_into
 from packager.merge.qlora import round_trip
 from packager.model_files import LOCK_FILE, PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
@@ -223,7 +224,7 @@ def hash_outputs(folder: str) -> tuple[FileEntry, ...]:
 
 def write_merged_lock(plan: PackagePlan, files: tuple[FileEntry, ...], staging: str) -> None:
     """Write the plan's lock, with the merged output files added, into `staging`."""
-    lock = plan.lock()
+    lock = plan_lock(plan)
     lock["output"] = {"files": [dataclasses.asdict(f) for f in files]}
     with open(os.path.join(staging, LOCK_FILE), "w") as f:
         json.dump(lock, f, indent=2, sort_keys=True)

@@ -11,7 +11,7 @@ from packager.architecture.inspect import read_config
 from packager.deploy.values import check_nodes
 from packager.dtypes import CONFIG_NAME, DTYPE_OF_CONFIG, SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
-from packager.image.libraries import requirement
+from packager.image.libraries import check_installed, requirement
 from packager.image.paths import ADAPTERS_DIR, BASE_MOUNT, LOCK_IN_IMAGE, MODEL_DIR
 from packager.image.reference import split_target
 from packager.image.runtime_images import image_tag
@@ -105,7 +105,10 @@ def _image(
     builder = choose_builder(request.builder, request.push)
     base_image, packages = (request.base_image, ()) if request.base_image else _default_base(request, choice, runtime)
     how = "given with --base-image" if request.base_image else _base_image_how(request.device, choice.engine)
-    libraries = (requirement("adapters"),) if runtime.adapter_library == "adapters" else ()
+    libraries = ()
+    if runtime.adapter_library == "adapters":  # copied from this environment: refused now if it lacks the pin
+        check_installed("adapters", "serving AdapterHub adapters unmerged")
+        libraries = (requirement("adapters"),)
     return ImagePlan(
         layout,
         base_image,

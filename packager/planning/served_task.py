@@ -3,17 +3,13 @@ take it; refused in one line otherwise, before any heavy work."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from packager.errors import UserInputError
+from packager.planning.request import PackageRequest
 from packager.quantize.plan import check_quantizable
 from packager.resolve.resolver import Resolved
 from packager.runtime.config import SERVED_TASKS
 from packager.runtime.encoders import PoolingUnsupported, read_pooling
 from packager.tasks import ModelTask
-
-if TYPE_CHECKING:
-    from packager.planning.job import PackageRequest
 
 
 def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelTask:

@@ -14,7 +14,6 @@ from packager.architecture.weights import BaseWeights
 from packager.errors import IncompatibleAdapterError
 from packager.formats.adapter import Adapter
 from packager.formats.adapterhub import HEAD_TASKS
-from packager.image.libraries import check_installed
 from packager.io.reader import SafetensorsShard
 from packager.tasks import ModelTask
 
@@ -29,7 +28,7 @@ def library_settings(adapter: Adapter) -> dict[str, Any]:
 
 
 def check_adapterhub(adapter: Adapter, base_config: dict[str, Any], task: ModelTask) -> None:
-    """Refuse, in one line, an AdapterHub adapter the base, the task or this environment cannot serve."""
+    """Refuse, in one line, an AdapterHub adapter the base or the task cannot serve."""
     settings = library_settings(adapter)
     method = settings.get("method", "AdapterHub")
     head = settings.get("head_type")
@@ -50,7 +49,6 @@ def check_adapterhub(adapter: Adapter, base_config: dict[str, Any], task: ModelT
                 f"{method} adapter {adapter.path} was trained on a model with {key} {wanted}, but the base has "
                 f"{found}; pass --base with the model it was trained on"
             )
-    check_installed("adapters", f"{method} adapter {adapter.path}")
 
 
 def check_shared(adapters: list[tuple[str, Adapter]], base_tensor: Callable[[str], torch.Tensor | None]) -> None:

@@ -15,6 +15,7 @@ from packager.errors import IncompatibleAdapterError, OutputError
 from packager.formats import read_adapter
 from packager.formats.adapter import Adapter
 from packager.io.hashing import sha256_file
+from packager.lock import plan_lock
 from packager.model_files import PROCESSOR_FILES, TOKENIZER_FILES, sentence_transformers_files
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, PackagePlan
 from packager.resolve.adapterhub import check_adapterhub
@@ -174,6 +175,6 @@ def write_lock(plan: PackagePlan, path: str) -> None:
         )
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-        json.dump(plan.lock(), f, indent=2, sort_keys=True)
+        json.dump(plan_lock(plan), f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)

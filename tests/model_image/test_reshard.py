@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from packager.errors import UserInputError
+from packager.lock import plan_lock
 from packager.model_image.make import BaseImageRequest, plan_base_image
 from packager.model_image.reshard import plan_splits, planned_base, write_split_base
 from packager.plan import FileEntry, files_key
@@ -103,7 +104,7 @@ def test_a_shared_image_checks_the_mounted_base_against_the_split_files(demo, tm
     request = PackageRequest((("demo", demo["adapter"]),), "shared", "packager-runtime:x", "acme/shared:1")
     plan = plan_package(request).plan
     assert plan.image.model_image == reference
-    lock = plan.lock()
+    lock = plan_lock(plan)
     assert {f["path"] for f in lock["base"]["files"]} == {f.path for f in split.files}
     verify_base(split.path, lock, "full")  # the split base, as the image's volume holds it, passes
     with pytest.raises(BaseMismatch, match="missing"):

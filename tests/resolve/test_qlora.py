@@ -16,6 +16,7 @@ from peft.utils.integrations import dequantize_bnb_weight
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
 from packager.cli.main import main
+from packager.lock import plan_lock
 from packager.merge.run import run_merge
 from packager.merge.verify import RELATIVE_TOLERANCE, measure_parity
 from packager.resolve.qlora import qlora_hint, sixteen_bit_name
@@ -246,7 +247,7 @@ def test_bad_combinations(flags, needles, bases, adapters, tmp_path, capsys) -> 
 def test_ordinary_adapters_have_no_spec_unless_asked(bases, tmp_path) -> None:
     adapter = models.save_adapter(bases["llama"], str(tmp_path / "a"), target_modules=["q_proj"])
     plain = resolve(ResolveRequest(adapter, base=bases["llama"], hash_base=False)).plan
-    assert plain.merge.qlora is None and "qlora" not in plain.lock()["merge"]
+    assert plain.merge.qlora is None and "qlora" not in plan_lock(plain)["merge"]
     asked = resolve(ResolveRequest(adapter, base=bases["llama"], hash_base=False, qlora_merge="simulate-nf4")).plan
     assert asked.merge.qlora.mode == "simulate-nf4" and "does not look QLoRA-trained" in asked.merge.notes[0]
     declared = resolve(ResolveRequest(adapter, base=bases["llama"], hash_base=False, qlora=True)).plan

@@ -1,17 +1,18 @@
-"""plan.lock(): the lock is derived from the plan (and the typed results of later steps), nothing else."""
+"""plan_lock(plan): the lock is derived from the plan (and the typed results of later steps), nothing else."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 
+from packager.lock import plan_lock
 from packager.plan import FileEntry
 from tests import plans
 
 
 def test_lock_of_a_merge_plan_has_inputs_and_merge_only() -> None:
     plan = dataclasses.replace(plans.baked(), image=None)
-    lock = plan.lock()
+    lock = plan_lock(plan)
     assert set(lock) == {"packager_version", "adapter", "base", "merge"}
     assert lock["merge"] == {"engine": "stream", "dtype": "auto", "tokenizer_from": "base"}
     assert "sample_sha256" not in lock["adapter"]["files"][0]
@@ -20,7 +21,7 @@ def test_lock_of_a_merge_plan_has_inputs_and_merge_only() -> None:
 def test_lock_of_a_package_adds_outputs_artefact_and_every_image_file() -> None:
     output = (FileEntry("model.safetensors", 3, "aa" * 32),)
     image_files = (FileEntry("/models/merged/model.safetensors", 3, "aa" * 32),)
-    lock = plans.baked().lock(output=output, artefact={"kind": "int8"}, image_files=image_files)
+    lock = plan_lock(plans.baked(), output=output, artefact={"kind": "int8"}, image_files=image_files)
     assert lock["output"]["files"] == [{"path": "model.safetensors", "size": 3, "sha256": "aa" * 32}]
     assert lock["artefact"] == {"kind": "int8"}
     assert lock["image"] == {
@@ -32,14 +33,14 @@ def test_lock_of_a_package_adds_outputs_artefact_and_every_image_file() -> None:
 
 
 def test_shared_lock_lists_every_adapter_and_no_merge() -> None:
-    lock = plans.shared().lock()
+    lock = plan_lock(plans.shared())
     assert "merge" not in lock and sorted(lock["adapters"]) == ["chat", "sql"]
     assert lock["adapters"]["sql"]["files"][1]["sha256"] == "cd" * 32
 
 
 def test_the_builder_does_not_change_the_lock() -> None:
     docker, oci = plans.baked(), plans.with_image(plans.baked(), builder="oci", push=True)
-    assert json.dumps(docker.lock(), sort_keys=True) == json.dumps(oci.lock(), sort_keys=True)
+    assert json.dumps(plan_lock(docker), sort_keys=True) == json.dumps(plan_lock(oci), sort_keys=True)
     assert not docker.image.reproducible and oci.image.reproducible
 
 
