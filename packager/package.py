@@ -15,7 +15,7 @@ from typing import Any
 
 from packager.accuracy.report import ArtefactReport
 from packager.artefact.spec import load_time_note
-from packager.builders import get_builder
+from packager.builders import choose_builder, get_builder
 from packager.builders.base import Builder, BuildRequest, BuildResult, PushRequest, PushResult
 from packager.deploy.render import write_manifests
 from packager.errors import UserInputError
@@ -26,10 +26,10 @@ from packager.image.reference import split_target
 from packager.merge.run import MergeOutcome, merge_resolved
 from packager.merge.stream import hash_outputs
 from packager.plan import PackagePlan
-from packager.planning.job import Job, PackageRequest, choose_builder, plan_package
+from packager.planning.job import Job, PackageRequest, plan_package
 from packager.resolve.pins import sampled_base
 
-__all__ = ["PackageReport", "PackageRequest", "Rendered", "choose_builder", "package", "render_job"]
+__all__ = ["PackageReport", "PackageRequest", "Rendered", "package", "render_job"]
 
 DEFAULT_MAX_LAYER_BYTES = 2 * 10**9
 Log = Callable[[str], None]

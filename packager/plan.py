@@ -178,9 +178,9 @@ class ServedAdapter:
 
 @dataclass(frozen=True)
 class ImagePlan:
-    """The image: layout, what it starts FROM, its tag, which builder makes it, and what its runtime loads."""
+    """The image: what it starts FROM, its tag, which builder makes it, and what its runtime loads (the layout is
+    the runtime's)."""
 
-    layout: str  # "baked" | "shared"
     base_image: str
     tag: str
     builder: str  # docker | oci | buildah ("auto" is decided before the plan is made)
@@ -194,6 +194,12 @@ class ImagePlan:
     base_to_make: str = ""  # shared, --quantize: the folder render quantizes the base into ("": an image holds it)
     libraries: tuple[str, ...] = ()  # pinned libraries only this image needs, e.g. adapters==1.3.0 (AdapterHub)
     base_image_how: str = "given with --base-image"  # how the FROM image is had: given, built here, or pulled
+    reproducible: bool = False  # the builder gives the same digest for the same inputs (its registry entry says)
+
+    @property
+    def layout(self) -> str:
+        """baked or shared: the runtime's layout."""
+        return self.runtime.layout
 
     @property
     def engine(self) -> str:
@@ -204,12 +210,6 @@ class ImagePlan:
     def port(self) -> int:
         """The port the image's server listens on."""
         return self.runtime.port
-
-    @property
-    def reproducible(self) -> bool:
-        """Same inputs give the same image digest: the oci builder writes every byte itself and buildah runs with
-        a fixed --timestamp; docker's legacy builder stamps the build's time into the image config, so it cannot."""
-        return self.builder in ("oci", "buildah")
 
 
 @dataclass(frozen=True)
@@ -243,6 +243,6 @@ class PackagePlan:
         if self.quantize is not None and not with_tensors:
             data["quantize"] = self.quantize.summary()
         if self.image is not None:
-            data["image"] = {**data["image"], "runtime": self.image.runtime.to_json()}
-            data["image"]["reproducible"] = self.image.reproducible
+            image = {**data["image"], "runtime": self.image.runtime.to_json()}
+            data["image"] = {"layout": self.image.layout, **image}
         return data

@@ -6,6 +6,7 @@ import dataclasses
 
 from packager.architecture.fingerprint import Fingerprint
 from packager.artefact.spec import ArtefactSpec
+from packager.builders import BUILDERS
 from packager.plan import AdapterSpec, BaseSpec, FileEntry, ImagePlan, MergePlan, PackagePlan, ServedAdapter
 from packager.runtime.config import RuntimeConfig
 
@@ -22,7 +23,7 @@ def adapter(name: str, sha: str) -> ServedAdapter:
 
 def baked(tag: str = "127.0.0.1:5000/acme/demo:1.0", **runtime) -> PackagePlan:
     config = RuntimeConfig("baked", model_dir="/models/merged", served_name="demo", **runtime)
-    image = ImagePlan("baked", "packager-runtime:0123abcd", tag, "docker", False, config, "/models/base")
+    image = ImagePlan("packager-runtime:0123abcd", tag, "docker", False, config, "/models/base")
     return PackagePlan(ADAPTER, BASE, MERGE, image=image)
 
 
@@ -35,13 +36,16 @@ def shared(served: tuple[ServedAdapter, ...] | None = None, base_source: str = "
         adapters=tuple((s.name, f"/adapters/{s.name}") for s in served),
         lock="/opt/packager/packager.lock.json",
     )
-    image = ImagePlan("shared", "packager-runtime:0123abcd", "acme/shared:2", "docker", False, config, base_source)
+    image = ImagePlan("packager-runtime:0123abcd", "acme/shared:2", "docker", False, config, base_source)
     return PackagePlan(served[0].spec if served else ADAPTER, BASE, None, served=served, image=image)
 
 
 def with_image(plan: PackagePlan, **changes) -> PackagePlan:
-    """The plan with its image's fields changed (base_image, tag, layout, base_source, runtime)."""
+    """The plan with its image's fields changed (base_image, tag, base_source, runtime...); a builder brings the
+    reproducibility its registry entry promises."""
     assert plan.image is not None
+    if "builder" in changes:
+        changes = {"reproducible": BUILDERS[changes["builder"]].reproducible, **changes}
     return dataclasses.replace(plan, image=dataclasses.replace(plan.image, **changes))
 
 

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
+from packager.builders import choose_builder
 from packager.formats.folders import parse_adapter_arg
-from packager.package import choose_builder
 
 
 @pytest.mark.parametrize(

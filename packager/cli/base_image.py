@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from packager.builders import BUILDERS
+from packager.builders import BUILDERS, help_text
 from packager.cli.artefact import add_gate_flags, gate_from_args
 from packager.cli.common import parse_size, password_from_stdin, stderr_line
-from packager.cli.job_flags import BUILDER_HELP
 from packager.quantize.schemes import names
 
 DESCRIPTION = """\
@@ -39,7 +38,7 @@ def add_base_image_command(sub: argparse._SubParsersAction, common: argparse.Arg
     p.add_argument("--push", action="store_true", help="push to the registry named in --tag and record the digest")
     p.add_argument("--username", help="registry user (default: your docker login)")
     p.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
-    p.add_argument("--builder", default="auto", choices=("auto", *BUILDERS), help=BUILDER_HELP)
+    p.add_argument("--builder", default="auto", choices=("auto", *BUILDERS), help=help_text())
     p.add_argument(
         "--from", dest="from_image", metavar="IMAGE", help="FROM image with sh, ln and sleep (default: built here)"
     )

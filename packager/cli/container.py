@@ -7,7 +7,8 @@ import json
 import os
 import textwrap
 
-from packager.builders import BUILDERS
+from packager.builders import AUTO_LOCAL, AUTO_PUSH, BUILDERS
+from packager.builders import help_text as builder_help
 from packager.cli.artefact import spec_from_args
 from packager.cli.common import password_from_stdin, stderr_line
 from packager.cli.job_flags import EXAMPLES, add_job_flags
@@ -41,9 +42,7 @@ def add_container_commands(sub: argparse._SubParsersAction, common: argparse.Arg
     p = sub.add_parser("build", parents=[common], help="build a rendered context (packager render) into an image")
     p.add_argument("context", metavar="CONTEXT", help="a folder written by `packager render`")
     p.add_argument("--tag", help="image tag (default: the one in the context's lock)")
-    p.add_argument("--builder", default="docker", choices=BUILDERS,
-                   help="docker (default): the Engine API, a local image; buildah: daemonless; oci: the image "
-                   "assembled from the context (no engine), pushed with `packager push --context`")  # fmt: skip
+    p.add_argument("--builder", default=AUTO_LOCAL, choices=tuple(BUILDERS), help=builder_help(auto=False))
     p.add_argument("--json", action="store_true", help="print the build result as JSON")
     p.set_defaults(func=cmd_build)
 
@@ -54,7 +53,7 @@ def add_container_commands(sub: argparse._SubParsersAction, common: argparse.Arg
     p.add_argument("--registry", required=True, metavar="HOST[:PORT]/REPO", help="target repository")
     p.add_argument("--tag", default="latest", help="target tag (default: latest)")
     _add_credential_flags(p)
-    p.add_argument("--builder", choices=BUILDERS, help="default: oci with --context, else docker")
+    p.add_argument("--builder", choices=tuple(BUILDERS), help=f"default: {AUTO_PUSH} with --context, else {AUTO_LOCAL}")
     p.set_defaults(func=cmd_push)
 
 
@@ -193,7 +192,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         print(f"built {built.tag} with {built.builder} ({built.size / 1e6:.1f} MB, {built.seconds:.1f}s)")
         print(f"  image id: {built.image_id}")
-        if built.builder == "oci":
+        if not BUILDERS[built.builder].local_image:
             print(f"  push it: packager push --context {args.context} --registry REGISTRY/REPO --tag TAG")
     return 0
 
@@ -220,7 +219,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     from packager.image.filters import image_ref
 
     target = image_ref(f"{args.registry}:{args.tag}")
-    builder = get_builder(args.builder or ("oci" if args.context else "docker"))
+    builder = get_builder(args.builder or (AUTO_PUSH if args.context else AUTO_LOCAL))
     image = args.image
     if args.context:  # the oci builder assembles the image from the context, then streams it
         image = builder.build(BuildRequest(args.context, target), log=stderr_line).tag

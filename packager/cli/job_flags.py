@@ -11,11 +11,6 @@ from packager.cli.common import add_deploy_flags, add_qlora_flags, add_task_flag
 from packager.cli.sizing import add_sizing_flags
 from packager.dtypes import CLI_CHOICES
 
-BUILDER_HELP = (
-    "auto (default): oci with --push, else docker. docker: the Engine API (local image, gzip push; not "
-    "reproducible); oci: layers streamed uncompressed from the context to the registry (fastest push, same "
-    "inputs give the same digest, no local image); buildah: daemonless"
-)
 EXAMPLES = """\
 examples:
   packager package --adapter ./my-lora --layout baked --dry-run        the whole plan, nothing done
@@ -29,7 +24,7 @@ examples:
 
 def add_job_flags(p: argparse.ArgumentParser, command: str) -> None:
     """Every flag of `package` (`command` "package") or `render`, in groups."""
-    from packager.builders import BUILDERS
+    from packager.builders import BUILDERS, help_text
     from packager.choices import DEVICES, LAYOUTS, RUNTIMES
 
     inputs = p.add_argument_group("inputs: the adapter and its base")
@@ -75,7 +70,7 @@ def add_job_flags(p: argparse.ArgumentParser, command: str) -> None:
                        "plan names, built here by `packager base-image` when missing)")  # fmt: skip
     image.add_argument("--tag", metavar="[REGISTRY/]REPO:TAG",
                        help="image tag (default: packager/<adapter>:latest, local only)")  # fmt: skip
-    image.add_argument("--builder", default="auto", choices=("auto", *BUILDERS), help=BUILDER_HELP)
+    image.add_argument("--builder", default="auto", choices=("auto", *BUILDERS), help=help_text())
     if command == "package":
         image.add_argument("--push", action="store_true", help="push the image to the registry named in --tag")
         image.add_argument("--username", help="registry user (default: your docker login)")

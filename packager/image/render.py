@@ -13,6 +13,7 @@ from typing import Any
 import jinja2
 
 from packager import __version__
+from packager.choices import LAYOUTS
 from packager.errors import UserInputError
 from packager.image.filters import FILTERS, image_ref, safe_name
 from packager.image.libraries import LIBRARY_DIR
@@ -20,8 +21,6 @@ from packager.image.paths import BASE_MOUNT, MODEL_DIR
 from packager.image.reference import split_target
 from packager.plan import ImagePlan, PackagePlan
 from packager.runtime.config import BACKENDS, LOAD_QUANTIZATIONS
-
-LAYOUTS = ("baked", "shared")
 
 
 def template_environment() -> jinja2.Environment:

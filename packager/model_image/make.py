@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from packager.accuracy.gate import AccuracyGate
-from packager.builders import get_builder
+from packager.builders import choose_builder, get_builder
 from packager.builders.base import BuildRequest, PushRequest
 from packager.errors import UserInputError
 from packager.image.reference import registry_host, split_target
@@ -31,7 +31,6 @@ from packager.model_image.plan import (
 from packager.model_image.reshard import plan_splits, planned_base, write_split_base
 from packager.model_image.runnable import ensure_runnable_image
 from packager.plan import BaseSpec, files_key
-from packager.planning.job import choose_builder
 from packager.planning.model_images import ModelImageRecord, remember_model_image
 from packager.resolve.pins import sampled_base
 from packager.resolve.resolver import resolve_base

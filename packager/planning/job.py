@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from packager.architecture.inspect import read_config
+from packager.builders import builder_entry, choose_builder
 from packager.deploy.values import check_nodes
 from packager.dtypes import CONFIG_NAME, DTYPE_OF_CONFIG, SAFETENSORS_NAME
 from packager.errors import IncompatibleAdapterError, UserInputError
@@ -21,7 +22,7 @@ from packager.planning.gpu_images import gpu_base
 from packager.planning.memory import check_memory, plan_memory
 from packager.planning.model_images import model_image_for
 from packager.planning.quantized import base_folder, shared_quantized_base, with_quantization
-from packager.planning.request import PackageRequest, check_request, choose_builder, resolve_request
+from packager.planning.request import PackageRequest, check_request, resolve_request
 from packager.planning.served_task import served_task
 from packager.planning.vllm_models import pooler_config, sentence_max_length
 from packager.resolve.adapterhub import base_tensor_reader, check_shared
@@ -32,7 +33,7 @@ from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.sizing import sized_plan
 from packager.tasks import ModelTask
 
-__all__ = ["Job", "PackageRequest", "choose_builder", "plan_package", "service_name"]
+__all__ = ["Job", "PackageRequest", "plan_package", "service_name"]
 
 
 @dataclass(frozen=True)
@@ -99,10 +100,8 @@ def _runtime_task(task: ModelTask) -> dict[str, str]:
     return {"task": task.name, "model_class": task.auto_class}
 
 
-def _image(
-    request: PackageRequest, layout: str, runtime: RuntimeConfig, choice: RuntimeChoice, base_source: str = ""
-) -> ImagePlan:
-    builder = choose_builder(request.builder, request.push)
+def _image(request: PackageRequest, runtime: RuntimeConfig, choice: RuntimeChoice, base_source: str = "") -> ImagePlan:
+    builder = builder_entry(choose_builder(request.builder, request.push))
     base_image, packages = (request.base_image, ()) if request.base_image else _default_base(request, choice, runtime)
     how = "given with --base-image" if request.base_image else _base_image_how(request.device, choice.engine)
     libraries = ()
@@ -110,10 +109,9 @@ def _image(
         check_installed("adapters", "serving AdapterHub adapters unmerged")
         libraries = (requirement("adapters"),)
     return ImagePlan(
-        layout,
         base_image,
         request.tag,
-        builder,
+        builder.name,
         request.push,
         runtime,
         base_source,
@@ -122,6 +120,7 @@ def _image(
         packages,
         libraries=libraries,
         base_image_how=how,
+        reproducible=builder.reproducible,
     )
 
 
@@ -194,7 +193,7 @@ def _baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoi
     )
     plan = dataclasses.replace(resolved.plan, artefact=spec)
     runtime = dataclasses.replace(runtime, **_engine(request, choice, plan, request.adapters[0][0], []))
-    return dataclasses.replace(plan, image=_image(request, "baked", runtime, choice, "/models/base"))
+    return dataclasses.replace(plan, image=_image(request, runtime, choice, "/models/base"))
 
 
 def _unmerged_baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoice) -> PackagePlan:
@@ -214,7 +213,7 @@ def _unmerged_baked_plan(request: PackageRequest, resolved: Resolved, choice: Ru
     served = (ServedAdapter(name, resolved.plan.adapter),)
     plan = dataclasses.replace(resolved.plan, base=known_base(resolved.plan.base), artefact=request.artefact)
     plan = dataclasses.replace(plan, served=served)
-    return dataclasses.replace(plan, image=_image(request, "baked", runtime, choice, "/models/base"))
+    return dataclasses.replace(plan, image=_image(request, runtime, choice, "/models/base"))
 
 
 def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: RuntimeChoice) -> PackagePlan:
@@ -242,7 +241,7 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
     plan = PackagePlan(first.adapter, base, None, artefact=request.artefact, served=served, task=first.task)
     engine = _engine(request, choice, plan, _base_name(plan), [s.spec for s in served])
     runtime = dataclasses.replace(runtime, **engine)
-    image = _image(request, "shared", runtime, choice, first.base.path)
+    image = _image(request, runtime, choice, first.base.path)
     if request.artefact.streamed:  # LoRA on a quantized base: the one package-base pushed, or made at render
         scheme, chosen_image = request.artefact.quantize, request.base_model_image
         quantize, model_image, mounted, make = shared_quantized_base(scheme, base, chosen_image)

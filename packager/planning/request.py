@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from packager.artefact.spec import ArtefactSpec, artefact_spec
-from packager.builders import BUILDERS as BUILDER_NAMES
+from packager.builders import builder_entry
 from packager.choices import DEVICES, LAYOUTS
 from packager.deploy.values import check_deploy
 from packager.errors import UserInputError
@@ -15,8 +15,6 @@ from packager.image.reference import registry_host
 from packager.plan import DeploySpec
 from packager.resolve.resolver import ResolveRequest
 from packager.sizes import KV_DTYPES, Target
-
-BUILDERS = ("auto", *BUILDER_NAMES)
 
 
 @dataclass(frozen=True)
@@ -52,14 +50,6 @@ class PackageRequest:
     target: Target = field(default_factory=Target)  # the sizing flags: GPUs, memory, KV cache, capacity
 
 
-def choose_builder(requested: str, push: bool) -> str:
-    """auto: `oci` when pushing (uncompressed layers straight from the context: the fast path), else `docker`
-    (a local image you can run)."""
-    if requested != "auto":
-        return requested
-    return "oci" if push else "docker"
-
-
 def check_request(request: PackageRequest) -> None:
     """Refuse bad flags and combinations in one line, before any heavy work."""
     if request.layout not in LAYOUTS:
@@ -69,8 +59,8 @@ def check_request(request: PackageRequest) -> None:
     if request.device not in DEVICES:
         raise UserInputError(f"unknown --device {request.device!r}; use one of {', '.join(DEVICES)}")
     check_target(request.target, request.max_model_len)
-    if request.builder not in BUILDERS:
-        raise UserInputError(f"unknown builder {request.builder!r}; use one of {', '.join(BUILDERS)}")
+    if request.builder != "auto":
+        builder_entry(request.builder)  # an unknown name, refused naming the registry's
     if request.base_image:  # without one the plan names the runtime image it needs
         image_ref(request.base_image)  # before any heavy work: a bad reference fails in a second, not after a merge
     image_ref(request.tag)

@@ -161,7 +161,7 @@ def test_label_dollar_is_not_expanded() -> None:
 
 def test_unknown_layout_is_refused() -> None:
     with pytest.raises(UserInputError, match="unknown layout 'fat'"):
-        render_files(plans.with_image(BAKED, layout="fat"), WEIGHTS)
+        render_files(plans.with_runtime(BAKED, layout="fat"), WEIGHTS)
 
 
 @pytest.mark.parametrize(
