@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEPLOY_TARGETS = ("compose", "kubernetes", "kserve")
 BASE_VOLUMES = ("auto", "image", "pvc", "bind", "volume")
 
 

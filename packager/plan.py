@@ -14,7 +14,7 @@ from packager import __version__
 from packager.adapter_kinds import ADAPTERHUB_TYPE, UNMERGED_TYPES
 from packager.architecture.fingerprint import Fingerprint
 from packager.artefact.spec import ArtefactSpec
-from packager.deployment import BASE_VOLUMES, DEPLOY_TARGETS, DeploySpec  # noqa: F401 - re-exported
+from packager.deployment import BASE_VOLUMES, DeploySpec  # noqa: F401 - re-exported
 from packager.model_files import is_weight_file
 from packager.quantize.plan import QuantizePlan
 from packager.runtime.config import RuntimeConfig

@@ -64,16 +64,10 @@ def parse_size(text: str) -> int:
 
 def add_deploy_flags(p: argparse.ArgumentParser) -> None:
     """--target, --base-volume, --replicas and --base-model-image: the manifests beside the image."""
-    from packager.plan import BASE_VOLUMES, DEPLOY_TARGETS
+    from packager.deploy.targets import TARGETS, help_text
+    from packager.deployment import BASE_VOLUMES
 
-    p.add_argument(
-        "--target",
-        action="append",
-        choices=DEPLOY_TARGETS,
-        help="manifests to write into WORK/deploy (repeat; default: all): compose (compose.yaml), kubernetes "
-        "(Deployment + Service, the base as an ImageVolume or a claim), kserve (InferenceService; with vLLM on "
-        "a shared base also an LLMInferenceService); the image is pinned by digest once pushed",
-    )
+    p.add_argument("--target", action="append", choices=tuple(TARGETS), help=help_text())
     p.add_argument(
         "--base-volume",
         default="auto",
@@ -122,9 +116,10 @@ def add_deploy_flags(p: argparse.ArgumentParser) -> None:
 
 def deploy_spec(args: argparse.Namespace) -> DeploySpec:
     """What the deploy flags ask of the manifests (every target when none is named)."""
-    from packager.deployment import DEPLOY_TARGETS, DeploySpec
+    from packager.deploy.targets import TARGETS
+    from packager.deployment import DeploySpec
 
-    targets = tuple(dict.fromkeys(args.target or DEPLOY_TARGETS))
+    targets = tuple(dict.fromkeys(args.target or TARGETS))
     low, high = args.replicas
     spec = DeploySpec(targets, args.base_volume, low, high, args.api_key_secret, args.network_policy)
     return dataclasses.replace(spec, chosen=bool(args.target), metrics_namespace=args.metrics_namespace,

@@ -8,34 +8,23 @@ from __future__ import annotations
 
 import os
 
+from packager.deploy.targets import get_target
 from packager.deploy.values import manifest_values
 from packager.image.render import template_environment
 from packager.io.staging import staged_directory
 from packager.plan import PackagePlan
 
-TEMPLATES = {
-    "compose": ("compose.yaml",),
-    "kubernetes": ("kubernetes.yaml",),
-    "kserve": ("kserve.yaml", "kserve-llm.yaml"),
-}
-
 
 def manifest_names(plan: PackagePlan, target: str) -> tuple[str, ...]:
-    """The one file a target writes (one Service per target, nothing to choose between): for KServe, the
-    LLMInferenceService where vLLM serves adapters on a shared base at fixed replicas (routed by adapter) or the
-    model spans nodes, else the InferenceService (which autoscales)."""
-    if target != "kserve":
-        return TEMPLATES[target]
-    image, nodes = plan.image, plan.sizing.nodes if plan.sizing is not None else 1
-    routed = image is not None and image.layout == "shared" and image.engine == "vllm" and not plan.deploy.max_replicas
-    return ("kserve-llm.yaml",) if routed or nodes > 1 else ("kserve.yaml",)
+    """The files `target` writes for this plan (its registry entry decides)."""
+    return get_target(target).files(plan)
 
 
 def render_manifests(plan: PackagePlan, reference: str) -> dict[str, str]:
     """Every manifest of the plan's targets, by file name; `reference`: the image, pinned by digest once pushed."""
-    env = template_environment()
     files = {}
     for target in plan.deploy.targets:
+        env = template_environment(get_target(target).templates)
         values = manifest_values(plan, reference, target)
         for name in manifest_names(plan, target):
             files[name] = env.get_template(f"{name}.j2").render(values)

@@ -9,11 +9,12 @@ import re
 from typing import Any
 
 from packager import __version__
+from packager.deploy.targets import TARGETS, get_target
 from packager.errors import UserInputError
 from packager.image.filters import dns_label, image_ref
 from packager.image.paths import BASE_MOUNT
 from packager.image.reference import PLACEHOLDER_REGISTRY, cluster_reference, names_registry
-from packager.plan import BASE_VOLUMES, DEPLOY_TARGETS, DeploySpec, ImagePlan, PackagePlan, files_key
+from packager.plan import BASE_VOLUMES, DeploySpec, ImagePlan, PackagePlan, files_key
 from packager.sizes import GIB, Sizing
 
 RUNTIME_UID = 10001  # the USER of every packager image (Dockerfile templates)
@@ -24,7 +25,6 @@ K8S_MIN = {"image": "1.35", "pvc": "1.27", "none": "1.27"}
 QUEUE_TARGET = 4  # requests waiting per pod before another is added
 QUEUE_METRICS = {"vllm": "vllm:num_requests_waiting", "packager": "packager:num_requests_running"}
 PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"  # the Prometheus Operator's default Service
-VOLUMES_FOR = {"compose": ("image", "bind", "volume"), "kubernetes": ("image", "pvc"), "kserve": ("image", "pvc")}
 TAINT_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 # a pod's start, for its startup probe: the engine's own start, then the weights read at LOAD_BYTES_PER_SECOND
 # (a network volume or an image layer; a local NVMe is faster); probed every 10 s
@@ -44,22 +44,24 @@ def check_nodes(plan: PackagePlan) -> DeploySpec:
             f"the model spans {nodes} nodes, and a multi-node LLMInferenceService runs a fixed number of replicas "
             f"(KServe does not autoscale it); pass --replicas {plan.deploy.replicas} (or another fixed count)"
         )
-    others = [t for t in plan.deploy.targets if t != "kserve"] if plan.deploy.chosen else []
+    others = [t for t in plan.deploy.targets if not get_target(t).multi_node] if plan.deploy.chosen else []
     if others or _image(plan).layout != "shared":
         what = f"--target {others[0]}" if others else "--layout baked"
         raise UserInputError(
             f"the model spans {nodes} nodes ({plan.sizing.layout}), and {what} runs on one: compose is one host, "
             "plain Kubernetes would need a LeaderWorkerSet (no offline schema to validate it), and KServe's "
-            "multi-node LLMInferenceService serves a mounted base; use --layout shared --target kserve"
+            f"multi-node LLMInferenceService serves a mounted base; use --layout shared --target {_spanning()}"
         )
-    return dataclasses.replace(plan.deploy, targets=("kserve",))
+    return dataclasses.replace(plan.deploy, targets=tuple(t.name for t in TARGETS.values() if t.multi_node))
+
+
+def _spanning() -> str:
+    return " or ".join(t.name for t in TARGETS.values() if t.multi_node)
 
 
 def check_deploy(spec: DeploySpec, layout: str) -> None:
     """Refuse unknown targets, volumes and replica counts before any heavy work."""
-    unknown = [t for t in spec.targets if t not in DEPLOY_TARGETS]
-    if unknown:
-        raise UserInputError(f"unknown --target {unknown[0]!r}; use {', '.join(DEPLOY_TARGETS)}")
+    targets = [get_target(t) for t in spec.targets]  # an unknown one, refused naming the registry's
     if spec.base_volume not in BASE_VOLUMES:
         raise UserInputError(f"unknown --base-volume {spec.base_volume!r}; use one of {', '.join(BASE_VOLUMES)}")
     if not 0 <= spec.replicas <= 1000:
@@ -74,17 +76,19 @@ def check_deploy(spec: DeploySpec, layout: str) -> None:
     dns_label(spec.metrics_namespace)
     if spec.gpu_toleration and not TAINT_KEY.fullmatch(spec.gpu_toleration):
         raise UserInputError(f"--gpu-toleration {spec.gpu_toleration!r} is not a taint key (e.g. nvidia.com/gpu)")
-    if spec.max_replicas and spec.chosen and "compose" in spec.targets:
+    fixed = [t for t in targets if not t.autoscales]
+    if spec.max_replicas and spec.chosen and fixed:
+        scaled = " and ".join(t.name for t in TARGETS.values() if t.autoscales)
         raise UserInputError(
-            f"--replicas {spec.replicas}:{spec.max_replicas} autoscales Kubernetes and KServe pods, and compose runs "
-            "one server on one host; drop --target compose, or pass a fixed --replicas"
+            f"--replicas {spec.replicas}:{spec.max_replicas} autoscales {scaled} pods, and --target {fixed[0].name} "
+            f"({fixed[0].describe}) runs a fixed number; drop --target {fixed[0].name}, or pass a fixed --replicas"
         )
     if layout == "shared" and spec.base_volume != "auto":
-        for target in spec.targets:
-            if spec.base_volume not in VOLUMES_FOR[target]:
+        for target in targets:
+            if spec.base_volume not in target.volumes:
                 raise UserInputError(
-                    f"--base-volume {spec.base_volume} does not apply to --target {target}; "
-                    f"use one of {', '.join(VOLUMES_FOR[target])} (or auto)"
+                    f"--base-volume {spec.base_volume} does not apply to --target {target.name}; "
+                    f"use one of {', '.join(target.volumes)} (or auto)"
                 )
 
 
@@ -95,7 +99,7 @@ def base_volume(plan: PackagePlan, target: str) -> str:
         return "none"
     chosen = plan.deploy.base_volume
     if chosen == "auto":
-        chosen = "image" if image.model_image else ("bind" if target == "compose" else "pvc")
+        chosen = get_target(target).default_volume(bool(image.model_image))
     if chosen == "image" and not image.model_image:
         raise UserInputError(
             "--base-volume image needs the base as a pushed image; run `packager package-base --push` first "
@@ -120,12 +124,12 @@ def manifest_values(plan: PackagePlan, reference: str, target: str) -> dict[str,
     name = k8s_name(plan)
     if image.model_image and "@sha256:" not in image_ref(image.model_image):
         raise UserInputError(f"the base image {image.model_image!r} is not pinned by digest; give REPO@sha256:...")
-    pinned = "@sha256:" in reference
+    pinned, cluster = "@sha256:" in reference, get_target(target).cluster
     return {
         "packager_version": __version__,
         "name": name,
-        "image": image_ref(reference if target == "compose" else cluster_reference(reference)),
-        "registry_unset": target != "compose" and not names_registry(reference),
+        "image": image_ref(cluster_reference(reference) if cluster else reference),
+        "registry_unset": cluster and not names_registry(reference),
         "pull_policy": "IfNotPresent" if pinned else "Always",  # a tag may move: pull it each start
         "layout": image.layout,
         "engine": image.engine,

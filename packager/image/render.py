@@ -23,9 +23,10 @@ from packager.plan import ImagePlan, PackagePlan
 from packager.runtime.config import BACKENDS, LOAD_QUANTIZATIONS
 
 
-def template_environment() -> jinja2.Environment:
-    """jinja2 over templates/: StrictUndefined (a missing value fails), no autoescape, the quoting filters."""
-    loader = jinja2.FileSystemLoader(str(resources.files("packager.templates")))
+def template_environment(extra: str = "") -> jinja2.Environment:
+    """jinja2 over templates/ (after `extra`, a folder of a deploy target's own): StrictUndefined (a missing value
+    fails), no autoescape, the quoting filters."""
+    loader = jinja2.FileSystemLoader([p for p in (extra, str(resources.files("packager.templates"))) if p])
     env = jinja2.Environment(
         loader=loader,
         undefined=jinja2.StrictUndefined,

@@ -11,14 +11,15 @@ from packager.artefact.spec import EXPORT_CHOICES, GRANULARITIES
 from packager.builders import BUILDERS
 from packager.choices import DEVICES, LAYOUTS, RUNTIMES
 from packager.cli.main import build_parser
-from packager.deployment import BASE_VOLUMES, DEPLOY_TARGETS
+from packager.deploy.targets import TARGETS
+from packager.deployment import BASE_VOLUMES
 from packager.quantize.schemes import names, quantize_choices
 from packager.sizes import KV_DTYPES
 from packager.tasks import TASKS
 
 COMMANDS = build_parser()._subparsers._group_actions[0].choices  # name -> its parser
 REGISTRIES = {
-    "--layout": LAYOUTS, "--runtime": RUNTIMES, "--device": DEVICES, "--target": DEPLOY_TARGETS,
+    "--layout": LAYOUTS, "--runtime": RUNTIMES, "--device": DEVICES, "--target": tuple(TARGETS),
     "--base-volume": BASE_VOLUMES, "--kv-cache-dtype": KV_DTYPES, "--export": EXPORT_CHOICES,
     "--onnx-granularity": GRANULARITIES, "--task": tuple(TASKS),
 }  # fmt: skip

@@ -15,13 +15,15 @@ import pytest
 import yaml
 
 from packager.deploy.render import manifest_names, render_manifests
+from packager.deploy.targets import TARGETS
 from packager.deploy.values import check_deploy
 from packager.errors import UserInputError
-from packager.plan import DEPLOY_TARGETS, DeploySpec, PackagePlan
+from packager.plan import DeploySpec, PackagePlan
 from packager.runtime.config import VllmSettings
 from tests import plans
 from tests.deploy.kserve_oracle import validate_kserve
 
+DEPLOY_TARGETS = tuple(TARGETS)
 GOLDEN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "golden", "deploy")
 REF = "127.0.0.1:5000/acme/shared@sha256:" + "5e" * 32
 BAKED_REF = "127.0.0.1:5000/acme/demo@sha256:" + "ba" * 32
@@ -531,7 +533,7 @@ def test_every_kubernetes_target_gets_the_policy_gpu_tolerations_and_a_startup_p
 
 
 def test_autoscaling_named_with_compose_is_refused_and_kserve_autoscales_an_inference_service() -> None:
-    with pytest.raises(UserInputError, match="compose runs one server on one host"):
+    with pytest.raises(UserInputError, match=r"--target compose \(compose.yaml, one host\) runs a fixed number"):
         check_deploy(DeploySpec(("compose", "kubernetes"), "auto", 1, 4), "shared")
     check_deploy(DeploySpec(("compose", "kubernetes"), "auto", 1, 4, chosen=False), "shared")  # every target, default
     plan = CASES["shared-vllm-image"][0]
