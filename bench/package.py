@@ -34,8 +34,9 @@ from packager.builders import get_builder  # noqa: E402
 from packager.builders.base import BuildRequest, PushRequest  # noqa: E402
 from packager.image.context import ModelFiles, write_context  # noqa: E402
 from packager.plan import FileEntry  # noqa: E402
-from packager.planning.job import PackageRequest, plan_package  # noqa: E402
+from packager.planning.job import plan_package  # noqa: E402
 from scripts import base_image, local_engine  # noqa: E402
+from tests.requests import package_request  # noqa: E402
 
 ENGINE_ROOT = os.environ.get("PACKAGER_BENCH_ENGINE_ROOT", "/var/tmp/packager-engine")  # make package's engine
 
@@ -72,7 +73,7 @@ def render(merged: Path, runtime: str, work: Path) -> str:
     import json
 
     base, adapter = model_paths(SPECS["1b"], work)
-    request = PackageRequest((("bench", str(adapter)),), "baked", runtime, "bench/baked:1", base=str(base))
+    request = package_request((("bench", str(adapter)),), "baked", runtime, "bench/baked:1", base=str(base))
     lock = json.loads((merged / "packager.lock.json").read_text())
     files = tuple(FileEntry(**f) for f in lock["output"]["files"])
     model = ModelFiles(str(merged), files)

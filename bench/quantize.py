@@ -123,9 +123,10 @@ def encoders(work: Path) -> list[str]:
     import torch
 
     from packager.artefact.spec import artefact_spec
-    from packager.package import PackageRequest, package
+    from packager.package import package
     from scripts import base_image, local_engine
     from tests import families
+    from tests.requests import package_request
 
     workloads = {"short": SHORT_TEXTS, "sentences": sentence_texts()}
     local_engine.ensure_packages()
@@ -142,7 +143,7 @@ def encoders(work: Path) -> list[str]:
         adapter = families.save_minilm_adapter(str(work / "minilm-adapter"))
         vectors = {}
         for name, spec in (("pytorch", artefact_spec()), ("onnx-int8", artefact_spec("int8", "onnx"))):
-            request = PackageRequest((("minilm", adapter),), "baked", runtime, f"bench/minilm-{name}:1",
+            request = package_request((("minilm", adapter),), "baked", runtime, f"bench/minilm-{name}:1",
                                      base=families.minilm_base(), work=str(work / f"minilm-{name}"), quiet=True,
                                      builder="docker", artefact=spec, runtime="packager")  # fmt: skip
             report = package(request, log=lambda _l: None)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packager.model_image.make import BaseImageRequest, package_base
-from packager.package import PackageRequest, package
+from packager.package import package
 from packager.plan import DeploySpec
+from tests.requests import package_request
 
 QUIET = {"log": lambda _line: None}
 HEALTH = "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
@@ -79,7 +80,7 @@ def package_adapter(adapter: Path, base: Path, runtime: str, registry: str, name
     """A shared image of one adapter, pushed; returns (seconds and bytes the registry stored, the image)."""
     before = folder_bytes(storage)
     started = time.monotonic()
-    request = PackageRequest(
+    request = package_request(
         ((name, str(adapter)),),
         "shared",
         runtime,

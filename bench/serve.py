@@ -31,8 +31,8 @@ import httpx  # noqa: E402
 from packager.artefact.spec import artefact_spec  # noqa: E402
 from packager.demo import build_adapter, build_base  # noqa: E402
 from packager.package import package  # noqa: E402
-from packager.planning.job import PackageRequest  # noqa: E402
 from scripts import base_image, local_engine  # noqa: E402
+from tests.requests import package_request  # noqa: E402
 
 ENGINE_ROOT = "/var/tmp/packager-engine"  # the engine `make package` uses: its base images are reused
 SIZES = {
@@ -160,7 +160,7 @@ def main() -> int:
             runtime, _, scheme = entry.partition(":")
             image = base_image.ensure_base_image(engine.docker_host, runtime)
             name = entry.replace(":", "-")
-            request = PackageRequest(
+            request = package_request(
                 (("bench", adapter),),
                 "baked",
                 image,

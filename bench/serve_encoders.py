@@ -24,9 +24,10 @@ sys.path[:0] = [str(ROOT)]
 import docker  # noqa: E402
 import httpx  # noqa: E402
 
-from packager.package import PackageRequest, package  # noqa: E402
+from packager.package import package  # noqa: E402
 from scripts import base_image, local_engine  # noqa: E402
 from tests import families  # noqa: E402
+from tests.requests import package_request  # noqa: E402
 
 ENGINE_ROOT = "/var/tmp/packager-engine"
 REQUESTS = 64
@@ -99,7 +100,7 @@ def main() -> None:
     for kind, (adapter, route) in adapters.items():
         for runtime in ("vllm", "packager"):
             image = base_image.ensure_base_image(engine.docker_host, runtime)
-            request = PackageRequest(
+            request = package_request(
                 (("m", adapter),), "baked", image, f"bench/{kind}-{runtime}:1", base=families.minilm_base(),
                 work=str(work / f"{kind}-{runtime}"), quiet=True, builder="docker", runtime=runtime, verify=False,
             )  # fmt: skip

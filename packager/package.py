@@ -15,7 +15,7 @@ from typing import Any
 
 from packager.accuracy.report import ArtefactReport
 from packager.artefact.spec import load_time_note
-from packager.builders import choose_builder, get_builder
+from packager.builders import get_builder
 from packager.builders.base import Builder, BuildRequest, BuildResult, PushRequest, PushResult
 from packager.deploy.render import write_manifests
 from packager.errors import UserInputError
@@ -78,15 +78,15 @@ class PackageReport:
 
 def package(request: PackageRequest, log: Log = print) -> PackageReport:
     """Run every step; on failure nothing is reported as built or pushed."""
-    builder = get_builder(choose_builder(request.builder, request.push))  # fails fast without an engine
     started = time.monotonic()
-    job = plan_package(request)
+    job = plan_package(request)  # the request checked, the whole job planned: no weight read yet
+    builder = get_builder(job.plan.image.builder)  # before the merge: no engine fails in a second
     check_base_image(job.plan)  # before the merge: the wrong runtime image fails in a second
     rendered = render_job(job, request, log, {"resolve": time.monotonic() - started})
-    built = build_context(builder, rendered.context.path, request.tag, _quiet_log(request, log))
-    pushed = push_image(builder, request.tag, request, _quiet_log(request, log)) if request.push else None
+    built = build_context(builder, rendered.context.path, request.image.tag, _quiet_log(request, log))
+    pushed = push_image(builder, request.image.tag, request, _quiet_log(request, log)) if request.image.push else None
     if pushed is not None:  # the manifests now name the image by its digest: what runs is what was pushed
-        reference = f"{split_target(request.tag)[0]}@{pushed.digest}"
+        reference = f"{split_target(request.image.tag)[0]}@{pushed.digest}"
         manifests = write_manifests(rendered.plan, reference, os.path.join(request.work, "deploy"))
         rendered = dataclasses.replace(rendered, manifests=manifests)
     return _report(rendered, built, pushed)
@@ -230,7 +230,7 @@ def build_context(builder: Builder, context: str, tag: str, log: Log) -> BuildRe
 
 def push_image(builder: Builder, tag: str, request: PackageRequest, log: Log) -> PushResult:
     """Push the built `tag` to the registry it names."""
-    return builder.push(PushRequest(tag, tag, request.username, request.password), log)
+    return builder.push(PushRequest(tag, tag, request.image.username, request.image.password), log)
 
 
 def _quiet_log(request: PackageRequest, log: Log) -> Log:

@@ -56,7 +56,8 @@ def test_render_resolves_once_and_never_reads_the_lock_back(demo_adapter, tmp_pa
 
     from packager.package import render_job
     from packager.planning import job as job_module
-    from packager.planning.job import PackageRequest, plan_package
+    from packager.planning.job import plan_package
+    from tests.requests import package_request
 
     calls, reads = [], []
     real_resolve, real_open = job_module.resolve, builtins.open
@@ -67,7 +68,7 @@ def test_render_resolves_once_and_never_reads_the_lock_back(demo_adapter, tmp_pa
             reads.append(str(file))
         return real_open(file, mode, *args, **kwargs)
 
-    request = PackageRequest(
+    request = package_request(
         (("demo", demo_adapter),),
         "baked",
         "packager-runtime:x",
@@ -91,9 +92,10 @@ def test_a_shared_render_pins_every_base_file_the_dry_run_left(demo_adapter, tmp
     image's start-up check."""
     monkeypatch.setenv("PACKAGER_CACHE", str(tmp_path / "cache"))  # no digest remembered from another test
     from packager.package import render_job
-    from packager.planning.job import PackageRequest, plan_package
+    from packager.planning.job import plan_package
+    from tests.requests import package_request
 
-    request = PackageRequest((("demo", demo_adapter),), "shared", "packager-runtime:x", "acme/demo:1",
+    request = package_request((("demo", demo_adapter),), "shared", "packager-runtime:x", "acme/demo:1",
                              work=str(tmp_path / "work"), verify=False, quiet=True)  # fmt: skip
     job = plan_package(request)
     assert any(f.sha256 is None for f in job.plan.base.files)
@@ -308,11 +310,12 @@ def test_a_base_whose_tokenizer_vllm_would_misread_is_planned_on_packagers_serve
     import json
 
     from packager.demo import build_demo
-    from packager.planning.job import PackageRequest, plan_package
+    from packager.planning.job import plan_package
+    from tests.requests import package_request
 
     base, adapter = build_demo(str(tmp_path / "demo"))
     work = str(tmp_path / "w")
-    request = PackageRequest((("demo", adapter),), "baked", "runtime:x", "acme/demo:1", work=work, quiet=True)
+    request = package_request((("demo", adapter),), "baked", "runtime:x", "acme/demo:1", work=work, quiet=True)
     assert plan_package(request).plan.image.engine == "vllm"
     config_path, tokenizer_path = (os.path.join(base, name) for name in ("tokenizer_config.json", "tokenizer.json"))
     with open(config_path) as f:

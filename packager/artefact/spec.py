@@ -82,7 +82,15 @@ def artefact_spec(
     max_kl: float = DEFAULT_MAX_KL,
     min_top1: float = DEFAULT_MIN_TOP1,
 ) -> ArtefactSpec:
-    """Validate a combination of flags; every refusal says what works instead."""
+    """The spec of these flags, validated (`check_artefact`)."""
+    spec = ArtefactSpec(quantize, export, granularity, onnx_atol, max_accuracy_loss, calibrate, max_kl, min_top1)
+    return check_artefact(spec, layout)
+
+
+def check_artefact(spec: ArtefactSpec, layout: str = "baked") -> ArtefactSpec:
+    """Validate every field of `spec` and their combination with `layout`; every refusal says what works
+    instead. Returns the spec."""
+    quantize, export, granularity, calibrate = spec.quantize, spec.export, spec.granularity, spec.calibrate
     kind = _check_quantize(quantize, export)
     _choice("--export", export, EXPORT_CHOICES)
     _choice("--onnx-granularity", granularity, GRANULARITIES)
@@ -97,20 +105,26 @@ def artefact_spec(
         )
     if granularity != "auto" and not (export == "onnx" and kind == "onnx"):
         raise UserInputError("--onnx-granularity applies to --export onnx --quantize int8 only; drop it")
-    if not onnx_atol > 0:
-        raise UserInputError(f"--onnx-atol must be positive, got {onnx_atol}")
-    if not max_accuracy_loss > 0:
-        raise UserInputError(
-            f"--max-accuracy-loss must be positive (0.1 = 10% higher perplexity), got {max_accuracy_loss}"
-        )
-    if not max_kl > 0 or not 0 <= min_top1 <= 1:
-        raise UserInputError(f"--max-kl must be positive and --min-top1 in [0, 1], got {max_kl} and {min_top1}")
+    _check_limits(spec)
     if calibrate is not None and (kind != "streamed" or layout == "shared"):
         raise UserInputError(
             f"--calibrate runs GPTQ for --quantize {'|'.join(s.name for s in schemes('streamed') if s.calibrates)} "
             "in the baked layout (a merged model); pass one, or drop --calibrate"
         )
-    return ArtefactSpec(quantize, export, granularity, onnx_atol, max_accuracy_loss, calibrate, max_kl, min_top1)
+    return spec
+
+
+def _check_limits(spec: ArtefactSpec) -> None:
+    if not spec.onnx_atol > 0:
+        raise UserInputError(f"--onnx-atol must be positive, got {spec.onnx_atol}")
+    if not spec.max_accuracy_loss > 0:
+        raise UserInputError(
+            f"--max-accuracy-loss must be positive (0.1 = 10% higher perplexity), got {spec.max_accuracy_loss}"
+        )
+    if not spec.max_kl > 0 or not 0 <= spec.min_top1 <= 1:
+        raise UserInputError(
+            f"--max-kl must be positive and --min-top1 in [0, 1], got {spec.max_kl} and {spec.min_top1}"
+        )
 
 
 def _check_quantize(quantize: str, export: str) -> str:

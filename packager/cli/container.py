@@ -9,7 +9,7 @@ import textwrap
 
 from packager.builders import AUTO_LOCAL, AUTO_PUSH, BUILDERS
 from packager.builders import help_text as builder_help
-from packager.cli.artefact import spec_from_args
+from packager.cli.artefact import artefact_from_args
 from packager.cli.common import password_from_stdin, stderr_line
 from packager.cli.job_flags import EXAMPLES, add_job_flags
 from packager.cli.sizing import target_from_args
@@ -72,37 +72,25 @@ def _package_request(args: argparse.Namespace):
         hash_base_ahead(adapters[0][1], args.base)
 
     from packager.cli.common import deploy_spec
-    from packager.planning.job import PackageRequest
+    from packager.planning.request import ImageRequest, Inputs, PackageRequest, Serving
 
-    return PackageRequest(
-        adapters,
-        args.layout,
-        args.base_image,
-        args.tag or f"packager/{adapters[0][0].lower()}:latest",
-        args.base,
-        args.revision,
-        args.dtype,
-        args.allow_pickle,
-        args.work,
-        args.builder,
-        getattr(args, "push", False),
-        getattr(args, "username", None),
-        password_from_stdin(args),
-        not args.no_verify,
-        getattr(args, "quiet", False),
-        spec_from_args(args, args.layout),
-        args.qlora,
-        args.qlora_merge,
-        args.port,
-        args.runtime,
-        args.max_model_len,
-        args.device,
-        args.task,
-        args.checkpoint,
-        args.base_model_image,
-        deploy_spec(args),
-        target=target_from_args(args),
+    inputs = Inputs(
+        adapters=adapters, base=args.base, revision=args.revision, checkpoint=args.checkpoint, task=args.task,
+        dtype=args.dtype, allow_pickle=args.allow_pickle, qlora=args.qlora, qlora_merge=args.qlora_merge,
     )
+    serving = Serving(
+        layout=args.layout, runtime=args.runtime, device=args.device, port=args.port,
+        max_model_len=args.max_model_len, target=target_from_args(args),
+    )
+    image = ImageRequest(
+        tag=args.tag or f"packager/{adapters[0][0].lower()}:latest", base_image=args.base_image,
+        builder=args.builder, push=getattr(args, "push", False), username=getattr(args, "username", None),
+        password=password_from_stdin(args), base_model_image=args.base_model_image,
+    )
+    return PackageRequest(
+        inputs=inputs, serving=serving, image=image, artefact=artefact_from_args(args), deploy=deploy_spec(args),
+        work=args.work, verify=not args.no_verify, quiet=getattr(args, "quiet", False),
+    )  # fmt: skip
 
 
 def cmd_package(args: argparse.Namespace) -> int:
@@ -110,14 +98,15 @@ def cmd_package(args: argparse.Namespace) -> int:
     request = _package_request(args)
     if args.dry_run:
         return _print_plan(request, args.json)
-    if not request.base_image and request.device == "cpu":  # the runtime image the plan names: found or built
+    if not request.image.base_image and request.serving.device == "cpu":  # the runtime image it names: found or built
         import dataclasses
 
         from packager.cli.runtime_image import ensure_runtime_image
         from packager.planning.job import plan_package
 
         image = plan_package(request).plan.image
-        request = dataclasses.replace(request, base_image=ensure_runtime_image(image.engine, request.quiet))
+        base_image = ensure_runtime_image(image.engine, request.quiet)
+        request = dataclasses.replace(request, image=dataclasses.replace(request.image, base_image=base_image))
 
     from packager.cli.report import print_package
     from packager.package import package
@@ -144,7 +133,7 @@ def _print_plan(request, as_json: bool) -> int:
 
 def _note_default_base(request, image, command: str) -> None:
     """Where the plan picked the FROM itself, say how to get that image."""
-    if request.base_image:
+    if request.image.base_image:
         return
     how = image.base_image_how
     stderr_line(f"{command}: FROM {image.base_image}, the runtime image this plan needs ({how})")

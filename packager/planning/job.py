@@ -47,30 +47,31 @@ class Job:
 def plan_package(request: PackageRequest) -> Job:
     """Check the request, resolve every adapter once, and freeze the whole job into one plan."""
     check_request(request)
-    inputs = tuple(resolve(resolve_request(request, path)) for _, path in request.adapters)
+    serving, spec = request.serving, request.artefact
+    inputs = tuple(resolve(resolve_request(request.inputs, path)) for _, path in request.inputs.adapters)
     task = served_task(request, inputs)
-    check_unmerged_artefact(request.artefact, [item.adapter for item in inputs])
-    if request.artefact.streamed and request.layout == "baked":  # quantized as the merge streams
-        inputs = (with_quantization(inputs[0], request.artefact.quantize, request.artefact.calibrate),)
-    if request.artefact.export == "onnx":  # before the merge: the base decides whether it can be exported
+    check_unmerged_artefact(spec, [item.adapter for item in inputs])
+    if spec.streamed and serving.layout == "baked":  # quantized as the merge streams
+        inputs = (with_quantization(inputs[0], spec.quantize, spec.calibrate),)
+    if spec.export == "onnx":  # before the merge: the base decides whether it can be exported
         from packager.artefact.onnx_encoders import check_encoder_exportable
         from packager.artefact.onnx_export import check_exportable
 
         model_type = inputs[0].plan.base.fingerprint.model_type
         check_exportable(model_type) if task.name == "CAUSAL_LM" else check_encoder_exportable(model_type, task)
     choice = choose_runtime(
-        request.runtime,
-        request.layout,
+        serving.runtime,
+        serving.layout,
         read_config(inputs[0].plan.base.path),
-        request.artefact,
+        spec,
         [item.plan.adapter for item in inputs],
-        request.device,
+        serving.device,
         task.name,
-        _served_tokenizers(inputs, request.layout),
-        inputs[0].architecture.model_class if request.layout == "baked" else None,
+        _served_tokenizers(inputs, serving.layout),
+        inputs[0].architecture.model_class if serving.layout == "baked" else None,
         pooler_config(task.name, inputs[0].plan.base.path),
     )
-    baked = request.layout == "baked"
+    baked = serving.layout == "baked"
     plan = _baked_plan(request, inputs[0], choice) if baked else _shared_plan(request, inputs, choice)
     plan = _sized(plan, request, inputs[0])
     memory = plan_memory(plan, request.verify)
@@ -81,8 +82,8 @@ def plan_package(request: PackageRequest) -> Job:
 
 def _sized(plan: PackagePlan, request: PackageRequest, first: Resolved) -> PackagePlan:
     """The plan with its pod's size, and vLLM started with the layout, context and KV cache it was sized for."""
-    target = dataclasses.replace(request.target, device=request.device)
-    fixed = bool(request.max_model_len)
+    target = dataclasses.replace(request.serving.target, device=request.serving.device)
+    fixed = bool(request.serving.max_model_len)
     return sized_plan(plan, first.weights.tensors, first.architecture, target, read_config(plan.base.path), fixed)
 
 
@@ -101,22 +102,23 @@ def _runtime_task(task: ModelTask) -> dict[str, str]:
 
 
 def _image(request: PackageRequest, runtime: RuntimeConfig, choice: RuntimeChoice, base_source: str = "") -> ImagePlan:
-    builder = builder_entry(choose_builder(request.builder, request.push))
-    base_image, packages = (request.base_image, ()) if request.base_image else _default_base(request, choice, runtime)
-    how = "given with --base-image" if request.base_image else _base_image_how(request.device, choice.engine)
+    given, device = request.image, request.serving.device
+    builder = builder_entry(choose_builder(given.builder, given.push))
+    base_image, packages = (given.base_image, ()) if given.base_image else _default_base(request, choice, runtime)
+    how = "given with --base-image" if given.base_image else _base_image_how(device, choice.engine)
     libraries = ()
     if runtime.adapter_library == "adapters":  # copied from this environment: refused now if it lacks the pin
         check_installed("adapters", "serving AdapterHub adapters unmerged")
         libraries = (requirement("adapters"),)
     return ImagePlan(
         base_image,
-        request.tag,
+        given.tag,
         builder.name,
-        request.push,
+        given.push,
         runtime,
         base_source,
         choice.reason,
-        request.device,
+        device,
         packages,
         libraries=libraries,
         base_image_how=how,
@@ -134,7 +136,7 @@ def _base_image_how(device: str, engine: str) -> str:
 def _default_base(request: PackageRequest, choice: RuntimeChoice, runtime: RuntimeConfig) -> tuple[str, tuple]:
     """The FROM the plan needs when none is given, and what the Dockerfile installs on it: on CPU the runtime
     image `packager base-image` builds (named by its recipe), on CUDA the pinned public image."""
-    if request.device != "cuda":
+    if request.serving.device != "cuda":
         return image_tag(choice.engine), ()
     scheme = request.artefact.scheme
     return gpu_base(choice.engine, runtime.backend, scheme.requirements if scheme else ())
@@ -153,7 +155,7 @@ def _engine(
     slots = len(served) + 1 if served else 1
     quantization = plan.artefact.scheme.vllm_name if plan.artefact.load_quantization != "none" else None
     settings = VllmSettings(
-        _vllm_dtype(plan), int(length), base_name, rank, slots, request.device, quantization, choice.pooler
+        _vllm_dtype(plan), int(length), base_name, rank, slots, request.serving.device, quantization, choice.pooler
     )
     return {"engine": "vllm", "vllm": settings}
 
@@ -164,12 +166,13 @@ def _max_model_len(request: PackageRequest, choice: RuntimeChoice, plan: Package
     limit = choice.context_length
     if plan.task.name != "CAUSAL_LM":
         limit = min(filter(None, (limit, sentence_max_length(plan.base.path))), default=None)
-    if request.max_model_len and limit and request.max_model_len > limit:
+    asked = request.serving.max_model_len
+    if asked and limit and asked > limit:
         raise UserInputError(
-            f"--max-model-len {request.max_model_len} exceeds the model's {limit} tokens, and vLLM would refuse to "
-            f"start; pass at most {limit}"
+            f"--max-model-len {asked} exceeds the model's {limit} tokens, and vLLM would refuse to start; pass at "
+            f"most {limit}"
         )
-    return request.max_model_len or limit or 2048
+    return asked or limit or 2048
 
 
 def _vllm_dtype(plan: PackagePlan) -> str:
@@ -184,25 +187,25 @@ def _baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoi
     spec = request.artefact
     runtime = RuntimeConfig(
         "baked",
-        request.port,
+        request.serving.port,
         model_dir=MODEL_DIR,
-        served_name=request.adapters[0][0],
+        served_name=request.inputs.adapters[0][0],
         backend=spec.backend,
         load_quantization=spec.load_quantization,
         **_runtime_task(resolved.plan.task),
     )
     plan = dataclasses.replace(resolved.plan, artefact=spec)
-    runtime = dataclasses.replace(runtime, **_engine(request, choice, plan, request.adapters[0][0], []))
+    runtime = dataclasses.replace(runtime, **_engine(request, choice, plan, request.inputs.adapters[0][0], []))
     return dataclasses.replace(plan, image=_image(request, runtime, choice, "/models/base"))
 
 
 def _unmerged_baked_plan(request: PackageRequest, resolved: Resolved, choice: RuntimeChoice) -> PackagePlan:
     """Baked, nothing merged (prompt learning): the base at MODEL_DIR and the adapter beside it, both in the image,
     every file pinned by sha256."""
-    name = request.adapters[0][0]
+    name = request.inputs.adapters[0][0]
     runtime = RuntimeConfig(
         "baked",
-        request.port,
+        request.serving.port,
         model_dir=MODEL_DIR,
         served_name=name,
         load_quantization=request.artefact.load_quantization,
@@ -218,7 +221,7 @@ def _unmerged_baked_plan(request: PackageRequest, resolved: Resolved, choice: Ru
 
 def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: RuntimeChoice) -> PackagePlan:
     first = inputs[0].plan
-    named = [(name, item) for (name, _), item in zip(request.adapters, inputs, strict=True)]
+    named = [(name, item) for (name, _), item in zip(request.inputs.adapters, inputs, strict=True)]
     for name, item in named:
         _check_servable_unmerged(name, item, first.base.path)
     if any(item.plan.adapter.library == "adapters" for _, item in named):
@@ -228,8 +231,8 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
     served = tuple(ServedAdapter(name, item.plan.adapter) for name, item in named)
     runtime = RuntimeConfig(
         "shared",
-        request.port,
-        served_name=service_name(request.tag),
+        request.serving.port,
+        served_name=service_name(request.image.tag),
         base_dir=BASE_MOUNT,
         adapters=tuple((s.name, f"{ADAPTERS_DIR}/{s.name}") for s in served),
         lock=LOCK_IN_IMAGE,
@@ -243,13 +246,13 @@ def _shared_plan(request: PackageRequest, inputs: tuple[Resolved, ...], choice: 
     runtime = dataclasses.replace(runtime, **engine)
     image = _image(request, runtime, choice, first.base.path)
     if request.artefact.streamed:  # LoRA on a quantized base: the one package-base pushed, or made at render
-        scheme, chosen_image = request.artefact.quantize, request.base_model_image
+        scheme, chosen_image = request.artefact.quantize, request.image.base_model_image
         quantize, model_image, mounted, make = shared_quantized_base(scheme, base, chosen_image)
         folder = base_folder(request.work, quantize)  # where a bind mount finds it
         image = dataclasses.replace(image, model_image=model_image, base_source=folder, base_to_make=folder * make)
         plan = dataclasses.replace(plan, quantize=quantize)
         return dataclasses.replace(plan, base=dataclasses.replace(base, files=mounted), image=image)
-    model_image, mounted = model_image_for(request.base_model_image, base.files)
+    model_image, mounted = model_image_for(request.image.base_model_image, base.files)
     image = dataclasses.replace(image, model_image=model_image)
     return dataclasses.replace(plan, base=dataclasses.replace(base, files=mounted), image=image)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from packager.artefact.spec import ArtefactSpec, artefact_spec
+from packager.artefact.spec import ArtefactSpec, check_artefact
 from packager.builders import builder_entry
 from packager.choices import DEVICES, LAYOUTS
 from packager.deploy.values import check_deploy
@@ -18,62 +18,87 @@ from packager.sizes import KV_DTYPES, Target
 
 
 @dataclass(frozen=True)
-class PackageRequest:
-    """What the user asked `package` (or `render`) for; every field maps to a CLI flag."""
+class Inputs:
+    """What to read: the adapters (name, path) and where their base is (--adapter, --base, --revision, ...)."""
 
-    adapters: tuple[tuple[str, str], ...]  # (name, path)
-    layout: str
-    base_image: str
-    tag: str
+    adapters: tuple[tuple[str, str], ...]
     base: str | None = None
     revision: str | None = None
+    checkpoint: int | None = None  # --checkpoint: a run's checkpoint-N / step-N (default: the newest)
+    task: str | None = None  # --task: the model class (default: the adapter's task_type, else the base's)
     dtype: str = "auto"
     allow_pickle: bool = False
-    work: str = "packager-build"
+    qlora: bool = False
+    qlora_merge: str | None = None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How the image serves: its layout, engine, device, port and context, and the hardware it is sized for."""
+
+    layout: str = "baked"
+    runtime: str = "auto"  # auto | vllm | packager: the engine the image runs
+    device: str = "cpu"  # cpu | cuda: the hardware the image is built for
+    port: int = 8000
+    max_model_len: int | None = None  # vLLM: default the base's max_position_embeddings
+    target: Target = field(default_factory=Target)  # the sizing flags: GPUs, memory, KV cache, capacity
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """How the image is built and where it goes (--tag, --base-image, --builder, --push...)."""
+
+    tag: str
+    base_image: str = ""  # "": the runtime image the plan names
     builder: str = "auto"
     push: bool = False
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
+    base_model_image: str | None = None  # shared: the pushed base-model image (default: the one package-base recorded)
+
+
+@dataclass(frozen=True)
+class PackageRequest:
+    """What the user asked `package` (or `render`) for, in named parts: what to read, what to make, how to serve,
+    the image, where to deploy; and the job's own settings. `check_request` validates every part, once."""
+
+    inputs: Inputs
+    serving: Serving
+    image: ImageRequest
+    artefact: ArtefactSpec = field(default_factory=ArtefactSpec)
+    deploy: DeploySpec = field(default_factory=DeploySpec)  # --target, --base-volume, --replicas
+    work: str = "packager-build"
     verify: bool = True
     quiet: bool = False
-    artefact: ArtefactSpec = field(default_factory=ArtefactSpec)
-    qlora: bool = False
-    qlora_merge: str | None = None
-    port: int = 8000
-    runtime: str = "auto"  # auto | vllm | packager: the engine the image runs
-    max_model_len: int | None = None  # vLLM: default the base's max_position_embeddings
-    device: str = "cpu"  # cpu | cuda: the hardware the image is built for
-    task: str | None = None  # --task: the model class (default: the adapter's task_type, else the base's)
-    checkpoint: int | None = None  # --checkpoint: a run's checkpoint-N / step-N (default: the newest)
-    base_model_image: str | None = None  # shared: the pushed base-model image (default: the one package-base recorded)
-    deploy: DeploySpec = field(default_factory=DeploySpec)  # --target, --base-volume, --replicas
-    target: Target = field(default_factory=Target)  # the sizing flags: GPUs, memory, KV cache, capacity
 
 
 def check_request(request: PackageRequest) -> None:
-    """Refuse bad flags and combinations in one line, before any heavy work."""
-    if request.layout not in LAYOUTS:
-        raise UserInputError(f"unknown layout {request.layout!r}; use one of {', '.join(LAYOUTS)}")
-    if request.layout == "baked" and len(request.adapters) != 1:
+    """Refuse bad flags and combinations in one line, before any heavy work: every part, each field once."""
+    serving, image = request.serving, request.image
+    if serving.layout not in LAYOUTS:
+        raise UserInputError(f"unknown layout {serving.layout!r}; use one of {', '.join(LAYOUTS)}")
+    if serving.layout == "baked" and len(request.inputs.adapters) != 1:
         raise UserInputError("the baked layout serves exactly one adapter; use --layout shared for several")
-    if request.device not in DEVICES:
-        raise UserInputError(f"unknown --device {request.device!r}; use one of {', '.join(DEVICES)}")
-    check_target(request.target, request.max_model_len)
-    if request.builder != "auto":
-        builder_entry(request.builder)  # an unknown name, refused naming the registry's
-    if request.base_image:  # without one the plan names the runtime image it needs
-        image_ref(request.base_image)  # before any heavy work: a bad reference fails in a second, not after a merge
-    image_ref(request.tag)
-    if not 1 <= request.port <= 65535:
-        raise UserInputError(f"port {request.port} is out of range; use 1-65535")
-    if request.push and registry_host(request.tag) == "docker.io":
-        raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{request.tag}")
-    check_deploy(request.deploy, request.layout)
-    spec = request.artefact
-    artefact_spec(  # bad combinations, before any heavy work: every field, as the CLI validated it
-        spec.quantize, spec.export, request.layout, spec.granularity, spec.onnx_atol, spec.max_accuracy_loss,
-        spec.calibrate, spec.max_kl, spec.min_top1,
-    )  # fmt: skip
+    if serving.device not in DEVICES:
+        raise UserInputError(f"unknown --device {serving.device!r}; use one of {', '.join(DEVICES)}")
+    check_target(serving.target, serving.max_model_len)
+    if not 1 <= serving.port <= 65535:
+        raise UserInputError(f"port {serving.port} is out of range; use 1-65535")
+    check_image_request(image)
+    check_deploy(request.deploy, serving.layout)
+    check_artefact(request.artefact, serving.layout)
+
+
+def check_image_request(image: ImageRequest) -> None:
+    """The builder's name, the references, and a push that names a registry."""
+    if image.builder != "auto":
+        builder_entry(image.builder)  # an unknown name, refused naming the registry's
+    if image.base_image:  # without one the plan names the runtime image it needs
+        image_ref(image.base_image)  # before any heavy work: a bad reference fails in a second, not after a merge
+    image_ref(image.tag)
+    if image.push and registry_host(image.tag) == "docker.io":
+        raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{image.tag}")
+
 
 
 # the sizing flags: Target field -> (flag, upper bound); each a positive number
@@ -104,17 +129,17 @@ def check_target(target: Target, max_model_len: int | None) -> None:
         )
 
 
-def resolve_request(request: PackageRequest, path: str) -> ResolveRequest:
+def resolve_request(inputs: Inputs, path: str) -> ResolveRequest:
     """The resolve step's request for one adapter (base weights are hashed later, by the merge or the plan)."""
     return ResolveRequest(
         path,
-        request.base,
-        request.revision,
-        request.checkpoint,
-        request.dtype,
-        request.allow_pickle,
+        inputs.base,
+        inputs.revision,
+        inputs.checkpoint,
+        inputs.dtype,
+        inputs.allow_pickle,
         hash_base=False,
-        qlora=request.qlora,
-        qlora_merge=request.qlora_merge,
-        task=request.task,
+        qlora=inputs.qlora,
+        qlora_merge=inputs.qlora_merge,
+        task=inputs.task,
     )

@@ -24,7 +24,7 @@ def served_task(request: PackageRequest, inputs: tuple[Resolved, ...]) -> ModelT
             f"packager merges {task.name} adapters but its images do not serve that task yet; use `packager merge` "
             f"and serve the merged folder yourself, or pass --task with one of {', '.join(SERVED_TASKS)}"
         )
-    if request.layout == "shared" and task.name in ("SEQ_CLS", "TOKEN_CLS") and not _all_adapterhub(inputs):
+    if request.serving.layout == "shared" and task.name in ("SEQ_CLS", "TOKEN_CLS") and not _all_adapterhub(inputs):
         raise UserInputError(
             f"the shared layout serves {task.name} adapters only as AdapterHub adapters (a PEFT head "
             "needs its own label count at load); use --layout baked"

@@ -38,14 +38,15 @@ def test_the_summary_asks_what_the_manifests_ask(llama_8b, capsys) -> None:
     """The plan once said `memory 3.0 GiB` where the manifests asked 4Gi: both now print the manifests' figure."""
     from packager.deploy.render import render_manifests
     from packager.deployment import DeploySpec
-    from packager.planning.job import PackageRequest, plan_package
+    from packager.planning.job import plan_package
     from packager.sizes import Target
+    from tests.requests import package_request
 
     base, adapter = llama_8b
     argv = ["package", "--adapter", f"chat={adapter}", "--base", base, "--layout", "baked", "--device", "cuda"]
     assert main([*argv, "--dry-run"]) == 0
     costs = next(line for line in capsys.readouterr().out.splitlines() if "each pod:" in line)
-    request = PackageRequest((("chat", adapter),), "baked", "", "acme/chat:1", base=base, device="cuda",
+    request = package_request((("chat", adapter),), "baked", "", "acme/chat:1", base=base, device="cuda",
                              target=Target(), verify=False, deploy=DeploySpec(("kubernetes",)))  # fmt: skip
     plan = plan_package(request).plan
     deployment = next(d for d in yaml.safe_load_all(render_manifests(plan, "acme/chat:1")["kubernetes.yaml"])

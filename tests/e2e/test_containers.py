@@ -13,9 +13,10 @@ import torch
 
 from packager.cli.main import main
 from packager.demo import build_adapter, build_base
-from packager.package import PackageRequest, package
+from packager.package import package
 from packager.plan import DeploySpec
 from tests.e2e import containers
+from tests.requests import package_request
 
 pytestmark = pytest.mark.e2e
 PROMPT = "Question: what does packager do?"
@@ -43,7 +44,8 @@ def _package(tmp_path, runtime_image: str, adapters, layout: str, tag: str, **kw
     kw.setdefault("builder", "docker")  # the docker path; the oci fast path has its own tests
     kw.setdefault("runtime", "packager")  # packager's own server; test_vllm_images.py covers vLLM
     kw.setdefault("deploy", DeploySpec(("compose",)))  # the manifests beside the image (the CLI writes all)
-    request = PackageRequest(tuple(adapters), layout, runtime_image, tag, work=str(tmp_path / "work"), quiet=True, **kw)
+    work = str(tmp_path / "work")
+    request = package_request(tuple(adapters), layout, runtime_image, tag, work=work, quiet=True, **kw)
     return package(request, log=lambda _line: None)
 
 

@@ -13,10 +13,11 @@ import pytest
 
 from packager.demo import build_adapter, build_base
 from packager.model_image.make import BaseImageRequest, package_base
-from packager.package import PackageRequest, package
+from packager.package import package
 from packager.plan import DeploySpec
 from tests.e2e import containers
 from tests.e2e.test_containers import _completion, peft_answers
+from tests.requests import package_request
 
 pytestmark = pytest.mark.e2e
 PODS = 3
@@ -62,7 +63,7 @@ def base_image(bases, registry, cache, tmp_path_factory):
 
 
 def _package_shared(runtime_image: str, adapters, tag: str, work: str):
-    request = PackageRequest(
+    request = package_request(
         tuple(adapters),
         "shared",
         runtime_image,

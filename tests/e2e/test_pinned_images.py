@@ -22,8 +22,8 @@ from packager.builders.buildah import BuildahBuilder
 from packager.cli.main import main
 from packager.demo import build_adapter, build_base
 from packager.package import package
-from packager.planning.job import PackageRequest
 from tests.models import fake_hf_cache
+from tests.requests import package_request
 
 pytestmark = pytest.mark.e2e
 SECRET = b"host-secret-7d1f0c2a-must-never-ship"
@@ -50,7 +50,7 @@ def inputs(tmp_path_factory) -> dict[str, str]:
 
 
 def _package(tmp_path, runtime_image, adapters, layout, tag, work="work", **kw):
-    request = PackageRequest(
+    request = package_request(
         tuple(adapters),
         layout,
         runtime_image,

@@ -17,9 +17,9 @@ import torch
 from packager.artefact.spec import artefact_spec
 from packager.demo import build_adapter, build_base
 from packager.package import package
-from packager.planning.job import PackageRequest
 from packager.resolve.resolver import resolve_base
 from tests.e2e import containers
+from tests.requests import package_request
 
 pytestmark = pytest.mark.e2e
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -167,7 +167,7 @@ def test_make_package_quant_w8a8_is_a_vllm_image_of_half_the_weights_that_answer
 def test_an_fp8_image_answers_like_vllm_and_its_checkpoint_in_transformers(
     adapter, vllm_image, docker_client, tmp_path
 ) -> None:
-    request = PackageRequest(
+    request = package_request(
         (("support", adapter),), "baked", vllm_image, "packager-test/fp8:1", work=str(tmp_path / "work"),
         quiet=True, builder="docker", artefact=artefact_spec("fp8"), max_model_len=256,
     )  # fmt: skip
@@ -204,7 +204,7 @@ def test_a_shared_image_on_a_quantized_base_image_serves_two_adapters_with_vllm(
     assert pushed.quantized["kind"] == "compressed-tensors-fp8" and pushed.quantized["accuracy"]["tokens"] > 0
     adapters = (("support", adapter), ("sql", second_adapter))
     shared = package(
-        PackageRequest(adapters, "shared", vllm_image, "packager-test/shared-fp8:1", work=str(tmp_path / "work"),
+        package_request(adapters, "shared", vllm_image, "packager-test/shared-fp8:1", work=str(tmp_path / "work"),
                        quiet=True, builder="docker", artefact=artefact_spec("fp8"), max_model_len=256),
         log=lambda _line: None,
     )  # fmt: skip
@@ -253,7 +253,7 @@ def test_real_weights_with_a_lora_merged_quantized_and_served_by_vllm_still_know
 
     base = real_models.smollm2()
     adapter = real_models.save_lora(base, str(tmp_path / "adapter"))
-    request = PackageRequest(
+    request = package_request(
         (("smol", adapter),), "baked", vllm_image, "packager-test/smollm2-w8a8:1", work=str(tmp_path / "work"),
         quiet=True, builder="docker", artefact=artefact_spec("w8a8"), max_model_len=256,
     )  # fmt: skip

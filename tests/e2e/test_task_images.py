@@ -12,10 +12,11 @@ import pytest
 import torch
 from peft import LoraConfig
 
-from packager.package import PackageRequest, package
+from packager.package import package
 from packager.runtime.models import load_baked
 from tests import families
 from tests.e2e import containers
+from tests.requests import package_request
 
 pytestmark = pytest.mark.e2e
 SENTENCES = ["A container serves the merged model.", "Adapters are small.", "The base is mounted read-only."]
@@ -23,7 +24,7 @@ TEXTS = ["w5 w9 w12 w40 w41", "w7 w8"]
 
 
 def _package(tmp_path, runtime_image: str, adapters, layout: str, tag: str, **kw):
-    request = PackageRequest(
+    request = package_request(
         tuple(adapters), layout, runtime_image, tag, work=str(tmp_path / "work"), quiet=True, builder="docker", **kw
     )
     return package(request, log=lambda _line: None)

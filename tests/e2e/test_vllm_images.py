@@ -12,8 +12,8 @@ import torch
 
 from packager.demo import build_adapter, build_base
 from packager.package import package
-from packager.planning.job import PackageRequest
 from tests.e2e import containers
+from tests.requests import package_request
 
 pytestmark = pytest.mark.e2e
 PROMPT = "Question: what does packager do?"
@@ -37,7 +37,7 @@ def demo(tmp_path_factory) -> dict[str, str]:
 
 
 def _package(tmp_path, image: str, adapters, layout: str, tag: str):
-    request = PackageRequest(
+    request = package_request(
         tuple(adapters),
         layout,
         image,

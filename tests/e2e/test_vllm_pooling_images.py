@@ -9,18 +9,18 @@ import pytest
 import torch
 
 from packager.package import package
-from packager.planning.job import PackageRequest
 from packager.runtime.models import load_baked
 from tests import families
 from tests.e2e import containers
 from tests.e2e.test_task_images import SENTENCES, TEXTS, tiny_models  # noqa: F401 - the fixture, shared
+from tests.requests import package_request
 
 pytestmark = pytest.mark.e2e
 SHM = "1g"
 
 
 def _package(tmp_path, image: str, name: str, adapter: str, base: str):
-    request = PackageRequest(
+    request = package_request(
         ((name, adapter),), "baked", image, f"tasks/vllm-{name}:1", base=base, work=str(tmp_path / "work"),
         quiet=True, builder="docker", runtime="vllm", verify=False,
     )  # fmt: skip

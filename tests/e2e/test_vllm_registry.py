@@ -14,11 +14,11 @@ import transformers
 
 from packager.demo import build_tokenizer
 from packager.package import package
-from packager.planning.job import PackageRequest
 from packager.planning.vllm_models import registry
 from tests import models
 from tests.e2e import containers
 from tests.e2e.test_vllm_images import SHM, _completion, _greedy, _same
+from tests.requests import package_request
 
 pytestmark = pytest.mark.e2e
 SCRIPT = Path(__file__).parents[2] / "scripts" / "vllm_models.py"
@@ -51,7 +51,7 @@ def gpt2(tmp_path_factory) -> dict[str, str]:
 
 
 def test_a_gpt2_adapter_gets_a_vllm_image_that_answers_like_transformers(gpt2, vllm_image, docker_client, tmp_path):
-    request = PackageRequest(
+    request = package_request(
         (("gpt2-lora", gpt2["lora"]),), "baked", vllm_image, "demo/vllm-gpt2:1", work=str(tmp_path / "work"),
         quiet=True, builder="docker", runtime="auto", verify=False,  # --max-model-len: its n_positions
     )  # fmt: skip

@@ -16,12 +16,13 @@ import torch
 
 from packager.demo import build_base
 from packager.package import package
-from packager.planning.job import PackageRequest, plan_package
+from packager.planning.job import plan_package
 from packager.runtime.config import RuntimeConfig, VllmSettings
 from packager.runtime.vllm_launch import vllm_argv
 from packager.sizes import Target
 from tests.e2e import containers
 from tests.e2e.test_vllm_images import SHM, _completion, _greedy, _same
+from tests.requests import package_request
 from tests.sparse_models import LLAMA3, save_lora_by_hand, save_sparse_llama
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +80,7 @@ def planned_gpu_runtimes(tmp_path_factory) -> list[RuntimeConfig]:
         save_sparse_llama(base, hidden, intermediate, layers, 32000, heads=heads, kv_heads=kv, context=131072)
         lora = save_lora_by_hand(str(root / f"{name}-lora"), base, hidden, layers, targets=("q_proj",))
         for layout, kv_dtype in (("baked", "auto"), ("shared", "fp8")):
-            request = PackageRequest(
+            request = package_request(
                 (("chat", lora),), layout, "", "registry.example/acme/chat:1", base=base, device="cuda",
                 runtime="vllm", verify=False, target=Target(kv_cache_dtype=kv_dtype), work=str(root / "work"),
             )  # fmt: skip
@@ -132,7 +133,7 @@ def test_a_cpu_image_of_a_long_context_model_starts_and_answers(long_context, vl
     from packager.demo import build_adapter
 
     adapter = build_adapter(long_context, str(tmp_path / "lora"), seed=4)
-    request = PackageRequest((("long", adapter),), "baked", vllm_image, "demo/vllm-long:1", work=str(tmp_path / "w"),
+    request = package_request((("long", adapter),), "baked", vllm_image, "demo/vllm-long:1", work=str(tmp_path / "w"),
                              quiet=True, builder="docker", runtime="vllm", verify=False)  # fmt: skip
     report = package(request, log=lambda _line: None)
     vllm = containers.runtime_json(report.context)["vllm"]

@@ -16,10 +16,11 @@ from packager.lock import plan_lock
 from packager.model_image.make import BaseImageRequest, plan_base_image
 from packager.model_image.reshard import plan_splits, planned_base, write_split_base
 from packager.plan import FileEntry, files_key
-from packager.planning.job import PackageRequest, plan_package
+from packager.planning.job import plan_package
 from packager.planning.model_images import ModelImageRecord, remember_model_image
 from packager.resolve.resolver import resolve_base
 from packager.runtime.verify_base import BaseMismatch, verify_base
+from tests.requests import package_request
 
 CAP = 200_000  # the demo base's one weight file is ~0.5 MB: three parts
 
@@ -101,7 +102,7 @@ def test_a_shared_image_checks_the_mounted_base_against_the_split_files(demo, tm
     files = tuple(dataclasses.asdict(f) for f in split.files)
     record = ModelImageRecord(reference, "127.0.0.1:5000/acme/base:1", "base", files_key(base.files), files)
     remember_model_image(record)
-    request = PackageRequest((("demo", demo["adapter"]),), "shared", "packager-runtime:x", "acme/shared:1")
+    request = package_request((("demo", demo["adapter"]),), "shared", "packager-runtime:x", "acme/shared:1")
     plan = plan_package(request).plan
     assert plan.image.model_image == reference
     lock = plan_lock(plan)

@@ -11,10 +11,11 @@ from peft import LoraConfig
 from packager.artefact.spec import ArtefactSpec
 from packager.errors import UserInputError
 from packager.planning.engine import POOLING_ON_CPU
-from packager.planning.job import PackageRequest, plan_package
+from packager.planning.job import plan_package
 from packager.runtime.config import parse_config
 from packager.runtime.vllm_launch import vllm_argv
 from tests import families
+from tests.requests import package_request
 
 LORA = {"r": 4, "lora_alpha": 8, "target_modules": ["query", "value"], "init_lora_weights": False}
 
@@ -35,7 +36,7 @@ def encoders(tmp_path_factory) -> dict[str, str]:
 
 
 def _plan(adapter: str, tmp_path, layout: str = "baked", **kw):
-    request = PackageRequest((("m", adapter),), layout, "", "acme/enc:1", work=str(tmp_path), quiet=True, **kw)
+    request = package_request((("m", adapter),), layout, "", "acme/enc:1", work=str(tmp_path), quiet=True, **kw)
     return plan_package(request).plan
 
 

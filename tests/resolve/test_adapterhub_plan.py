@@ -12,8 +12,10 @@ import pytest
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.image import libraries
 from packager.package import render_job
-from packager.planning.job import PackageRequest, plan_package
+from packager.planning.job import plan_package
+from packager.planning.request import PackageRequest
 from tests import adapterhub_saves, families, models
+from tests.requests import package_request
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +42,7 @@ def hub(tmp_path_factory) -> dict[str, str]:
 
 
 def _request(named: dict[str, str], layout: str, work, **kw) -> PackageRequest:
-    return PackageRequest(tuple(named.items()), layout, "", "acme/hub:1", work=str(work), quiet=True, **kw)
+    return package_request(tuple(named.items()), layout, "", "acme/hub:1", work=str(work), quiet=True, **kw)
 
 
 def test_the_baked_plan_serves_it_unmerged_with_the_library_copied_into_the_image(hub, tmp_path) -> None:

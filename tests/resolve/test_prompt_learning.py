@@ -14,9 +14,11 @@ from packager.artefact.spec import ArtefactSpec
 from packager.errors import IncompatibleAdapterError, UserInputError
 from packager.merge.run import run_merge
 from packager.package import render_job
-from packager.planning.job import PackageRequest, plan_package
+from packager.planning.job import plan_package
+from packager.planning.request import PackageRequest
 from packager.resolve.resolver import ResolveRequest, resolve
 from tests import families, models
+from tests.requests import package_request
 
 CONFIGS = {
     "PROMPT_TUNING": lambda: PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4),
@@ -39,7 +41,7 @@ def prompt_adapters(tmp_path_factory) -> dict[str, str]:
 
 def _request(adapters: dict[str, str], layout: str, work, **kw) -> PackageRequest:
     named = tuple((f"a{i}", path) for i, path in enumerate(adapters.values()))
-    return PackageRequest(named, layout, "", "acme/prompt:1", work=str(work), quiet=True, **kw)
+    return package_request(named, layout, "", "acme/prompt:1", work=str(work), quiet=True, **kw)
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
