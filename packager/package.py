@@ -27,7 +27,7 @@ from packager.merge.run import MergeOutcome, merge_resolved
 from packager.merge.stream import hash_outputs
 from packager.plan import PackagePlan
 from packager.planning.job import Job, PackageRequest, plan_package
-from packager.resolve.pins import sampled_base
+from packager.resolve.pins import pinned_files, sampled_base
 
 __all__ = ["PackageReport", "PackageRequest", "Rendered", "package", "render_job"]
 
@@ -181,15 +181,14 @@ def _quantized_base(job: Job, plan: PackagePlan, request: PackageRequest, log: L
     in the plan, measured against the 16-bit base alone and under each adapter."""
     from packager.merge.merged_source import measure_adapter_on
     from packager.quantize.base import quantize_base
-    from packager.resolve.resolver import resolve_base
 
     quantize, target, base = plan.quantize, plan.image.base_to_make, plan.base
     report = quantize_base(base.path, base.label_id, quantize, target, plan.artefact.gate, _quiet_log(request, log))
-    made = sampled_base(resolve_base(target))
+    made = pinned_files(target)
     pairs = zip(plan.served, job.inputs, strict=True)
     drift = {served.name: measure_adapter_on(target, quantize, item).to_dict() for served, item in pairs}
     report = dataclasses.replace(report, details={**report.details, "adapters": drift})
-    base = dataclasses.replace(plan.base, files=made.files)  # what pods mount and the start-up check verifies
+    base = dataclasses.replace(plan.base, files=made)  # what pods mount and the start-up check verifies
     return dataclasses.replace(plan, base=base), report
 
 

@@ -1,5 +1,6 @@
 """The whole job's plan, built once: every adapter resolved and checked, the merge (or none), the artefact, and
-the image, with the runtime config the image will load. Later steps take this plan and never resolve again."""
+the image, with the runtime config the image will load. Later steps take this plan and never resolve the user's
+inputs again (a folder a step makes, such as a quantized base, is pinned as it is made: resolve/pins.py)."""
 
 from __future__ import annotations
 

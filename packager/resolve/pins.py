@@ -40,6 +40,14 @@ def _sample(folder: str, entry: FileEntry) -> str | None:
     return sample_sha256(path)
 
 
+def pinned_files(folder: str) -> tuple[FileEntry, ...]:
+    """The files of a model folder a step made (a quantized base), each pinned as a base's are: sha256, and a
+    sample of each weight file (what the lock records and the image's start-up check compares)."""
+    from packager.resolve.resolver import resolve_base
+
+    return sampled_base(resolve_base(folder)).files
+
+
 def unpinned(base: BaseSpec) -> int:
     """How many of the base's files are not pinned yet."""
     return sum(1 for e in base.files if not e.sha256)
