@@ -15,7 +15,7 @@ from typing import Any
 
 from packager.accuracy.report import ArtefactReport
 from packager.artefact.spec import load_time_note
-from packager.builders import get_builder
+from packager.builders import AUTO_LOCAL, get_builder
 from packager.builders.base import Builder, BuildRequest, BuildResult, PushRequest, PushResult
 from packager.deploy.render import write_manifests
 from packager.errors import UserInputError
@@ -66,7 +66,7 @@ class PackageReport:
     pushed_bytes: int | None = None
     notes: list[str] = field(default_factory=list)
     artefact: dict[str, Any] | None = None  # the quantized/exported model's report (size, accuracy)
-    builder: str = "docker"
+    builder: str = AUTO_LOCAL
     reproducible: bool = False  # same inputs give the same digest (oci builder)
     manifests: dict[str, str] = field(default_factory=dict)  # name -> path; the image pinned by digest once pushed
     base_model_image: str | None = None  # shared: the base-model image the manifests mount

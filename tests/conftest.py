@@ -37,6 +37,15 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def demo_adapter(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The demo adapter (packager demo: a tiny Llama base and a LoRA trained on it), made once per run."""
+    from packager.demo import build_demo
+
+    _, adapter = build_demo(str(tmp_path_factory.mktemp("demo-adapter") / "demo"))
+    return adapter
+
+
+@pytest.fixture(scope="session")
 def demo_merged(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The demo adapter merged into the demo base (fp32): the input of the quantize and export tests."""
     from packager.demo import build_demo

@@ -41,14 +41,6 @@ def test_load_time_quantization_is_explained_to_whoever_runs_the_image() -> None
     assert note.startswith("bnb-nf4: the weights are quantized by the runtime") and "exits with code 4" in note
 
 
-@pytest.fixture(scope="module")
-def demo_adapter(tmp_path_factory) -> str:
-    from packager.demo import build_demo
-
-    _, adapter = build_demo(str(tmp_path_factory.mktemp("demo") / "demo"))
-    return adapter
-
-
 def test_render_resolves_once_and_never_reads_the_lock_back(demo_adapter, tmp_path, monkeypatch) -> None:
     import builtins
     import json

@@ -48,7 +48,7 @@ def export_encoder(
     with phases("reference", "recording the PyTorch reference on sentences of the shipped text"):
         run = _Run(merged_dir, task, batch, outputs(model, batch, task, merged_dir))
     with staged_directory(output, force) as staging:
-        fp32_dir = os.path.join(staging, "fp32") if spec.quantize == "int8" else staging
+        fp32_dir = os.path.join(staging, "fp32") if spec.onnx_quantized else staging
         with phases("export", f"ONNX ({export_task}) with optimum-onnx"):
             _export(model, fp32_dir, export_task)
             del model
@@ -56,7 +56,7 @@ def export_encoder(
             accuracy = run.measure(fp32_dir)
             _check_fp32(accuracy, spec.onnx_atol)
         kind, details = "onnx-fp32", {"task": export_task, "atol": spec.onnx_atol}
-        if spec.quantize == "int8":
+        if spec.onnx_quantized:
             accuracy, int8_details = _int8(run, fp32_dir, staging, spec.granularity, phases)
             kind, details = "onnx-int8", details | int8_details
         check_encoder(accuracy, spec.max_accuracy_loss, kind)

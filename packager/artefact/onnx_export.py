@@ -38,7 +38,7 @@ def export_onnx(
     with phases("reference", "recording the PyTorch reference on the shipped text and prompts"):
         reference = record_reference(model, tokenizer.encode)
     with staged_directory(output, force) as staging:
-        fp32_dir = os.path.join(staging, "fp32") if spec.quantize == "int8" else staging
+        fp32_dir = os.path.join(staging, "fp32") if spec.onnx_quantized else staging
         with phases("export", f"ONNX ({TASK}) with optimum-onnx"):
             _export(model, fp32_dir)
             del model
@@ -47,7 +47,7 @@ def export_onnx(
         log(f"export: fp32 ONNX: {fp32.summary()}")
         details = {"task": TASK, "atol": spec.onnx_atol, "fp32_onnx_bytes": folder_size(fp32_dir, WEIGHT_SUFFIXES)}
         accuracy, kind = fp32, "onnx-fp32"
-        if spec.quantize == "int8":
+        if spec.onnx_quantized:
             accuracy, int8_details = _quantize_int8(reference, fp32_dir, staging, spec.granularity, phases)
             details.update(int8_details, fp32_validation=fp32.to_dict())
             shutil.rmtree(fp32_dir)

@@ -53,6 +53,11 @@ class ArtefactSpec:
         return self.scheme is not None and self.scheme.kind == "streamed"
 
     @property
+    def onnx_quantized(self) -> bool:
+        """True when the ONNX export is quantized by onnxruntime (an `onnx` scheme)."""
+        return self.scheme is not None and self.scheme.kind == "onnx"
+
+    @property
     def load_quantization(self) -> str:
         """A GPU quantization the runtime applies when it loads the model (runtime.json's name), or "none"."""
         scheme = self.scheme

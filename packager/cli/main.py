@@ -152,8 +152,8 @@ def _cmd_resolve(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from packager.merge.merged_source import scheme_of
     from packager.merge.verify import measure_parity
+    from packager.quantize.folder import scheme_of
     from packager.resolve.resolver import resolve
 
     if not os.path.isfile(os.path.join(args.merged, "config.json")):

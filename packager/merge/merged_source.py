@@ -89,22 +89,6 @@ def measure_merge(resolved: Resolved, folder: str) -> AccuracyReport:
     return measure(folder, resolved.plan.quantize, merged_reference(resolved).weights)
 
 
-def scheme_of(folder: str) -> str | None:
-    """The packager scheme a compressed-tensors folder was written with (config.json's quantization_config), or
-    None for a folder that is not quantized that way."""
-    import json
-
-    with open(os.path.join(folder, "config.json")) as f:
-        quant = json.load(f).get("quantization_config") or {}
-    groups = quant.get("config_groups") or {}
-    group = next(iter(groups.values()), {}) if quant.get("quant_method") == "compressed-tensors" else {}
-    weights = group.get("weights") or {}
-    if weights.get("type") == "float":
-        return "fp8"
-    bits = weights.get("num_bits")
-    return {8: "w8a8" if group.get("input_activations") else "w8a16", 4: "w4a16"}.get(bits)
-
-
 def measure_quantized_merge(resolved: Resolved, folder: str, scheme: str) -> AccuracyReport:
     """A quantized merge in `folder` against the unquantized merge of `resolved`'s base and adapter, measured as
     `merge --quantize` measured it when it wrote it (`packager verify` of a quantized merge)."""

@@ -54,7 +54,7 @@ def plan_memory(plan: PackagePlan, verify: bool = True) -> tuple[StepMemory, ...
     elif verify and model <= DEFAULT_MAX_VERIFY_BYTES:  # above it the merge skips parity, as planned here
         steps.append(StepMemory("verify", RUNTIME_BYTES + int(1.2 * model), "PEFT's model, then the merge's"))
     if plan.artefact.export == "onnx":
-        times = 4 if plan.artefact.quantize == "int8" else 2.1
+        times = 4 if plan.artefact.onnx_quantized else 2.1
         steps.append(StepMemory("export", RUNTIME_BYTES + int(times * _fp32(sizes)), f"the fp32 graph ~{times}x"))
     return tuple(steps)
 

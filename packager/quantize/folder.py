@@ -15,7 +15,8 @@ from packager.io.writer import INDEX_FILE, OutputTensor, ShardedWriter, assign_s
 from packager.model_files import LOCK_FILE
 from packager.progress import Progress
 from packager.quantize.plan import QuantizePlan
-from packager.quantize.tensors import Quantizer, write_quantization_config
+from packager.quantize.schemes import Scheme, schemes
+from packager.quantize.tensors import Quantizer, compression_scheme, write_quantization_config
 
 NOT_COPIED = (INDEX_FILE, LOCK_FILE, "packager.artefact.json")
 
@@ -69,3 +70,20 @@ def quantization_of(folder: str) -> dict | None:
     """The folder's config.json quantization_config, if any."""
     with open(os.path.join(folder, "config.json")) as f:
         return json.load(f).get("quantization_config")
+
+
+def scheme_of(folder: str) -> str | None:
+    """The registered scheme a compressed-tensors folder was written with, matched on what its config.json's
+    quantization_config stores (weight type and bits, whether activations are quantized), or None."""
+    quant = quantization_of(folder) or {}
+    if quant.get("quant_method") != "compressed-tensors":
+        return None
+    group = next(iter((quant.get("config_groups") or {}).values()), {})
+    weights = group.get("weights") or {}
+    found = (weights.get("type"), weights.get("num_bits"), bool(group.get("input_activations")))
+    return next((s.name for s in schemes("streamed") if _signature(s) == found), None)
+
+
+def _signature(scheme: Scheme) -> tuple[str, int, bool]:
+    made = compression_scheme(scheme.preset, None)
+    return (made.weights.type, made.weights.num_bits, made.input_activations is not None)

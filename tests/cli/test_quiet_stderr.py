@@ -10,15 +10,12 @@ import sys
 
 import pytest
 
-from packager.demo import build_demo
-
 PACKAGER_LINE = re.compile(r"^(merge|quantize|calibrate|measure|export|resolve|render|package): ")
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> str:
-    _base, adapter = build_demo(str(tmp_path_factory.mktemp("quiet") / "demo"))
-    return adapter
+def demo(demo_adapter) -> str:
+    return demo_adapter
 
 
 def _stderr(*args: str, code: int = 0) -> list[str]:
