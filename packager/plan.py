@@ -115,8 +115,18 @@ class StepMemory:
     basis: str
 
 
+class Pinned:
+    """A spec whose `files` the lock pins: its lock entry is its fields, each file as the lock writes it."""
+
+    files: tuple[FileEntry, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The lock's entry for this spec."""
+        return {**dataclasses.asdict(self), "files": [f.to_lock() for f in self.files]}
+
+
 @dataclass(frozen=True)
-class AdapterSpec:
+class AdapterSpec(Pinned):
     """A resolved adapter: its folder, checkpoint, PEFT type and settings, and its pinned files."""
 
     path: str
@@ -140,13 +150,9 @@ class AdapterSpec:
         """The sha256 of the adapter's weights file ("" before it is hashed)."""
         return next((f.sha256 or "" for f in self.files if is_weight_file(f.path)), "")
 
-    def to_dict(self) -> dict[str, Any]:
-        """The lock's entry for this adapter."""
-        return {**dataclasses.asdict(self), "files": [f.to_lock() for f in self.files]}
-
 
 @dataclass(frozen=True)
-class BaseSpec:
+class BaseSpec(Pinned):
     """A resolved base model: where it was found, its revision, fingerprint and pinned files."""
 
     path: str
@@ -162,10 +168,6 @@ class BaseSpec:
     def label_id(self) -> str:
         """What names the base in labels: its hub id, else its folder's name."""
         return self.repo_id or os.path.basename(self.path.rstrip("/"))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The lock's entry for the base."""
-        return {**dataclasses.asdict(self), "files": [f.to_lock() for f in self.files]}
 
 
 @dataclass(frozen=True)

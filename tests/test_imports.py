@@ -23,7 +23,7 @@ def module_name(path: Path, root: Path) -> str:
 # registry), the steps that run, the entry points.
 STAGES = (
     ("runtime",),
-    ("packager", "errors", "dtypes", "model_files", "adapter_kinds", "tasks", "choices", "progress"),
+    ("packager", "errors", "dtypes", "model_files", "adapter_kinds", "tasks", "choices", "progress", "registry"),
     ("io",),
     ("formats", "architecture"),
     ("accuracy",),

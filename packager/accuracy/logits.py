@@ -202,18 +202,6 @@ def compare(run: ReferenceRun, candidate: CausalLM) -> AccuracyReport:
     )
 
 
-def measure_accuracy(
-    reference: CausalLM,
-    candidate: CausalLM,
-    encode: Callable[[str], list[int]],
-    prompts: Sequence[str] = DEFAULT_PROMPTS,
-    new_tokens: int = NEW_TOKENS,
-    text: str | None = None,
-) -> AccuracyReport:
-    """Compare `candidate` with `reference` on the shipped text and the prompts."""
-    return compare(record_reference(reference, encode, prompts, new_tokens, text), candidate)
-
-
 def full_logits(model: CausalLM, ids: torch.Tensor) -> torch.Tensor:
     """(1, n, vocab) fp32 logits of the whole sequence."""
     return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.float()

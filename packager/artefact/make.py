@@ -27,9 +27,11 @@ def make_artefact(
 
     check_target(output, force)  # before loading the model
     if spec.streamed:
+        from packager.quantize.plan import plan_folder_quantization
         from packager.quantize.run import quantize_merged
 
-        return quantize_merged(model_dir, spec.quantize, output, force, verify, log, spec.calibrate, spec.gate)
+        plan = plan_folder_quantization(model_dir, spec.quantize, spec.calibrate)  # before any work
+        return quantize_merged(model_dir, plan, output, spec.gate, force=force, verify=verify, log=log)
     task = task or folder_task(model_dir)
     if task.name != "CAUSAL_LM":
         from packager.artefact.onnx_encoders import export_encoder

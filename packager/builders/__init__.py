@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from packager.builders.base import Builder
 from packager.errors import UserInputError
+from packager.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -26,17 +27,12 @@ class BuilderEntry:
     local_image: bool  # leaves an image a local engine runs (else: assembled from the context, pushed from it)
 
 
-BUILDERS: dict[str, BuilderEntry] = {}
+BUILDERS: Registry[BuilderEntry] = Registry("builder", reserved=("auto",))
 AUTO_PUSH = "oci"  # `auto` when pushing: layers straight from the context, the fast path
 AUTO_LOCAL = "docker"  # `auto` otherwise: a local image you can run
 
 
-def register_builder(entry: BuilderEntry) -> BuilderEntry:
-    """Add a builder to the registry (a name taken already is refused)."""
-    if entry.name in BUILDERS or entry.name == "auto":
-        raise ValueError(f"a builder named {entry.name!r} is registered already")
-    BUILDERS[entry.name] = entry
-    return entry
+register_builder = BUILDERS.register
 
 
 def builder_entry(name: str) -> BuilderEntry:

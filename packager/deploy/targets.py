@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from packager.errors import UserInputError
+from packager.registry import Registry
 
 PlanFiles = Callable[[Any], tuple[str, ...]]  # the plan -> the file names it writes (each renders FILE.j2)
 
@@ -34,15 +35,8 @@ class DeployTarget:
         return "image" if has_model_image and "image" in self.volumes else next(v for v in self.volumes if v != "image")
 
 
-TARGETS: dict[str, DeployTarget] = {}
-
-
-def register_target(target: DeployTarget) -> DeployTarget:
-    """Add a deploy target to the registry (a name taken already is refused)."""
-    if target.name in TARGETS:
-        raise ValueError(f"a deploy target named {target.name!r} is registered already")
-    TARGETS[target.name] = target
-    return target
+TARGETS: Registry[DeployTarget] = Registry("deploy target")
+register_target = TARGETS.register
 
 
 def get_target(name: str) -> DeployTarget:

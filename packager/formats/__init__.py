@@ -9,6 +9,8 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from packager.registry import Registry
+
 if TYPE_CHECKING:  # the readers import torch; the CLI's torch-free lookups import formats.folders alone
     from packager.formats.adapter import Adapter
 
@@ -23,15 +25,8 @@ class AdapterFormat:
     fallback: bool = False
 
 
-FORMATS: dict[str, AdapterFormat] = {}
-
-
-def register_format(entry: AdapterFormat) -> AdapterFormat:
-    """Add a format to the ones `read_adapter` tries (in registration order, the fallback last)."""
-    if entry.name in FORMATS:
-        raise ValueError(f"an adapter format named {entry.name!r} is registered already")
-    FORMATS[entry.name] = entry
-    return entry
+FORMATS: Registry[AdapterFormat] = Registry("adapter format")  # tried in registration order, the fallback last
+register_format = FORMATS.register
 
 
 def read_adapter(path: str, checkpoint: int | None = None, allow_pickle: bool = False) -> Adapter:

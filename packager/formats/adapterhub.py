@@ -28,10 +28,10 @@ import torch
 from packager.adapter_kinds import ADAPTERHUB_TYPE
 from packager.errors import AdapterError, IncompatibleAdapterError, UnsafeFormatError
 from packager.formats.adapter import Adapter
-from packager.formats.folders import read_json
 from packager.formats.peft import converted_folder, read_pickle_shapes, read_safetensors_shapes, write_folder
 from packager.formats.peft import read as read_peft
 from packager.io.pickle_state import load_pickle_state
+from packager.runtime.files import read_json
 
 CONFIG = "adapter_config.json"
 WEIGHTS = ("adapter.safetensors", "pytorch_adapter.bin")

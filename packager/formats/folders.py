@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
 
 from packager.errors import AdapterError, PackagerError
 from packager.model_files import ADAPTER_CONFIG
@@ -18,15 +17,6 @@ CONFIG_FILE = ADAPTER_CONFIG
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
-
-
-def read_json(path: str) -> Any:
-    """The JSON at `path`, or None when it is absent or unreadable (callers check the shape they need)."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def find_adapter(path: str, checkpoint: int | None = None) -> tuple[str, int | None]:

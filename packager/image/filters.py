@@ -22,14 +22,17 @@ SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/ +@-]*$")
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def _matching(pattern: re.Pattern[str], value: str, refusal: str) -> str:
+    """`value` when `pattern` matches all of it; else the one-line refusal."""
+    if not pattern.fullmatch(value or ""):
+        raise UserInputError(f"{value!r} {refusal}")
+    return value
+
+
 def image_ref(value: str) -> str:
     """A container image reference such as `registry:5000/team/model:1.0`; anything else is refused."""
-    if not IMAGE_REF.fullmatch(value or ""):
-        raise UserInputError(
-            f"{value!r} is not a valid image reference; "
-            "use [registry[:port]/]name[:tag] in lowercase, e.g. acme/model:1"
-        )
-    return value
+    refusal = "is not a valid image reference; use [registry[:port]/]name[:tag] in lowercase, e.g. acme/model:1"
+    return _matching(IMAGE_REF, value, refusal)
 
 
 def safe_name(value: str) -> str:
@@ -41,35 +44,33 @@ def safe_name(value: str) -> str:
 
 def label_key(value: str) -> str:
     """An image label key: lowercase letters, digits, '.', '-' and '_'; anything else is refused."""
-    if not LABEL_KEY.fullmatch(value or ""):
-        raise UserInputError(f"{value!r} is not a valid label key; use lowercase letters, digits, '.', '-', '_'")
-    return value
+    return _matching(LABEL_KEY, value, "is not a valid label key; use lowercase letters, digits, '.', '-', '_'")
+
+
+def _one_line(value: object) -> str:
+    """`value` as text, refused when it holds a newline or another control character."""
+    text = str(value)
+    if CONTROL.search(text):
+        raise UserInputError(f"{text!r} contains a newline or control character; remove it")
+    return text
 
 
 def dockerfile_string(value: object) -> str:
     """A double-quoted Dockerfile string: no control characters; backslash, quote and $ escaped."""
-    text = str(value)
-    if CONTROL.search(text):
-        raise UserInputError(f"{text!r} contains a newline or control character; remove it")
+    text = _one_line(value)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
 
 
 def yaml_string(value: object) -> str:
     """A YAML (JSON-compatible) double-quoted string; `$` doubled so compose does not interpolate it."""
-    text = str(value)
-    if CONTROL.search(text):
-        raise UserInputError(f"{text!r} contains a newline or control character; remove it")
+    text = _one_line(value)
     return json.dumps(text.replace("$", "$$"))
 
 
 def compose_path(value: str) -> str:
     """An absolute host path used inside a quoted compose string."""
-    if not SAFE_PATH.fullmatch(value or ""):
-        raise UserInputError(
-            f"{value!r} cannot be used as the base path in compose.yaml; "
-            "use an absolute path without quotes, $ or braces"
-        )
-    return value
+    refusal = "cannot be used as the base path in compose.yaml; use an absolute path without quotes, $ or braces"
+    return _matching(SAFE_PATH, value, refusal)
 
 
 PIP_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!-]*$")
@@ -87,19 +88,14 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 def dns_label(value: str) -> str:
     """A Kubernetes object name (RFC 1123 label): lowercase letters, digits and '-', at most 63 characters."""
-    if not DNS_LABEL.fullmatch(value or ""):
-        raise UserInputError(
-            f"{value!r} is not a valid Kubernetes name; use lowercase letters, digits and '-' (at most 63)"
-        )
-    return value
+    refusal = "is not a valid Kubernetes name; use lowercase letters, digits and '-' (at most 63)"
+    return _matching(DNS_LABEL, value, refusal)
 
 
 def json_string(value: object) -> str:
     """A YAML double-quoted (JSON) string for Kubernetes manifests: no control characters; nothing doubled
     (Kubernetes does not interpolate `$` outside `$(VAR)` in env values, which packager never writes)."""
-    text = str(value)
-    if CONTROL.search(text):
-        raise UserInputError(f"{text!r} contains a newline or control character; remove it")
+    text = _one_line(value)
     return json.dumps(text)
 
 

@@ -10,7 +10,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from packager.formats.folders import read_json
+from packager.runtime.files import read_json
 
 # text-generation architectures vLLM lists that do not serve correctly here: architecture -> what was measured
 MEASURED_UNSERVED: dict[str, str] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from packager.formats.folders import read_json
+from packager.runtime.files import read_json
 
 SENTENCEPIECE_CLASSES = frozenset({"LlamaTokenizer", "LlamaTokenizerFast"})
 

@@ -165,8 +165,9 @@ def with_calibration(plan: QuantizePlan, calibrate: str | None) -> QuantizePlan:
     return dataclasses.replace(plan, calibration=calibration, smoothing=scheme.smoothing)
 
 
-def plan_folder_quantization(folder: str, scheme: str) -> QuantizePlan:
-    """The QuantizePlan of a merged causal-LM folder (its config and safetensors headers only)."""
+def plan_folder_quantization(folder: str, scheme: str, calibrate: str | None = None) -> QuantizePlan:
+    """The QuantizePlan of a merged causal-LM folder (its config and safetensors headers only), by GPTQ on the
+    `calibrate` text when given (the folder's tokenizer checked before any work)."""
     from packager.architecture.inspect import inspect_architecture, read_config
     from packager.architecture.weights import index_base_weights
 
@@ -180,4 +181,7 @@ def plan_folder_quantization(folder: str, scheme: str) -> QuantizePlan:
     weights = index_base_weights(folder, allow_pickle=False)
     arch = inspect_architecture(folder, weights.tensors, ModelTask())
     tensors = [(t.name, t.dtype, t.shape) for t in weights.tensors.values()]
-    return plan_quantization(scheme, arch, tensors, config)
+    plan = with_calibration(plan_quantization(scheme, arch, tensors, config), calibrate)
+    if calibrate is not None:
+        check_tokenizer(folder)
+    return plan

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from packager.errors import UserInputError
+from packager.registry import Registry
 
 KINDS = {
     "streamed": "compressed-tensors checkpoints vLLM serves",
@@ -65,17 +66,14 @@ class Scheme:
         return f"{self.name}: {self.weights}; activations {self.activations}"
 
 
-SCHEMES: dict[str, Scheme] = {}
+SCHEMES: Registry[Scheme] = Registry("quantization scheme", reserved=("none",))
 
 
 def register_scheme(scheme: Scheme) -> Scheme:
     """Add `scheme` to the registry (a name already taken is refused: one place for each decision)."""
     if scheme.kind not in KINDS:
         raise ValueError(f"scheme {scheme.name}: kind must be one of {', '.join(KINDS)}, got {scheme.kind!r}")
-    if scheme.name in SCHEMES or scheme.name == "none":
-        raise ValueError(f"a quantization scheme named {scheme.name!r} is registered already")
-    SCHEMES[scheme.name] = scheme
-    return scheme
+    return SCHEMES.register(scheme)
 
 
 def schemes(kind: str) -> tuple[Scheme, ...]:

@@ -12,30 +12,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from .encoders import Encoder, read_pooling
-from .models import ENCODER_TASKS, Engine, adapter_tokenizers, load_transformers, on_gpu_if_visible
+from .models import ENCODER_TASKS, Engine, Mount, adapter_tokenizers, load_transformers, on_gpu_if_visible
 
 HEAD_CONFIG = "head_config.json"
 log = logging.getLogger("packager_runtime")
 
 
-def load_adapterhub(
-    base_dir: str,
-    adapters: Sequence[tuple[str, str]],
-    quantization: str = "none",
-    task: str = "CAUSAL_LM",
-    model_class: str = "AutoModelForCausalLM",
-    static_heads: bool = False,
-) -> Engine | Encoder:
-    """The base with every AdapterHub adapter loaded by name ((name, folder), ...); `static_heads`: load a static
-    head the adapter saved (baked: the one adapter's), else keep the base's."""
+def load_adapterhub(mount: Mount, static_heads: bool = False) -> Engine | Encoder:
+    """The base with every AdapterHub adapter loaded by name; `static_heads`: load a static head the adapter saved
+    (baked: the one adapter's), else keep the base's."""
+    base_dir, adapters, task = mount.base_dir, mount.adapters, mount.task
     heads = {name: head for name, path in adapters if (head := flex_head(path)) is not None}
-    model = _model(base_dir, quantization, model_class, with_heads=bool(heads))
+    model = _model(base_dir, mount.quantization, mount.model_class, with_heads=bool(heads))
     for name, path in adapters:
         model.load_adapter(
             path, load_as=name, set_active=False, use_safetensors=True, with_head=static_heads or name in heads

@@ -5,7 +5,6 @@ one label per input; TOKEN_CLS: one per token)."""
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import threading
 from collections.abc import Callable
@@ -13,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .files import read_json
 
 # sentence-transformers' Pooling config keys -> the mode; one of them is true in a config packager serves
 POOLING_KEYS = {
@@ -43,14 +44,14 @@ class Pooling:
 
 def read_pooling(folder: str) -> Pooling:
     """The pooling of a model folder's sentence-transformers modules.json, else mean pooling."""
-    modules = _json(os.path.join(folder, "modules.json"))
+    modules = read_json(os.path.join(folder, "modules.json"))
     if not isinstance(modules, list):
         return Pooling()
     types = {str(m.get("type", "")).rsplit(".", 1)[-1]: m for m in modules if isinstance(m, dict)}
     normalize = "Normalize" in types
     if "Pooling" not in types:
         return Pooling(normalize=normalize, source="modules.json without a Pooling module: mean")
-    config = _json(os.path.join(folder, str(types["Pooling"].get("path", "")), "config.json")) or {}
+    config = read_json(os.path.join(folder, str(types["Pooling"].get("path", "")), "config.json")) or {}
     chosen = [mode for key, mode in POOLING_KEYS.items() if config.get(key)]
     unknown = [k for k, v in config.items() if k.startswith("pooling_mode_") and v and k not in POOLING_KEYS]
     if len(chosen) != 1 or unknown:
@@ -74,14 +75,6 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Te
         total, count = (hidden * keep).sum(1), keep.sum(1).clamp(min=1)
         vectors = total / (count.sqrt() if pooling.mode == "mean_sqrt_len" else count)
     return torch.nn.functional.normalize(vectors, dim=-1) if pooling.normalize else vectors
-
-
-def _json(path: str) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 class Encoder:

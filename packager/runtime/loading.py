@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .config import RuntimeConfig
 from .encoders import Encoder
-from .models import Engine, load_baked, load_shared
+from .models import Engine, Mount, load_baked, load_shared
 from .startup import check_mounted_base
 
 
@@ -27,10 +27,10 @@ def load_engine(config: RuntimeConfig) -> Engine | Encoder:
     if config.layout == "baked":
         model_dir, name = config.model_dir or "", config.served_name or ""
         if config.adapter_dir:  # nothing merged (prompt learning): the base in the image, the adapter on it
-            return load_shared(model_dir, ((name, config.adapter_dir),), config.load_quantization, **task)
+            return load_shared(Mount(model_dir, ((name, config.adapter_dir),), config.load_quantization, **task))
         return load_baked(model_dir, name, config.backend, config.load_quantization, **task)
     check_mounted_base(config)
-    return load_shared(config.base_dir, config.adapters, config.load_quantization, **task)
+    return load_shared(Mount(config.base_dir, config.adapters, config.load_quantization, **task))
 
 
 def _load_adapterhub(config: RuntimeConfig, task: dict[str, str]) -> Engine | Encoder:
@@ -40,6 +40,6 @@ def _load_adapterhub(config: RuntimeConfig, task: dict[str, str]) -> Engine | En
 
     if config.layout == "baked":
         adapters = ((config.served_name or "", config.adapter_dir or ""),)
-        return load_adapterhub(config.model_dir or "", adapters, config.load_quantization, static_heads=True, **task)
+        return load_adapterhub(Mount(config.model_dir or "", adapters, config.load_quantization, **task), True)
     check_mounted_base(config)
-    return load_adapterhub(config.base_dir, config.adapters, config.load_quantization, **task)
+    return load_adapterhub(Mount(config.base_dir, config.adapters, config.load_quantization, **task))

@@ -261,21 +261,27 @@ def load_time_config(quantization: str) -> Any:
     return FineGrainedFP8Config()
 
 
-def load_shared(
-    base_dir: str,
-    adapters: Sequence[tuple[str, str]],
-    quantization: str = "none",
-    task: str = "CAUSAL_LM",
-    model_class: str = "AutoModelForCausalLM",
-) -> Engine | Encoder:
-    """The base from `base_dir` in the task's class with every adapter loaded by name; an adapter's own tokenizer
-    wins over the base's."""
+@dataclass(frozen=True)
+class Mount:
+    """A base folder and the adapters to load on it by name ((name, folder), ...), in the task's class, quantized
+    at load as runtime.json says."""
 
-    model = with_adapters(load_transformers(base_dir, quantization, model_class), adapters)
-    tokenizers = adapter_tokenizers(base_dir, adapters)
-    names = {name: name for name, _ in adapters}
-    if task in ENCODER_TASKS:
-        return Encoder(model, tokenizers, task, names, read_pooling(base_dir))
+    base_dir: str
+    adapters: Sequence[tuple[str, str]]
+    quantization: str = "none"
+    task: str = "CAUSAL_LM"
+    model_class: str = "AutoModelForCausalLM"
+
+
+def load_shared(mount: Mount) -> Engine | Encoder:
+    """The base in the task's class with every PEFT adapter loaded by name; an adapter's own tokenizer wins over
+    the base's."""
+    base = load_transformers(mount.base_dir, mount.quantization, mount.model_class)
+    model = with_adapters(base, mount.adapters)
+    tokenizers = adapter_tokenizers(mount.base_dir, mount.adapters)
+    names = {name: name for name, _ in mount.adapters}
+    if mount.task in ENCODER_TASKS:
+        return Encoder(model, tokenizers, mount.task, names, read_pooling(mount.base_dir))
     return Engine(model, tokenizers, names)
 
 

@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from packager.accuracy.gate import AccuracyGate
-from packager.accuracy.logits import eval_text, measure_accuracy, perplexity
+from packager.accuracy.logits import compare, eval_text, perplexity, record_reference
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def demo(tmp_path_factory):
 def test_identical_models_agree_fully(demo) -> None:
     model, tokenizer = demo
     logits = model
-    report = measure_accuracy(logits, logits, tokenizer.encode)
+    report = compare(record_reference(logits, tokenizer.encode), logits)
     assert report.max_abs_logit_diff == 0 and report.top1_agreement == 1.0
     assert report.greedy_token_agreement == 1.0 and report.greedy_exact_prompts == 1.0
     assert report.perplexity_change == 0.0 and report.perplexity_reference > 1.0
@@ -35,7 +35,7 @@ def test_a_damaged_model_moves_the_figures(demo) -> None:
         for name, param in damaged.named_parameters():
             if "proj" in name:
                 param.add_(torch.randn_like(param) * param.abs().mean() * 2)
-    report = measure_accuracy(model, damaged, tokenizer.encode)
+    report = compare(record_reference(model, tokenizer.encode), damaged)
     assert report.max_abs_logit_diff > 0.1 and report.mean_abs_logit_diff > 0
     assert report.top1_agreement < 1.0 and report.perplexity_change != 0.0
     assert "perplexity" in report.summary()

@@ -165,14 +165,14 @@ def test_the_shared_layout_serves_seq2seq_adapters_as_peft_generates(tmp_path) -
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from packager.runtime.models import load_shared
+    from packager.runtime.models import Mount, load_shared
 
     base = families.save_word_tokenizer(
         families.save_base("t5", "T5ForConditionalGeneration", str(tmp_path / "b")), 100, specials_last=True
     )
     config = LoraConfig(task_type="SEQ_2_SEQ_LM", r=4, lora_alpha=8, target_modules=["q", "v"])
     adapter = families.save_task_adapter(base, str(tmp_path / "a"), "SEQ_2_SEQ_LM", config)
-    engine = load_shared(base, [("t5a", adapter)], task="SEQ_2_SEQ_LM", model_class="AutoModelForSeq2SeqLM")
+    engine = load_shared(Mount(base, [("t5a", adapter)], task="SEQ_2_SEQ_LM", model_class="AutoModelForSeq2SeqLM"))
     body = {"prompt": TEXTS[0], "max_tokens": 6, "temperature": 0}
     answer = TestClient(create_app(engine)).post("/v1/completions", json=body)
     tokenizer = AutoTokenizer.from_pretrained(base)
