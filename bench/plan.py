@@ -64,8 +64,10 @@ def dry_run(work: Path, repeats: int) -> None:
         seconds.append(time.monotonic() - started)
     size = (base / "model.safetensors").stat().st_size
     cache = "cold" if cold else "warm (could not drop caches)"
-    print(f"| dry run, 405B shared ({size / 1e9:.0f} GB) | {statistics.median(seconds):.1f} s | "
-          f"min {min(seconds):.1f} s, {repeats} runs, {cache} |")
+    print(
+        f"| dry run, 405B shared ({size / 1e9:.0f} GB) | {statistics.median(seconds):.1f} s | "
+        f"min {min(seconds):.1f} s, {repeats} runs, {cache} |"
+    )
 
 
 def pinning(work: Path, files: int, file_mb: int, repeats: int) -> None:
@@ -90,9 +92,11 @@ def pinning(work: Path, files: int, file_mb: int, repeats: int) -> None:
         subprocess.run(["sha256sum", *paths], check=True, capture_output=True)
         floor.append(time.monotonic() - started)
     mine, one, theirs = statistics.median(ours), statistics.median(single), statistics.median(floor)
-    print(f"| pinning, {files} x {file_mb} MiB, packager (every core) | {total / mine / 1e9:.2f} GB/s | "
-          f"{one / mine:.2f}x its one-thread run ({total / one / 1e9:.2f} GB/s); {theirs / mine:.2f}x sha256sum "
-          f"({total / theirs / 1e9:.2f} GB/s, coreutils, one core) |")
+    print(
+        f"| pinning, {files} x {file_mb} MiB, packager (every core) | {total / mine / 1e9:.2f} GB/s | "
+        f"{one / mine:.2f}x its one-thread run ({total / one / 1e9:.2f} GB/s); {theirs / mine:.2f}x sha256sum "
+        f"({total / theirs / 1e9:.2f} GB/s, coreutils, one core) |"
+    )
 
 
 def main() -> None:

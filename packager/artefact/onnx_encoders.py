@@ -27,7 +27,7 @@ from packager.model_files import WEIGHT_SUFFIXES, folder_size
 from packager.progress import Phases
 from packager.tasks import TASKS, ModelTask
 
-# the plan's task -> optimum's export task (onnxruntime's class for each: runtime/models.py ORT_CLASSES)
+# the plan's task -> optimum's export task (onnxruntime's class for each: runtime/checkpoints.py ORT_CLASSES)
 ENCODER_EXPORTS = {
     "FEATURE_EXTRACTION": "feature-extraction",
     "SEQ_CLS": "text-classification",
@@ -164,7 +164,7 @@ def check_encoder(report: EncoderAccuracy, limit: float, kind: str) -> None:
 
 def load_encoder(folder: str, task: ModelTask) -> Any:
     """The ONNX encoder in `folder` on onnxruntime, in the task's class, as the runtime loads it."""
-    from packager.runtime.models import load_onnx
+    from packager.runtime.checkpoints import load_onnx
 
     return load_onnx(folder, task.name)
 

@@ -76,8 +76,13 @@ def artefact_from_args(args: argparse.Namespace) -> ArtefactSpec:
     """The ArtefactSpec the parsed flags name, field by field (validated by whoever takes it: `check_request`,
     or `spec_from_args`)."""
     return ArtefactSpec(
-        quantize=args.quantize, export=args.export, granularity=args.onnx_granularity, onnx_atol=args.onnx_atol,
-        max_accuracy_loss=args.max_accuracy_loss, calibrate=args.calibrate, max_kl=args.max_kl,
+        quantize=args.quantize,
+        export=args.export,
+        granularity=args.onnx_granularity,
+        onnx_atol=args.onnx_atol,
+        max_accuracy_loss=args.max_accuracy_loss,
+        calibrate=args.calibrate,
+        max_kl=args.max_kl,
         min_top1=args.min_top1,
     )
 

@@ -75,17 +75,32 @@ def _package_request(args: argparse.Namespace):
     from packager.planning.request import ImageRequest, Inputs, PackageRequest, Serving
 
     inputs = Inputs(
-        adapters=adapters, base=args.base, revision=args.revision, checkpoint=args.checkpoint, task=args.task,
-        dtype=args.dtype, allow_pickle=args.allow_pickle, qlora=args.qlora, qlora_merge=args.qlora_merge,
+        adapters=adapters,
+        base=args.base,
+        revision=args.revision,
+        checkpoint=args.checkpoint,
+        task=args.task,
+        dtype=args.dtype,
+        allow_pickle=args.allow_pickle,
+        qlora=args.qlora,
+        qlora_merge=args.qlora_merge,
     )
     serving = Serving(
-        layout=args.layout, runtime=args.runtime, device=args.device, port=args.port,
-        max_model_len=args.max_model_len, target=target_from_args(args),
+        layout=args.layout,
+        runtime=args.runtime,
+        device=args.device,
+        port=args.port,
+        max_model_len=args.max_model_len,
+        target=target_from_args(args),
     )
     image = ImageRequest(
-        tag=args.tag or f"packager/{adapters[0][0].lower()}:latest", base_image=args.base_image,
-        builder=args.builder, push=getattr(args, "push", False), username=getattr(args, "username", None),
-        password=password_from_stdin(args), base_model_image=args.base_model_image,
+        tag=args.tag or f"packager/{adapters[0][0].lower()}:latest",
+        base_image=args.base_image,
+        builder=args.builder,
+        push=getattr(args, "push", False),
+        username=getattr(args, "username", None),
+        password=password_from_stdin(args),
+        base_model_image=args.base_model_image,
     )
     return PackageRequest(
         inputs=inputs, serving=serving, image=image, artefact=artefact_from_args(args), deploy=deploy_spec(args),

@@ -13,7 +13,8 @@ DESCRIPTION = textwrap.fill(
     "The runtime image packager's CPU images start FROM, named by its recipe (packager-runtime:<hash> or "
     "packager-vllm:<hash>): a minimal Debian (debootstrap) with the pinned Python stack installed by this "
     "environment's pip, imported into the Docker engine and checked in a container. Nothing is pulled; a second run "
-    "finds it. `packager package` builds it by itself when its plan needs it and no --base-image is given.", 100
+    "finds it. `packager package` builds it by itself when its plan needs it and no --base-image is given.",
+    100,
 )
 
 

@@ -100,7 +100,6 @@ def check_image_request(image: ImageRequest) -> None:
         raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{image.tag}")
 
 
-
 # the sizing flags: Target field -> (flag, upper bound); each a positive number
 TARGET_FLAGS = {
     "gpu_memory_gib": ("--gpu-memory", 4096), "gpus_per_node": ("--gpus-per-node", 4096),

@@ -24,7 +24,6 @@ FOUR_BIT_SUFFIX = re.compile(r"(?:[-_]unsloth)?[-_](?:bnb[-_])?(?:4bit|nf4)$", r
 QUANTIZED_KINDS = ("linear", "conv1d")  # transformers replaces nn.Linear and Conv1D with bnb's Linear4bit
 
 
-
 @dataclass(frozen=True)
 class BaseChoice:
     """The base to merge onto, the config of the base the adapter names (when readable), and what to tell."""

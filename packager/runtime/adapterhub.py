@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from .encoders import Encoder, read_pooling
-from .models import ENCODER_TASKS, Engine, Mount, adapter_tokenizers, load_transformers, on_gpu_if_visible
+from .checkpoints import Mount, adapter_tokenizers, load_transformers, on_gpu_if_visible
+from .encoders import ENCODER_TASKS, Encoder, read_pooling
+from .models import Engine
 
 HEAD_CONFIG = "head_config.json"
 log = logging.getLogger("packager_runtime")

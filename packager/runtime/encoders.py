@@ -15,6 +15,7 @@ import torch
 
 from .files import read_json
 
+ENCODER_TASKS = ("FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS")
 # sentence-transformers' Pooling config keys -> the mode; one of them is true in a config packager serves
 POOLING_KEYS = {
     "pooling_mode_cls_token": "cls",

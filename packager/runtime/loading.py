@@ -3,9 +3,10 @@ the class its task names: text generation, an encoder (embeddings, labels) or a 
 
 from __future__ import annotations
 
+from .checkpoints import Mount, adapter_tokenizers, load_onnx, load_transformers, with_adapters
 from .config import RuntimeConfig
-from .encoders import Encoder
-from .models import Engine, Mount, load_baked, load_shared
+from .encoders import ENCODER_TASKS, Encoder, read_pooling
+from .models import Engine
 from .startup import check_mounted_base
 
 
@@ -43,3 +44,35 @@ def _load_adapterhub(config: RuntimeConfig, task: dict[str, str]) -> Engine | En
         return load_adapterhub(Mount(config.model_dir or "", adapters, config.load_quantization, **task), True)
     check_mounted_base(config)
     return load_adapterhub(Mount(config.base_dir, config.adapters, config.load_quantization, **task))
+
+
+def load_baked(
+    model_dir: str,
+    served_name: str,
+    backend: str = "transformers",
+    quantization: str = "none",
+    task: str = "CAUSAL_LM",
+    model_class: str = "AutoModelForCausalLM",
+) -> Engine | Encoder:
+    """A merged (maybe quantized or exported) model folder served under one name, in the task's class."""
+    from transformers import AutoTokenizer
+
+    # a compressed-tensors checkpoint loads through transformers, which decompresses it
+    onnx = backend == "onnx"
+    model = load_onnx(model_dir, task) if onnx else load_transformers(model_dir, quantization, model_class)
+    tokenizers = {served_name: AutoTokenizer.from_pretrained(model_dir)}
+    if task in ENCODER_TASKS:
+        return Encoder(model, tokenizers, task, pooling=read_pooling(model_dir))
+    return Engine(model, tokenizers)
+
+
+def load_shared(mount: Mount) -> Engine | Encoder:
+    """The base in the task's class with every PEFT adapter loaded by name; an adapter's own tokenizer wins over
+    the base's."""
+    base = load_transformers(mount.base_dir, mount.quantization, mount.model_class)
+    model = with_adapters(base, mount.adapters)
+    tokenizers = adapter_tokenizers(mount.base_dir, mount.adapters)
+    names = {name: name for name, _ in mount.adapters}
+    if mount.task in ENCODER_TASKS:
+        return Encoder(model, tokenizers, mount.task, names, read_pooling(mount.base_dir))
+    return Engine(model, tokenizers, names)

@@ -1,9 +1,8 @@
-"""Load the served model(s) and generate text: one merged model (baked) or a base with PEFT adapters (shared)."""
+"""Generate text with a loaded model: one merged model (baked) or a base with PEFT adapters (shared), selected by
+the served name."""
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -11,24 +10,11 @@ from typing import Any
 
 import torch
 
-from .encoders import Encoder, read_pooling
 from .streaming import Cancelled, TokenQueue, safe_prefix
-
-ENCODER_TASKS = ("FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS")
-# an ONNX export's onnxruntime class, by task (optimum-onnx; causal LMs: ORTModelForCausalLM)
-ORT_CLASSES = {
-    "FEATURE_EXTRACTION": "ORTModelForFeatureExtraction",
-    "SEQ_CLS": "ORTModelForSequenceClassification",
-    "TOKEN_CLS": "ORTModelForTokenClassification",
-}
 
 
 class NoChatTemplate(Exception):
     """The model's tokenizer has no chat template."""
-
-
-class HardwareMissing(Exception):
-    """The configuration needs what this container lacks: a CUDA GPU, or bitsandbytes, for load-time quantization."""
 
 
 @dataclass(frozen=True)
@@ -190,116 +176,3 @@ class Engine:
         eos = self.model.generation_config.eos_token_id
         ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
-
-
-def load_baked(
-    model_dir: str,
-    served_name: str,
-    backend: str = "transformers",
-    quantization: str = "none",
-    task: str = "CAUSAL_LM",
-    model_class: str = "AutoModelForCausalLM",
-) -> Engine | Encoder:
-    """A merged (maybe quantized or exported) model folder served under one name, in the task's class."""
-    from transformers import AutoTokenizer
-
-    # a compressed-tensors checkpoint loads through transformers, which decompresses it
-    onnx = backend == "onnx"
-    model = load_onnx(model_dir, task) if onnx else load_transformers(model_dir, quantization, model_class)
-    tokenizers = {served_name: AutoTokenizer.from_pretrained(model_dir)}
-    if task in ENCODER_TASKS:
-        return Encoder(model, tokenizers, task, pooling=read_pooling(model_dir))
-    return Engine(model, tokenizers)
-
-
-def load_onnx(model_dir: str, task: str = "CAUSAL_LM") -> Any:
-    """An ONNX model folder in the task's onnxruntime class, on CUDA when the image has onnxruntime-gpu and a GPU is
-    visible, else on the CPU."""
-    import onnxruntime
-    import optimum.onnxruntime as ort
-
-    cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers() and torch.cuda.is_available()
-    provider = "CUDAExecutionProvider" if cuda else "CPUExecutionProvider"
-    return getattr(ort, ORT_CLASSES.get(task, "ORTModelForCausalLM")).from_pretrained(model_dir, provider=provider)
-
-
-def load_transformers(model_dir: str, quantization: str, model_class: str = "AutoModelForCausalLM") -> Any:
-    """The model folder in a transformers Auto class, on the GPU when one is visible, quantized at load if asked."""
-    import transformers
-
-    auto = getattr(transformers, model_class)
-    if quantization == "none":
-        return on_gpu_if_visible(auto.from_pretrained(model_dir, dtype="auto"))
-    return auto.from_pretrained(
-        model_dir, dtype="auto", device_map="auto", quantization_config=load_time_config(quantization)
-    )
-
-
-def on_gpu_if_visible(model: Any) -> Any:
-    """The model on the first CUDA GPU when the container sees one (docker run --gpus all), else as loaded."""
-    return model.to("cuda") if torch.cuda.is_available() else model
-
-
-def load_time_config(quantization: str) -> Any:
-    """The transformers quantization config for a GPU load-time scheme; refuses without a CUDA GPU."""
-    if not torch.cuda.is_available():
-        raise HardwareMissing(
-            f"load_quantization {quantization} quantizes on a CUDA GPU at load time and this container sees none; "
-            "run it with --gpus all on a GPU host, or package without --quantize " + quantization
-        )
-    from transformers import BitsAndBytesConfig, FineGrainedFP8Config
-
-    if quantization.startswith("bnb-") and importlib.util.find_spec("bitsandbytes") is None:
-        raise HardwareMissing(
-            f"load_quantization {quantization} needs bitsandbytes, which this image lacks; build the image on a "
-            "base image with bitsandbytes (pip install bitsandbytes), or package without --quantize " + quantization
-        )
-    if quantization == "bnb-nf4":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    if quantization == "bnb-int8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return FineGrainedFP8Config()
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A base folder and the adapters to load on it by name ((name, folder), ...), in the task's class, quantized
-    at load as runtime.json says."""
-
-    base_dir: str
-    adapters: Sequence[tuple[str, str]]
-    quantization: str = "none"
-    task: str = "CAUSAL_LM"
-    model_class: str = "AutoModelForCausalLM"
-
-
-def load_shared(mount: Mount) -> Engine | Encoder:
-    """The base in the task's class with every PEFT adapter loaded by name; an adapter's own tokenizer wins over
-    the base's."""
-    base = load_transformers(mount.base_dir, mount.quantization, mount.model_class)
-    model = with_adapters(base, mount.adapters)
-    tokenizers = adapter_tokenizers(mount.base_dir, mount.adapters)
-    names = {name: name for name, _ in mount.adapters}
-    if mount.task in ENCODER_TASKS:
-        return Encoder(model, tokenizers, mount.task, names, read_pooling(mount.base_dir))
-    return Engine(model, tokenizers, names)
-
-
-def with_adapters(base: Any, adapters: Sequence[tuple[str, str]]) -> Any:
-    """`base` with every PEFT adapter loaded under its name: ((name, folder), ...), at least one."""
-    from peft import PeftModel
-
-    (first, first_path), *rest = adapters
-    model = PeftModel.from_pretrained(base, first_path, adapter_name=first)
-    for name, path in rest:
-        model.load_adapter(path, adapter_name=name)
-    return model
-
-
-def adapter_tokenizers(base_dir: str, adapters: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """Each served name's tokenizer: the adapter's own where it has one, else the base's."""
-    from transformers import AutoTokenizer
-
-    base = AutoTokenizer.from_pretrained(base_dir)
-    has_own = {name: os.path.isfile(os.path.join(path, "tokenizer_config.json")) for name, path in adapters}
-    return {name: AutoTokenizer.from_pretrained(path) if has_own[name] else base for name, path in adapters}

@@ -23,12 +23,13 @@ from pydantic import BaseModel, Field
 
 from .api_errors import ApiError, error_body, served_name
 from .api_key import API_KEY_ENV, UNAUTHORIZED, api_key, authorized
+from .checkpoints import HardwareMissing
 from .config import ConfigError, load_config
 from .encoder_routes import add_encoder_routes
 from .encoders import Encoder, PoolingUnsupported
 from .loading import load_engine
 from .metrics import Metrics
-from .models import Engine, Generation, GenerationParams, HardwareMissing, NoChatTemplate
+from .models import Engine, Generation, GenerationParams, NoChatTemplate
 from .startup import exit_code, parse_args, serving_port
 from .streaming import ClosingStreamingResponse, chat_chunk, completion_chunk, sse
 from .verify_base import BaseMismatch

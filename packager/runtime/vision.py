@@ -10,7 +10,8 @@ import io
 import re
 from typing import Any
 
-from .models import Engine, load_transformers, with_adapters
+from .checkpoints import load_transformers, with_adapters
+from .models import Engine
 
 MAX_IMAGES = 8
 MAX_IMAGE_BYTES = 20 << 20

@@ -23,7 +23,6 @@ from packager.sizing.weights import Weights, served_weights
 __all__ = ["KV_DTYPES", "plan_sizing", "read_shape", "size_model", "size_served", "sized_plan"]
 
 
-
 def sized_plan(
     plan: Any, tensors: Mapping[str, Any], arch: Any, target: Target, config: dict[str, Any], fixed_length: bool
 ) -> Any:

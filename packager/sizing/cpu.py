@@ -39,8 +39,14 @@ def size_cpu_vllm(
         f"token sequence takes {gib_text(one)}) + runtime {gib_text(RUNTIME_BYTES)} = {gib_text(request)} of memory",
         f"the KV space holds {int(space / one * length) if one else 0:,} tokens ({space / one if one else 0:.1f} "
         f"sequence(s) of {length:,})",
-        *([f"max-model-len lowered from {asked:,} to {length:,}: the longest whose KV space fits the "
-           f"{target.cpu_memory_gib:g} GiB node (--cpu-memory)"] if length != asked else []),
+        *(
+            [
+                f"max-model-len lowered from {asked:,} to {length:,}: the longest whose KV space fits the "
+                f"{target.cpu_memory_gib:g} GiB node (--cpu-memory)"
+            ]
+            if length != asked
+            else []
+        ),
     )
     return Sizing(
         "cpu", weights, per_token(shape, kv.dtype_bytes), space, target.max_num_seqs,

@@ -173,7 +173,8 @@ def _sizing(
     arithmetic = (
         *_arithmetic(shape, weights, fit, stage, one[stage], length, budget, target),
         f"KV pool {gib_text(fit.pools[stage])} per GPU: {int(full * length):,} tokens, {full:.1f} sequence(s) "
-        f"of {length:,} tokens" + (f" or {typical:.1f} of {TYPICAL_TOKENS:,}" if length > TYPICAL_TOKENS else "")
+        f"of {length:,} tokens"
+        + (f" or {typical:.1f} of {TYPICAL_TOKENS:,}" if length > TYPICAL_TOKENS else "")
         + " at once",
         *(f"or: {option}" for option in options),
         *([f"expert parallel: {layout.why_ep}"] if layout.why_ep else []),

@@ -17,7 +17,7 @@ from packager.artefact.spec import artefact_spec
 from packager.errors import UserInputError, ValidationError
 from packager.merge.run import run_merge
 from packager.resolve.resolver import ResolveRequest
-from packager.runtime.models import load_baked
+from packager.runtime.loading import load_baked
 from packager.runtime.server import create_app
 from packager.tasks import TASKS, ModelTask
 from tests import families

@@ -521,7 +521,9 @@ def test_every_kubernetes_target_gets_the_policy_gpu_tolerations_and_a_startup_p
     docs = {n: documents(t) for n, t in render_manifests(policy_plan, REF).items()}
     llm_policy = next(d for d in docs["kserve-llm.yaml"] if d["kind"] == "NetworkPolicy")
     assert llm_policy["spec"]["podSelector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "shared", "app.kubernetes.io/part-of": "llminferenceservice"}  # KServe's labels
+        "app.kubernetes.io/name": "shared",
+        "app.kubernetes.io/part-of": "llminferenceservice",
+    }  # KServe's labels
     for doc in (one(case, "Deployment"), one(case, "LLMInferenceService")):
         spec = pod_spec(doc)
         assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

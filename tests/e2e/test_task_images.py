@@ -13,7 +13,7 @@ import torch
 from peft import LoraConfig
 
 from packager.package import package
-from packager.runtime.models import load_baked
+from packager.runtime.loading import load_baked
 from tests import families
 from tests.e2e import containers
 from tests.requests import package_request

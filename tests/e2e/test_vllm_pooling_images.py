@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from packager.package import package
-from packager.runtime.models import load_baked
+from packager.runtime.loading import load_baked
 from tests import families
 from tests.e2e import containers
 from tests.e2e.test_task_images import SENTENCES, TEXTS, tiny_models  # noqa: F401 - the fixture, shared

@@ -124,7 +124,6 @@ def test_a_gpu_image_takes_any_head_size_and_load_time_quantization() -> None:
     assert choose_runtime("auto", "baked", LLAMA, nf4, [_adapter()], device="cuda").engine == "vllm"
 
 
-
 @pytest.mark.parametrize("scheme", ["bnb-nf4", "bnb-int8", "fp8-load"])
 @pytest.mark.parametrize("runtime", ["auto", "packager", "vllm"])
 def test_load_time_gpu_quantization_on_a_cpu_plan_is_refused_before_it_cannot_start(scheme, runtime) -> None:

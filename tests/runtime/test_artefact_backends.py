@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
 from packager.artefact.spec import artefact_spec
+from packager.runtime.checkpoints import HardwareMissing, load_time_config
 from packager.runtime.config import ConfigError, load_config, parse_config
 from packager.runtime.loading import load_engine
-from packager.runtime.models import HardwareMissing, load_time_config
 from packager.runtime.server import create_app, main
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from peft import LoraConfig
 
 from packager.merge.run import run_merge
 from packager.resolve.resolver import ResolveRequest
-from packager.runtime.models import load_baked
+from packager.runtime.loading import load_baked
 from packager.runtime.server import create_app
 from packager.tasks import TASKS
 from tests import families
@@ -165,7 +165,8 @@ def test_the_shared_layout_serves_seq2seq_adapters_as_peft_generates(tmp_path) -
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from packager.runtime.models import Mount, load_shared
+    from packager.runtime.checkpoints import Mount
+    from packager.runtime.loading import load_shared
 
     base = families.save_word_tokenizer(
         families.save_base("t5", "T5ForConditionalGeneration", str(tmp_path / "b")), 100, specials_last=True

@@ -17,7 +17,7 @@ import torch
 import uvicorn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from packager.runtime import models
+from packager.runtime import checkpoints
 from packager.runtime.config import load_config
 from packager.runtime.loading import load_engine
 from packager.runtime.server import create_app
@@ -156,9 +156,9 @@ def test_the_model_goes_to_the_gpu_when_one_is_visible(monkeypatch) -> None:
             return self
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert isinstance(models.on_gpu_if_visible(Model()), Model) and moved == ["cuda"]
+    assert isinstance(checkpoints.on_gpu_if_visible(Model()), Model) and moved == ["cuda"]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    models.on_gpu_if_visible(Model())
+    checkpoints.on_gpu_if_visible(Model())
     assert moved == ["cuda"]
 
 

@@ -48,5 +48,3 @@ def test_a_chosen_context_is_never_lowered_but_refused_in_one_line() -> None:
 def test_packagers_server_keeps_a_fixed_allowance() -> None:
     sizing = size_cpu_server(SHAPE, WEIGHTS, Target(), 131072)
     assert sizing.kv_cache_space_gib is None and sizing.memory_request_bytes == WEIGHTS + 3 * GIB
-
-
