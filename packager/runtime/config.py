@@ -19,6 +19,9 @@ Schema (a JSON object; unknown keys are rejected; relative paths are taken from 
     adapter_library  "peft" | "adapters", default "peft": the library that loads unmerged adapters (`adapters`:
                  AdapterHub's bottleneck, prefix and prompt tuning, prediction heads; packager engine only)
     engine       "packager" (this package's server) | "vllm", default "packager"
+    batching     with engine packager: {"max_batch_size", "max_batch_tokens", "max_queue"}, positive integers
+                 (defaults 32, 16384, 256): rows per forward pass, their prompt plus completion tokens, requests
+                 waiting for a place (beyond it: HTTP 429)
     vllm         with engine vllm: {"dtype", "max_model_len", "base_name" (shared: the name the base answers
                  to), "max_lora_rank", "max_loras", "device" ("cpu" | "cuda"),
                  "quantization", "pooling" (embeddings and classifiers: vLLM's pooling runner, its
@@ -39,6 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .batch_limits import BatchLimits, parse_batching
 from .config_errors import ConfigError
 from .vllm_config import VLLM_KEYS, VLLM_POOLING_TASKS, VllmSettings, check_vllm
 
@@ -58,7 +62,17 @@ SERVED_TASKS = {
 MODEL_CLASS = re.compile(r"^Auto[A-Za-z0-9]+$")
 VERIFY_ENV = "PACKAGER_VERIFY_BASE"
 BASE_DIR_ENV = "PACKAGER_BASE_DIR"  # where a platform puts the base instead (KServe: /mnt/models)
-COMMON_KEYS = {"layout", "port", "load_quantization", "engine", "vllm", "task", "model_class", "adapter_library"}
+COMMON_KEYS = {
+    "layout",
+    "port",
+    "load_quantization",
+    "engine",
+    "vllm",
+    "batching",
+    "task",
+    "model_class",
+    "adapter_library",
+}
 ADAPTER_LIBRARIES = ("peft", "adapters")
 LAYOUT_KEYS = {
     "baked": {"model_dir", "served_name", "backend", "adapter_dir"},
@@ -87,6 +101,7 @@ class RuntimeConfig:
     model_class: str = "AutoModelForCausalLM"  # the transformers Auto class the model loads in
     adapter_dir: str | None = None  # baked: an adapter served unmerged on model_dir (nothing to merge)
     adapter_library: str = "peft"  # what loads unmerged adapters: peft, or adapters (AdapterHub)
+    batching: BatchLimits | None = None  # packager engine: None keeps the server's defaults
 
     @property
     def serves(self) -> str:
@@ -107,6 +122,8 @@ class RuntimeConfig:
             data.update(task=self.task, model_class=self.model_class)
         if self.adapter_library != "peft":
             data.update(adapter_library=self.adapter_library)
+        if self.batching is not None:
+            data.update(batching=self.batching.to_json())
         if self.layout == "baked":
             data.update(model_dir=self.model_dir, served_name=self.served_name, backend=self.backend)
             return {**data, "adapter_dir": self.adapter_dir} if self.adapter_dir else data
@@ -146,7 +163,7 @@ def parse_config(data: Any, root: str = ".", env: Mapping[str, str] | None = Non
 
 def _adapter_library(data: dict, engine: dict[str, Any]) -> str:
     library = _one_of(data, "adapter_library", ADAPTER_LIBRARIES, "peft")
-    if library == "adapters" and (engine or data.get("backend", "transformers") != "transformers"):
+    if library == "adapters" and ("vllm" in engine or data.get("backend", "transformers") != "transformers"):
         raise ConfigError(
             "runtime config: adapter_library adapters needs the packager engine and the transformers backend"
         )
@@ -176,7 +193,9 @@ def parse_engine(data: dict) -> dict[str, Any]:
     if engine == "packager":
         if "vllm" in data:
             raise ConfigError("runtime config: `vllm` settings need engine vllm")
-        return {}
+        return {"batching": parse_batching(data["batching"])} if "batching" in data else {}
+    if "batching" in data:
+        raise ConfigError("runtime config: `batching` is for the packager engine; vLLM batches by its own settings")
     settings = data.get("vllm")
     if not isinstance(settings, dict) or set(settings) - VLLM_KEYS:
         raise ConfigError(f"runtime config: vllm must be an object with keys among {', '.join(sorted(VLLM_KEYS))}")

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
+from .batching import BatchLimits
 from .files import read_json
+from .gathering import Gatherer, Texts
 
 ENCODER_TASKS = ("FEATURE_EXTRACTION", "SEQ_CLS", "TOKEN_CLS")
 # sentence-transformers' Pooling config keys -> the mode; one of them is true in a config packager serves
@@ -90,15 +92,17 @@ class Encoder:
         pooling: Pooling | None = None,
         activate: Callable[[str], None] | None = None,
         labels: dict[str, dict[int, str]] | None = None,
+        limits: BatchLimits | None = None,
     ) -> None:
-        """`adapters`: served name -> adapter name, chosen per request by `activate` (default PEFT's
-        set_adapter); `labels`: a served name's own id2label (a prediction head's), else the model config's."""
+        """`adapters`: served name -> adapter name, chosen per pass by `activate` (default PEFT's set_adapter);
+        `labels`: a served name's own id2label (a prediction head's), else the model config's; `limits`:
+        runtime.json's batch and queue limits (gathering.py gathers concurrent requests into passes)."""
         model = model.eval() if hasattr(model, "eval") else model  # an onnxruntime model has no training mode
         self.model, self.tokenizers, self.task, self.adapters = model, tokenizers, task, adapters
         self.activate = activate or (model.set_adapter if adapters is not None else None)
         self.labels = labels or {}
         self.embedding_pooling = pooling or Pooling()
-        self.lock = threading.Lock()
+        self.scheduler = Gatherer(self._run, limits or BatchLimits())
         # a fast tokenizer switches truncation on (forward) and off (token counts) in place: two request threads
         # doing that at once raise "Already borrowed"
         self.tokenizing = threading.Lock()
@@ -127,40 +131,73 @@ class Encoder:
             ids = self.tokenizers[name](texts)["input_ids"]
         return [len(row) for row in ids]
 
-    @torch.inference_mode()
+    def configure(self, limits: BatchLimits) -> None:
+        """Serve with these limits (before the first request)."""
+        self.scheduler = Gatherer(self._run, limits)
+
     def embed(self, name: str, texts: list[str]) -> list[list[float]]:
         """One vector per text: the last hidden states pooled over the tokens the mask keeps."""
-        batch, hidden = self._forward(name, texts, "last_hidden_state")
-        return pool(hidden.float(), batch["attention_mask"], self.embedding_pooling).tolist()
+        return [vector.tolist() for vector in self._gathered(name, texts)]
 
-    @torch.inference_mode()
     def classify(self, name: str, texts: list[str]) -> list[dict[str, Any]]:
         """Per text: the label and class probabilities (SEQ_CLS), or those of each token (TOKEN_CLS)."""
-        batch, logits = self._forward(name, texts, "logits")
-        probs = logits.float().softmax(-1)
         labels = self.labels.get(name) or self.model.config.id2label
+        outputs = self._gathered(name, texts)
         if self.task == "SEQ_CLS":
-            return [{"label": labels[int(p.argmax())], "probs": p.tolist()} for p in probs]
+            return [{"label": labels[int(p.argmax())], "probs": p.tolist()} for p in outputs]
         tokenizer = self.tokenizers[name]
         return [
-            {"tokens": [_token(tokenizer, i, p, labels) for i, p, keep in zip(ids, row, mask, strict=True) if keep]}
-            for ids, row, mask in zip(batch["input_ids"].tolist(), probs, batch["attention_mask"].tolist(), strict=True)
+            {"tokens": [_token(tokenizer, i, p, labels) for i, p in zip(ids, probs, strict=True)]}
+            for ids, probs in outputs
         ]
 
     def num_classes(self, name: str) -> int:
         """How many labels the classifier served as `name` has."""
         return len(self.labels[name]) if name in self.labels else int(self.model.config.num_labels)
 
-    def _forward(self, name: str, texts: list[str], output: str) -> tuple[dict, torch.Tensor]:
+    def _gathered(self, name: str, texts: list[str]) -> list[Any]:
+        """Each text's output, from the passes the gatherer runs; raises batching.QueueFull when it is full."""
         with self.tokenizing:
-            batch = self.tokenizers[name](texts, padding=True, truncation=True, return_tensors="pt")
+            encodings = self.tokenizers[name](texts, truncation=True)
+        rows = [{key: values[i] for key, values in encodings.items()} for i in range(len(texts))]
+        return self.scheduler.submit(Texts(name, rows)).wait()
+
+    @torch.inference_mode()
+    def _run(self, name: str, rows: list[dict[str, list[int]]]) -> list[Any]:
+        """One padded forward pass: per row its pooled vector (embeddings), class probabilities (SEQ_CLS), or
+        (token ids, per-token probabilities) without the padding (TOKEN_CLS)."""
+        batch = pad(rows, self.tokenizers[name])
         device = self.model.device if hasattr(self.model, "device") else next(self.model.parameters()).device
         taken = {k: v.to(device) for k, v in batch.items() if k in self._forward_args}  # DistilBERT: no token types
-        with self.lock:
-            if self.activate is not None:
-                self.activate(self.adapters[name])
-            result = self.model(**taken)
-        return batch, getattr(result, output).cpu()
+        if self.activate is not None:
+            self.activate(self.adapters[name])
+        result = self.model(**taken)
+        mask = batch["attention_mask"]
+        if self.task == "FEATURE_EXTRACTION":
+            return list(pool(result.last_hidden_state.cpu().float(), mask, self.embedding_pooling).unbind())
+        probs = result.logits.cpu().float().softmax(-1)
+        if self.task == "SEQ_CLS":
+            return list(probs.unbind())
+        ids = batch["input_ids"]
+        return [(ids[i][mask[i].bool()].tolist(), probs[i][mask[i].bool()]) for i in range(len(rows))]
+
+
+def pad(rows: list[dict[str, list[int]]], tokenizer: Any) -> dict[str, torch.Tensor]:
+    """Tokenized texts as one batch, padded on the tokenizer's side: input ids with its pad token, the attention
+    mask and everything else with zeros."""
+    width = max(len(r["input_ids"]) for r in rows)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    batch = {}
+    for key in rows[0]:
+        fill = pad_id if key == "input_ids" else 0
+        padded = [
+            [fill] * (width - len(r[key])) + r[key]
+            if tokenizer.padding_side == "left"
+            else r[key] + [fill] * (width - len(r[key]))
+            for r in rows
+        ]
+        batch[key] = torch.tensor(padded, dtype=torch.long)
+    return batch
 
 
 def forward_parameters(model: Any) -> set[str]:

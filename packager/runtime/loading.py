@@ -11,7 +11,15 @@ from .startup import check_mounted_base
 
 
 def load_engine(config: RuntimeConfig) -> Engine | Encoder:
-    """Verify the base (shared layout) and load the model(s); raises BaseMismatch before loading anything."""
+    """Verify the base (shared layout) and load the model(s), batched within runtime.json's limits; raises
+    BaseMismatch before loading anything."""
+    engine = _load(config)
+    if config.batching is not None:
+        engine.configure(config.batching)
+    return engine
+
+
+def _load(config: RuntimeConfig) -> Engine | Encoder:
     task = {"task": config.task, "model_class": config.model_class}
     if config.task == "IMAGE_TEXT_TO_TEXT":
         from .vision import load_vision

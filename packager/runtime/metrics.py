@@ -1,16 +1,20 @@
 """Prometheus metrics for /metrics (text format 0.0.4), named like vLLM's so the same dashboards read both:
-requests by endpoint and status, prompt and generated tokens, request time, requests running."""
+requests by endpoint and status, prompt and generated tokens, request time, requests running; and from the
+batching scheduler: requests waiting for a place, rows per forward pass, time to first token."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from typing import Any
 
 
 class Metrics:
     """Counters updated by the server; `render` gives the exposition text."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler: Any = None) -> None:
+        """`scheduler`: the engine's batching.Stats (waiting, batch rows, time to first token), read at render."""
+        self.scheduler = scheduler
         self._lock = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.prompt_tokens = 0
@@ -61,5 +65,24 @@ class Metrics:
                 "# HELP packager:num_requests_running Requests being answered now.",
                 "# TYPE packager:num_requests_running gauge",
                 f"packager:num_requests_running {self.running}",
+                *self._scheduler_lines(),
             ]
         return "\n".join(lines) + "\n"
+
+    def _scheduler_lines(self) -> list[str]:
+        stats = self.scheduler
+        if stats is None:
+            return []
+        return [
+            "# HELP packager:num_requests_waiting Requests queued for a place in a batch.",
+            "# TYPE packager:num_requests_waiting gauge",
+            f"packager:num_requests_waiting {stats.waiting}",
+            "# HELP packager:batch_size Rows in each forward pass (or generate call) of the model.",
+            "# TYPE packager:batch_size summary",
+            f"packager:batch_size_sum {stats.batch_rows}",
+            f"packager:batch_size_count {stats.batches}",
+            "# HELP packager:time_to_first_token_seconds Time from a request's arrival to its first token.",
+            "# TYPE packager:time_to_first_token_seconds summary",
+            f"packager:time_to_first_token_seconds_sum {stats.ttft_sum:.6f}",
+            f"packager:time_to_first_token_seconds_count {stats.ttft_count}",
+        ]

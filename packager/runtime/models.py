@@ -1,31 +1,26 @@
 """Generate text with a loaded model: one merged model (baked) or a base with PEFT adapters (shared), selected by
-the served name."""
+the served name. Requests are batched by a scheduler thread (continuous.py where the model allows, grouped.py
+otherwise); this module turns a request into a row and the row's tokens back into text."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from .streaming import Cancelled, TokenQueue, safe_prefix
+from .batching import BatchLimits, GenerationParams, Row, Scheduler
+from .continuous import ContinuousScheduler
+from .grouped import GroupedScheduler
+from .streaming import safe_prefix
+
+__all__ = ["Engine", "Generation", "GenerationParams", "NoChatTemplate"]
 
 
 class NoChatTemplate(Exception):
     """The model's tokenizer has no chat template."""
-
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """OpenAI-style sampling settings; temperature 0 means greedy."""
-
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -38,29 +33,40 @@ class Generation:
     finish_reason: str  # "stop" (EOS or stop string) or "length"
 
 
-class _StopOnText:
-    """Stopping criterion: stop once the decoded new text contains any stop string."""
-
-    def __init__(self, tokenizer: Any, start: int, stops: Sequence[str]) -> None:
-        self.tokenizer, self.start, self.stops = tokenizer, start, stops
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        text = self.tokenizer.decode(input_ids[0, self.start :], skip_special_tokens=True)
-        done = any(stop in text for stop in self.stops)
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
-
-
 class Engine:
-    """A loaded model serving one or more names; generation is serialised by a lock."""
+    """A loaded model serving one or more names; a scheduler thread batches the requests."""
 
-    def __init__(self, model: Any, tokenizers: dict, adapters=None, activate=None, use_cache: bool = True) -> None:
-        """`adapters`: served name -> adapter name (None: a merged model), chosen per request by `activate`
-        (default PEFT's set_adapter); `use_cache`: False where the KV cache does not match the full forward pass."""
+    continuous = True  # False: requests carry inputs beside the ids (images) that only `generate` takes
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizers: dict,
+        adapters: dict[str, str] | None = None,
+        activate: Callable[[str], None] | None = None,
+        use_cache: bool = True,
+        limits: BatchLimits | None = None,
+    ) -> None:
+        """`adapters`: served name -> adapter name (None: a merged model); `activate`: selects an adapter by name
+        for a library PEFT's batching does not know (AdapterHub); `use_cache`: False where the KV cache does not
+        match the full forward pass; `limits`: runtime.json's batch and queue limits."""
         self.model = model.eval() if hasattr(model, "eval") else model  # an ONNX Runtime model has no eval()
         self.tokenizers, self.adapters, self.use_cache = tokenizers, adapters, use_cache
-        self.activate: Callable[[str], None] | None = activate or (model.set_adapter if adapters else None)
-        self.lock = threading.Lock()
+        self.custom_activate = activate
         self.tokenizing = threading.Lock()  # a fast tokenizer's settings are not safe to change from two threads
+        self.scheduler = self.make_scheduler(limits or BatchLimits())
+
+    def make_scheduler(self, limits: BatchLimits) -> Scheduler:
+        """Continuous batching where the model and its adapters allow (batching_mode), else grouped `generate`."""
+        mode = batching_mode(self.model, self.custom_activate, self.use_cache) if self.continuous else None
+        if mode is None:
+            activate = self.custom_activate or (self.model.set_adapter if self.adapters else None)
+            return GroupedScheduler(self.model, limits, self._pad_id(), activate, self.use_cache)
+        return ContinuousScheduler(self.model, limits, mode, getattr(self.model, "set_adapter", None))
+
+    def configure(self, limits: BatchLimits) -> None:
+        """Serve with these limits (before the first request)."""
+        self.scheduler = self.make_scheduler(limits)
 
     @property
     def names(self) -> list[str]:
@@ -90,80 +96,56 @@ class Engine:
                 return value
         return None
 
+    def submit(self, name: str, prompt_ids: list[int], params: GenerationParams, inputs: dict | None = None) -> Row:
+        """Queue one request; raises batching.QueueFull when the queue is full."""
+        tokenizer = self.tokenizers[name]
+        eos, stops = self._eos_ids(tokenizer), params.stop
+
+        def finished(tokens: list[int]) -> bool:
+            """EOS last, or a stop string in the decoded new text."""
+            if tokens[-1] in eos:
+                return True
+            return bool(stops) and any(s in tokenizer.decode(tokens, skip_special_tokens=True) for s in stops)
+
+        adapter = self.adapters[name] if self.adapters else None
+        return self.scheduler.submit(Row(adapter, list(prompt_ids), params, finished, inputs))
+
     def generate(
         self, name: str, prompt_ids: list[int], params: GenerationParams, inputs: dict | None = None
     ) -> Generation:
         """Generate for one prompt with the model (and adapter) served as `name`; `inputs`: what the model takes
         beside the token ids (a vision model's pixel values)."""
-        with self.lock:
-            self._select(name, params)
-            new_ids = self._run(self.tokenizers[name], prompt_ids, params, inputs=inputs)
+        row = self.submit(name, prompt_ids, params, inputs)
+        try:
+            new_ids = [token for ids in row.stream() for token in ids]
+        finally:
+            row.cancelled.set()  # a no-op once done; frees the row when the caller went away
         return self._finish(self.tokenizers[name], prompt_ids, new_ids, params)
 
     def stream(
         self, name: str, prompt_ids: list[int], params: GenerationParams, inputs: dict | None = None
     ) -> Iterator[str | Generation]:
-        """Generate as `generate` does, yielding each piece of text once it is final, then the Generation; the
-        pieces join to the Generation's text. Closing the iterator early stops the generation."""
-        tokenizer, streamer, cancel = self.tokenizers[name], TokenQueue(), Cancelled()
+        """Queue the request now (QueueFull raised here), then yield each piece of text once it is final, then the
+        Generation; the pieces join to the Generation's text. Closing the iterator early frees the row."""
+        return self._texts(name, self.submit(name, prompt_ids, params, inputs))
+
+    def _texts(self, name: str, row: Row) -> Iterator[str | Generation]:
+        tokenizer, params = self.tokenizers[name], row.params
         new_ids: list[int] = []
         emitted = ""
-        with self.lock:
-            self._select(name, params)
-            worker = threading.Thread(
-                target=self._run_streaming, args=(tokenizer, prompt_ids, params, streamer, cancel, inputs)
-            )
-            worker.start()
-            try:
-                for ids in streamer:
-                    new_ids += ids
-                    text = safe_prefix(tokenizer.decode(new_ids[:-1], skip_special_tokens=True), params.stop)
-                    if len(text) > len(emitted) and text.startswith(emitted):
-                        yield text[len(emitted) :]
-                        emitted = text
-            finally:
-                cancel.event.set()  # a no-op once generation has ended; stops it when the client went away
-                worker.join()
-        result = self._finish(tokenizer, prompt_ids, new_ids, params)
+        try:
+            for ids in row.stream():
+                new_ids += ids
+                text = safe_prefix(tokenizer.decode(new_ids[:-1], skip_special_tokens=True), params.stop)
+                if len(text) > len(emitted) and text.startswith(emitted):
+                    yield text[len(emitted) :]
+                    emitted = text
+        finally:
+            row.cancelled.set()  # a no-op once done; stops the row when the client went away
+        result = self._finish(tokenizer, row.prompt, new_ids, params)
         if len(result.text) > len(emitted):
             yield result.text[len(emitted) :]
         yield result
-
-    def _run_streaming(self, tokenizer: Any, prompt_ids: list[int], params, streamer, cancel, inputs) -> None:
-        try:
-            self._run(tokenizer, prompt_ids, params, streamer=streamer, cancel=cancel, inputs=inputs)
-        finally:
-            streamer.end()  # generate does not call end() when it raises: never leave the reader waiting
-
-    def _select(self, name: str, params: GenerationParams) -> None:
-        if self.activate is not None:
-            self.activate(self.adapters[name])
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-
-    def _run(
-        self, tokenizer: Any, prompt_ids: list[int], params: GenerationParams, streamer=None, cancel=None, inputs=None
-    ) -> list[int]:
-        ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.model.device)
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens, "do_sample": params.temperature > 0}
-        if not self.use_cache:
-            kwargs["use_cache"] = False
-        if params.temperature > 0:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        # an encoder-decoder's output starts with the decoder's start token, not with the prompt
-        start = 1 if getattr(self.model.config, "is_encoder_decoder", False) else len(prompt_ids)
-        criteria = [_StopOnText(tokenizer, start, params.stop)] if params.stop else []
-        criteria += [cancel] if cancel is not None else []
-        if criteria:
-            kwargs["stopping_criteria"] = criteria
-        if streamer is not None:
-            kwargs["streamer"] = streamer
-        if self.model.generation_config.pad_token_id is None:
-            pad = tokenizer.pad_token_id
-            kwargs["pad_token_id"] = pad if pad is not None else tokenizer.eos_token_id
-        with torch.no_grad():
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **(inputs or {}), **kwargs)
-        return out[0, start:].tolist()
 
     def _finish(self, tokenizer: Any, prompt: list[int], new_ids: list[int], params: GenerationParams) -> Generation:
         text = tokenizer.decode(new_ids, skip_special_tokens=True)
@@ -173,6 +155,38 @@ class Engine:
         return Generation(text, len(prompt), len(new_ids), "stop" if stopped else "length")
 
     def _eos_ids(self, tokenizer: Any) -> set[int]:
-        eos = self.model.generation_config.eos_token_id
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+
+    def _pad_id(self) -> int:
+        tokenizer = next(iter(self.tokenizers.values()))
+        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a processor's tokenizer
+        for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+            if value is not None:
+                return int(value)
+        return 0
+
+
+def batching_mode(model: Any, custom_activate: Callable | None, use_cache: bool) -> str | None:
+    """How continuous.py batches this model (its MODES), or None where only grouped `generate` calls can: an
+    encoder-decoder, an ONNX model, sliding-window or chunked attention, no usable KV cache, an adapter library
+    other than PEFT, or a PEFT method that is neither LoRA-like nor prompt/P-tuning."""
+    config = getattr(model, "config", None)
+    if not isinstance(model, torch.nn.Module) or config is None or not use_cache or custom_activate is not None:
+        return None
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    windowed = getattr(text, "sliding_window", None) or getattr(text, "attention_chunk_size", None)
+    layer_types = set(getattr(text, "layer_types", None) or ["full_attention"])
+    if getattr(config, "is_encoder_decoder", False) or windowed or layer_types != {"full_attention"}:
+        return None
+    peft = getattr(model, "peft_config", None)
+    if not peft:
+        return "merged"
+    kinds = {str(getattr(c, "peft_type", "")).rsplit(".", 1)[-1] for c in peft.values()}
+    if kinds <= {"PROMPT_TUNING", "P_TUNING"}:
+        return "prompt"
+    if any(getattr(c, "is_prompt_learning", False) for c in peft.values()):
+        return None  # prefix tuning and the rest of prompt learning: their own cache or task ids
+    mixable = kinds == {"LORA"} and not any(getattr(c, "use_dora", False) for c in peft.values())
+    return "mixed" if mixable else "grouped"

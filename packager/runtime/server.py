@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import uuid
-from contextlib import closing
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from .api_errors import ApiError, error_body, served_name
 from .api_key import API_KEY_ENV, UNAUTHORIZED, api_key, authorized
+from .batching import QueueFull
 from .checkpoints import HardwareMissing
 from .config import ConfigError, load_config
 from .encoder_routes import add_encoder_routes
@@ -31,7 +30,7 @@ from .loading import load_engine
 from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, NoChatTemplate
 from .startup import exit_code, parse_args, serving_port
-from .streaming import ClosingStreamingResponse, chat_chunk, completion_chunk, sse
+from .streaming import ClosingStreamingResponse, chunk_base, response_body, sse_events
 from .verify_base import BaseMismatch
 from .vision import BadImage, VisionEngine
 
@@ -46,6 +45,7 @@ class Sampling(BaseModel):
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
+    stream_options: dict[str, Any] | None = None  # {"include_usage": true}: a last chunk with the usage
     n: int = 1
 
 
@@ -71,7 +71,7 @@ class ChatRequest(Sampling):
 def create_app(engine: Engine | Encoder, key: str | None = None) -> FastAPI:
     """The FastAPI app serving `engine` (already loaded); `key`: the API key requests must carry (api_key.py)."""
     app = FastAPI(title="packager runtime")
-    metrics = Metrics()
+    metrics = Metrics(engine.scheduler.stats)
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):
@@ -87,6 +87,10 @@ def create_app(engine: Engine | Encoder, key: str | None = None) -> FastAPI:
             return response
         finally:
             metrics.finished(request.url.path, status, time.monotonic() - started)
+
+    @app.exception_handler(QueueFull)
+    def _busy(request: Request, exc: QueueFull) -> JSONResponse:
+        return JSONResponse(error_body(str(exc)), status_code=429, headers={"Retry-After": "1"})
 
     @app.exception_handler(ApiError)
     def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -127,11 +131,11 @@ def create_app(engine: Engine | Encoder, key: str | None = None) -> FastAPI:
         ids, params = engine.encode_prompt(name, req.prompt), _params(req)
         _check_length(engine, ids, params)
         if req.stream:
-            return _stream(engine, metrics, name, ids, params, chat=False)
+            return _stream(engine, metrics, name, ids, params, chat=False, usage=_wants_usage(req))
         result = engine.generate(name, ids, params)
         metrics.generated(result.prompt_tokens, result.completion_tokens)
         choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}
-        return _response("cmpl", "text_completion", name, choice, result)
+        return response_body("cmpl", "text_completion", name, choice, result)
 
     @app.post("/v1/chat/completions")
     def chat(req: ChatRequest) -> Any:
@@ -142,12 +146,12 @@ def create_app(engine: Engine | Encoder, key: str | None = None) -> FastAPI:
         params = _params(req)
         _check_length(engine, ids, params)
         if req.stream:
-            return _stream(engine, metrics, name, ids, params, chat=True, inputs=inputs)
+            return _stream(engine, metrics, name, ids, params, chat=True, inputs=inputs, usage=_wants_usage(req))
         result = engine.generate(name, ids, params, inputs)
         metrics.generated(result.prompt_tokens, result.completion_tokens)
         message = {"role": "assistant", "content": result.text}
         choice = {"index": 0, "message": message, "finish_reason": result.finish_reason}
-        return _response("chatcmpl", "chat.completion", name, choice, result)
+        return response_body("chatcmpl", "chat.completion", name, choice, result)
 
     return app
 
@@ -187,37 +191,28 @@ def _chat_inputs(engine: Engine, name: str, messages: list[ChatMessage]) -> tupl
         raise ApiError(400, str(exc)) from None
 
 
+def _wants_usage(req: Sampling) -> bool:
+    return bool((req.stream_options or {}).get("include_usage"))
+
+
 def _stream(
-    engine: Engine, metrics: Metrics, name: str, ids: list[int], params, chat: bool, inputs: dict | None = None
+    engine: Engine,
+    metrics: Metrics,
+    name: str,
+    ids: list[int],
+    params,
+    chat: bool,
+    inputs: dict | None = None,
+    usage: bool = False,
 ) -> ClosingStreamingResponse:
-    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
-    kind = "chat.completion.chunk" if chat else "text_completion"
-    base = {
-        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-        "object": kind,
-        "created": int(time.time()),
-        "model": name,
-    }
+    """Server-sent events in OpenAI's chunk format (streaming.sse_events); the request is queued before the
+    response starts, so a full queue answers 429, not a broken stream."""
+    items = engine.stream(name, ids, params, inputs)
 
-    def events():
-        """The role chunk (chat), a chunk per piece of text, the finish chunk, then [DONE]."""
-        if chat:
-            yield sse(chat_chunk(base, {"role": "assistant", "content": ""}, None))
-        with closing(engine.stream(name, ids, params, inputs)) as items:
-            for item in items:
-                if isinstance(item, Generation):
-                    metrics.generated(item.prompt_tokens, item.completion_tokens)
-                    end = (
-                        chat_chunk(base, {}, item.finish_reason)
-                        if chat
-                        else completion_chunk(base, "", item.finish_reason)
-                    )
-                    yield sse(end)
-                else:
-                    yield sse(chat_chunk(base, {"content": item}, None) if chat else completion_chunk(base, item, None))
-        yield sse("[DONE]")
+    def done(result: Generation) -> None:
+        metrics.generated(result.prompt_tokens, result.completion_tokens)
 
-    return ClosingStreamingResponse(events())
+    return ClosingStreamingResponse(sse_events(chunk_base(chat, name), items, chat, usage, done))
 
 
 def _params(req: Sampling) -> GenerationParams:
@@ -236,22 +231,6 @@ def _text(content: str | list[dict[str, Any]]) -> str:
     if isinstance(content, str):
         return content
     return "".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
-
-
-def _response(prefix: str, kind: str, name: str, choice: dict, result: Generation) -> dict[str, Any]:
-    usage = {
-        "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens,
-        "total_tokens": result.prompt_tokens + result.completion_tokens,
-    }
-    return {
-        "id": f"{prefix}-{uuid.uuid4().hex}",
-        "object": kind,
-        "created": int(time.time()),
-        "model": name,
-        "choices": [choice],
-        "usage": usage,
-    }
 
 
 EXIT_CODES = {ConfigError: 2, PoolingUnsupported: 2, BaseMismatch: 3, HardwareMissing: 4}

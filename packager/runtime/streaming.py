@@ -1,52 +1,19 @@
-"""Streaming generation: token ids from `generate` as they come, turned into text deltas that never need taking
-back (the newest token held back, since the next one can change how it decodes; a stop string held back until it
-cannot be one), then OpenAI's server-sent-event chunks ending in `data: [DONE]`."""
+"""OpenAI's answer formats: generated token ids turned into text deltas that never need taking back (the newest
+token held back, since the next one can change how it decodes; a stop string held back until it cannot be one),
+server-sent-event chunks ending in `data: [DONE]`, and the response bodies with their usage."""
 
 from __future__ import annotations
 
 import json
-import queue
-import threading
-from collections.abc import Generator, Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing
 from typing import Any
 
 import anyio
-import torch
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
-
-
-class TokenQueue:
-    """A transformers streamer: `generate` puts new token ids in, the request thread takes them out."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[list[int] | None] = queue.Queue()
-        self._prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        """Called by generate: first with the prompt (skipped), then with each new token."""
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        self._queue.put(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        """Called by generate when it is done."""
-        self._queue.put(None)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        while (ids := self._queue.get()) is not None:
-            yield ids
-
-
-class Cancelled:
-    """Stopping criterion: stop generating once the client has gone away."""
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def safe_prefix(text: str, stops: Sequence[str]) -> str:
@@ -69,6 +36,59 @@ def safe_prefix(text: str, stops: Sequence[str]) -> str:
 def sse(data: dict[str, Any] | str) -> str:
     """One server-sent event."""
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+def usage_of(result: Any) -> dict[str, int]:
+    """OpenAI's usage object of a Generation."""
+    return {
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "total_tokens": result.prompt_tokens + result.completion_tokens,
+    }
+
+
+def response_body(prefix: str, kind: str, name: str, choice: dict, result: Any) -> dict[str, Any]:
+    """A whole (unstreamed) completion or chat completion with one choice."""
+    return {
+        "id": f"{prefix}-{uuid.uuid4().hex}",
+        "object": kind,
+        "created": int(time.time()),
+        "model": name,
+        "choices": [choice],
+        "usage": usage_of(result),
+    }
+
+
+def chunk_base(chat: bool, name: str) -> dict[str, Any]:
+    """The fields every chunk of one stream repeats."""
+    return {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": name,
+    }
+
+
+def sse_events(
+    base: dict[str, Any], items: Iterator[Any], chat: bool, usage: bool, done: Callable[[Any], None]
+) -> Generator[str, None, None]:
+    """The role chunk (chat), a chunk per piece of text in `items`, the finish chunk when the Generation that ends
+    them comes (passed to `done`), a usage chunk when asked (stream_options.include_usage), then [DONE]; `items`
+    is closed however the stream ends."""
+    if chat:
+        yield sse(chat_chunk(base, {"role": "assistant", "content": ""}, None))
+    with closing(items):  # type: ignore[type-var]
+        for item in items:
+            if isinstance(item, str):
+                yield sse(chat_chunk(base, {"content": item}, None) if chat else completion_chunk(base, item, None))
+                continue
+            done(item)
+            yield sse(
+                chat_chunk(base, {}, item.finish_reason) if chat else completion_chunk(base, "", item.finish_reason)
+            )
+            if usage:
+                yield sse({**base, "choices": [], "usage": usage_of(item)})
+    yield sse("[DONE]")
 
 
 def completion_chunk(base: dict[str, Any], text: str, finish: str | None) -> dict[str, Any]:

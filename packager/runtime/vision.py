@@ -24,7 +24,10 @@ class BadImage(ValueError):
 
 
 class VisionEngine(Engine):
-    """A vision-language model (or a base with adapters) answering chat messages with images."""
+    """A vision-language model (or a base with adapters) answering chat messages with images; batched by grouped
+    `generate` calls (a request with images runs alone)."""
+
+    continuous = False
 
     def __init__(self, model: Any, processors: dict[str, Any], adapters: dict[str, str] | None = None) -> None:
         super().__init__(model, {name: p.tokenizer for name, p in processors.items()}, adapters)

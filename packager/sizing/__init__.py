@@ -14,6 +14,7 @@ from typing import Any
 from packager.errors import UserInputError
 from packager.quantize.plan import load_time_weights
 from packager.quantize.schemes import SCHEMES
+from packager.runtime.batch_limits import BatchLimits
 from packager.sizes import KV_CACHE_BYTES, KV_DTYPES, Sizing, Target
 from packager.sizing.cpu import size_cpu_server, size_cpu_vllm
 from packager.sizing.gpu import size_gpu
@@ -34,7 +35,24 @@ def sized_plan(
         settings = {"max_model_len": sizing.max_model_len, **_vllm_settings(sizing, target)}
         vllm = dataclasses.replace(image.runtime.vllm, **settings)
         image = dataclasses.replace(image, runtime=dataclasses.replace(image.runtime, vllm=vllm))
+    elif image is not None:
+        batching = server_batching(sizing, target)
+        image = dataclasses.replace(image, runtime=dataclasses.replace(image.runtime, batching=batching))
     return dataclasses.replace(plan, sizing=sizing, image=image)
+
+
+SERVER_BATCH_ROWS = 32  # packager's server: rows per forward pass unless --max-num-seqs says (CPU: latency grows)
+SERVER_QUEUE_PER_ROW = 8  # requests waiting per row of a batch before a 429
+
+
+def server_batching(sizing: Sizing, target: Target) -> BatchLimits:
+    """packager's server batches what its KV allowance holds: the prompt and completion tokens of all rows of a
+    pass within the sizing's KV bytes (an encoder, which keeps no cache, within the default padded tokens)."""
+    rows = target.max_num_seqs or SERVER_BATCH_ROWS
+    tokens = BatchLimits.max_batch_tokens
+    if sizing.kv_bytes_per_token and sizing.kv_bytes:
+        tokens = max(1, sizing.kv_bytes // sizing.kv_bytes_per_token)
+    return BatchLimits(rows, int(tokens), rows * SERVER_QUEUE_PER_ROW)
 
 
 def _vllm_settings(sizing: Sizing, target: Target) -> dict[str, Any]:
