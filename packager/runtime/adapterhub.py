@@ -30,10 +30,13 @@ def load_adapterhub(mount: Mount, static_heads: bool = False) -> Engine | Encode
     base_dir, adapters, task = mount.base_dir, mount.adapters, mount.task
     heads = {name: head for name, path in adapters if (head := flex_head(path)) is not None}
     model = _model(base_dir, mount.quantization, mount.model_class, with_heads=bool(heads))
+    dtype = model.dtype
     for name, path in adapters:
         model.load_adapter(
             path, load_as=name, set_active=False, use_safetensors=True, with_head=static_heads or name in heads
         )
+    if mount.quantization == "none":  # the library loads adapters in float32: a 16-bit base would refuse them
+        model.to(dtype)
     tokenizers = adapter_tokenizers(base_dir, adapters)
     names = {name: name for name, _ in adapters}
     if task in ENCODER_TASKS:

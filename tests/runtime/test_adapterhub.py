@@ -157,3 +157,22 @@ def test_the_adapters_library_needs_an_unmerged_adapter(tmp_path) -> None:
     data = {"layout": "baked", "model_dir": "m", "served_name": "x", "adapter_library": "adapters"}
     with pytest.raises(ConfigError, match="adapter_library adapters needs"):
         parse_config(data, str(tmp_path))
+
+
+def test_an_adapter_on_a_16_bit_base_serves_in_the_bases_dtype(tiny, hub, tmp_path) -> None:
+    """The library loads adapters in float32, which a bf16 base's layers refuse ("mat1 and mat2 must have the same
+    dtype"): the engine casts them to the base's dtype (found by bench/serve.py on its bf16 bench model)."""
+    from transformers import AutoModelForCausalLM
+
+    base = str(tmp_path / "bf16")
+    AutoModelForCausalLM.from_pretrained(tiny["base"]).to(torch.bfloat16).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny["base"]).save_pretrained(base)
+    client = _client(
+        tmp_path, {"layout": "baked", "model_dir": base, "served_name": "b", "adapter_dir": hub["bottleneck"]}
+    )
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = adapterhub_saves.loaded(base, hub["bottleneck"]).to(torch.bfloat16)
+    expected = tokenizer.decode(
+        adapterhub_saves.greedy(model, tokenizer(PROMPT)["input_ids"], N), skip_special_tokens=True
+    )
+    assert _complete(client, "b") == expected
