@@ -1,7 +1,8 @@
 """Embeddings and classifier images: vLLM's pooling runner against packager's own server, on the same machine in
-one run (issue 18, item 9). The real all-MiniLM-L6-v2 with a LoRA (embeddings), and the same base with a LoRA
-and a 3-label head (a classifier), each packaged baked twice (--runtime vllm, --runtime packager); requests of
-one sentence each, 64 per round, at 1 and 16 concurrent clients; the median of 3 rounds.
+one run (issue 18, item 9; issue 26). The real all-MiniLM-L6-v2 with a LoRA (embeddings), and the same base with
+a LoRA and a 3-label head (a classifier), each packaged baked with --runtime vllm, --runtime packager, and for the
+embeddings --runtime packager --export onnx --quantize int8; requests of one sentence each, 64 per round, at 1, 16
+and 64 concurrent clients; the median of 3 rounds.
 
     python bench/serve_encoders.py [--work bench/work] [--engine-root /var/tmp/packager-engine]
 """
@@ -24,6 +25,7 @@ sys.path[:0] = [str(ROOT)]
 import docker  # noqa: E402
 import httpx  # noqa: E402
 
+from packager.artefact.spec import artefact_spec  # noqa: E402
 from packager.package import package  # noqa: E402
 from scripts import base_image, local_engine  # noqa: E402
 from tests import families  # noqa: E402
@@ -31,7 +33,7 @@ from tests.requests import package_request  # noqa: E402
 
 ENGINE_ROOT = "/var/tmp/packager-engine"
 REQUESTS = 64
-CONCURRENCY = (1, 16)
+CONCURRENCY = (1, 16, 64)
 SENTENCES = [f"Sentence {i}: a container serves the merged model to whoever asks for embeddings." for i in range(64)]
 
 
@@ -96,13 +98,17 @@ def main() -> None:
         "classifier": (classifier_adapter(str(work / "minilm-cls")), "/classify"),
     }
     print(f"cpu: {cpu_model()}, {os.cpu_count()} cores", flush=True)
-    print("| model | engine | requests/s, 1 client | requests/s, 16 clients |\n|---|---|---:|---:|", flush=True)
+    header = " | ".join(f"requests/s, {n} client{'s' * (n > 1)}" for n in CONCURRENCY)
+    print(f"| model | engine | {header} |\n|---|---|" + "---:|" * len(CONCURRENCY), flush=True)
     for kind, (adapter, route) in adapters.items():
-        for runtime in ("vllm", "packager"):
+        for engine_name in ("vllm", "packager", "packager-onnx-int8")[: 3 if kind == "embeddings" else 2]:
+            runtime = engine_name.split("-")[0]
             image = base_image.ensure_base_image(engine.docker_host, runtime)
+            artefact = artefact_spec("int8", "onnx") if "onnx" in engine_name else artefact_spec()
             request = package_request(
-                (("m", adapter),), "baked", image, f"bench/{kind}-{runtime}:1", base=families.minilm_base(),
-                work=str(work / f"{kind}-{runtime}"), quiet=True, builder="docker", runtime=runtime, verify=False,
+                (("m", adapter),), "baked", image, f"bench/{kind}-{engine_name}:1", base=families.minilm_base(),
+                work=str(work / f"{kind}-{engine_name}"), quiet=True, builder="docker", runtime=runtime, verify=False,
+                artefact=artefact,
             )  # fmt: skip
             report = package(request, log=lambda _l: None)
             container, url = serve(client, report.image, shm=runtime == "vllm")
@@ -110,7 +116,7 @@ def main() -> None:
                 rates = [rate(url, route, "m", clients) for clients in CONCURRENCY]
             finally:
                 container.remove(force=True)
-            print(f"| {kind} | {runtime} | {rates[0]:.1f} | {rates[1]:.1f} |", flush=True)
+            print(f"| {kind} | {engine_name} | " + " | ".join(f"{r:.1f}" for r in rates) + " |", flush=True)
     print(json.dumps({"requests": REQUESTS, "concurrency": CONCURRENCY}))
 
 

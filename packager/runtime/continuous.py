@@ -6,7 +6,8 @@ Rows of different lengths share the cache left-padded: the attention mask hides 
 position ids count only its own tokens, so a row decodes as it would alone (tests/runtime/test_batching.py holds
 it token for token). How a row's adapter enters the pass is the batch's mode:
 - merged: no adapter (a merged or plain model);
-- mixed: PEFT's `adapter_names`, one LoRA (or the base) per row in the same pass;
+- mixed: PEFT's `adapter_names`, one LoRA (or the base) per row in the same pass (a pass whose rows share one
+  adapter activates it instead: PEFT's plain path, no per-row indexing);
 - grouped: adapter kinds PEFT cannot mix (IA3, LoHa, LoKr, DoRA, ...): the batch holds one adapter at a time,
   activated before each pass; a row of another adapter waits for the batch to drain, and nothing is admitted
   past it, so no adapter starves;
@@ -115,10 +116,11 @@ class ContinuousScheduler(Scheduler):
             kwargs["position_ids"] = positions.to(device)
         if self.last_only:
             kwargs["logits_to_keep"] = 1
-        if self.mode == "mixed":
+        adapters = {r.adapter for r in rows}
+        if self.mode == "mixed" and len(adapters) > 1:
             kwargs["adapter_names"] = [r.adapter or "__base__" for r in rows]
-        elif self.mode == "grouped" and self.activate is not None and rows[0].adapter != self.active:
-            self.activate(rows[0].adapter or "")
+        elif self.mode in ("mixed", "grouped") and rows[0].adapter != self.active and self.activate is not None:
+            self.activate(rows[0].adapter or "")  # one adapter in the pass: PEFT's plain path, no row indexing
             self.active = rows[0].adapter
         self.stats.forward(len(rows))
         with torch.inference_mode():
