@@ -208,6 +208,7 @@ def main() -> int:
     parser.add_argument("--runtimes", default="packager,vllm", help="containers to measure (none: no container)")
     parser.add_argument("--scenarios", default="", help="packager's server on the host: " + ",".join(SCENARIOS))
     parser.add_argument("--work", default=str(BENCH_DIR / "work"))
+    parser.add_argument("--engine-root", default=ENGINE_ROOT, help="the Docker engine's folder (its images are reused)")
     args = parser.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -233,7 +234,7 @@ def cpu_model() -> str:
 def measure_containers(work: Path, args, base: str, adapter: str) -> dict:
     """Each runtime of --runtimes in its baked container."""
     local_engine.ensure_packages()
-    engine = local_engine.start_engine(ENGINE_ROOT)
+    engine = local_engine.start_engine(args.engine_root)
     import docker
 
     os.environ["DOCKER_HOST"] = engine.docker_host

@@ -90,11 +90,25 @@ class Row:
             self.done = self.ended = True
 
     def stream(self) -> Iterator[list[int]]:
-        """The row's token ids as they come; raises what broke the batch."""
-        while (item := self.out.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        """The row's token ids as they come, all that have come at once (a reader that fell behind catches up in
+        one piece); raises what broke the batch."""
+        ended = False
+        while not ended:
+            ids: list[int] = []
+            item = self.out.get()
+            while True:
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:
+                    ended = True
+                    break
+                ids += item
+                try:
+                    item = self.out.get_nowait()
+                except queue.Empty:
+                    break
+            if ids:
+                yield ids
 
 
 class Stats:

@@ -6,8 +6,8 @@ Rows of different lengths share the cache left-padded: the attention mask hides 
 position ids count only its own tokens, so a row decodes as it would alone (tests/runtime/test_batching.py holds
 it token for token). How a row's adapter enters the pass is the batch's mode:
 - merged: no adapter (a merged or plain model);
-- mixed: PEFT's `adapter_names`, one LoRA (or the base) per row in the same pass (a pass whose rows share one
-  adapter activates it instead: PEFT's plain path, no per-row indexing);
+- mixed: one LoRA (or the base) per row in the same pass: plain LoRA adapters stacked (lora_stack.py), others
+  through PEFT's `adapter_names` (a pass whose rows share one adapter activates it instead: PEFT's plain path);
 - grouped: adapter kinds PEFT cannot mix (IA3, LoHa, LoKr, DoRA, ...): the batch holds one adapter at a time,
   activated before each pass; a row of another adapter waits for the batch to drain, and nothing is admitted
   past it, so no adapter starves;
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from .batching import BatchLimits, Row, Scheduler
+from .lora_stack import LoraStack, stackable
 
 MODES = ("merged", "mixed", "grouped", "prompt")
 
@@ -54,6 +55,7 @@ class ContinuousScheduler(Scheduler):
         self.group: str | None = None  # grouped mode: the adapter of the running batch
         self.active: str | None = None
         self.virtual: dict[str, torch.Tensor] = {}
+        self.stack = LoraStack(model, list(model.peft_config)) if mode == "mixed" and stackable(model) else None
 
     def serve_once(self) -> None:
         """Admit what fits, prefill it, then one decoding step for every row of the batch."""
@@ -117,14 +119,21 @@ class ContinuousScheduler(Scheduler):
         if self.last_only:
             kwargs["logits_to_keep"] = 1
         adapters = {r.adapter for r in rows}
+        if self.stack is not None:
+            with self.stack.rows([r.adapter for r in rows]):
+                return self._run(attention_mask=mask.to(device), past_key_values=cache, use_cache=True, **kwargs)
         if self.mode == "mixed" and len(adapters) > 1:
             kwargs["adapter_names"] = [r.adapter or "__base__" for r in rows]
         elif self.mode in ("mixed", "grouped") and rows[0].adapter != self.active and self.activate is not None:
             self.activate(rows[0].adapter or "")  # one adapter in the pass: PEFT's plain path, no row indexing
             self.active = rows[0].adapter
-        self.stats.forward(len(rows))
+        return self._run(attention_mask=mask.to(device), past_key_values=cache, use_cache=True, **kwargs)
+
+    def _run(self, **kwargs: Any) -> torch.Tensor:
+        """One pass; the last position's logits of every row, float32, on the CPU."""
+        self.stats.forward(len(kwargs["attention_mask"]))
         with torch.inference_mode():
-            out = self.net(attention_mask=mask.to(device), past_key_values=cache, use_cache=True, **kwargs)
+            out = self.net(**kwargs)
         return out.logits[:, -1, :].float().cpu()
 
     def _emit(self, rows: list[Row], logits: torch.Tensor) -> None:
