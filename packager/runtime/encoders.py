@@ -125,24 +125,38 @@ class Encoder:
         value = getattr(self.model.config, "max_position_embeddings", None)
         return value if isinstance(value, int) and value > 0 else None
 
+    def tokenize(self, name: str, texts: list[str]) -> list[dict[str, list[int]]]:
+        """Each text's tokens (ids, mask, token types), special tokens included, uncut: a row's length is its
+        count; a row longer than the tokenizer's maximum is cut when it is encoded (`embed`, `classify`)."""
+        with self.tokenizing:
+            encodings = self.tokenizers[name](texts)
+        return [{key: values[i] for key, values in encodings.items()} for i in range(len(texts))]
+
     def count_tokens(self, name: str, texts: list[str]) -> list[int]:
         """Each input's length in tokens, special tokens included."""
-        with self.tokenizing:
-            ids = self.tokenizers[name](texts)["input_ids"]
-        return [len(row) for row in ids]
+        return [len(row["input_ids"]) for row in self.tokenize(name, texts)]
 
     def configure(self, limits: BatchLimits) -> None:
         """Serve with these limits (before the first request)."""
         self.scheduler = Gatherer(self._run, limits)
 
-    def embed(self, name: str, texts: list[str]) -> list[list[float]]:
-        """One vector per text: the last hidden states pooled over the tokens the mask keeps."""
-        return [vector.tolist() for vector in self._gathered(name, texts)]
+    def embed(self, name: str, texts: list[str], rows: list[dict] | None = None) -> list[list[float]]:
+        """One vector per text: the last hidden states pooled over the tokens the mask keeps (`rows`: the texts as
+        `tokenize` gave them, when the caller has them already)."""
+        return self.vectors(self.submit(name, texts, rows).wait())
 
-    def classify(self, name: str, texts: list[str]) -> list[dict[str, Any]]:
-        """Per text: the label and class probabilities (SEQ_CLS), or those of each token (TOKEN_CLS)."""
+    def classify(self, name: str, texts: list[str], rows: list[dict] | None = None) -> list[dict[str, Any]]:
+        """Per text: the label and class probabilities (SEQ_CLS), or those of each token (TOKEN_CLS); `rows` as
+        for `embed`."""
+        return self.labelled(name, self.submit(name, texts, rows).wait())
+
+    def vectors(self, outputs: list[Any]) -> list[list[float]]:
+        """A pass's embedding outputs as lists of floats."""
+        return [vector.tolist() for vector in outputs]
+
+    def labelled(self, name: str, outputs: list[Any]) -> list[dict[str, Any]]:
+        """A pass's classifier outputs with the labels of the classifier served as `name`."""
         labels = self.labels.get(name) or self.model.config.id2label
-        outputs = self._gathered(name, texts)
         if self.task == "SEQ_CLS":
             return [{"label": labels[int(p.argmax())], "probs": p.tolist()} for p in outputs]
         tokenizer = self.tokenizers[name]
@@ -155,12 +169,18 @@ class Encoder:
         """How many labels the classifier served as `name` has."""
         return len(self.labels[name]) if name in self.labels else int(self.model.config.num_labels)
 
-    def _gathered(self, name: str, texts: list[str]) -> list[Any]:
-        """Each text's output, from the passes the gatherer runs; raises batching.QueueFull when it is full."""
-        with self.tokenizing:
-            encodings = self.tokenizers[name](texts, truncation=True)
-        rows = [{key: values[i] for key, values in encodings.items()} for i in range(len(texts))]
-        return self.scheduler.submit(Texts(name, rows)).wait()
+    def submit(
+        self, name: str, texts: list[str], rows: list[dict] | None = None, notify: Callable[[], None] | None = None
+    ) -> Texts:
+        """Queue the texts for the gatherer's passes (`notify`: called from its thread when their outputs are in);
+        raises batching.QueueFull when the queue is full."""
+        rows = rows or self.tokenize(name, texts)
+        limit = getattr(self.tokenizers[name], "model_max_length", None)
+        if isinstance(limit, int) and any(len(r["input_ids"]) > limit for r in rows):
+            with self.tokenizing:  # rare: encoded again, cut as the tokenizer cuts (its special tokens kept)
+                encodings = self.tokenizers[name](texts, truncation=True)
+            rows = [{key: values[i] for key, values in encodings.items()} for i in range(len(texts))]
+        return self.scheduler.submit(Texts(name, rows, notify=notify))
 
     @torch.inference_mode()
     def _run(self, name: str, rows: list[dict[str, list[int]]]) -> list[Any]:

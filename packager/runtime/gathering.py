@@ -21,6 +21,7 @@ class Texts:
     encodings: list[dict[str, list[int]]]
     outputs: list[Any] = field(default_factory=list)
     error: BaseException | None = None
+    notify: Callable[[], None] | None = None  # called once the outputs are in (an event loop's wake-up)
     cancelled: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
 
@@ -31,8 +32,12 @@ class Texts:
 
     def end(self, error: BaseException | None = None) -> None:
         """Outputs are in (or `error` says why not): wake the request thread."""
+        if self.finished.is_set():
+            return
         self.error = self.error or error
         self.finished.set()
+        if self.notify is not None:
+            self.notify()
 
     def wait(self) -> list[Any]:
         """The outputs, once the passes that hold them have run; raises what broke them."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,12 +19,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from .api_errors import ApiError, error_body, served_name
-from .api_key import API_KEY_ENV, UNAUTHORIZED, api_key, authorized
+from .api_key import API_KEY_ENV, api_key
 from .batching import QueueFull
 from .checkpoints import HardwareMissing
 from .config import ConfigError, load_config
 from .encoder_routes import add_encoder_routes
 from .encoders import Encoder, PoolingUnsupported
+from .guard import Guard
 from .loading import load_engine
 from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, NoChatTemplate
@@ -73,20 +73,7 @@ def create_app(engine: Engine | Encoder, key: str | None = None) -> FastAPI:
     app = FastAPI(title="packager runtime")
     metrics = Metrics(engine.scheduler.stats)
 
-    @app.middleware("http")
-    async def _measure(request: Request, call_next):
-        started = time.monotonic()
-        metrics.started()
-        status = 500
-        try:
-            if not authorized(request.url.path, request.headers.get("authorization"), key):
-                status = 401
-                return JSONResponse(UNAUTHORIZED, status_code=401)
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            metrics.finished(request.url.path, status, time.monotonic() - started)
+    app.add_middleware(Guard, metrics=metrics, key=key)
 
     @app.exception_handler(QueueFull)
     def _busy(request: Request, exc: QueueFull) -> JSONResponse:

@@ -111,3 +111,24 @@ def test_passes_respect_the_row_and_padded_token_limits() -> None:
     assert sorted(n for p in seen for n in p) == sorted(lengths)
     assert all(len(p) <= 3 and len(p) * max(p) <= 20 for p in seen), seen
     assert all(p == sorted(p) for p in seen) and seen == [[1, 1, 2], [3, 4, 5], [8, 9]]
+
+
+def test_a_full_queue_answers_429_to_embeddings_at_once() -> None:
+    from fastapi.testclient import TestClient
+
+    from packager.runtime.server import create_app
+
+    engine = load_baked(families.minilm_base(), "m", task="FEATURE_EXTRACTION", model_class="AutoModel")
+    engine.configure(BatchLimits(max_queue=1))
+    engine.model, gate = gated(engine.model)
+    client = TestClient(create_app(engine))
+    post = lambda: client.post("/v1/embeddings", json={"model": "m", "input": "a sentence"})  # noqa: E731
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(post)
+        wait_until(lambda: engine.scheduler.stats.running == 1)
+        queued = pool.submit(post)
+        wait_until(lambda: engine.scheduler.stats.waiting == 1)
+        refused = post()
+        assert refused.status_code == 429 and "max_queue" in refused.json()["error"]["message"]
+        gate.set()
+        assert running.result().status_code == 200 and queued.result().status_code == 200
