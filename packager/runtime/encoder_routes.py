@@ -83,6 +83,7 @@ async def _outputs(engine: Encoder, name: str, texts: list[str], rows: list[dict
     done = loop.create_future()
 
     def wake() -> None:
+        """Resolve the future from the gatherer's thread, on the event loop's."""
         loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
 
     request = engine.submit(name, texts, rows, notify=wake)

@@ -30,6 +30,7 @@ class Guard:
         self.metrics.started()
 
         def finish() -> None:
+            """Count the request once: when its response starts, or when it ends without one."""
             if not state["done"]:
                 state["done"] = True
                 self.metrics.finished(path, state["status"], time.monotonic() - started)

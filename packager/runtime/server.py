@@ -197,6 +197,7 @@ def _stream(
     items = engine.stream(name, ids, params, inputs)
 
     def done(result: Generation) -> None:
+        """Count the finished generation's tokens."""
         metrics.generated(result.prompt_tokens, result.completion_tokens)
 
     return ClosingStreamingResponse(sse_events(chunk_base(chat, name), items, chat, usage, done))
