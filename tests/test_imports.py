@@ -29,7 +29,7 @@ STAGES = (
     ("accuracy",),
     ("quantize",),
     ("artefact",),
-    ("plan", "lock", "sizes", "deployment"),
+    ("plan", "lock", "bom", "sizes", "deployment"),
     ("resolve", "sizing"),
     ("image", "builders", "deploy"),
     ("planning",),

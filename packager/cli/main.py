@@ -16,6 +16,7 @@ from packager.cli.artefact import add_artefact_commands, add_artefact_flags, add
 from packager.cli.common import add_qlora_flags, add_task_flag, hash_base_ahead, parse_size, resolve_request
 from packager.cli.merge import cmd_merge
 from packager.cli.quiet import quiet_libraries
+from packager.cli.sbom import add_sbom_command
 from packager.dtypes import CLI_CHOICES
 from packager.errors import PackagerError, UserInputError
 
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_base_image_command(sub, common)
     add_runtime_image_command(sub, common)
     add_artefact_commands(sub, common)
+    add_sbom_command(sub, common)
 
     p = sub.add_parser(
         "demo", parents=[common], help="generate a tiny demo base model and LoRA adapter (no hub needed)"

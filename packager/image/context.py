@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from packager.bom import BOM_FILE, image_bom
 from packager.errors import UserInputError
 from packager.image.libraries import LIBRARY_DIR, library_files
 from packager.image.paths import ADAPTERS_DIR, FIXED_MTIME, MODEL_DIR, RUNTIME_PACKAGE, RUNTIME_ROOT
 from packager.image.render import render_files
+from packager.image.runtime_images import image_packages
 from packager.io.hashing import sha256_file
 from packager.io.staging import staged_directory
 from packager.lock import plan_lock
@@ -111,6 +113,7 @@ def write_context(
         image_files = tuple(sorted(files, key=lambda f: f.path))
         lock = plan_lock(plan, output=merged, artefact=artefact, image_files=image_files, build_files=build)
         _write_lock(staging, lock)
+        _write_bom(staging, plan, lock)
         for name, text in texts.items():
             _write_text(os.path.join(staging, name), text)
         stamp_tree(staging)
@@ -182,6 +185,15 @@ def _write_lock(staging: str, lock: dict[str, Any]) -> None:
     inside = os.path.join(staging, CONFIG_LAYER, RUNTIME_ROOT.lstrip("/"), LOCK_FILE)
     _write_text(inside, _json_text(lock))
     os.link(inside, os.path.join(staging, LOCK_FILE))
+
+
+def _write_bom(staging: str, plan: PackagePlan, lock: dict[str, Any]) -> None:
+    """The ML-BOM (bom.py), made from the lock as written, beside it: in the image and at the context's top."""
+    packages = image_packages(plan.image) if plan.image else []
+    text = image_bom(lock, _json_text(lock), packages, plan.image.base_image if plan.image else "")
+    inside = os.path.join(staging, CONFIG_LAYER, RUNTIME_ROOT.lstrip("/"), BOM_FILE)
+    _write_text(inside, text)
+    os.link(inside, os.path.join(staging, BOM_FILE))
 
 
 def stamp_tree(root: str) -> None:

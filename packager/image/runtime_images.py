@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+from typing import Any
 
 # Bump when anything in the recipe changes that the hashed inputs below do not capture.
 RECIPE_VERSION = "2"
@@ -61,3 +62,11 @@ def image_tag(runtime: str = "packager") -> str:
     if runtime == "vllm":
         return f"{VLLM_REPOSITORY}:{recipe_hash(VLLM_PINS)}"
     return f"{REPOSITORY}:{recipe_hash(pinned_requirements())}"
+
+
+def image_packages(image: Any) -> list[str]:
+    """`name==version` of the Python packages an image's runtime has: its runtime base image's recipe (when it
+    starts FROM one packager names), what the Dockerfile installs on a CUDA base, and the image's own libraries."""
+    repository = image.base_image.split(":", 1)[0].rsplit("/", 1)[-1]
+    recipe = {REPOSITORY: pinned_requirements, VLLM_REPOSITORY: lambda: list(VLLM_PINS)}.get(repository)
+    return [*(recipe() if recipe else []), *image.runtime_packages, *image.libraries]

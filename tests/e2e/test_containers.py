@@ -127,6 +127,14 @@ def test_baked_report_and_labels(baked, docker_client) -> None:
     assert {"resolve", "merge", "render", "build", "push"} <= set(report.timings)
 
 
+def test_packager_sbom_reads_the_bom_the_image_holds(baked, capsys) -> None:
+    report, _ = baked
+    assert main(["sbom", report.image]) == 0
+    assert capsys.readouterr().out == Path(report.context, "bom.cdx.json").read_text()
+    assert main(["sbom", "127.0.0.1:1/no/such-image:1"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+
+
 def test_pulled_by_digest_image_holds_the_locked_model_files(baked, docker_client) -> None:
     report, _ = baked
     repository = report.image.rsplit(":", 1)[0]

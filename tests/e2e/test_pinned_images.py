@@ -30,6 +30,9 @@ SECRET = b"host-secret-7d1f0c2a-must-never-ship"
 TRAINER_MARK = b"optimizer-state-5b9e-never-ship"
 
 
+MADE_FROM_THE_LOCK = {"/opt/packager/packager.lock.json", "/opt/packager/bom.cdx.json"}  # cannot list themselves
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, str]:
     """A base; a trainer run (checkpoint-5/ with trainer state, a README and a symlink to a host file); the same
@@ -102,7 +105,7 @@ def test_trainer_run_and_hf_snapshot_ship_only_pinned_files(inputs, runtime_imag
     for blob in ours:
         shipped.update(layer_files(blob))
     listed = {f["path"]: f["sha256"] for f in lock["image"]["files"]}
-    assert set(shipped) - {"/opt/packager/packager.lock.json"} == set(listed)
+    assert set(shipped) - MADE_FROM_THE_LOCK == set(listed)
     assert all(shipped[path] == digest for path, digest in listed.items())
     snap = lock["adapters"]["snap"]["files"]
     weights = next(f for f in snap if f["path"] == "adapter_model.safetensors")
@@ -131,8 +134,10 @@ def test_baked_layers_hold_exactly_the_lock_files(inputs, runtime_image, registr
     for blob in blobs[base_layers:]:
         shipped.update(layer_files(blob))
     listed = {f["path"]: f["sha256"] for f in lock["image"]["files"]}
-    assert set(shipped) - {"/opt/packager/packager.lock.json"} == set(listed)
+    assert set(shipped) - MADE_FROM_THE_LOCK == set(listed)
     assert all(shipped[path] == digest for path, digest in listed.items())
+    bom = Path(report.context, "bom.cdx.json").read_bytes()  # the ML-BOM ships at its fixed path, as written
+    assert shipped["/opt/packager/bom.cdx.json"] == hashlib.sha256(bom).hexdigest()
 
 
 @pytest.fixture(scope="module")
