@@ -12,6 +12,7 @@ from typing import Any
 from packager.accuracy.gate import DEFAULT_MAX_ACCURACY_LOSS, DEFAULT_MAX_KL, DEFAULT_MIN_TOP1, AccuracyGate
 from packager.artefact.make import make_artefact
 from packager.artefact.spec import EXPORT_CHOICES, GRANULARITIES, ArtefactSpec, check_artefact
+from packager.cli.common import fields_from_args
 from packager.errors import UserInputError
 from packager.quantize.schemes import help_text, names
 
@@ -75,16 +76,7 @@ def gate_from_args(args: argparse.Namespace) -> AccuracyGate:
 def artefact_from_args(args: argparse.Namespace) -> ArtefactSpec:
     """The ArtefactSpec the parsed flags name, field by field (validated by whoever takes it: `check_request`,
     or `spec_from_args`)."""
-    return ArtefactSpec(
-        quantize=args.quantize,
-        export=args.export,
-        granularity=args.onnx_granularity,
-        onnx_atol=args.onnx_atol,
-        max_accuracy_loss=args.max_accuracy_loss,
-        calibrate=args.calibrate,
-        max_kl=args.max_kl,
-        min_top1=args.min_top1,
-    )
+    return fields_from_args(ArtefactSpec, args, granularity=args.onnx_granularity)
 
 
 def spec_from_args(args: argparse.Namespace, layout: str = "baked") -> ArtefactSpec:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from packager.errors import UserInputError
 
@@ -112,6 +112,13 @@ def add_deploy_flags(p: argparse.ArgumentParser) -> None:
         help="shared layout: the base-model image to mount (default: the one `packager package-base --push` "
         "recorded for this base's files)",
     )
+
+
+def fields_from_args(cls: type, args: argparse.Namespace, **given: Any) -> Any:
+    """`cls` (a dataclass) built field by field from the flags of the same name; a flag this subcommand lacks
+    leaves the field's default; `given`: the fields whose value is not one flag's."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(given)
+    return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)}, **given)
 
 
 def deploy_spec(args: argparse.Namespace) -> DeploySpec:

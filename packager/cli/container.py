@@ -71,41 +71,20 @@ def _package_request(args: argparse.Namespace):
     if not getattr(args, "dry_run", False):
         hash_base_ahead(adapters[0][1], args.base)
 
-    from packager.cli.common import deploy_spec
+    from packager.cli.common import deploy_spec, fields_from_args
     from packager.planning.request import ImageRequest, Inputs, PackageRequest, Serving
 
-    inputs = Inputs(
-        adapters=adapters,
-        base=args.base,
-        revision=args.revision,
-        checkpoint=args.checkpoint,
-        task=args.task,
-        dtype=args.dtype,
-        allow_pickle=args.allow_pickle,
-        qlora=args.qlora,
-        qlora_merge=args.qlora_merge,
-    )
-    serving = Serving(
-        layout=args.layout,
-        runtime=args.runtime,
-        device=args.device,
-        port=args.port,
-        max_model_len=args.max_model_len,
-        target=target_from_args(args),
-    )
-    image = ImageRequest(
-        tag=args.tag or f"packager/{adapters[0][0].lower()}:latest",
-        base_image=args.base_image,
-        builder=args.builder,
-        push=getattr(args, "push", False),
-        username=getattr(args, "username", None),
-        password=password_from_stdin(args),
-        base_model_image=args.base_model_image,
-    )
+    tag = args.tag or f"packager/{adapters[0][0].lower()}:latest"
     return PackageRequest(
-        inputs=inputs, serving=serving, image=image, artefact=artefact_from_args(args), deploy=deploy_spec(args),
-        work=args.work, verify=not args.no_verify, quiet=getattr(args, "quiet", False),
-    )  # fmt: skip
+        inputs=fields_from_args(Inputs, args, adapters=adapters),
+        serving=fields_from_args(Serving, args, target=target_from_args(args)),
+        image=fields_from_args(ImageRequest, args, tag=tag, password=password_from_stdin(args)),
+        artefact=artefact_from_args(args),
+        deploy=deploy_spec(args),
+        work=args.work,
+        verify=not args.no_verify,
+        quiet=getattr(args, "quiet", False),
+    )
 
 
 def cmd_package(args: argparse.Namespace) -> int:
