@@ -35,14 +35,15 @@ def image_bom(lock: dict[str, Any], lock_text: str, packages: Sequence[str], bas
     bom.metadata.timestamp = None
     image = _image(lock)
     bom.metadata.component = image
-    served, sources = _models(lock)
+    made, sources = _models(lock)
+    served = [model for model, _ in made]
     libraries = [_package(pin) for pin in sorted(set(packages))]
     runtime = _container(base_image, "runtime-base-image")
     pinned = _file("packager.lock.json", lock_sha, "lock")
     for component in [*served, *sources.values(), *libraries, runtime, pinned]:
         bom.components.add(component)
-    for model in served:
-        bom.register_dependency(model, [sources[k] for k in _made_from(model) if k in sources])
+    for model, refs in made:
+        bom.register_dependency(model, [sources[ref] for ref in refs])
     bom.register_dependency(runtime, libraries)
     bom.register_dependency(image, [*served, runtime, pinned])
     return JsonV1Dot6(bom).output_as_string(indent=2) + "\n"
@@ -62,16 +63,19 @@ def _container(reference: str, ref: str) -> Any:
     return Component(name=name, version=version or None, type=ComponentType.CONTAINER, bom_ref=ref)
 
 
-def _models(lock: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    """The served model(s), and the models they come from by bom-ref (base, adapter or adapter:NAME)."""
+def _models(lock: dict[str, Any]) -> tuple[list[tuple[Any, list[str]]], dict[str, Any]]:
+    """The served model(s), each with the bom-refs it is made from, and those models by bom-ref (base, adapter or
+    adapter:NAME)."""
     sources = {"base": _model("base", lock["base"], _base_source(lock["base"]), "base")}
     if lock.get("adapters"):  # shared: each adapter is served on the base, under its name
+        made = []
         for name, spec in lock["adapters"].items():
             sources[f"adapter:{name}"] = _model(f"adapter:{name}", spec, spec["path"], "adapter", name)
-        served = [_served_adapter(name, lock) for name in lock["adapters"]]
-        return served, sources
+            made.append(_served(name, f"served:{name}", ["base", f"adapter:{name}"], lock))
+        return made, sources
     sources["adapter"] = _model("adapter", lock["adapter"], lock["adapter"]["path"], "adapter")
-    return [_served_merge(lock)], sources
+    files = lock.get("output", {}).get("files", [])  # baked: the model as the merge (and quantization) wrote it
+    return [_served("merged", "served", ["base", "adapter"], lock, files)], sources
 
 
 def _model(ref: str, spec: dict[str, Any], source: str, role: str, name: str | None = None) -> Any:
@@ -90,30 +94,19 @@ def _model(ref: str, spec: dict[str, Any], source: str, role: str, name: str | N
     return component
 
 
-def _served_merge(lock: dict[str, Any]) -> Any:
-    """Baked: the model the image serves, as the merge (and quantization) wrote it."""
+def _served(
+    name: str, ref: str, made_from: list[str], lock: dict[str, Any], files: Sequence[dict[str, Any]] = ()
+) -> tuple[Any, list[str]]:
+    """A model the image serves (its files, when it has its own), with the bom-refs it is made from."""
     from cyclonedx.model.component import Component, ComponentType
 
-    properties = {"packager:role": "served", "packager:made-from": "base adapter", **_task(lock)}
+    properties = {"packager:role": "served", "packager:made-from": " ".join(made_from), **_task(lock)}
     properties.update(_quantization(lock))
-    component = Component(name="merged", type=ComponentType.MACHINE_LEARNING_MODEL, bom_ref="served",
+    component = Component(name=name, type=ComponentType.MACHINE_LEARNING_MODEL, bom_ref=ref,
                           properties=_properties(properties))  # fmt: skip
-    for entry in lock.get("output", {}).get("files", []):
-        component.components.add(_file(entry["path"], entry.get("sha256"), f"served/{entry['path']}"))
-    return component
-
-
-def _served_adapter(name: str, lock: dict[str, Any]) -> Any:
-    from cyclonedx.model.component import Component, ComponentType
-
-    properties = {"packager:role": "served", "packager:made-from": f"base adapter:{name}", **_task(lock)}
-    properties.update(_quantization(lock))
-    return Component(name=name, type=ComponentType.MACHINE_LEARNING_MODEL, bom_ref=f"served:{name}",
-                     properties=_properties(properties))  # fmt: skip
-
-
-def _made_from(component: Any) -> list[str]:
-    return next((p.value.split() for p in component.properties if p.name == "packager:made-from"), [])
+    for entry in files:
+        component.components.add(_file(entry["path"], entry.get("sha256"), f"{ref}/{entry['path']}"))
+    return component, made_from
 
 
 def _task(lock: dict[str, Any]) -> dict[str, str]:

@@ -125,10 +125,13 @@ class Stats:
         self.batch_rows += rows
         self.batches += 1
 
-    def first_token(self, row: Row) -> None:
-        """A row's first token arrived."""
-        self.ttft_sum += (row.first_token or time.monotonic()) - row.submitted
-        self.ttft_count += 1
+    def took(self, row: Row, token: int) -> None:
+        """Give `row` its new token (Row.take); its first one counts toward the time to first token."""
+        first = not row.tokens
+        row.take(token)
+        if first:
+            self.ttft_sum += (row.first_token or time.monotonic()) - row.submitted
+            self.ttft_count += 1
 
 
 class Scheduler:

@@ -118,16 +118,17 @@ class ContinuousScheduler(Scheduler):
             kwargs["position_ids"] = positions.to(device)
         if self.last_only:
             kwargs["logits_to_keep"] = 1
-        adapters = {r.adapter for r in rows}
+        kwargs.update(attention_mask=mask.to(device), past_key_values=cache, use_cache=True)
+        adapters = [r.adapter for r in rows]
         if self.stack is not None:
-            with self.stack.rows([r.adapter for r in rows]):
-                return self._run(attention_mask=mask.to(device), past_key_values=cache, use_cache=True, **kwargs)
-        if self.mode == "mixed" and len(adapters) > 1:
-            kwargs["adapter_names"] = [r.adapter or "__base__" for r in rows]
-        elif self.mode in ("mixed", "grouped") and rows[0].adapter != self.active and self.activate is not None:
-            self.activate(rows[0].adapter or "")  # one adapter in the pass: PEFT's plain path, no row indexing
-            self.active = rows[0].adapter
-        return self._run(attention_mask=mask.to(device), past_key_values=cache, use_cache=True, **kwargs)
+            with self.stack.rows(adapters):
+                return self._run(**kwargs)
+        if self.mode == "mixed" and len(set(adapters)) > 1:
+            kwargs["adapter_names"] = [a or "__base__" for a in adapters]
+        elif self.mode in ("mixed", "grouped") and adapters[0] != self.active and self.activate is not None:
+            self.activate(adapters[0] or "")  # one adapter in the pass: PEFT's plain path, no row indexing
+            self.active = adapters[0]
+        return self._run(**kwargs)
 
     def _run(self, **kwargs: Any) -> torch.Tensor:
         """One pass; the last position's logits of every row, float32, on the CPU."""
@@ -139,10 +140,7 @@ class ContinuousScheduler(Scheduler):
     def _emit(self, rows: list[Row], logits: torch.Tensor) -> None:
         """Each row's next token; finished rows leave the batch."""
         for row, token in zip(rows, choose(rows, logits), strict=True):
-            first = not row.tokens
-            row.take(token)
-            if first:
-                self.stats.first_token(row)
+            self.stats.took(row, token)
         self._retire()
 
     def _retire(self) -> None:

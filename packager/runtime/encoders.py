@@ -129,8 +129,7 @@ class Encoder:
         """Each text's tokens (ids, mask, token types), special tokens included, uncut: a row's length is its
         count; a row longer than the tokenizer's maximum is cut when it is encoded (`embed`, `classify`)."""
         with self.tokenizing:
-            encodings = self.tokenizers[name](texts)
-        return [{key: values[i] for key, values in encodings.items()} for i in range(len(texts))]
+            return _rows(self.tokenizers[name](texts), len(texts))
 
     def count_tokens(self, name: str, texts: list[str]) -> list[int]:
         """Each input's length in tokens, special tokens included."""
@@ -178,8 +177,7 @@ class Encoder:
         limit = getattr(self.tokenizers[name], "model_max_length", None)
         if isinstance(limit, int) and any(len(r["input_ids"]) > limit for r in rows):
             with self.tokenizing:  # rare: encoded again, cut as the tokenizer cuts (its special tokens kept)
-                encodings = self.tokenizers[name](texts, truncation=True)
-            rows = [{key: values[i] for key, values in encodings.items()} for i in range(len(texts))]
+                rows = _rows(self.tokenizers[name](texts, truncation=True), len(texts))
         return self.scheduler.submit(Texts(name, rows, notify=notify))
 
     @torch.inference_mode()
@@ -200,6 +198,11 @@ class Encoder:
             return list(probs.unbind())
         ids = batch["input_ids"]
         return [(ids[i][mask[i].bool()].tolist(), probs[i][mask[i].bool()]) for i in range(len(rows))]
+
+
+def _rows(encodings: Any, count: int) -> list[dict[str, list[int]]]:
+    """A batch encoding as one dict per text."""
+    return [{key: values[i] for key, values in encodings.items()} for i in range(count)]
 
 
 def pad(rows: list[dict[str, list[int]]], tokenizer: Any) -> dict[str, torch.Tensor]:

@@ -116,10 +116,7 @@ class RowStreamer:
             return
         for row, token in zip(self.rows, value.reshape(len(self.rows), -1)[:, -1].tolist(), strict=True):
             if not row.done:
-                first = not row.tokens
-                row.take(token)
-                if first:
-                    self.stats.first_token(row)
+                self.stats.took(row, token)
 
     def end(self) -> None:
         """Called by generate when it is done."""
