@@ -22,6 +22,8 @@ PYTHON_PACKAGES = (
     "compressed-tensors", "optimum-onnx", "optimum", "onnx", "onnxruntime",
     # vision-language models: their image processors take PIL images
     "pillow",
+    # the model signature a pod mounts is checked at start (packager_runtime/signature.py)
+    "cryptography",
 )  # fmt: skip
 # Used only for packages the host venv lacks (the serving stack is not a dependency of packager itself).
 FALLBACK_PINS = {"fastapi": "0.142.2", "uvicorn": "0.54.0"}

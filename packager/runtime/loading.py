@@ -7,7 +7,7 @@ from .checkpoints import Mount, adapter_tokenizers, load_onnx, load_transformers
 from .config import RuntimeConfig
 from .encoders import ENCODER_TASKS, Encoder, read_pooling
 from .models import Engine
-from .startup import check_mounted_base
+from .startup import check_mounted_base, check_signature
 
 
 def load_engine(config: RuntimeConfig) -> Engine | Encoder:
@@ -20,6 +20,7 @@ def load_engine(config: RuntimeConfig) -> Engine | Encoder:
 
 
 def _load(config: RuntimeConfig) -> Engine | Encoder:
+    check_signature(config)
     task = {"task": config.task, "model_class": config.model_class}
     if config.task == "IMAGE_TEXT_TO_TEXT":
         from .vision import load_vision

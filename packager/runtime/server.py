@@ -29,6 +29,7 @@ from .guard import Guard
 from .loading import load_engine
 from .metrics import Metrics
 from .models import Engine, Generation, GenerationParams, NoChatTemplate
+from .signature import SignatureMismatch
 from .startup import exit_code, parse_args, serving_port
 from .streaming import ClosingStreamingResponse, chunk_base, response_body, sse_events
 from .verify_base import BaseMismatch
@@ -221,7 +222,7 @@ def _text(content: str | list[dict[str, Any]]) -> str:
     return "".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
 
 
-EXIT_CODES = {ConfigError: 2, PoolingUnsupported: 2, BaseMismatch: 3, HardwareMissing: 4}
+EXIT_CODES = {ConfigError: 2, PoolingUnsupported: 2, BaseMismatch: 3, SignatureMismatch: 3, HardwareMissing: 4}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """What both entrypoints of an image do before serving (packager's server, the vLLM launcher): read the same
-flags, take the port from --port, env PORT or runtime.json, and check a mounted base against the lock."""
+flags, take the port from --port, env PORT or runtime.json, check the files against a mounted signature and a
+mounted base against the lock."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import sys
 
 from .config import ConfigError, RuntimeConfig
+from .signature import check_mounted_signature
 from .verify_base import load_lock, verify_base
 
 
@@ -34,12 +36,25 @@ def _env_port() -> int | None:
     return int(value)
 
 
+def check_signature(config: RuntimeConfig) -> None:
+    """Before anything is loaded: the image's files against a mounted model signature (SignatureMismatch). The
+    signature covers the lock, so a signed shared image checks its base through it (check_mounted_base)."""
+    if check_mounted_signature(model_folders(config)):
+        print("packager runtime: model files verified against the mounted signature", file=sys.stderr)
+
+
 def check_mounted_base(config: RuntimeConfig) -> None:
     """Shared layout: raise BaseMismatch unless the mounted base is the lock's (verify_base mode from the config)."""
     if config.layout != "shared":
         return
     lock = load_lock(config.lock) if config.verify_base != "off" and config.lock else {}
     verify_base(config.base_dir, lock, config.verify_base)
+
+
+def model_folders(config: RuntimeConfig) -> tuple[str, ...]:
+    """The folders in the image that hold what is served: no file there may be unsigned."""
+    folders = [config.model_dir, config.adapter_dir, *(folder for _, folder in config.adapters)]
+    return tuple(sorted({f for f in folders if f and f != config.base_dir}))
 
 
 def exit_code(exc: Exception, codes: dict[type[Exception], int]) -> int:

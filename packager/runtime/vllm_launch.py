@@ -16,7 +16,8 @@ import sys
 from .api_key import vllm_env
 from .config import ConfigError, RuntimeConfig, load_config
 from .cpu_tuning import CpuTuning, tune_for_cpu
-from .startup import check_mounted_base, exit_code, parse_args, serving_port
+from .signature import SignatureMismatch
+from .startup import check_mounted_base, check_signature, exit_code, parse_args, serving_port
 from .verify_base import BaseMismatch
 from .vllm_config import VllmSettings
 
@@ -103,7 +104,7 @@ def fit_to_machine(config: RuntimeConfig, environ: dict[str, str]) -> CpuTuning 
     return tuning
 
 
-EXIT_CODES = {ConfigError: 2, BaseMismatch: 3, NotEnoughShm: 4}
+EXIT_CODES = {ConfigError: 2, BaseMismatch: 3, SignatureMismatch: 3, NotEnoughShm: 4}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if config.engine != "vllm":
             raise ConfigError(f"runtime config {args.config} is for the {config.engine} engine, not vllm")
+        check_signature(config)
         check_mounted_base(config)
         port = serving_port(args, config)
         check_shm()
