@@ -99,6 +99,12 @@ def json_string(value: object) -> str:
     return json.dumps(text)
 
 
+def json_text(value: str) -> str:
+    """Text of several lines (a PEM key, a signature bundle) as one YAML double-quoted (JSON) string: newlines and
+    every control character escaped, so nothing can end the string or start a key."""
+    return json.dumps(str(value))
+
+
 RELATIVE_PATH = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*(?:/[A-Za-z0-9_][A-Za-z0-9._-]*)*$")
 
 
@@ -121,4 +127,5 @@ FILTERS = {
     "relative_path": relative_path,
     "dns_label": dns_label,
     "json_string": json_string,
+    "json_text": json_text,
 }
