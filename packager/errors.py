@@ -65,3 +65,7 @@ class RegistryError(PackagerError):
 
 class RegistryAuthError(UserInputError):
     """The registry refused the credentials."""
+
+
+class VerificationError(PackagerError):
+    """An image, or what is attached to it, differs from what was signed (exit 1; the message names what)."""

@@ -17,7 +17,7 @@ from packager.accuracy.report import ArtefactReport
 from packager.artefact.spec import load_time_note
 from packager.builders import AUTO_LOCAL, get_builder
 from packager.builders.base import Builder, BuildRequest, BuildResult, PushRequest, PushResult
-from packager.deploy.render import write_manifests
+from packager.deploy.render import Signature, write_manifests
 from packager.errors import UserInputError
 from packager.image.context import Context, ModelFiles, write_context
 from packager.image.dockerfile import parse_dockerfile
@@ -28,6 +28,7 @@ from packager.merge.stream import hash_outputs
 from packager.plan import PackagePlan
 from packager.planning.job import Job, PackageRequest, plan_package
 from packager.resolve.pins import pinned_files, sampled_base
+from packager.signing.attach import SignReport
 
 __all__ = ["PackageReport", "PackageRequest", "Rendered", "package", "render_job"]
 
@@ -70,6 +71,7 @@ class PackageReport:
     reproducible: bool = False  # same inputs give the same digest (oci builder)
     manifests: dict[str, str] = field(default_factory=dict)  # name -> path; the image pinned by digest once pushed
     base_model_image: str | None = None  # shared: the base-model image the manifests mount
+    signature: dict[str, Any] | None = None  # --sign-key: the signature files and the referrers attached
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (`--report`, `--json`)."""
@@ -85,11 +87,15 @@ def package(request: PackageRequest, log: Log = print) -> PackageReport:
     rendered = render_job(job, request, log, {"resolve": time.monotonic() - started})
     built = build_context(builder, rendered.context.path, request.image.tag, _quiet_log(request, log))
     pushed = push_image(builder, request.image.tag, request, _quiet_log(request, log)) if request.image.push else None
+    signed = None
+    if pushed is not None and request.image.sign_key:
+        signed = _timed(rendered.timings, "sign", lambda: sign_image(rendered, pushed, request))
     if pushed is not None:  # the manifests now name the image by its digest: what runs is what was pushed
         reference = f"{split_target(request.image.tag)[0]}@{pushed.digest}"
-        manifests = write_manifests(rendered.plan, reference, os.path.join(request.work, "deploy"))
+        mounted = Signature(signed.signature, signed.public_key) if signed else None
+        manifests = write_manifests(rendered.plan, reference, os.path.join(request.work, "deploy"), mounted)
         rendered = dataclasses.replace(rendered, manifests=manifests)
-    return _report(rendered, built, pushed)
+    return _report(rendered, built, pushed, signed)
 
 
 def render_job(job: Job, request: PackageRequest, log: Log = print, timings: dict | None = None) -> Rendered:
@@ -232,6 +238,17 @@ def push_image(builder: Builder, tag: str, request: PackageRequest, log: Log) ->
     return builder.push(PushRequest(tag, tag, request.image.username, request.image.password), log)
 
 
+def sign_image(rendered: Rendered, pushed: PushResult, request: PackageRequest) -> SignReport:
+    """Sign the pushed image and its model files with --sign-key; attach BOM, lock and signatures to it."""
+    from packager.signing.attach import Registry, sign_pushed
+    from packager.signing.keys import load_signing_key
+
+    image = request.image
+    registry = Registry(split_target(image.tag)[0], image.username, image.password)
+    key = load_signing_key(image.sign_key or "")
+    return sign_pushed(rendered.context.path, rendered.context.lock, key, registry, pushed.digest, request.work)
+
+
 def _quiet_log(request: PackageRequest, log: Log) -> Log:
     return (lambda _line: None) if request.quiet else log
 
@@ -247,7 +264,9 @@ def describe_layers(context: str, built: BuildResult) -> list[dict[str, Any]]:
     return layers
 
 
-def _report(rendered: Rendered, built: BuildResult, pushed: PushResult | None) -> PackageReport:
+def _report(
+    rendered: Rendered, built: BuildResult, pushed: PushResult | None, signed: SignReport | None = None
+) -> PackageReport:
     """The machine-readable outcome; `image_id`, `layers` and `digest` come from the engine and registry."""
     plan, image = rendered.plan, rendered.plan.image
     assert image is not None  # a rendered plan always has its image
@@ -272,4 +291,5 @@ def _report(rendered: Rendered, built: BuildResult, pushed: PushResult | None) -
         reproducible=image.reproducible,
         manifests=rendered.manifests,
         base_model_image=image.model_image or None,
+        signature=signed.to_dict() if signed else None,
     )

@@ -31,7 +31,7 @@ STAGES = (
     ("artefact",),
     ("plan", "lock", "bom", "sizes", "deployment"),
     ("resolve", "sizing"),
-    ("image", "builders", "deploy"),
+    ("image", "builders", "deploy", "signing"),
     ("planning",),
     ("merge", "model_image"),
     ("package", "demo"),

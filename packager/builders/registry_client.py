@@ -79,6 +79,63 @@ class RegistryClient:
         self._expect(status, (201,), "store the manifest", body)
         return headers.get("docker-content-digest") or f"sha256:{hashlib.sha256(manifest).hexdigest()}"
 
+    def put_referrer(self, manifest: bytes, media_type: str) -> tuple[str, bool]:
+        """Store a manifest that has a `subject` by its digest; returns (digest, whether the registry indexed it
+        for the referrers API — it says so with an OCI-Subject header)."""
+        digest = f"sha256:{hashlib.sha256(manifest).hexdigest()}"
+        status, headers, body = self._request(
+            "PUT", f"/v2/{self.repository}/manifests/{digest}", manifest, {"Content-Type": media_type}
+        )
+        self._expect(status, (201,), "store the manifest", body)
+        return digest, "oci-subject" in headers
+
+    def get_manifest(self, reference: str, accept: tuple[str, ...]) -> tuple[bytes, str, str] | None:
+        """(body, media type, digest) of the manifest `reference` (tag or digest); None when there is none."""
+        status, headers, body = self._request(
+            "GET", f"/v2/{self.repository}/manifests/{reference}", headers={"Accept": ", ".join(accept)}
+        )
+        if status == 404:
+            return None
+        self._expect(status, (200,), f"read the manifest {reference}", body)
+        digest = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        return body, headers.get("content-type", "").split(";")[0], digest
+
+    def referrers(self, digest: str) -> list[dict] | None:
+        """The referrers API's index of what refers to `digest`; None when the registry has no referrers API."""
+        status, _, body = self._request("GET", f"/v2/{self.repository}/referrers/{digest}")
+        if status in (404, 405) or not body.strip().startswith(b"{"):
+            return None
+        self._expect(status, (200,), "list the referrers", body)
+        return json.loads(body).get("manifests", [])
+
+    def get_blob(self, digest: str) -> bytes:
+        """A blob's bytes (small ones: manifests' configs, attached artifacts)."""
+        status, _, body = self._request("GET", f"/v2/{self.repository}/blobs/{digest}")
+        self._expect(status, (200,), f"read the blob {digest}", body)
+        return body
+
+    def blob_stream(self, digest: str):
+        """A file-like stream of a blob (a layer read once, never held in memory); redirects are followed."""
+        import urllib.request
+
+        status, headers, body = self._send_streaming(f"/v2/{self.repository}/blobs/{digest}")
+        if status in (301, 302, 303, 307, 308):
+            return urllib.request.urlopen(headers["location"], timeout=600)
+        return body
+
+    def _send_streaming(self, path: str):
+        headers = {"Authorization": self._auth_header} if self._auth_header else {}
+        kind = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
+        connection = kind(self.registry, timeout=600)
+        try:
+            connection.request("GET", path, headers=headers)
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            raise RegistryError(f"registry {self.registry} is unreachable ({exc}); check that it runs") from None
+        if response.status not in (200, 301, 302, 303, 307, 308):
+            self._expect(response.status, (200,), f"read the blob {path.rsplit('/', 1)[-1]}", response.read())
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response
+
     def _request(
         self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:

@@ -26,6 +26,7 @@ def add_job_flags(p: argparse.ArgumentParser, command: str) -> None:
     """Every flag of `package` (`command` "package") or `render`, in groups."""
     from packager.builders import BUILDERS, help_text
     from packager.choices import DEVICES, LAYOUTS, RUNTIMES
+    from packager.signing.keys import SIGN_KEY_ENV
 
     inputs = p.add_argument_group("inputs: the adapter and its base")
     inputs.add_argument("--adapter", action="append", required=True, metavar="PATH|NAME=PATH",
@@ -75,6 +76,10 @@ def add_job_flags(p: argparse.ArgumentParser, command: str) -> None:
         image.add_argument("--push", action="store_true", help="push the image to the registry named in --tag")
         image.add_argument("--username", help="registry user (default: your docker login)")
         image.add_argument("--password-stdin", action="store_true", help="read the registry password from stdin")
+        image.add_argument("--sign-key", default=os.environ.get(SIGN_KEY_ENV), metavar="PEM",
+                           help="sign the pushed image (cosign's format) and its model files (OpenSSF "
+                           "model-signing) with this EC private key, and attach the BOM, the lock and both "
+                           f"signatures to it as OCI referrers (env {SIGN_KEY_ENV}); needs --push")  # fmt: skip
 
     add_deploy_flags(p.add_argument_group("deployment: the manifests beside the image (WORK/deploy)"))
 

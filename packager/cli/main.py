@@ -17,6 +17,7 @@ from packager.cli.common import add_qlora_flags, add_task_flag, hash_base_ahead,
 from packager.cli.merge import cmd_merge
 from packager.cli.quiet import quiet_libraries
 from packager.cli.sbom import add_sbom_command
+from packager.cli.verify_image import add_verify_image_command
 from packager.dtypes import CLI_CHOICES
 from packager.errors import PackagerError, UserInputError
 
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_image_command(sub, common)
     add_artefact_commands(sub, common)
     add_sbom_command(sub, common)
+    add_verify_image_command(sub, common)
 
     p = sub.add_parser(
         "demo", parents=[common], help="generate a tiny demo base model and LoRA adapter (no hub needed)"

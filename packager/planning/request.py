@@ -14,6 +14,7 @@ from packager.image.filters import image_ref
 from packager.image.reference import registry_host
 from packager.plan import DeploySpec
 from packager.resolve.resolver import ResolveRequest
+from packager.signing.keys import load_signing_key
 from packager.sizes import KV_DTYPES, Target
 
 
@@ -55,6 +56,7 @@ class ImageRequest:
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
     base_model_image: str | None = None  # shared: the pushed base-model image (default: the one package-base recorded)
+    sign_key: str | None = None  # a PEM EC private key: sign the pushed image and attach BOM, lock, signatures
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ def check_request(request: PackageRequest) -> None:
 
 
 def check_image_request(image: ImageRequest) -> None:
-    """The builder's name, the references, and a push that names a registry."""
+    """The builder's name, the references, a push that names a registry, and a usable signing key."""
     if image.builder != "auto":
         builder_entry(image.builder)  # an unknown name, refused naming the registry's
     if image.base_image:  # without one the plan names the runtime image it needs
@@ -98,6 +100,10 @@ def check_image_request(image: ImageRequest) -> None:
     image_ref(image.tag)
     if image.push and registry_host(image.tag) == "docker.io":
         raise UserInputError(f"--push needs a tag that names a registry, e.g. 127.0.0.1:5000/{image.tag}")
+    if image.sign_key:
+        if not image.push:
+            raise UserInputError("--sign-key signs the pushed image and attaches its evidence to it; add --push")
+        load_signing_key(image.sign_key)  # an unreadable or wrong key fails now, not after the build
 
 
 # the sizing flags: Target field -> (flag, upper bound); each a positive number

@@ -1,0 +1,187 @@
+"""`packager verify-image REF --key PUB`: fetch what `package --sign-key` attached to an image and check it.
+
+In order, stopping at the first mismatch: the image signature (cosign's format) names this manifest; the model
+signature verifies with the key; the attached lock and BOM are the signed ones; every file hash the BOM states is
+one the lock pins; then every layer is streamed once (nothing written): each layer is its digest, and each
+signed file, and each file the lock pins, is in the image with its signed content, with no unsigned file beside
+the model's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from packager.bom import BOM_FILE
+from packager.builders.registry_client import RegistryClient
+from packager.errors import UserInputError, VerificationError
+from packager.image.paths import LOCK_IN_IMAGE, RUNTIME_ROOT
+from packager.runtime.signature import SignatureMismatch, signed_digests
+from packager.signing import cosign
+from packager.signing.attach import BOM_TYPE, BUNDLE_TYPE, IMAGE_SIGNATURE_TYPE, LOCK_TYPE, MANIFEST_TYPES, Registry
+from packager.signing.model import SIGNED_FOLDERS
+from packager.signing.referrers import list_referrers
+
+BOM_IN_IMAGE = f"{RUNTIME_ROOT}/{BOM_FILE}"
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Verified:
+    """What verify-image checked."""
+
+    reference: str
+    digest: str
+    files: int
+    layers: int
+    via: str
+
+
+def verify_image(reference: str, public_pem: bytes, registry: Registry, log: Log) -> Verified:
+    """Check the image `reference` and its attached evidence; VerificationError names the first mismatch."""
+    client = registry.client()
+    found = client.get_manifest(_reference_part(reference), MANIFEST_TYPES)
+    if found is None:
+        raise UserInputError(f"{reference} is not in the registry; check the name and tag")
+    body, _, digest = found
+    referrers, via = list_referrers(client, digest)
+    attached = {entry.get("artifactType"): entry for entry in referrers}
+    try:
+        _check_image_signature(client, attached, public_pem, digest, reference)
+        signed = signed_digests(_artifact(client, attached, BUNDLE_TYPE, reference), public_pem)
+    except SignatureMismatch as exc:
+        raise VerificationError(f"{reference}: {exc}") from None
+    log(f"image signature and model signature verify ({len(signed)} files signed)")
+    lock = _check_attached(client, attached, LOCK_TYPE, signed, LOCK_IN_IMAGE, reference)
+    bom = _check_attached(client, attached, BOM_TYPE, signed, BOM_IN_IMAGE, reference)
+    _check_bom(json.loads(bom), json.loads(lock), hashlib.sha256(lock).hexdigest())
+    expected = {**{e["path"].lstrip("/"): e["sha256"] for e in json.loads(lock)["image"]["files"]}, **signed}
+    layers = json.loads(body)["layers"]
+    _check_layers(client, layers, expected, set(signed), log)
+    return Verified(reference, digest, len(signed), len(layers), via)
+
+
+def _reference_part(reference: str) -> str:
+    if "@" in reference:
+        return reference.rsplit("@", 1)[1]
+    last = reference.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[1] if ":" in last else "latest"
+
+
+def _check_image_signature(client: RegistryClient, attached: dict, public_pem: bytes, digest: str, ref: str) -> None:
+    entry = attached.get(IMAGE_SIGNATURE_TYPE)
+    found = client.get_manifest(entry["digest"] if entry else cosign.signature_tag(digest), MANIFEST_TYPES)
+    if found is None:
+        raise VerificationError(f"{ref} has no image signature; sign it with `packager package --sign-key`")
+    layer = json.loads(found[0])["layers"][0]
+    payload = _blob(client, layer, "the image signature")
+    signature = layer.get("annotations", {}).get(cosign.SIGNATURE_ANNOTATION, "")
+    cosign.verify_image_signature(payload, signature, public_pem, digest)
+
+
+def _artifact(client: RegistryClient, attached: dict, artifact_type: str, reference: str) -> bytes:
+    entry = attached.get(artifact_type)
+    if entry is None:
+        raise VerificationError(f"{reference} has no {artifact_type} attached; sign it with `package --sign-key`")
+    found = client.get_manifest(entry["digest"], MANIFEST_TYPES)
+    if found is None:
+        raise VerificationError(f"the {artifact_type} attached to {reference} is gone from the registry")
+    layer = json.loads(found[0])["layers"][0]
+    return _blob(client, layer, layer.get("annotations", {}).get("org.opencontainers.image.title", artifact_type))
+
+
+def _blob(client: RegistryClient, layer: dict, what: str) -> bytes:
+    data = client.get_blob(layer["digest"])
+    if f"sha256:{hashlib.sha256(data).hexdigest()}" != layer["digest"]:
+        raise VerificationError(f"{what} in the registry is not the blob {layer['digest']}: it was replaced")
+    return data
+
+
+def _check_attached(client, attached: dict, kind: str, signed: dict, image_path: str, reference: str) -> bytes:
+    data = _artifact(client, attached, kind, reference)
+    name = image_path.lstrip("/")
+    if signed.get(name) != hashlib.sha256(data).hexdigest():
+        raise VerificationError(f"the {name.rsplit('/', 1)[-1]} attached to {reference} is not the signed one")
+    return data
+
+
+def _check_bom(bom: dict, lock: dict, lock_sha256: str) -> None:
+    """Every sha256 the BOM states for a file is one the lock pins (or the lock's own)."""
+    pinned = {*_sha256s(lock), lock_sha256}
+    for component in bom.get("components", []):
+        for found in _components(component):
+            for value in (h["content"] for h in found.get("hashes", []) if h.get("alg") == "SHA-256"):
+                if value not in pinned:
+                    raise VerificationError(f"the BOM's {found.get('name')} (sha256 {value[:12]}) is not in the lock")
+
+
+def _components(component: dict) -> list[dict]:
+    return [component, *(c for child in component.get("components", []) for c in _components(child))]
+
+
+def _sha256s(node) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k in ("sha256",) and isinstance(v, str)] + [
+            s for v in node.values() for s in _sha256s(v)
+        ]
+    return [s for v in node for s in _sha256s(v)] if isinstance(node, list) else []
+
+
+def _check_layers(client: RegistryClient, layers: list[dict], expected: dict, signed: set, log: Log) -> None:
+    """Stream every layer in order; the image's final files are compared with `expected` ({path: sha256})."""
+    final: dict[str, str | None] = {}
+    for number, layer in enumerate(layers, 1):
+        log(f"reading layer {number}/{len(layers)} ({layer['size'] / 1e6:.1f} MB)")
+        digest = _read_layer(client.blob_stream(layer["digest"]), expected, final)
+        if digest != layer["digest"]:
+            bad = next((p for p, h in final.items() if p in expected and h != expected[p]), None)
+            where = f": /{bad} differs from the signed file" if bad else ""
+            raise VerificationError(f"layer {layer['digest']} in the registry is not that blob{where}")
+    for path, digest in sorted(expected.items()):
+        if final.get(path) != digest:
+            state = "missing from" if final.get(path) is None else "different in"
+            kind = "signed" if path in signed else "locked"
+            raise VerificationError(f"/{path} is {state} the image (sha256 {digest[:12]} {kind})")
+    extra = sorted(p for p, h in final.items() if h and p.startswith(SIGNED_FOLDERS) and p not in signed)
+    if extra:
+        raise VerificationError(f"/{extra[0]} is in the image but not signed")
+
+
+class _Hashing:
+    """A read-through stream that hashes what passes (the layer blob's digest, computed as it is untarred)."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.sha256 = raw, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        """Read from the blob and hash what was read."""
+        data = self.raw.read(size)
+        self.sha256.update(data)
+        return data
+
+
+def _read_layer(stream, expected: dict, final: dict) -> str:
+    hashing = _Hashing(stream)
+    with tarfile.open(fileobj=hashing, mode="r|*") as tar:
+        for member in tar:
+            path = member.name.removeprefix("./").lstrip("/")
+            folder, _, name = path.rpartition("/")
+            if name.startswith(".wh."):
+                gone = f"{folder}/{name[4:]}".lstrip("/")
+                final.update({p: None for p in final if p == gone or p.startswith(gone + "/")})
+            elif member.isfile() and (path in expected or path.startswith(SIGNED_FOLDERS)):
+                final[path] = _member_sha256(tar, member)
+    while hashing.read(1 << 20):
+        pass  # the tar's end padding counts toward the blob's digest
+    return f"sha256:{hashing.sha256.hexdigest()}"
+
+
+def _member_sha256(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
+    digest = hashlib.sha256()
+    f = tar.extractfile(member)
+    while chunk := f.read(8 << 20):
+        digest.update(chunk)
+    return digest.hexdigest()
