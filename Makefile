@@ -55,6 +55,7 @@ demo: install
 #              [BASE_IMAGE=image] [REGISTRY=host:port TAG=repo:tag] [PUSH=1] [REPORT=file] [BUILDER=auto|docker|oci|buildah]
 #              [QUANT=none|w8a8|w8a16|w4a16|fp8|int8 (EXPORT=onnx)|bnb-nf4|bnb-int8|fp8-load] [EXPORT=none|onnx] [QLORA_MERGE=w16|simulate-nf4] [WORK=dir]
 #              [RUNTIME=packager|vllm|auto] [DRY_RUN=1: print the whole plan, do nothing]
+#              [SIGN_KEY=pem: with PUSH=1, sign the image and its model files, attach BOM, lock and signatures]
 #              [TASK=SEQ_CLS|FEATURE_EXTRACTION|...] [CHECKPOINT=N] [ALLOW_PICKLE=1: .bin/.pth weights, LitGPT runs]
 #              [TARGET=compose,kubernetes,kserve: manifests in WORK/deploy (default all)] [BASE_VOLUME=auto|image|pvc|...]
 #              [REPLICAS=N] [BASE_MODEL_IMAGE=repo@sha256:...: default the one `make package-base` pushed]
@@ -98,7 +99,7 @@ comma := ,
 package: install
 	@set -e; $(JOB_SETUP); \
 	$(PACKAGER) package $$adapters $(JOB_FLAGS) $(if $(PUSH),--push) $(if $(REPORT),--report "$(REPORT)") \
-		$(if $(DRY_RUN),--dry-run)
+		$(if $(SIGN_KEY),--sign-key "$(SIGN_KEY)") $(if $(DRY_RUN),--dry-run)
 
 # make render [same variables as package]: write the build context to $(WORK)/context and stop; build it with
 # `docker build`, `buildah bud`, kaniko, or `packager build $(WORK)/context`.

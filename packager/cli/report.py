@@ -142,12 +142,22 @@ def print_package(report: PackageReport) -> None:
         print(f"  base:     mounted {source} at {report.base_mount}, checked against the lock at start")
     for path in report.manifests.values():
         print(f"  deploy:   {path}" + ("" if report.digest else "  (the image by tag: pass --push to pin its digest)"))
+    if report.signature:
+        _print_signature(report.signature, report.image)
     if report.artefact:
         _print_artefact(report.artefact)
     for note in report.notes:
         print(f"  note:     {note}")
     print(f"  context:  {report.context}")
     print("  timings:  " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
+
+
+def _print_signature(signature: dict, image: str) -> None:
+    print(
+        f"  signed:   {signature['files_signed']} model files (model-signing) and the image (cosign format); BOM, "
+        f"lock and signatures attached via the {signature['via']}"
+    )
+    print(f"  verify:   packager verify-image {image} --key {signature['public_key']}")
 
 
 def _print_artefact(artefact: dict) -> None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import tarfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ from packager.signing.model import SIGNED_FOLDERS
 from packager.signing.referrers import list_referrers
 
 BOM_IN_IMAGE = f"{RUNTIME_ROOT}/{BOM_FILE}"
+BUFFER = 8 << 20
 Log = Callable[[str], None]
 
 
@@ -151,37 +154,63 @@ def _check_layers(client: RegistryClient, layers: list[dict], expected: dict, si
 
 
 class _Hashing:
-    """A read-through stream that hashes what passes (the layer blob's digest, computed as it is untarred)."""
+    """A read-through stream whose bytes a second thread hashes (the layer blob's digest, computed while the same
+    bytes are untarred and their files hashed here: hashlib releases the GIL, so the two use two cores)."""
 
     def __init__(self, raw) -> None:
         self.raw, self.sha256 = raw, hashlib.sha256()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._hash, daemon=True)
+        self._thread.start()
 
     def read(self, size: int = -1) -> bytes:
-        """Read from the blob and hash what was read."""
+        """Read from the blob; the hashing thread gets what was read."""
         data = self.raw.read(size)
-        self.sha256.update(data)
+        if data:
+            self._queue.put(data)
         return data
+
+    def digest(self) -> str:
+        """Drain the blob and return its digest."""
+        while self.read(BUFFER):
+            pass  # the tar's end padding counts toward the blob's digest
+        self._queue.put(None)
+        self._thread.join()
+        return f"sha256:{self.sha256.hexdigest()}"
+
+    def _hash(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self.sha256.update(data)
 
 
 def _read_layer(stream, expected: dict, final: dict) -> str:
+    """Untar one layer blob as it streams: `final` gets the sha256 of each file of interest (None where a whiteout
+    removes it); returns the blob's digest."""
     hashing = _Hashing(stream)
-    with tarfile.open(fileobj=hashing, mode="r|*") as tar:
-        for member in tar:
-            path = member.name.removeprefix("./").lstrip("/")
-            folder, _, name = path.rpartition("/")
-            if name.startswith(".wh."):
-                gone = f"{folder}/{name[4:]}".lstrip("/")
-                final.update({p: None for p in final if p == gone or p.startswith(gone + "/")})
-            elif member.isfile() and (path in expected or path.startswith(SIGNED_FOLDERS)):
-                final[path] = _member_sha256(tar, member)
-    while hashing.read(1 << 20):
-        pass  # the tar's end padding counts toward the blob's digest
-    return f"sha256:{hashing.sha256.hexdigest()}"
+    try:
+        with tarfile.open(fileobj=hashing, mode="r|*", bufsize=BUFFER) as tar:  # big reads: the default is 10 KB
+            for member in tar:
+                _account(tar, member, expected, final)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise VerificationError(f"a layer of the image is not a readable tar ({exc}); it was replaced") from None
+    finally:
+        digest = hashing.digest()
+    return digest
+
+
+def _account(tar: tarfile.TarFile, member: tarfile.TarInfo, expected: dict, final: dict) -> None:
+    path = member.name.removeprefix("./").lstrip("/")
+    folder, _, name = path.rpartition("/")
+    if name.startswith(".wh."):
+        gone = f"{folder}/{name[4:]}".lstrip("/")
+        final.update({p: None for p in final if p == gone or p.startswith(gone + "/")})
+    elif member.isfile() and (path in expected or path.startswith(SIGNED_FOLDERS)):
+        final[path] = _member_sha256(tar, member)
 
 
 def _member_sha256(tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
     digest = hashlib.sha256()
     f = tar.extractfile(member)
-    while chunk := f.read(8 << 20):
+    while chunk := f.read(BUFFER):
         digest.update(chunk)
     return digest.hexdigest()
