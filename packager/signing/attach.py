@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from packager.bom import BOM_FILE
 from packager.builders.registry_client import RegistryClient
+from packager.errors import RegistryError
 from packager.image.reference import registry_host
 from packager.model_files import LOCK_FILE
 from packager.runtime.signature import PUBLIC_KEY_FILE, SIGNATURE_FILE
@@ -69,8 +70,10 @@ def sign_pushed(context: str, lock: dict, key: SigningKey, registry: Registry, d
     with open(public_key, "wb") as f:
         f.write(key.public_pem)
     client = registry.client()
-    body, media_type, _ = client.get_manifest(digest, MANIFEST_TYPES) or (b"", "", "")
-    subject = descriptor(media_type, body)
+    found = client.get_manifest(digest, MANIFEST_TYPES)
+    if found is None:
+        raise RegistryError(f"the pushed image {registry.repository}@{digest} is not in the registry; push it again")
+    subject = descriptor(found[1], found[0])
     artifacts = [
         Artifact(BOM_TYPE, BOM_FILE, _read(os.path.join(context, BOM_FILE))),
         Artifact(LOCK_TYPE, LOCK_FILE, _read(os.path.join(context, LOCK_FILE))),

@@ -12,8 +12,19 @@ import pytest
 from packager.deploy.render import ADMISSION_POLICY, SIGNATURE_MOUNT, Signature, render_manifests
 from packager.runtime.signature import SIGNATURE_DIR
 from tests import plans
+from tests.deploy.kserve_oracle import validate_kserve
 from tests.deploy.kyverno import validate_policy
-from tests.deploy.test_manifests import BAKED_REF, REF, _golden, deploy, documents, k8s_version, pod_spec
+from tests.deploy.test_manifests import (
+    BAKED_REF,
+    MODEL,
+    REF,
+    _golden,
+    deploy,
+    documents,
+    k8s_version,
+    on_vllm,
+    pod_spec,
+)
 
 # a fixed P-256 public key (ec.derive_private_key(20261206, SECP256R1)), so the goldens do not move
 PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
@@ -34,6 +45,7 @@ def signature(tmp_path) -> Signature:
 CASES = {
     "signed-baked": (deploy(plans.baked(), ["compose", "kubernetes"]), BAKED_REF),
     "signed-shared": (deploy(plans.shared(), ["compose", "kubernetes", "kserve"]), REF),
+    "signed-shared-vllm-llmisvc": (deploy(on_vllm(plans.shared(), model_image=MODEL), ["kserve"]), REF),
 }
 
 
@@ -53,10 +65,19 @@ def test_signed_manifests_validate_offline(case: str, signature: Signature, comp
     plan, reference = CASES[case]
     files = render_manifests(plan, reference, signature)
     assert ADMISSION_POLICY in files
-    for doc in documents(files["kubernetes.yaml"]):
+    if "kubernetes.yaml" in files:
         version = k8s_version(files["kubernetes.yaml"])
-        assert kubernetes_validate.validate(doc, f"{version}.0", strict=True) == version
-    assert compose_config(files["compose.yaml"], "/srv/base").returncode == 0
+        for doc in documents(files["kubernetes.yaml"]):
+            assert kubernetes_validate.validate(doc, f"{version}.0", strict=True) == version
+    for name in (n for n in files if n.startswith("kserve")):
+        for doc in documents(files[name]):
+            if doc["kind"] in ("InferenceService", "LLMInferenceService"):
+                validate_kserve(doc)
+                mounts = pod_spec(doc)["containers"][0]["volumeMounts"]
+                assert {"name": "signature", "mountPath": SIGNATURE_DIR, "readOnly": True} in mounts
+            else:
+                assert kubernetes_validate.validate(doc, "1.27.0", strict=True) == "1.27"
+    assert "compose.yaml" not in files or compose_config(files["compose.yaml"], "/srv/base").returncode == 0
     (policy,) = documents(files[ADMISSION_POLICY])
     assert validate_policy(policy) == "valid"
 
@@ -69,7 +90,7 @@ def test_the_kyverno_schema_refuses_a_broken_policy(signature: Signature) -> Non
     assert "must be array" in validate_policy(policy)
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", ["signed-baked", "signed-shared"])
 def test_the_deployment_mounts_the_signature_read_only_and_the_policy_holds_the_key(
     case: str, signature: Signature
 ) -> None:

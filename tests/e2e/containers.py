@@ -45,6 +45,16 @@ def wait_exit(container, timeout: float = 120) -> int:
     return int(container.wait(timeout=timeout)["StatusCode"])
 
 
+def exit_and_errors(container) -> tuple[int, list[str]]:
+    """Wait for a started container to exit, remove it: (exit code, its log's `error:` lines)."""
+    try:
+        code = wait_exit(container)
+        logs = container.logs().decode()
+    finally:
+        container.remove(force=True)
+    return code, [line for line in logs.splitlines() if line.startswith("error:")]
+
+
 def run_to_exit(client, image: str, base_dir: str | None = None, **options) -> tuple[int, str, list[str]]:
     """Start the image, wait for it to exit, remove it: (exit code, its log, the log's `error:` lines)."""
     container = start(client, image, base_dir, **options)

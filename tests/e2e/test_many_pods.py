@@ -149,11 +149,7 @@ def test_a_pod_given_another_base_refuses_to_start(bases, shared, registry, dock
         container = docker_client.containers.run(
             image, detach=True, network_mode="none", volumes={volume: {"bind": "/base", "mode": "ro"}}
         )
-        try:
-            code = containers.wait_exit(container)
-            errors = [line for line in container.logs().decode().splitlines() if line.startswith("error:")]
-        finally:
-            container.remove(force=True)
+        code, errors = containers.exit_and_errors(container)
     finally:
         docker_client.volumes.get(volume).remove(force=True)
     assert code != 0 and len(errors) == 1 and "is not the one in the lock" in errors[0], errors

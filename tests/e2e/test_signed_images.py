@@ -5,6 +5,7 @@ checks its files against the mounted signature."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 from packager.builders.registry_client import RegistryClient
 from packager.cli.main import main
 from packager.demo import build_adapter, build_base
-from packager.package import package
+from packager.package import PackageReport, package
 from packager.plan import DeploySpec
 from packager.signing.referrers import INDEX_TYPE, fallback_tag
 from tests.e2e import containers
@@ -32,20 +33,19 @@ WEIGHT = "models/merged/model.safetensors"
 
 @pytest.fixture(scope="module")
 def signed(runtime_image, registry, tmp_path_factory):
-    """A baked demo image pushed and signed (docker builder, so the engine holds it to run)."""
+    """A baked demo image pushed and signed through the command `make package ... PUSH=1 SIGN_KEY=...` runs (docker
+    builder, so the engine holds it to run); its JSON report."""
     root = tmp_path_factory.mktemp("signed")
     os.chmod(root, 0o755)
     base = build_base(str(root / "base"), seed=0)
     adapter = build_adapter(base, str(root / "adapter"), seed=1)
     key = write_key(root / "keys" / "sign.pem")
     shutil.copyfile(key, Path(adapter) / "sign.pem")  # a key left in the adapter folder must not ship either
-    tag = f"{registry.url}/signed/demo:1"
-    request = package_request(
-        (("demo", adapter),), "baked", runtime_image, tag, work=str(root / "work"), quiet=True, verify=False,
-        runtime="packager", builder="docker", push=True, sign_key=str(key),
-        deploy=DeploySpec(("compose", "kubernetes")),
-    )  # fmt: skip
-    report = package(request, log=lambda _line: None)
+    flags = ["--adapter", f"demo={adapter}", "--layout", "baked", "--base-image", runtime_image, "--runtime",
+             "packager", "--builder", "docker", "--tag", f"{registry.url}/signed/demo:1", "--work", str(root / "work"),
+             "--target", "compose", "--target", "kubernetes", "--report", str(root / "report.json")]  # fmt: skip
+    assert main(["package", *flags, "--push", "--sign-key", str(key)]) == 0
+    report = PackageReport(**json.loads((root / "report.json").read_text()))
     return report, root, key
 
 
@@ -225,6 +225,17 @@ def test_no_private_key_in_the_context_or_the_image(signed, registry) -> None:
             assert body not in Path(folder, name).read_bytes()
 
 
+@contextlib.contextmanager
+def _derived(docker_client, image: str, context: Path, path: str):
+    """An image made FROM `image` with `context/path` copied over /path (altered after signing); removed after."""
+    (context / "Dockerfile").write_text(f"FROM {image}\nCOPY {path} /{path}\n")
+    built, _ = docker_client.images.build(path=str(context), rm=True)
+    try:
+        yield built.id
+    finally:
+        docker_client.images.remove(built.id, force=True)
+
+
 def _run_with_signature(docker_client, image: str, signature_dir: str):
     mount = {signature_dir: {"bind": "/opt/packager/signature", "mode": "ro"}}
     return docker_client.containers.run(image, detach=True, network_mode="none", volumes=mount)
@@ -247,17 +258,9 @@ def test_a_weight_altered_after_signing_refuses_to_start(signed, docker_client, 
     _extract_signed(docker_client, report.image, [WEIGHT], context)
     weight = context / WEIGHT
     weight.write_bytes(weight.read_bytes()[:-1] + b"\0")
-    (context / "Dockerfile").write_text(f"FROM {report.image}\nCOPY {WEIGHT} /{WEIGHT}\n")
-    tampered, _ = docker_client.images.build(path=str(context), tag="signed/tampered:1", rm=True)
-    try:
-        container = _run_with_signature(docker_client, tampered.id, str(root / "work" / "deploy" / "signature"))
-        try:
-            code = containers.wait_exit(container)
-            errors = [line for line in container.logs().decode().splitlines() if line.startswith("error:")]
-        finally:
-            container.remove(force=True)
-    finally:
-        docker_client.images.remove(tampered.id, force=True)
+    with _derived(docker_client, report.image, context, WEIGHT) as tampered:
+        container = _run_with_signature(docker_client, tampered, str(root / "work" / "deploy" / "signature"))
+        code, errors = containers.exit_and_errors(container)
     assert code == 3 and len(errors) == 1 and f"/{WEIGHT} differs from the signed file" in errors[0], errors
 
 
@@ -279,3 +282,64 @@ def test_signing_twice_gives_the_same_signed_statement_and_bom(signed, runtime_i
     assert envelopes[0]["signatures"] != envelopes[1]["signatures"]
     assert Path(first.context, "bom.cdx.json").read_bytes() == Path(second.context, "bom.cdx.json").read_bytes()
     assert first.signature["attached"]["bom.cdx.json"] == second.signature["attached"]["bom.cdx.json"]
+
+
+@pytest.fixture(scope="module")
+def signed_shared(runtime_image, registry, tmp_path_factory):
+    """Two adapters in the shared layout, pushed and signed; the base (readable by the container's user) mounted."""
+    root = tmp_path_factory.mktemp("signed-shared")
+    os.chmod(root, 0o755)
+    base = build_base(str(root / "base"), seed=0)
+    adapters = {name: build_adapter(base, str(root / name), seed=seed) for name, seed in (("sql", 1), ("chat", 2))}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            os.chmod(os.path.join(folder, name), 0o644)
+    key = write_key(root / "keys" / "sign.pem")
+    request = package_request(
+        tuple(adapters.items()), "shared", runtime_image, f"{registry.url}/signed/shared:1", work=str(root / "work"),
+        quiet=True, verify=False, runtime="packager", builder="docker", push=True, sign_key=str(key), base=base,
+        deploy=DeploySpec(("compose",)),
+    )  # fmt: skip
+    return package(request, log=lambda _line: None), root, base
+
+
+def _start_shared(docker_client, image: str, root: Path, base: str):
+    volumes = {
+        str(root / "work" / "deploy" / "signature"): {"bind": "/opt/packager/signature", "mode": "ro"},
+        base: {"bind": "/base", "mode": "ro"},
+    }
+    return docker_client.containers.run(image, detach=True, network_mode="none", volumes=volumes)
+
+
+def test_a_signed_shared_image_verifies_and_serves_on_its_base(signed_shared, docker_client, capsys) -> None:
+    report, root, base = signed_shared
+    names = signed_digests_of(report)
+    assert {"adapters/sql/adapter_model.safetensors", "adapters/chat/adapter_model.safetensors"} <= names
+    assert not any(name.startswith("base/") for name in names)  # the base is pinned by the signed lock instead
+    code, _ = _verify(report.image, _public(root), capsys)
+    assert code == 0
+    container = _start_shared(docker_client, report.image, root, base)
+    try:
+        containers.wait_healthy(container)
+        assert {m["id"] for m in containers.call(container, "/v1/models")["data"]} == {"sql", "chat"}
+        assert "verified against the mounted signature" in container.logs().decode()
+    finally:
+        container.remove(force=True)
+
+
+def test_a_swapped_adapter_refuses_to_start(signed_shared, docker_client, tmp_path) -> None:
+    report, root, base = signed_shared
+    swapped = "adapters/sql/adapter_model.safetensors"
+    context = tmp_path / "swap"
+    (context / "adapters" / "sql").mkdir(parents=True)
+    shutil.copyfile(root / "chat" / "adapter_model.safetensors", context / swapped)
+    with _derived(docker_client, report.image, context, swapped) as image:
+        code, errors = containers.exit_and_errors(_start_shared(docker_client, image, root, base))
+    assert code == 3 and len(errors) == 1 and f"/{swapped} differs from the signed file" in errors[0], errors
+
+
+def signed_digests_of(report) -> set[str]:
+    from packager.runtime.signature import signed_digests
+
+    key = Path(report.signature["public_key"]).read_bytes()
+    return set(signed_digests(Path(report.signature["signature"]).read_bytes(), key))

@@ -55,7 +55,8 @@ def test_the_cli_refuses_a_bad_key_or_no_push_before_any_work(tmp_path, capsys, 
         (["--push", "--sign-key", str(tmp_path / "bad.pem")], "is not a PEM private key"),
         (["--sign-key", str(write_key(tmp_path / "k.pem"))], "add --push"),
     ):
-        code = main(["package", "--adapter", demo_adapter, "--layout", "baked", "--tag", tag, "--work", str(work), "--dry-run", *extra])
+        flags = ["--adapter", demo_adapter, "--layout", "baked", "--tag", tag, "--work", str(work), "--dry-run"]
+        code = main(["package", *flags, *extra])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
     assert not work.exists()
