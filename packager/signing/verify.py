@@ -154,26 +154,34 @@ def _check_layers(client: RegistryClient, layers: list[dict], expected: dict, si
 
 
 class _Hashing:
-    """A read-through stream whose bytes a second thread hashes (the layer blob's digest, computed while the same
-    bytes are untarred and their files hashed here: hashlib releases the GIL, so the two use two cores)."""
+    """A read-through stream over a layer blob: it reads the blob in big chunks, which a second thread hashes (the
+    layer's digest, computed while the same bytes are untarred and their files hashed: hashlib releases the GIL),
+    and hands tarfile the small reads it asks for."""
 
     def __init__(self, raw) -> None:
         self.raw, self.sha256 = raw, hashlib.sha256()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._chunk, self._at = b"", 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self._thread = threading.Thread(target=self._hash, daemon=True)
         self._thread.start()
 
     def read(self, size: int = -1) -> bytes:
-        """Read from the blob; the hashing thread gets what was read."""
-        data = self.raw.read(size)
-        if data:
-            self._queue.put(data)
+        """Up to `size` bytes of the blob (fewer at a chunk's end: tarfile reads again)."""
+        if self._at >= len(self._chunk):
+            self._chunk, self._at = self.raw.read(BUFFER), 0
+            if not self._chunk:
+                return b""
+            self._queue.put(self._chunk)
+        end = len(self._chunk) if size < 0 else self._at + size
+        data = self._chunk[self._at : end]
+        self._at += len(data)
         return data
 
     def digest(self) -> str:
         """Drain the blob and return its digest."""
+        self._at = len(self._chunk)
         while self.read(BUFFER):
-            pass  # the tar's end padding counts toward the blob's digest
+            self._at = len(self._chunk)  # the tar's end padding counts toward the blob's digest
         self._queue.put(None)
         self._thread.join()
         return f"sha256:{self.sha256.hexdigest()}"
@@ -188,7 +196,7 @@ def _read_layer(stream, expected: dict, final: dict) -> str:
     removes it); returns the blob's digest."""
     hashing = _Hashing(stream)
     try:
-        with tarfile.open(fileobj=hashing, mode="r|*", bufsize=BUFFER) as tar:  # big reads: the default is 10 KB
+        with tarfile.open(fileobj=hashing, mode="r|*") as tar:  # 10 KB reads: a bigger buffer is copied per file
             for member in tar:
                 _account(tar, member, expected, final)
     except (tarfile.TarError, EOFError, OSError) as exc:

@@ -264,7 +264,9 @@ def test_a_weight_altered_after_signing_refuses_to_start(signed, docker_client, 
     assert code == 3 and len(errors) == 1 and f"/{WEIGHT} differs from the signed file" in errors[0], errors
 
 
-def test_signing_twice_gives_the_same_signed_statement_and_bom(signed, runtime_image, registry, tmp_path) -> None:
+def test_signing_twice_gives_the_same_signed_statement_and_bom(
+    signed, runtime_image, registry, tmp_path, capsys
+) -> None:
     """Signatures are ECDSA (random): what they sign, the BOM and the image digest are the same each time."""
     _, root, key = signed
     reports = []
@@ -282,6 +284,8 @@ def test_signing_twice_gives_the_same_signed_statement_and_bom(signed, runtime_i
     assert envelopes[0]["signatures"] != envelopes[1]["signatures"]
     assert Path(first.context, "bom.cdx.json").read_bytes() == Path(second.context, "bom.cdx.json").read_bytes()
     assert first.signature["attached"]["bom.cdx.json"] == second.signature["attached"]["bom.cdx.json"]
+    code, out = _verify(f"{registry.url}/signed/repro:1", second.signature["public_key"], capsys)
+    assert code == 0 and first.digest in out  # the oci builder's layers: plain tars, the runtime's of many files
 
 
 @pytest.fixture(scope="module")
