@@ -50,6 +50,8 @@ def verify_image(reference: str, public_pem: bytes, registry: Registry, log: Log
     if found is None:
         raise UserInputError(f"{reference} is not in the registry; check the name and tag")
     body, _, digest = found
+    if "@" in reference and reference.rsplit("@", 1)[1] != digest:
+        raise VerificationError(f"the registry's manifest for {reference} is {digest}: it was replaced")
     referrers, via = list_referrers(client, digest)
     attached = {entry.get("artifactType"): entry for entry in referrers}
     try:
@@ -62,7 +64,9 @@ def verify_image(reference: str, public_pem: bytes, registry: Registry, log: Log
     bom = _check_attached(client, attached, BOM_TYPE, signed, BOM_IN_IMAGE, reference)
     _check_bom(json.loads(bom), json.loads(lock), hashlib.sha256(lock).hexdigest())
     expected = {**{e["path"].lstrip("/"): e["sha256"] for e in json.loads(lock)["image"]["files"]}, **signed}
-    layers = json.loads(body)["layers"]
+    manifest = json.loads(body)
+    _blob(client, manifest["config"], "the image config")  # its entrypoint and environment: signed by digest
+    layers = manifest["layers"]
     _check_layers(client, layers, expected, set(signed), log)
     return Verified(reference, digest, len(signed), len(layers), via)
 
