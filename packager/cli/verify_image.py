@@ -6,7 +6,7 @@ import argparse
 
 from packager.cli.common import password_from_stdin, stderr_line
 from packager.errors import UserInputError
-from packager.image.reference import split_target
+from packager.image.reference import split_reference
 
 
 def add_verify_image_command(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def _cmd_verify_image(args: argparse.Namespace) -> int:
             public_pem = f.read()
     except OSError as exc:
         raise UserInputError(f"--key {args.key} cannot be read ({exc.strerror}); pass the signer's key.pub") from None
-    repository = split_target(args.reference.split("@", 1)[0])[0]
+    repository = split_reference(args.reference)[0]
     registry = Registry(repository, args.username, password_from_stdin(args))
     verified = verify_image(args.reference, _checked_key(public_pem, args.key), registry, stderr_line)
     print(

@@ -9,6 +9,14 @@ def split_target(target: str) -> tuple[str, str]:
     return repository, tag
 
 
+def split_reference(reference: str) -> tuple[str, str]:
+    """`host/repo:1` -> (`host/repo`, `1`); `host/repo@sha256:...` -> (`host/repo`, `sha256:...`)."""
+    if "@" in reference:
+        repository, _, digest = reference.partition("@")
+        return repository, digest
+    return split_target(reference)
+
+
 def names_registry(target: str) -> bool:
     """Whether a reference names its registry (a cluster pulls an unqualified name from Docker Hub)."""
     first = target.split("/", 1)[0]

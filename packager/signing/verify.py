@@ -21,6 +21,7 @@ from packager.bom import BOM_FILE
 from packager.builders.registry_client import RegistryClient
 from packager.errors import UserInputError, VerificationError
 from packager.image.paths import LOCK_IN_IMAGE, RUNTIME_ROOT
+from packager.image.reference import split_reference
 from packager.runtime.signature import SignatureMismatch, signed_digests
 from packager.signing import cosign
 from packager.signing.attach import BOM_TYPE, BUNDLE_TYPE, IMAGE_SIGNATURE_TYPE, LOCK_TYPE, MANIFEST_TYPES, Registry
@@ -46,17 +47,10 @@ class Verified:
 def verify_image(reference: str, public_pem: bytes, registry: Registry, log: Log) -> Verified:
     """Check the image `reference` and its attached evidence; VerificationError names the first mismatch."""
     client = registry.client()
-    found = client.get_manifest(_reference_part(reference), MANIFEST_TYPES)
-    if found is None:
-        raise UserInputError(f"{reference} is not in the registry; check the name and tag")
-    body, _, digest = found
-    if "@" in reference and reference.rsplit("@", 1)[1] != digest:
-        raise VerificationError(f"the registry's manifest for {reference} is {digest}: it was replaced")
-    referrers, via = list_referrers(client, digest)
-    attached = {entry.get("artifactType"): entry for entry in referrers}
+    body, digest, attached, via = image_referrers(client, reference)
     try:
         _check_image_signature(client, attached, public_pem, digest, reference)
-        signed = signed_digests(_artifact(client, attached, BUNDLE_TYPE, reference), public_pem)
+        signed = signed_digests(attached_file(client, attached, BUNDLE_TYPE, reference), public_pem)
     except SignatureMismatch as exc:
         raise VerificationError(f"{reference}: {exc}") from None
     log(f"image signature and model signature verify ({len(signed)} files signed)")
@@ -71,11 +65,16 @@ def verify_image(reference: str, public_pem: bytes, registry: Registry, log: Log
     return Verified(reference, digest, len(signed), len(layers), via)
 
 
-def _reference_part(reference: str) -> str:
-    if "@" in reference:
-        return reference.rsplit("@", 1)[1]
-    last = reference.rsplit("/", 1)[-1]
-    return last.rsplit(":", 1)[1] if ":" in last else "latest"
+def image_referrers(client: RegistryClient, reference: str) -> tuple[bytes, str, dict[str, dict], str]:
+    """The image's manifest, its digest, what refers to it (by artifact type) and how that was listed."""
+    found = client.get_manifest(split_reference(reference)[1], MANIFEST_TYPES)
+    if found is None:
+        raise UserInputError(f"{reference} is not in the registry; check the name and tag")
+    body, _, digest = found
+    if "@" in reference and split_reference(reference)[1] != digest:
+        raise VerificationError(f"the registry's manifest for {reference} is {digest}: it was replaced")
+    referrers, via = list_referrers(client, digest)
+    return body, digest, {entry.get("artifactType"): entry for entry in referrers}, via
 
 
 def _check_image_signature(client: RegistryClient, attached: dict, public_pem: bytes, digest: str, ref: str) -> None:
@@ -89,7 +88,8 @@ def _check_image_signature(client: RegistryClient, attached: dict, public_pem: b
     cosign.verify_image_signature(payload, signature, public_pem, digest)
 
 
-def _artifact(client: RegistryClient, attached: dict, artifact_type: str, reference: str) -> bytes:
+def attached_file(client: RegistryClient, attached: dict, artifact_type: str, reference: str) -> bytes:
+    """The file the referrer of `artifact_type` carries, checked against its digest."""
     entry = attached.get(artifact_type)
     if entry is None:
         raise VerificationError(f"{reference} has no {artifact_type} attached; sign it with `package --sign-key`")
@@ -108,7 +108,7 @@ def _blob(client: RegistryClient, layer: dict, what: str) -> bytes:
 
 
 def _check_attached(client, attached: dict, kind: str, signed: dict, image_path: str, reference: str) -> bytes:
-    data = _artifact(client, attached, kind, reference)
+    data = attached_file(client, attached, kind, reference)
     name = image_path.lstrip("/")
     if signed.get(name) != hashlib.sha256(data).hexdigest():
         raise VerificationError(f"the {name.rsplit('/', 1)[-1]} attached to {reference} is not the signed one")

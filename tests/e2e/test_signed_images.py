@@ -15,6 +15,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+import docker
 import pytest
 
 from packager.builders.registry_client import RegistryClient
@@ -347,3 +348,15 @@ def signed_digests_of(report) -> set[str]:
 
     key = Path(report.signature["public_key"]).read_bytes()
     return set(signed_digests(Path(report.signature["signature"]).read_bytes(), key))
+
+
+def test_packager_sbom_reads_the_attached_bom_of_a_pushed_image(signed, docker_client, capsys) -> None:
+    """Not pulled: the BOM comes from the registry, where it is attached to the image."""
+    report, _, _ = signed
+    reference = f"{report.image.rsplit(':', 1)[0]}@{report.digest}"
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        docker_client.images.remove(reference)  # the digest reference only: the tag keeps the image
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(reference)
+    assert main(["sbom", reference]) == 0
+    assert capsys.readouterr().out == Path(report.context, "bom.cdx.json").read_text()
