@@ -124,9 +124,9 @@ class RegistryClient:
         return body
 
     def _send_streaming(self, path: str):
+        """A GET on a connection of its own: the response is read by the caller, after other requests."""
         headers = {"Authorization": self._auth_header} if self._auth_header else {}
-        kind = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
-        connection = kind(self.registry, timeout=600)
+        connection = self._new_connection()
         try:
             connection.request("GET", path, headers=headers)
             response = connection.getresponse()
@@ -163,9 +163,12 @@ class RegistryClient:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._connection is None:
-            kind = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
-            self._connection = kind(self.registry, timeout=600)
+            self._connection = self._new_connection()
         return self._connection
+
+    def _new_connection(self) -> http.client.HTTPConnection:
+        kind = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
+        return kind(self.registry, timeout=600)
 
     def _authenticate(self, challenge: str) -> bool:
         """Answer a 401: Basic with the credentials, or Bearer by fetching a token from the realm."""

@@ -55,13 +55,10 @@ def _cmd_verify_image(args: argparse.Namespace) -> int:
 
 
 def _checked_key(public_pem: bytes, path: str) -> bytes:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
+    from packager.runtime.signature import SignatureMismatch, load_public_key
 
     try:
-        key = serialization.load_pem_public_key(public_pem)
-    except ValueError:
-        raise UserInputError(f"--key {path} is not a PEM public key; pass the signer's key.pub") from None
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise UserInputError(f"--key {path} is not an EC public key; packager signs with EC keys (P-256)")
+        load_public_key(public_pem, f"--key {path}")
+    except SignatureMismatch as exc:
+        raise UserInputError(str(exc)) from None
     return public_pem

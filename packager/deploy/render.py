@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 from packager.deploy.targets import get_target
 from packager.deploy.values import k8s_name, manifest_values
@@ -16,9 +17,9 @@ from packager.image.reference import split_target
 from packager.image.render import template_environment
 from packager.io.staging import staged_directory
 from packager.plan import PackagePlan
+from packager.runtime.signature import SIGNATURE_DIR
 
 ADMISSION_POLICY = "admission-policy.yaml"
-SIGNATURE_MOUNT = "/opt/packager/signature"  # packager_runtime.signature.SIGNATURE_DIR
 
 
 @dataclass(frozen=True)
@@ -31,16 +32,11 @@ class Signature:
     def values(self, name: str) -> dict[str, str]:
         """What the templates render: the texts, where pods mount them, the ConfigMap's name."""
         return {
-            "bundle": _read(self.bundle),
-            "public_key": _read(self.public_key),
-            "mount": SIGNATURE_MOUNT,
+            "bundle": Path(self.bundle).read_text(),
+            "public_key": Path(self.public_key).read_text(),
+            "mount": SIGNATURE_DIR,  # where the runtime looks
             "config_map": f"{name}-signature",
         }
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
 
 
 def manifest_names(plan: PackagePlan, target: str) -> tuple[str, ...]:

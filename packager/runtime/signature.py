@@ -12,15 +12,15 @@ not): a pod mounts it, with the public key, at SIGNATURE_DIR. When nothing is mo
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
+
+from .fingerprint import full_sha256
 
 SIGNATURE_DIR = "/opt/packager/signature"
 SIGNATURE_FILE = "model.sig"
 PUBLIC_KEY_FILE = "key.pub"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
-CHUNK = 8 << 20
 
 
 class SignatureMismatch(Exception):
@@ -36,7 +36,7 @@ def signed_digests(bundle: bytes, public_key: bytes) -> dict[str, str]:
         signature = base64.b64decode(envelope["signatures"][0]["sig"])
     except (ValueError, KeyError, IndexError, TypeError):
         raise SignatureMismatch("the model signature is not a model-signing bundle; sign the image again") from None
-    _check_signature(public_key, _pae(payload_type, payload), signature)
+    verify_ecdsa(public_key, _pae(payload_type, payload), signature, "model signature")
     statement = json.loads(payload)
     if statement.get("predicateType") != PREDICATE_TYPE:
         raise SignatureMismatch(f"the signed statement is not a model signature ({statement.get('predicateType')})")
@@ -49,22 +49,38 @@ def _pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
 
 
-def _check_signature(public_key: bytes, message: bytes, signature: bytes) -> None:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes, serialization
+def load_public_key(pem: bytes, name: str = "the public key"):
+    """A PEM EC public key; SignatureMismatch, naming it as `name`, otherwise."""
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     try:
-        key = serialization.load_pem_public_key(public_key)
+        key = serialization.load_pem_public_key(pem)
     except ValueError:
-        raise SignatureMismatch("the public key is not a PEM public key; pass the key.pub of the signing key") from None
+        raise SignatureMismatch(f"{name} is not a PEM public key; pass the key.pub of the signing key") from None
     if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise SignatureMismatch("the public key is not an EC key; model signatures use EC keys (P-256/384/521)")
-    digest = {256: hashes.SHA256(), 384: hashes.SHA384()}.get(key.curve.key_size, hashes.SHA512())
+        raise SignatureMismatch(f"{name} is not an EC key; packager signs with EC keys (P-256/384/521)")
+    return key
+
+
+def ecdsa(key):
+    """ECDSA with the hash of the key's curve, model-signing's and cosign's rule: SHA-256/384/512 (a private or a
+    public EC key)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.ECDSA({256: hashes.SHA256(), 384: hashes.SHA384()}.get(key.curve.key_size, hashes.SHA512()))
+
+
+def verify_ecdsa(public_key: bytes, message: bytes, signature: bytes, what: str) -> None:
+    """Raise SignatureMismatch unless `signature` is the key's ECDSA signature of `message` (`what`: its name)."""
+    from cryptography.exceptions import InvalidSignature
+
+    key = load_public_key(public_key)
     try:
-        key.verify(signature, message, ec.ECDSA(digest))
+        key.verify(signature, message, ecdsa(key))
     except InvalidSignature:
-        raise SignatureMismatch("the model signature does not verify with this public key") from None
+        raise SignatureMismatch(f"the {what} does not verify with this public key") from None
 
 
 def check_files(root: str, digests: dict[str, str], folders: tuple[str, ...]) -> None:
@@ -74,7 +90,7 @@ def check_files(root: str, digests: dict[str, str], folders: tuple[str, ...]) ->
         path = os.path.join(root, name)
         if not os.path.isfile(path):
             raise SignatureMismatch(f"/{name} is signed but missing from the image; pull the image again by digest")
-        if file_sha256(path) != digest:
+        if full_sha256(path) != digest:
             raise SignatureMismatch(
                 f"/{name} differs from the signed file (sha256); the image was altered after signing: pull it "
                 f"again by digest"
@@ -84,15 +100,6 @@ def check_files(root: str, digests: dict[str, str], folders: tuple[str, ...]) ->
             name = os.path.relpath(found, root)
             if name not in digests:
                 raise SignatureMismatch(f"/{name} is not signed; it was added to the image after signing")
-
-
-def file_sha256(path: str) -> str:
-    """sha256 hex of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _files_under(folder: str) -> list[str]:
@@ -112,4 +119,3 @@ def check_mounted_signature(folders: tuple[str, ...], directory: str | None = No
     with open(bundle_path, "rb") as f, open(key_path, "rb") as k:
         check_files(root, signed_digests(f.read(), k.read()), folders)
     return True
-

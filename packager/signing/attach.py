@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from packager.bom import BOM_FILE
 from packager.builders.registry_client import RegistryClient
@@ -75,8 +76,8 @@ def sign_pushed(context: str, lock: dict, key: SigningKey, registry: Registry, d
         raise RegistryError(f"the pushed image {registry.repository}@{digest} is not in the registry; push it again")
     subject = descriptor(found[1], found[0])
     artifacts = [
-        Artifact(BOM_TYPE, BOM_FILE, _read(os.path.join(context, BOM_FILE))),
-        Artifact(LOCK_TYPE, LOCK_FILE, _read(os.path.join(context, LOCK_FILE))),
+        Artifact(BOM_TYPE, BOM_FILE, Path(context, BOM_FILE).read_bytes()),
+        Artifact(LOCK_TYPE, LOCK_FILE, Path(context, LOCK_FILE).read_bytes()),
         Artifact(BUNDLE_TYPE, SIGNATURE_FILE, model.bundle()),
     ]
     attached, via = {}, ""
@@ -106,8 +107,3 @@ def _attach_image_signature(client: RegistryClient, repository: str, subject: di
     client.put_manifest(cosign.signature_tag(subject["digest"]), body, MANIFEST_TYPE)
     digest, _ = attach(client, subject, body, IMAGE_SIGNATURE_TYPE)
     return digest
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()

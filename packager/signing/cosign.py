@@ -9,8 +9,8 @@ import base64
 import hashlib
 import json
 
-from packager.runtime.signature import SignatureMismatch
-from packager.signing.keys import SigningKey, ecdsa_hash
+from packager.runtime.signature import SignatureMismatch, ecdsa, verify_ecdsa
+from packager.signing.keys import SigningKey
 
 PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -34,10 +34,8 @@ def simple_signing_payload(repository: str, manifest_digest: str) -> bytes:
 
 def sign_payload(payload: bytes, key: SigningKey) -> str:
     """The base64 ECDSA signature of `payload`."""
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     private = key.private_key()
-    return base64.b64encode(private.sign(payload, ec.ECDSA(ecdsa_hash(private)))).decode()
+    return base64.b64encode(private.sign(payload, ecdsa(private))).decode()
 
 
 def signature_config(payload: bytes) -> bytes:
@@ -57,20 +55,12 @@ def signature_config(payload: bytes) -> bytes:
 def verify_image_signature(payload: bytes, signature: str, public_pem: bytes, manifest_digest: str) -> None:
     """Raise SignatureMismatch unless `signature` over `payload` verifies with the key and the payload names
     `manifest_digest`."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import serialization
-
-    key = serialization.load_pem_public_key(public_pem)
     try:
-        key.verify(base64.b64decode(signature), payload, _ecdsa(key))
-    except (InvalidSignature, ValueError):
+        raw = base64.b64decode(signature)
+    except ValueError:
         raise SignatureMismatch("the image signature does not verify with this public key") from None
+    verify_ecdsa(public_pem, payload, raw, "image signature")
     signed = json.loads(payload).get("critical", {}).get("image", {}).get("docker-manifest-digest")
     if signed != manifest_digest:
         raise SignatureMismatch(f"the image signature is for manifest {signed}, not this image's {manifest_digest}")
 
-
-def _ecdsa(key):
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    return ec.ECDSA(ecdsa_hash(key))

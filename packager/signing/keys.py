@@ -57,9 +57,3 @@ def _load(path: str):
         )
     return key
 
-
-def ecdsa_hash(key):
-    """The hash ECDSA uses with this key's curve (model-signing's and cosign's rule: SHA-256/384/512)."""
-    from cryptography.hazmat.primitives import hashes
-
-    return {256: hashes.SHA256(), 384: hashes.SHA384()}.get(key.curve.key_size, hashes.SHA512())

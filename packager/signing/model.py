@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from packager.bom import BOM_FILE
 from packager.errors import UserInputError
@@ -33,8 +34,7 @@ class ModelSignature:
 
     def bundle(self) -> bytes:
         """The bundle's bytes."""
-        with open(self.path, "rb") as f:
-            return f.read()
+        return Path(self.path).read_bytes()
 
 
 def signed_files(context: str) -> dict[str, str]:
@@ -72,7 +72,7 @@ def sign_model(context: str, key: SigningKey, output: str, pinned: dict[str, str
         hashing = model_signing.hashing.Config().set_allow_symlinks(True)
         signing = model_signing.signing.Config().use_elliptic_key_signer(private_key=key.path)
         signing.set_hashing_config(hashing).sign(stage, output)
-    signature = ModelSignature(output, signed_digests(_read(output), key.public_pem))
+    signature = ModelSignature(output, signed_digests(Path(output).read_bytes(), key.public_pem))
     _check_pins(signature.digests, pinned)
     return signature
 
@@ -82,8 +82,3 @@ def _check_pins(signed: dict[str, str], pinned: dict[str, str]) -> None:
         name = path.lstrip("/")
         if name in signed and signed[name] != digest:
             raise UserInputError(f"{path} changed after it was pinned (sha256 differs); run package again")
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()

@@ -9,7 +9,7 @@ import json
 import kubernetes_validate
 import pytest
 
-from packager.deploy.render import ADMISSION_POLICY, SIGNATURE_MOUNT, Signature, render_manifests
+from packager.deploy.render import ADMISSION_POLICY, Signature, render_manifests
 from packager.runtime.signature import SIGNATURE_DIR
 from tests import plans
 from tests.deploy.kserve_oracle import validate_kserve
@@ -47,10 +47,6 @@ CASES = {
     "signed-shared": (deploy(plans.shared(), ["compose", "kubernetes", "kserve"]), REF),
     "signed-shared-vllm-llmisvc": (deploy(on_vllm(plans.shared(), model_image=MODEL), ["kserve"]), REF),
 }
-
-
-def test_the_runtime_and_the_manifests_agree_on_where_the_signature_is() -> None:
-    assert SIGNATURE_MOUNT == SIGNATURE_DIR
 
 
 @pytest.mark.parametrize("case", CASES)
